@@ -1,0 +1,173 @@
+//! Causal self-attention, fused and tiled in the FlashAttention-2 way: scores exist one
+//! (query block × key block) tile at a time, softmax is computed online, and only each row's
+//! logsumexp is saved for backward (O(T) extra memory per head, not O(T²)).
+//!
+//! Layout: q [heads, tq, d], k and v [heads, tk, d], contiguous, with tq <= tk. Query i sits at
+//! absolute position i + (tk − tq) and sees keys 0..=that position (a KV cache puts the new
+//! queries at the end).
+
+use super::gemm::{sgemm, MatMut, MatRef};
+use super::simd;
+use rayon::prelude::*;
+
+const BLOCK_Q: usize = 64;
+const BLOCK_K: usize = 64;
+
+#[derive(Clone, Copy)]
+pub struct Dims {
+    pub heads: usize,
+    pub tq: usize,
+    pub tk: usize,
+    pub d: usize,
+}
+
+impl Dims {
+    fn offset(&self) -> usize {
+        self.tk - self.tq
+    }
+    fn scale(&self) -> f32 {
+        1.0 / (self.d as f32).sqrt()
+    }
+    /// Number of keys query row `i` may see.
+    fn visible(&self, i: usize) -> usize {
+        i + self.offset() + 1
+    }
+}
+
+/// C[m×n] (+)= alpha · A·B over row-major slices with the given strides.
+#[allow(clippy::too_many_arguments)]
+fn gemm(m: usize, n: usize, k: usize, alpha: f32, a: (&[f32], usize, usize), b: (&[f32], usize, usize), beta: f32, c: &mut [f32], ldc: usize) {
+    sgemm(
+        m,
+        n,
+        k,
+        alpha,
+        MatRef { data: a.0, offset: 0, rs: a.1, cs: a.2 },
+        MatRef { data: b.0, offset: 0, rs: b.1, cs: b.2 },
+        beta,
+        MatMut { data: c, offset: 0, rs: ldc, cs: 1 },
+    );
+}
+
+/// Returns (out [heads, tq, d], lse [heads, tq]).
+pub fn forward(q: &[f32], k: &[f32], v: &[f32], dims: Dims) -> (Vec<f32>, Vec<f32>) {
+    let Dims { heads, tq, tk, d } = dims;
+    let mut out = vec![0f32; heads * tq * d];
+    let mut lse = vec![0f32; heads * tq];
+    let q_blocks = tq.div_ceil(BLOCK_Q);
+    // One task per (head, query block): they write disjoint rows of `out` and `lse`.
+    let tasks: Vec<(usize, usize)> = (0..heads).flat_map(|h| (0..q_blocks).map(move |b| (h, b))).collect();
+    let results: Vec<(usize, usize, Vec<f32>, Vec<f32>)> = tasks
+        .into_par_iter()
+        .map(|(h, qb)| {
+            let i0 = qb * BLOCK_Q;
+            let rows = BLOCK_Q.min(tq - i0);
+            let qh = &q[(h * tq + i0) * d..(h * tq + i0 + rows) * d];
+            let (kh, vh) = (&k[h * tk * d..(h + 1) * tk * d], &v[h * tk * d..(h + 1) * tk * d]);
+            let (o, l) = forward_block(qh, kh, vh, i0, rows, dims);
+            (h, i0, o, l)
+        })
+        .collect();
+    for (h, i0, o, l) in results {
+        out[(h * tq + i0) * d..(h * tq + i0) * d + o.len()].copy_from_slice(&o);
+        lse[h * tq + i0..h * tq + i0 + l.len()].copy_from_slice(&l);
+    }
+    (out, lse)
+}
+
+/// Online softmax over key blocks for `rows` queries starting at row `i0` of one head.
+fn forward_block(q: &[f32], k: &[f32], v: &[f32], i0: usize, rows: usize, dims: Dims) -> (Vec<f32>, Vec<f32>) {
+    let d = dims.d;
+    let keys = dims.visible(i0 + rows - 1);
+    let mut acc = vec![0f32; rows * d];
+    let mut s = vec![0f32; rows * BLOCK_K];
+    let (mut m, mut l) = (vec![f32::NEG_INFINITY; rows], vec![0f32; rows]);
+    for j0 in (0..keys).step_by(BLOCK_K) {
+        let cols = BLOCK_K.min(keys - j0);
+        // S = scale · Q Kᵀ for this tile (Kᵀ read through strides: no transpose copy).
+        gemm(rows, cols, d, dims.scale(), (q, d, 1), (&k[j0 * d..], 1, d), 0.0, &mut s, BLOCK_K);
+        for r in 0..rows {
+            let row = &mut s[r * BLOCK_K..r * BLOCK_K + cols];
+            let seen = dims.visible(i0 + r).saturating_sub(j0).min(cols);
+            row[seen..].fill(f32::NEG_INFINITY);
+            let m_new = m[r].max(simd::max(row));
+            let alpha = simd::exp(m[r] - m_new);
+            for p in row.iter_mut() {
+                *p = simd::exp(*p - m_new);
+            }
+            l[r] = l[r] * alpha + simd::sum(row);
+            m[r] = m_new;
+            acc[r * d..(r + 1) * d].iter_mut().for_each(|a| *a *= alpha);
+        }
+        // acc += P V.
+        gemm(rows, d, cols, 1.0, (&s, BLOCK_K, 1), (&v[j0 * d..], d, 1), 1.0, &mut acc, d);
+    }
+    let mut lse = vec![0f32; rows];
+    for r in 0..rows {
+        let inv = 1.0 / l[r];
+        acc[r * d..(r + 1) * d].iter_mut().for_each(|a| *a *= inv);
+        lse[r] = m[r] + l[r].ln();
+    }
+    (acc, lse)
+}
+
+/// Returns (dq, dk, dv), recomputing each score tile from q, k and the saved logsumexp.
+pub fn backward(q: &[f32], k: &[f32], v: &[f32], out: &[f32], lse: &[f32], dout: &[f32], dims: Dims) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let Dims { heads, tq, tk, d } = dims;
+    let mut dq = vec![0f32; heads * tq * d];
+    let mut dk = vec![0f32; heads * tk * d];
+    let mut dv = vec![0f32; heads * tk * d];
+    // One task per head: dq accumulates over key blocks and dk/dv over query blocks.
+    dq.par_chunks_mut(tq * d)
+        .zip(dk.par_chunks_mut(tk * d).zip(dv.par_chunks_mut(tk * d)))
+        .enumerate()
+        .for_each(|(h, (dq, (dk, dv)))| {
+            let q = &q[h * tq * d..(h + 1) * tq * d];
+            let (k, v) = (&k[h * tk * d..(h + 1) * tk * d], &v[h * tk * d..(h + 1) * tk * d]);
+            let (o, g) = (&out[h * tq * d..(h + 1) * tq * d], &dout[h * tq * d..(h + 1) * tq * d]);
+            backward_head(q, k, v, o, &lse[h * tq..(h + 1) * tq], g, dq, dk, dv, dims);
+        });
+    (dq, dk, dv)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_head(q: &[f32], k: &[f32], v: &[f32], o: &[f32], lse: &[f32], g: &[f32], dq: &mut [f32], dk: &mut [f32], dv: &mut [f32], dims: Dims) {
+    let Dims { tq, tk, d, .. } = dims;
+    let scale = dims.scale();
+    // D_i = Σ_d dO·O: the row term of softmax's backward.
+    let delta: Vec<f32> = (0..tq).map(|i| simd::dot(&g[i * d..(i + 1) * d], &o[i * d..(i + 1) * d])).collect();
+    let mut p = vec![0f32; BLOCK_Q * BLOCK_K];
+    let mut dp = vec![0f32; BLOCK_Q * BLOCK_K];
+    for j0 in (0..tk).step_by(BLOCK_K) {
+        let cols = BLOCK_K.min(tk - j0);
+        // First query row that sees key j0.
+        let first = j0.saturating_sub(dims.offset());
+        for i0 in (first - first % BLOCK_Q..tq).step_by(BLOCK_Q) {
+            let rows = BLOCK_Q.min(tq - i0);
+            let qi = &q[i0 * d..];
+            gemm(rows, cols, d, scale, (qi, d, 1), (&k[j0 * d..], 1, d), 0.0, &mut p, BLOCK_K);
+            for r in 0..rows {
+                let seen = dims.visible(i0 + r).saturating_sub(j0).min(cols);
+                let row = &mut p[r * BLOCK_K..r * BLOCK_K + cols];
+                let l = lse[i0 + r];
+                for (c, x) in row.iter_mut().enumerate() {
+                    *x = if c < seen { simd::exp(*x - l) } else { 0.0 };
+                }
+            }
+            let gi = &g[i0 * d..];
+            // dV_j += Pᵀ dO_i
+            gemm(cols, d, rows, 1.0, (&p, 1, BLOCK_K), (gi, d, 1), 1.0, &mut dv[j0 * d..], d);
+            // dP = dO_i V_jᵀ, then dS = P ⊙ (dP − D_i), kept in `dp`.
+            gemm(rows, cols, d, 1.0, (gi, d, 1), (&v[j0 * d..], 1, d), 0.0, &mut dp, BLOCK_K);
+            for r in 0..rows {
+                for c in 0..cols {
+                    let idx = r * BLOCK_K + c;
+                    dp[idx] = p[idx] * (dp[idx] - delta[i0 + r]);
+                }
+            }
+            // dQ_i += scale · dS K_j;  dK_j += scale · dSᵀ Q_i
+            gemm(rows, d, cols, scale, (&dp, BLOCK_K, 1), (&k[j0 * d..], d, 1), 1.0, &mut dq[i0 * d..], d);
+            gemm(cols, d, rows, scale, (&dp, 1, BLOCK_K), (qi, d, 1), 1.0, &mut dk[j0 * d..], d);
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! CUDA contexts and device buffers through cudarc (dynamic loading: nothing is linked at build time).
+//! Ops on CUDA tensors are the CUDA-backend issue's work; here tensors can move to and from a device.
+
+use crate::storage::CpuStorage;
+use crate::{DType, Device, Error, Result};
+use cudarc::driver::{CudaContext, CudaSlice};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Device memory, one variant per dtype (bf16 and f16 stored as raw u16).
+pub enum CudaStorage {
+    F32(CudaSlice<f32>, usize),
+    U16(CudaSlice<u16>, DType, usize),
+    I64(CudaSlice<i64>, usize),
+}
+
+impl CudaStorage {
+    pub fn device(&self) -> Device {
+        match self {
+            CudaStorage::F32(_, o) | CudaStorage::U16(_, _, o) | CudaStorage::I64(_, o) => Device::Cuda(*o),
+        }
+    }
+    pub fn dtype(&self) -> DType {
+        match self {
+            CudaStorage::F32(..) => DType::F32,
+            CudaStorage::U16(_, d, _) => *d,
+            CudaStorage::I64(..) => DType::I64,
+        }
+    }
+}
+
+/// libcuda is loaded lazily and a missing library panics inside cudarc: check first.
+pub fn probe() -> std::result::Result<String, String> {
+    if !cudarc::driver::sys::is_culib_present() {
+        return Err("no CUDA driver: libcuda.so not found".into());
+    }
+    let ctx = context(0).map_err(|e| e.to_string())?;
+    let name = ctx.name().unwrap_or_else(|_| "unknown".into());
+    Ok(format!("cuda:0 {name}"))
+}
+
+/// One context per ordinal, created on first use and shared.
+pub fn context(ordinal: usize) -> Result<Arc<CudaContext>> {
+    static CONTEXTS: OnceLock<Mutex<Vec<Option<Arc<CudaContext>>>>> = OnceLock::new();
+    if !cudarc::driver::sys::is_culib_present() {
+        return Err(Error::Cuda(format!("cuda:{ordinal} requested, but no CUDA driver (libcuda.so) was found")));
+    }
+    let mut all = CONTEXTS.get_or_init(|| Mutex::new(Vec::new())).lock().unwrap();
+    if all.len() <= ordinal {
+        all.resize(ordinal + 1, None);
+    }
+    if let Some(ctx) = &all[ordinal] {
+        return Ok(ctx.clone());
+    }
+    let count = CudaContext::device_count().map_err(|e| Error::Cuda(format!("device count: {e:?}")))?;
+    if ordinal >= count as usize {
+        return Err(Error::Cuda(format!("cuda:{ordinal} requested, but {count} CUDA device(s) found")));
+    }
+    let ctx = CudaContext::new(ordinal).map_err(|e| Error::Cuda(format!("cuda:{ordinal}: {e:?}")))?;
+    all[ordinal] = Some(ctx.clone());
+    Ok(ctx)
+}
+
+fn err(e: impl std::fmt::Debug) -> Error {
+    Error::Cuda(format!("{e:?}"))
+}
+
+pub fn upload(src: &CpuStorage, ordinal: usize) -> Result<CudaStorage> {
+    let stream = context(ordinal)?.default_stream();
+    Ok(match src {
+        CpuStorage::F32(v) => CudaStorage::F32(stream.memcpy_stod(v).map_err(err)?, ordinal),
+        CpuStorage::BF16(v) => {
+            CudaStorage::U16(stream.memcpy_stod(bytemuck::cast_slice::<_, u16>(v)).map_err(err)?, DType::BF16, ordinal)
+        }
+        CpuStorage::F16(v) => {
+            CudaStorage::U16(stream.memcpy_stod(bytemuck::cast_slice::<_, u16>(v)).map_err(err)?, DType::F16, ordinal)
+        }
+        CpuStorage::I64(v) => CudaStorage::I64(stream.memcpy_stod(v).map_err(err)?, ordinal),
+    })
+}
+
+pub fn download(src: &CudaStorage) -> Result<CpuStorage> {
+    let Device::Cuda(ordinal) = src.device() else { unreachable!() };
+    let stream = context(ordinal)?.default_stream();
+    Ok(match src {
+        CudaStorage::F32(s, _) => CpuStorage::F32(stream.memcpy_dtov(s).map_err(err)?),
+        CudaStorage::U16(s, dtype, _) => {
+            let raw: Vec<u16> = stream.memcpy_dtov(s).map_err(err)?;
+            match dtype {
+                DType::BF16 => CpuStorage::BF16(bytemuck::cast_vec(raw)),
+                _ => CpuStorage::F16(bytemuck::cast_vec(raw)),
+            }
+        }
+        CudaStorage::I64(s, _) => CpuStorage::I64(stream.memcpy_dtov(s).map_err(err)?),
+    })
+}

@@ -1,0 +1,24 @@
+//! The tensor engine: strided tensors, a reverse-mode autograd, a fast CPU backend (the reference)
+//! and a CUDA backend behind the `cuda` feature.
+
+pub mod autograd;
+pub mod cpu;
+pub mod cuda;
+mod device;
+mod dtype;
+mod error;
+pub mod ops;
+pub mod optim;
+pub mod safetensors;
+pub mod shape;
+mod storage;
+mod tensor;
+
+pub use autograd::{no_grad, with_no_grad, GradStore, NoGradGuard};
+pub use device::Device;
+pub use dtype::DType;
+pub use error::{Error, Result};
+pub use ops::attention::{causal_attention, causal_attention_naive};
+pub use ops::index::embedding;
+pub use storage::{CpuStorage, Storage};
+pub use tensor::{Element, Tensor, TensorId};

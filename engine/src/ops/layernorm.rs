@@ -1,0 +1,24 @@
+//! LayerNorm over the last dim, fused: one pass computes y and saves mean and rstd for backward.
+
+use super::view::f32_tensor;
+use crate::autograd::Op;
+use crate::cpu::layernorm as k;
+use crate::{Error, Result, Tensor};
+
+impl Tensor {
+    /// LayerNorm over the last dim with weight `w` and bias `b` (both [D]).
+    pub fn layer_norm(&self, w: &Tensor, b: &Tensor, eps: f32) -> Result<Tensor> {
+        let d = *self.shape().last().ok_or_else(|| Error::shape("layer_norm", "needs rank >= 1"))?;
+        if w.shape() != [d] || b.shape() != [d] {
+            return Err(Error::shape("layer_norm", format!("input {:?} with weight {:?} and bias {:?}", self.shape(), w.shape(), b.shape())));
+        }
+        let (y, mean, rstd) = k::forward(&self.cpu_f32("layer_norm")?, &w.cpu_f32("layer_norm")?, &b.cpu_f32("layer_norm")?, d, eps);
+        Ok(f32_tensor(y, self.shape()).with_op(&[self, w, b], || Op::LayerNorm { x: self.clone(), w: w.clone(), b: b.clone(), mean, rstd }))
+    }
+}
+
+pub(crate) fn backward(x: &Tensor, w: &Tensor, mean: &[f32], rstd: &[f32], g: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+    let d = w.numel();
+    let (dx, dw, db) = k::backward(&x.cpu_f32("layer_norm backward")?, &w.cpu_f32("layer_norm backward")?, &g.cpu_f32("layer_norm backward")?, mean, rstd, d);
+    Ok((f32_tensor(dx, x.shape()), f32_tensor(dw, &[d]), f32_tensor(db, &[d])))
+}

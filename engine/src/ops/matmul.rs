@@ -1,0 +1,122 @@
+//! Batched matmul with either operand transposed (as a strided view, at no cost) and an optional
+//! bias fused into the output (C starts as the bias rows, then the GEMM accumulates into it).
+
+use super::view::f32_tensor;
+use crate::autograd::Op;
+use crate::cpu::gemm::{sgemm, MatMut, MatRef};
+use crate::{Error, Result, Tensor};
+use rayon::prelude::*;
+
+/// Below this many multiply-adds per matrix, batches run in parallel instead of inside the GEMM.
+const SMALL_GEMM: usize = 64 * 64 * 64;
+
+impl Tensor {
+    /// `self` [.., M, K] · `rhs` [.., K, N] (or [K, N], shared by every batch) → [.., M, N].
+    pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
+        matmul(self, rhs, None)
+    }
+
+    /// `self · rhs + bias`, with `bias` [N] added to every row.
+    pub fn matmul_bias(&self, rhs: &Tensor, bias: &Tensor) -> Result<Tensor> {
+        matmul(self, rhs, Some(bias))
+    }
+}
+
+fn matmul(a: &Tensor, b: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let (ra, rb) = (a.rank(), b.rank());
+    let bad = |why: &str| Error::shape("matmul", format!("{:?} x {:?}: {why}", a.shape(), b.shape()));
+    if ra < 2 || rb < 2 {
+        return Err(bad("both operands need rank >= 2"));
+    }
+    let (m, k, n) = (a.shape()[ra - 2], a.shape()[ra - 1], b.shape()[rb - 1]);
+    if b.shape()[rb - 2] != k {
+        return Err(bad("inner dims differ"));
+    }
+    let batch_shape = &a.shape()[..ra - 2];
+    if rb > 2 && b.shape()[..rb - 2] != *batch_shape {
+        return Err(bad("batch dims differ"));
+    }
+    if let Some(bias) = bias {
+        if bias.shape() != [n] {
+            return Err(Error::shape("matmul", format!("bias {:?} for {n} output columns", bias.shape())));
+        }
+    }
+    let batches: usize = batch_shape.iter().product();
+    let mut out_shape = batch_shape.to_vec();
+    out_shape.extend([m, n]);
+
+    // C starts as the bias rows (beta = 1) or is written fresh (beta = 0).
+    let (mut out, beta) = match bias {
+        Some(bias) => (bias.cpu_f32("matmul bias")?.repeat(batches * m), 1.0),
+        None => (vec![0f32; batches * m * n], 0.0),
+    };
+    {
+        let (av, bv) = (a.cpu_f32_storage("matmul")?, b.cpu_f32_storage("matmul")?);
+        let (la, lb) = (a.layout(), b.layout());
+        let mat = |data, l: &crate::shape::Layout, r: usize, batch: usize| MatRef {
+            data,
+            offset: batch_offset(l, r - 2, batch),
+            rs: l.strides[r - 2],
+            cs: l.strides[r - 1],
+        };
+        // A shared B and batch dims that collapse into rows: one large GEMM.
+        if rb == 2 && batches > 1 && merges_into_rows(la) {
+            let am = MatRef { data: &av, offset: la.offset, rs: la.strides[ra - 2], cs: la.strides[ra - 1] };
+            let c = MatMut { data: &mut out, offset: 0, rs: n, cs: 1 };
+            sgemm(batches * m, n, k, 1.0, am, mat(&bv, lb, 2, 0), beta, c);
+        } else if batches > 1 && m * n * k < SMALL_GEMM {
+            out.par_chunks_mut((m * n).max(1)).enumerate().for_each(|(i, c)| {
+                let bm = if rb == 2 { mat(&bv, lb, 2, 0) } else { mat(&bv, lb, rb, i) };
+                sgemm(m, n, k, 1.0, mat(&av, la, ra, i), bm, beta, MatMut { data: c, offset: 0, rs: n, cs: 1 });
+            });
+        } else {
+            for (i, c) in out.chunks_mut((m * n).max(1)).enumerate().take(batches) {
+                let bm = if rb == 2 { mat(&bv, lb, 2, 0) } else { mat(&bv, lb, rb, i) };
+                sgemm(m, n, k, 1.0, mat(&av, la, ra, i), bm, beta, MatMut { data: c, offset: 0, rs: n, cs: 1 });
+            }
+        }
+    }
+    let inputs: Vec<&Tensor> = [Some(a), Some(b), bias].into_iter().flatten().collect();
+    Ok(f32_tensor(out, &out_shape).with_op(&inputs, || Op::Matmul(a.clone(), b.clone(), bias.cloned())))
+}
+
+/// Storage offset of matrix number `batch` (row-major over the dims before `mat_dim`).
+fn batch_offset(l: &crate::shape::Layout, mat_dim: usize, mut batch: usize) -> usize {
+    let mut offset = l.offset;
+    for d in (0..mat_dim).rev() {
+        offset += (batch % l.shape[d]) * l.strides[d];
+        batch /= l.shape[d];
+    }
+    offset
+}
+
+/// Can the batch dims and the row dim be read as one long row dim with a single stride?
+fn merges_into_rows(l: &crate::shape::Layout) -> bool {
+    let r = l.rank();
+    (0..r - 2).all(|d| l.shape[d] == 1 || l.strides[d] == l.strides[d + 1] * l.shape[d + 1])
+}
+
+/// dA = g·Bᵀ, dB = Aᵀ·g (summed over batches when B was shared), dbias = Σ rows of g.
+pub(crate) fn backward(g: &Tensor, a: Tensor, b: Tensor, bias: Option<Tensor>) -> Result<Vec<(Tensor, Tensor)>> {
+    let mut grads = Vec::with_capacity(3);
+    if a.tracked() {
+        grads.push((g.matmul(&b.t()?)?, a.clone()));
+    }
+    if b.tracked() {
+        let db = if b.rank() == 2 && a.rank() > 2 {
+            let k = a.shape()[a.rank() - 1];
+            let n = g.shape()[g.rank() - 1];
+            let rows = a.numel() / k.max(1);
+            a.reshape(&[rows, k])?.t()?.matmul(&g.reshape(&[rows, n])?)?
+        } else {
+            a.t()?.matmul(g)?
+        };
+        grads.push((db, b));
+    }
+    if let Some(bias) = bias {
+        if bias.tracked() {
+            grads.push((g.sum_to(bias.shape())?, bias));
+        }
+    }
+    Ok(grads)
+}

@@ -1,0 +1,161 @@
+//! AdamW with torch's semantics (decoupled weight decay, bias correction, parameter groups), one
+//! fused pass per parameter; and the learning-rate schedules used for training.
+
+use crate::{Error, GradStore, Result, Tensor};
+use rayon::prelude::*;
+
+/// Parameters that share a weight decay (torch: no decay for biases and LayerNorm gains).
+pub struct ParamGroup {
+    pub params: Vec<Tensor>,
+    pub weight_decay: f32,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct AdamWConfig {
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8 }
+    }
+}
+
+struct Slot {
+    param: Tensor,
+    weight_decay: f32,
+    m: Vec<f32>,
+    v: Vec<f32>,
+}
+
+pub struct AdamW {
+    cfg: AdamWConfig,
+    slots: Vec<Slot>,
+    step: u64,
+}
+
+impl AdamW {
+    pub fn new(groups: Vec<ParamGroup>, cfg: AdamWConfig) -> Result<AdamW> {
+        let mut slots = Vec::new();
+        for g in groups {
+            for p in g.params {
+                if !p.is_var() || !p.is_contiguous() || p.dtype() != crate::DType::F32 {
+                    return Err(Error::Msg(format!("AdamW: parameters must be contiguous f32 vars, got {p:?}")));
+                }
+                let n = p.numel();
+                slots.push(Slot { param: p, weight_decay: g.weight_decay, m: vec![0.0; n], v: vec![0.0; n] });
+            }
+        }
+        Ok(AdamW { cfg, slots, step: 0 })
+    }
+
+    /// Steps taken so far.
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    /// One update with learning rate `lr`. Parameters without a gradient are left alone (torch).
+    pub fn step(&mut self, grads: &GradStore, lr: f32) -> Result<()> {
+        self.step += 1;
+        let AdamWConfig { beta1, beta2, eps } = self.cfg;
+        let t = self.step as i32;
+        let (bc1, bc2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
+        let step_size = lr / bc1;
+        let bc2_sqrt = bc2.sqrt();
+        let work: Vec<(&mut Slot, Vec<f32>)> = self
+            .slots
+            .iter_mut()
+            .filter_map(|s| grads.get(&s.param).map(|g| (s, g)))
+            .map(|(s, g)| {
+                if g.shape() != s.param.shape() {
+                    return Err(Error::shape("AdamW", format!("gradient {:?} for parameter {:?}", g.shape(), s.param.shape())));
+                }
+                Ok((s, g.to_vec_f32()?))
+            })
+            .collect::<Result<_>>()?;
+        work.into_par_iter().try_for_each(|(s, g)| {
+            let decay = 1.0 - lr * s.weight_decay;
+            let (m, v) = (&mut s.m, &mut s.v);
+            s.param.update_f32(|p| {
+                for i in 0..p.len() {
+                    // Same operation order as torch.optim.AdamW (foreach=False).
+                    p[i] *= decay;
+                    m[i] += (g[i] - m[i]) * (1.0 - beta1);
+                    v[i] = v[i] * beta2 + (1.0 - beta2) * g[i] * g[i];
+                    let denom = v[i].sqrt() / bc2_sqrt + eps;
+                    p[i] -= step_size * m[i] / denom;
+                }
+            })
+        })
+    }
+
+    /// Moments and step count, for checkpoints (`--resume`): (m, v) per parameter in order.
+    pub fn state(&self) -> (u64, Vec<(&[f32], &[f32])>) {
+        (self.step, self.slots.iter().map(|s| (s.m.as_slice(), s.v.as_slice())).collect())
+    }
+
+    /// Restore what `state` returned.
+    pub fn load_state(&mut self, step: u64, moments: Vec<(Vec<f32>, Vec<f32>)>) -> Result<()> {
+        if moments.len() != self.slots.len() || self.slots.iter().zip(&moments).any(|(s, (m, v))| m.len() != s.m.len() || v.len() != s.v.len()) {
+            return Err(Error::Msg("AdamW state does not match the parameters".into()));
+        }
+        for (s, (m, v)) in self.slots.iter_mut().zip(moments) {
+            s.m = m;
+            s.v = v;
+        }
+        self.step = step;
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Decay {
+    Cosine,
+    Linear,
+    Constant,
+}
+
+/// Linear warmup from 0 to `peak`, then `decay` down to `min_lr` at `total_steps`.
+#[derive(Clone, Copy, Debug)]
+pub struct LrSchedule {
+    pub peak: f32,
+    pub min_lr: f32,
+    pub warmup_steps: u64,
+    pub total_steps: u64,
+    pub decay: Decay,
+}
+
+impl LrSchedule {
+    /// Learning rate for step `step` (0-based).
+    pub fn lr(&self, step: u64) -> f32 {
+        if step < self.warmup_steps {
+            return self.peak * (step + 1) as f32 / self.warmup_steps as f32;
+        }
+        let span = self.total_steps.saturating_sub(self.warmup_steps).max(1);
+        let progress = ((step - self.warmup_steps) as f32 / span as f32).min(1.0);
+        let frac = match self.decay {
+            Decay::Cosine => 0.5 * (1.0 + (std::f32::consts::PI * progress).cos()),
+            Decay::Linear => 1.0 - progress,
+            Decay::Constant => 1.0,
+        };
+        self.min_lr + (self.peak - self.min_lr) * frac
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_warms_up_then_decays_to_min() {
+        let s = LrSchedule { peak: 1.0, min_lr: 0.0, warmup_steps: 10, total_steps: 110, decay: Decay::Cosine };
+        assert!((s.lr(0) - 0.1).abs() < 1e-6);
+        assert!((s.lr(9) - 1.0).abs() < 1e-6);
+        assert!((s.lr(60) - 0.5).abs() < 1e-6);
+        assert!(s.lr(110).abs() < 1e-6);
+        let l = LrSchedule { decay: Decay::Linear, ..s };
+        assert!((l.lr(35) - 0.75).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,177 @@
+//! Shapes and strided layouts. Views (reshape, permute, narrow, broadcast) only rewrite a `Layout`;
+//! the storage underneath is shared and never copied.
+
+use crate::{Error, Result};
+
+/// How a tensor's elements sit in its storage: element `idx` lives at `offset + Σ idx[d]·strides[d]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    pub shape: Vec<usize>,
+    pub strides: Vec<usize>,
+    pub offset: usize,
+}
+
+/// Row-major (C order) strides for a shape.
+pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1; shape.len()];
+    for d in (0..shape.len().saturating_sub(1)).rev() {
+        strides[d] = strides[d + 1] * shape[d + 1];
+    }
+    strides
+}
+
+pub fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+impl Layout {
+    pub fn contiguous(shape: &[usize]) -> Self {
+        Layout { shape: shape.to_vec(), strides: contiguous_strides(shape), offset: 0 }
+    }
+
+    pub fn numel(&self) -> usize {
+        numel(&self.shape)
+    }
+
+    pub fn rank(&self) -> usize {
+        self.shape.len()
+    }
+
+    /// Row-major with no gaps (size-1 dims may carry any stride).
+    pub fn is_contiguous(&self) -> bool {
+        let mut expected = 1;
+        for d in (0..self.rank()).rev() {
+            if self.shape[d] != 1 && self.strides[d] != expected {
+                return false;
+            }
+            expected *= self.shape[d];
+        }
+        true
+    }
+
+    /// Storage offsets of every element in row-major order (for strided reads).
+    pub fn offsets(&self) -> StridedOffsets<'_> {
+        StridedOffsets { layout: self, index: vec![0; self.rank()], next: self.offset, left: self.numel() }
+    }
+
+    /// A view with the same elements under a new shape; `None` when the strides cannot express it.
+    pub fn reshaped(&self, shape: &[usize]) -> Option<Layout> {
+        if self.is_contiguous() {
+            return Some(Layout { shape: shape.to_vec(), strides: contiguous_strides(shape), offset: self.offset });
+        }
+        None
+    }
+
+    pub fn permuted(&self, perm: &[usize]) -> Result<Layout> {
+        let mut seen = vec![false; self.rank()];
+        if perm.len() != self.rank() || perm.iter().any(|&p| p >= self.rank() || std::mem::replace(&mut seen[p], true)) {
+            return Err(Error::shape("permute", format!("{perm:?} is not a permutation of the dims of {:?}", self.shape)));
+        }
+        Ok(Layout {
+            shape: perm.iter().map(|&p| self.shape[p]).collect(),
+            strides: perm.iter().map(|&p| self.strides[p]).collect(),
+            offset: self.offset,
+        })
+    }
+
+    pub fn narrowed(&self, dim: usize, start: usize, len: usize) -> Result<Layout> {
+        if dim >= self.rank() || start + len > self.shape[dim] {
+            return Err(Error::shape("narrow", format!("dim {dim} range {start}..{} out of {:?}", start + len, self.shape)));
+        }
+        let mut l = self.clone();
+        l.offset += start * self.strides[dim];
+        l.shape[dim] = len;
+        Ok(l)
+    }
+
+    /// Broadcast to `shape` (numpy rules, aligned on the right) with zero strides on expanded dims.
+    pub fn broadcast_to(&self, shape: &[usize]) -> Result<Layout> {
+        let err = || Error::shape("broadcast", format!("cannot broadcast {:?} to {:?}", self.shape, shape));
+        if shape.len() < self.rank() {
+            return Err(err());
+        }
+        let lead = shape.len() - self.rank();
+        let mut strides = vec![0; shape.len()];
+        for d in 0..self.rank() {
+            let (from, to) = (self.shape[d], shape[lead + d]);
+            strides[lead + d] = if from == to {
+                self.strides[d]
+            } else if from == 1 {
+                0
+            } else {
+                return Err(err());
+            };
+        }
+        Ok(Layout { shape: shape.to_vec(), strides, offset: self.offset })
+    }
+}
+
+/// The shape two operands broadcast to (numpy rules).
+pub fn broadcast_shape(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    let rank = a.len().max(b.len());
+    let mut out = vec![0; rank];
+    for i in 0..rank {
+        let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
+        let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
+        out[i] = match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => return Err(Error::shape(op, format!("cannot broadcast {a:?} with {b:?}"))),
+        };
+    }
+    Ok(out)
+}
+
+/// Iterator over storage offsets in row-major element order.
+pub struct StridedOffsets<'a> {
+    layout: &'a Layout,
+    index: Vec<usize>,
+    next: usize,
+    left: usize,
+}
+
+impl Iterator for StridedOffsets<'_> {
+    type Item = usize;
+    fn next(&mut self) -> Option<usize> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let current = self.next;
+        // Odometer increment from the last dim.
+        for d in (0..self.index.len()).rev() {
+            self.index[d] += 1;
+            self.next += self.layout.strides[d];
+            if self.index[d] < self.layout.shape[d] {
+                break;
+            }
+            self.next -= self.layout.strides[d] * self.index[d];
+            self.index[d] = 0;
+        }
+        Some(current)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_follow_strides() {
+        let l = Layout::contiguous(&[2, 3]).permuted(&[1, 0]).unwrap();
+        assert_eq!(l.offsets().collect::<Vec<_>>(), vec![0, 3, 1, 4, 2, 5]);
+        assert!(!l.is_contiguous());
+        let b = Layout::contiguous(&[3]).broadcast_to(&[2, 3]).unwrap();
+        assert_eq!(b.offsets().collect::<Vec<_>>(), vec![0, 1, 2, 0, 1, 2]);
+        let n = Layout::contiguous(&[4, 5]).narrowed(1, 2, 2).unwrap();
+        assert_eq!(n.offsets().collect::<Vec<_>>(), vec![2, 3, 7, 8, 12, 13, 17, 18]);
+    }
+
+    #[test]
+    fn broadcast_rules() {
+        assert_eq!(broadcast_shape("t", &[4, 1, 3], &[5, 1]).unwrap(), vec![4, 5, 3]);
+        assert!(broadcast_shape("t", &[2, 3], &[4]).is_err());
+        assert!(Layout::contiguous(&[2]).broadcast_to(&[3]).is_err());
+    }
+}

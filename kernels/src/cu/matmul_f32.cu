@@ -1,0 +1,133 @@
+// Row-major C[M,N] = A[M,K] B[K,N] (+ bias[N] if bias != nullptr), f32.
+// Every version is kept as a rung of the ladder; all are bounds-checked for any M, N, K.
+
+// v1: shared-memory tiling. Block (32, 32), one output per thread.
+#define V1_T 32
+extern "C" __global__ void __launch_bounds__(1024)
+matmul_v1_f32(const float* __restrict__ A, const float* __restrict__ B, const float* __restrict__ bias,
+              float* __restrict__ C, int M, int N, int K) {
+    __shared__ float As[V1_T][V1_T];
+    __shared__ float Bs[V1_T][V1_T + 1];
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const int row = blockIdx.y * V1_T + ty;
+    const int col = blockIdx.x * V1_T + tx;
+    float acc = 0.0f;
+    for (int k0 = 0; k0 < K; k0 += V1_T) {
+        As[ty][tx] = (row < M && k0 + tx < K) ? A[(long long)row * K + k0 + tx] : 0.0f;
+        Bs[ty][tx] = (k0 + ty < K && col < N) ? B[(long long)(k0 + ty) * N + col] : 0.0f;
+        __syncthreads();
+#pragma unroll
+        for (int k = 0; k < V1_T; ++k) acc += As[ty][k] * Bs[k][tx];
+        __syncthreads();
+    }
+    if (row < M && col < N) C[(long long)row * N + col] = acc + (bias ? bias[col] : 0.0f);
+}
+
+// v2: register blocking. 128x128 block tile, BK = 8, 256 threads, 8x8 outputs per
+// thread. A is stored transposed in shared memory so both operands are read as
+// float4. Global loads are float4 when the row length is a multiple of 4 and the
+// base is 16-byte aligned, else scalar; out-of-range elements load as 0.
+#define V2_BM 128
+#define V2_BN 128
+#define V2_BK 8
+#define V2_TM 8
+#define V2_TN 8
+extern "C" __global__ void __launch_bounds__(256)
+matmul_v2_f32(const float* __restrict__ A, const float* __restrict__ B, const float* __restrict__ bias,
+              float* __restrict__ C, int M, int N, int K) {
+    __shared__ __align__(16) float As[V2_BK][V2_BM];  // transposed: As[k][m]
+    __shared__ __align__(16) float Bs[V2_BK][V2_BN];
+    const int tid = threadIdx.x;
+    const int tr = tid / 16, tc = tid % 16;  // 16x16 threads, each 8x8 outputs
+    const int bm = blockIdx.y * V2_BM, bn = blockIdx.x * V2_BN;
+    const bool vecA = ((K & 3) == 0) && ((((unsigned long long)A) & 15) == 0);
+    const bool vecB = ((N & 3) == 0) && ((((unsigned long long)B) & 15) == 0);
+    const bool vecC = ((N & 3) == 0) && ((((unsigned long long)C) & 15) == 0);
+
+    // Each thread loads one 4-wide piece of each tile per k-step.
+    const int a_row = tid / 2, a_col = (tid % 2) * 4;   // A tile: 128 rows x 8 cols
+    const int b_row = tid / 32, b_col = (tid % 32) * 4; // B tile: 8 rows x 128 cols
+
+    float acc[V2_TM][V2_TN];
+#pragma unroll
+    for (int i = 0; i < V2_TM; ++i)
+#pragma unroll
+        for (int j = 0; j < V2_TN; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += V2_BK) {
+        {
+            const int gr = bm + a_row, gc = k0 + a_col;
+            float4 va = make_float4(0.f, 0.f, 0.f, 0.f);
+            if (gr < M) {
+                const float* src = A + (long long)gr * K + gc;
+                if (vecA && gc + 3 < K) {
+                    va = *reinterpret_cast<const float4*>(src);
+                } else {
+                    if (gc + 0 < K) va.x = src[0];
+                    if (gc + 1 < K) va.y = src[1];
+                    if (gc + 2 < K) va.z = src[2];
+                    if (gc + 3 < K) va.w = src[3];
+                }
+            }
+            As[a_col + 0][a_row] = va.x;
+            As[a_col + 1][a_row] = va.y;
+            As[a_col + 2][a_row] = va.z;
+            As[a_col + 3][a_row] = va.w;
+        }
+        {
+            const int gr = k0 + b_row, gc = bn + b_col;
+            float4 vb = make_float4(0.f, 0.f, 0.f, 0.f);
+            if (gr < K) {
+                const float* src = B + (long long)gr * N + gc;
+                if (vecB && gc + 3 < N) {
+                    vb = *reinterpret_cast<const float4*>(src);
+                } else {
+                    if (gc + 0 < N) vb.x = src[0];
+                    if (gc + 1 < N) vb.y = src[1];
+                    if (gc + 2 < N) vb.z = src[2];
+                    if (gc + 3 < N) vb.w = src[3];
+                }
+            }
+            *reinterpret_cast<float4*>(&Bs[b_row][b_col]) = vb;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int k = 0; k < V2_BK; ++k) {
+            float a[V2_TM], b[V2_TN];
+            const float4 a0 = *reinterpret_cast<const float4*>(&As[k][tr * V2_TM]);
+            const float4 a1 = *reinterpret_cast<const float4*>(&As[k][tr * V2_TM + 4]);
+            const float4 b0 = *reinterpret_cast<const float4*>(&Bs[k][tc * V2_TN]);
+            const float4 b1 = *reinterpret_cast<const float4*>(&Bs[k][tc * V2_TN + 4]);
+            a[0] = a0.x; a[1] = a0.y; a[2] = a0.z; a[3] = a0.w;
+            a[4] = a1.x; a[5] = a1.y; a[6] = a1.z; a[7] = a1.w;
+            b[0] = b0.x; b[1] = b0.y; b[2] = b0.z; b[3] = b0.w;
+            b[4] = b1.x; b[5] = b1.y; b[6] = b1.z; b[7] = b1.w;
+#pragma unroll
+            for (int i = 0; i < V2_TM; ++i)
+#pragma unroll
+                for (int j = 0; j < V2_TN; ++j) acc[i][j] += a[i] * b[j];
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < V2_TM; ++i) {
+        const int gr = bm + tr * V2_TM + i;
+        if (gr >= M) continue;
+        float* crow = C + (long long)gr * N;
+#pragma unroll
+        for (int j4 = 0; j4 < V2_TN; j4 += 4) {
+            const int gc = bn + tc * V2_TN + j4;
+            float4 o = make_float4(acc[i][j4], acc[i][j4 + 1], acc[i][j4 + 2], acc[i][j4 + 3]);
+            if (vecC && gc + 3 < N) {
+                if (bias) { o.x += bias[gc]; o.y += bias[gc + 1]; o.z += bias[gc + 2]; o.w += bias[gc + 3]; }
+                *reinterpret_cast<float4*>(crow + gc) = o;
+            } else {
+                const float ov[4] = {o.x, o.y, o.z, o.w};
+#pragma unroll
+                for (int j = 0; j < 4; ++j)
+                    if (gc + j < N) crow[gc + j] = ov[j] + (bias ? bias[gc + j] : 0.0f);
+            }
+        }
+    }
+}

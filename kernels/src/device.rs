@@ -1,0 +1,280 @@
+//! A CUDA device with every registered module loaded, and typed launchers that
+//! compute launch configs from shapes. bf16 buffers are `CudaSlice<u16>` (bit
+//! patterns; cudarc implements DeviceRepr for half::bf16 only with its `f16` feature).
+//! Launches are asynchronous: a launch error names kernel and shape here; faults
+//! during execution surface at the caller's next synchronize.
+
+use crate::compile::{self, Compiled};
+use crate::error::{Error, Result};
+use crate::registry::MODULES;
+use crate::toolkit::Arch;
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeviceInfo {
+    pub name: String,
+    pub compute_capability: (i32, i32),
+    pub sm_count: i32,
+    pub driver_version: String,
+    pub arch: String,
+}
+
+pub struct Gpu {
+    pub ctx: Arc<CudaContext>,
+    pub stream: Arc<CudaStream>,
+    pub info: DeviceInfo,
+    pub compiled: Vec<Compiled>,
+    funcs: HashMap<&'static str, CudaFunction>,
+}
+
+/// Errors instead of the panic cudarc's dynamic loading gives when libcuda is absent.
+pub fn ensure_driver() -> Result<()> {
+    if unsafe { cudarc::driver::sys::is_culib_present() } {
+        Ok(())
+    } else {
+        Err(Error::NoDriver)
+    }
+}
+
+fn driver_version() -> Result<String> {
+    let mut v = 0i32;
+    unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut v) }.result().map_err(|e| Error::cuda("cuDriverGetVersion", e))?;
+    Ok(format!("{}.{}", v / 1000, (v % 1000) / 10))
+}
+
+pub type Dim = (u32, u32, u32);
+
+fn cfg(grid: Dim, block: Dim) -> LaunchConfig {
+    LaunchConfig { grid_dim: grid, block_dim: block, shared_mem_bytes: 0 }
+}
+
+/// Grid for grid-stride elementwise kernels: enough blocks to fill the chip, never more than needed.
+fn elementwise_cfg(n: usize, sm_count: i32) -> LaunchConfig {
+    let blocks = n.div_ceil(256).clamp(1, (sm_count.max(1) as usize) * 16);
+    cfg((blocks as u32, 1, 1), (256, 1, 1))
+}
+
+/// One warp per row, 4 warps per block.
+fn row_cfg(rows: usize) -> LaunchConfig {
+    cfg((rows.div_ceil(4).max(1) as u32, 1, 1), (128, 1, 1))
+}
+
+fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
+    if got < want {
+        return Err(Error::Other(format!("{what}: buffer has {got} elements, shape needs {want}")));
+    }
+    Ok(())
+}
+
+fn to_i32(what: &str, v: usize) -> Result<i32> {
+    i32::try_from(v).map_err(|_| Error::Other(format!("{what} = {v} does not fit in i32")))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum MatmulF32 {
+    V1Tiled,
+    V2Register,
+}
+
+impl Gpu {
+    /// Opens device `ordinal`, compiles (or loads cached) modules for its own arch and loads them.
+    pub fn new(ordinal: usize) -> Result<Gpu> {
+        ensure_driver()?;
+        compile::ensure_nvrtc()?;
+        let count = CudaContext::device_count().map_err(|e| Error::cuda("cuDeviceGetCount (no CUDA device?)", e))?;
+        if count as usize <= ordinal {
+            return Err(Error::Other(format!("no CUDA device {ordinal}: {count} device(s) found")));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(|e| Error::cuda("creating the CUDA context", e))?;
+        // One stream only: cudarc's per-buffer event tracking is for multi-stream use and
+        // would add event records to every launch we time.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.default_stream();
+        let cc = ctx.compute_capability().map_err(|e| Error::cuda("compute capability", e))?;
+        let sm_count = ctx
+            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(|e| Error::cuda("multiprocessor count", e))?;
+        let arch = Arch::from_cc(cc.0, cc.1, false);
+        let info = DeviceInfo {
+            name: ctx.name().map_err(|e| Error::cuda("device name", e))?,
+            compute_capability: cc,
+            sm_count,
+            driver_version: driver_version()?,
+            arch: arch.compute(),
+        };
+        let mut funcs = HashMap::new();
+        let mut compiled = Vec::new();
+        for m in MODULES {
+            let c = compile::compile_module(m, &arch)?;
+            let module = ctx
+                .load_module(cudarc::nvrtc::Ptx::from_src(c.ptx.clone()))
+                .map_err(|e| Error::cuda(format!("loading module {} ({})", m.name, arch.compute()), e))?;
+            for e in m.entries {
+                let f = module.load_function(e).map_err(|err| Error::cuda(format!("loading function {e}"), err))?;
+                funcs.insert(*e, f);
+            }
+            compiled.push(c);
+        }
+        Ok(Gpu { ctx, stream, info, compiled, funcs })
+    }
+
+    fn f(&self, name: &str) -> Result<&CudaFunction> {
+        self.funcs.get(name).ok_or_else(|| Error::Other(format!("kernel {name} is not loaded")))
+    }
+
+    pub fn sync(&self, what: &str) -> Result<()> {
+        self.stream.synchronize().map_err(|e| Error::cuda(format!("synchronize after {what}"), e))
+    }
+
+    pub fn gelu_fwd(&self, x: &CudaSlice<f32>, y: &mut CudaSlice<f32>) -> Result<()> {
+        let n = x.len();
+        check_len("gelu_fwd y", y.len(), n)?;
+        let n64 = n as i64;
+        let mut b = self.stream.launch_builder(self.f("gelu_fwd_f32")?);
+        b.arg(x).arg(y).arg(&n64);
+        unsafe { b.launch(elementwise_cfg(n, self.info.sm_count)) }.map_err(|e| Error::cuda(format!("launch gelu_fwd_f32 n={n}"), e))?;
+        Ok(())
+    }
+
+    pub fn gelu_bwd(&self, x: &CudaSlice<f32>, dy: &CudaSlice<f32>, dx: &mut CudaSlice<f32>) -> Result<()> {
+        let n = x.len();
+        check_len("gelu_bwd dy", dy.len(), n)?;
+        check_len("gelu_bwd dx", dx.len(), n)?;
+        let n64 = n as i64;
+        let mut b = self.stream.launch_builder(self.f("gelu_bwd_f32")?);
+        b.arg(x).arg(dy).arg(dx).arg(&n64);
+        unsafe { b.launch(elementwise_cfg(n, self.info.sm_count)) }.map_err(|e| Error::cuda(format!("launch gelu_bwd_f32 n={n}"), e))?;
+        Ok(())
+    }
+
+    pub fn softmax_fwd(&self, x: &CudaSlice<f32>, y: &mut CudaSlice<f32>, rows: usize, cols: usize) -> Result<()> {
+        check_len("softmax x", x.len(), rows * cols)?;
+        check_len("softmax y", y.len(), rows * cols)?;
+        let (r, c) = (to_i32("rows", rows)?, to_i32("cols", cols)?);
+        let mut b = self.stream.launch_builder(self.f("softmax_fwd_f32")?);
+        b.arg(x).arg(y).arg(&r).arg(&c);
+        unsafe { b.launch(row_cfg(rows)) }.map_err(|e| Error::cuda(format!("launch softmax_fwd_f32 {rows}x{cols}"), e))?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn layernorm_fwd(
+        &self, x: &CudaSlice<f32>, gamma: &CudaSlice<f32>, beta: &CudaSlice<f32>, y: &mut CudaSlice<f32>,
+        mean: &mut CudaSlice<f32>, rstd: &mut CudaSlice<f32>, rows: usize, c: usize, eps: f32,
+    ) -> Result<()> {
+        for (w, l, n) in [("x", x.len(), rows * c), ("gamma", gamma.len(), c), ("beta", beta.len(), c), ("y", y.len(), rows * c), ("mean", mean.len(), rows), ("rstd", rstd.len(), rows)] {
+            check_len(&format!("layernorm_fwd {w}"), l, n)?;
+        }
+        let (r, cc) = (to_i32("rows", rows)?, to_i32("C", c)?);
+        let mut b = self.stream.launch_builder(self.f("layernorm_fwd_f32")?);
+        b.arg(x).arg(gamma).arg(beta).arg(y).arg(mean).arg(rstd).arg(&r).arg(&cc).arg(&eps);
+        unsafe { b.launch(row_cfg(rows)) }.map_err(|e| Error::cuda(format!("launch layernorm_fwd_f32 {rows}x{c}"), e))?;
+        Ok(())
+    }
+
+    /// dx, dgamma, dbeta (all overwritten).
+    #[allow(clippy::too_many_arguments)]
+    pub fn layernorm_bwd(
+        &self, x: &CudaSlice<f32>, gamma: &CudaSlice<f32>, mean: &CudaSlice<f32>, rstd: &CudaSlice<f32>,
+        dy: &CudaSlice<f32>, dx: &mut CudaSlice<f32>, dgamma: &mut CudaSlice<f32>, dbeta: &mut CudaSlice<f32>,
+        rows: usize, c: usize,
+    ) -> Result<()> {
+        for (w, l, n) in [("x", x.len(), rows * c), ("gamma", gamma.len(), c), ("mean", mean.len(), rows), ("rstd", rstd.len(), rows), ("dy", dy.len(), rows * c), ("dx", dx.len(), rows * c), ("dgamma", dgamma.len(), c), ("dbeta", dbeta.len(), c)] {
+            check_len(&format!("layernorm_bwd {w}"), l, n)?;
+        }
+        let (r, cc) = (to_i32("rows", rows)?, to_i32("C", c)?);
+        let mut b = self.stream.launch_builder(self.f("layernorm_bwd_dx_f32")?);
+        b.arg(x).arg(gamma).arg(mean).arg(rstd).arg(dy).arg(dx).arg(&r).arg(&cc);
+        unsafe { b.launch(row_cfg(rows)) }.map_err(|e| Error::cuda(format!("launch layernorm_bwd_dx_f32 {rows}x{c}"), e))?;
+        let mut b = self.stream.launch_builder(self.f("layernorm_bwd_dparams_f32")?);
+        b.arg(x).arg(mean).arg(rstd).arg(dy).arg(dgamma).arg(dbeta).arg(&r).arg(&cc);
+        let grid = (c.div_ceil(32).max(1) as u32, 1, 1);
+        unsafe { b.launch(cfg(grid, (32, 8, 1))) }.map_err(|e| Error::cuda(format!("launch layernorm_bwd_dparams_f32 {rows}x{c}"), e))?;
+        Ok(())
+    }
+
+    /// One AdamW step over flat buffers; `step` is 1-based.
+    #[allow(clippy::too_many_arguments)]
+    pub fn adamw(
+        &self, p: &mut CudaSlice<f32>, g: &CudaSlice<f32>, m: &mut CudaSlice<f32>, v: &mut CudaSlice<f32>,
+        h: crate::reference::AdamWParams,
+    ) -> Result<()> {
+        let n = p.len();
+        for (w, l) in [("g", g.len()), ("m", m.len()), ("v", v.len())] {
+            check_len(&format!("adamw {w}"), l, n)?;
+        }
+        let (bc1, bc2) = h.bias_corrections();
+        let n64 = n as i64;
+        let a = [h.lr as f32, h.b1 as f32, h.b2 as f32, h.eps as f32, h.wd as f32, bc1 as f32, bc2 as f32];
+        let mut b = self.stream.launch_builder(self.f("adamw_f32")?);
+        b.arg(p).arg(g).arg(m).arg(v).arg(&n64);
+        for x in &a {
+            b.arg(x);
+        }
+        unsafe { b.launch(elementwise_cfg(n, self.info.sm_count)) }.map_err(|e| Error::cuda(format!("launch adamw_f32 n={n}"), e))?;
+        Ok(())
+    }
+
+    /// Row-major C[m,n] = A[m,k] B[k,n] (+ bias[n]), f32.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_f32(
+        &self, version: MatmulF32, a: &CudaSlice<f32>, b: &CudaSlice<f32>, bias: Option<&CudaSlice<f32>>,
+        c: &mut CudaSlice<f32>, m: usize, n: usize, k: usize,
+    ) -> Result<()> {
+        let (name, tile, block) = match version {
+            MatmulF32::V1Tiled => ("matmul_v1_f32", 32usize, (32u32, 32u32, 1u32)),
+            MatmulF32::V2Register => ("matmul_v2_f32", 128, (256, 1, 1)),
+        };
+        self.launch_matmul(name, tile, block, a, b, bias, c, (m, n, k))
+    }
+
+    /// Row-major C[m,n] = A[m,k] B[k,n] (+ bias[n], f32), bf16 in (bit patterns), f32 accumulate, f32 out.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_bf16_f32out(
+        &self, a: &CudaSlice<u16>, b: &CudaSlice<u16>, bias: Option<&CudaSlice<f32>>, c: &mut CudaSlice<f32>,
+        m: usize, n: usize, k: usize,
+    ) -> Result<()> {
+        self.launch_matmul("matmul_v3_bf16_f32out", 128, (256, 1, 1), a, b, bias, c, (m, n, k))
+    }
+
+    /// As [`Self::matmul_bf16_f32out`] with a bf16 output.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_bf16_bf16out(
+        &self, a: &CudaSlice<u16>, b: &CudaSlice<u16>, bias: Option<&CudaSlice<f32>>, c: &mut CudaSlice<u16>,
+        m: usize, n: usize, k: usize,
+    ) -> Result<()> {
+        self.launch_matmul("matmul_v3_bf16_bf16out", 128, (256, 1, 1), a, b, bias, c, (m, n, k))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn launch_matmul<TI, TO>(
+        &self, name: &str, tile: usize, block: Dim, a: &CudaSlice<TI>, b: &CudaSlice<TI>,
+        bias: Option<&CudaSlice<f32>>, c: &mut CudaSlice<TO>, (m, n, k): (usize, usize, usize),
+    ) -> Result<()> {
+        let shape = format!("{name} M={m} N={n} K={k}");
+        check_len(&format!("{shape}: A"), a.len(), m * k)?;
+        check_len(&format!("{shape}: B"), b.len(), k * n)?;
+        check_len(&format!("{shape}: C"), c.len(), m * n)?;
+        if let Some(bias) = bias {
+            check_len(&format!("{shape}: bias"), bias.len(), n)?;
+        }
+        let (mi, ni, ki) = (to_i32("M", m)?, to_i32("N", n)?, to_i32("K", k)?);
+        let grid_y = m.div_ceil(tile);
+        if grid_y > 65535 {
+            return Err(Error::Other(format!("{shape}: M too large for grid.y")));
+        }
+        let grid = (n.div_ceil(tile).max(1) as u32, grid_y.max(1) as u32, 1);
+        let null: u64 = 0; // a null `const float*` for "no bias"
+        let mut lb = self.stream.launch_builder(self.f(name)?);
+        lb.arg(a).arg(b);
+        match bias {
+            Some(bias) => lb.arg(bias),
+            None => lb.arg(&null),
+        };
+        lb.arg(c).arg(&mi).arg(&ni).arg(&ki);
+        unsafe { lb.launch(cfg(grid, block)) }.map_err(|e| Error::cuda(format!("launch {shape} grid={grid:?}"), e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,27 @@
+//! Hand-written CUDA kernels for the engine.
+//!
+//! Always available (no CUDA needed): the embedded `.cu` sources and their
+//! registry, the compile-cache key, toolkit discovery (include dirs, ptxas) and the
+//! CPU reference implementations used by the self-test.
+//! With feature `cuda`: NVRTC compilation with an on-disk cache, a device handle
+//! with typed launchers, the GPU self-test and the matmul benchmark.
+
+pub mod cache;
+pub mod compile;
+pub mod error;
+pub mod ptxas;
+pub mod reference;
+pub mod registry;
+pub mod selftest;
+pub mod toolkit;
+
+#[cfg(feature = "cuda")]
+pub mod bench;
+#[cfg(feature = "cuda")]
+pub mod device;
+
+pub use error::{Error, Result};
+pub use registry::{module, Module, MODULES};
+
+/// True when this build can talk to CUDA at all.
+pub const CUDA_ENABLED: bool = cfg!(feature = "cuda");

@@ -1,0 +1,112 @@
+//! The embedded kernel sources: one `.cu` file per family, compiled as one NVRTC
+//! module each, with the `extern "C"` entry points it must export.
+
+#[derive(Debug, Clone, Copy)]
+pub struct Module {
+    /// Module name (also the cache-file prefix).
+    pub name: &'static str,
+    pub file: &'static str,
+    pub source: &'static str,
+    pub entries: &'static [&'static str],
+    /// Needs the toolkit headers (cuda_bf16.h / mma.h) on the include path.
+    pub needs_headers: bool,
+}
+
+pub const MODULES: &[Module] = &[
+    Module {
+        name: "elementwise",
+        file: "cu/elementwise.cu",
+        source: include_str!("cu/elementwise.cu"),
+        entries: &["gelu_fwd_f32", "gelu_bwd_f32"],
+        needs_headers: false,
+    },
+    Module {
+        name: "softmax",
+        file: "cu/softmax.cu",
+        source: include_str!("cu/softmax.cu"),
+        entries: &["softmax_fwd_f32"],
+        needs_headers: false,
+    },
+    Module {
+        name: "layernorm",
+        file: "cu/layernorm.cu",
+        source: include_str!("cu/layernorm.cu"),
+        entries: &["layernorm_fwd_f32", "layernorm_bwd_dx_f32", "layernorm_bwd_dparams_f32"],
+        needs_headers: false,
+    },
+    Module {
+        name: "adamw",
+        file: "cu/adamw.cu",
+        source: include_str!("cu/adamw.cu"),
+        entries: &["adamw_f32"],
+        needs_headers: false,
+    },
+    Module {
+        name: "matmul_f32",
+        file: "cu/matmul_f32.cu",
+        source: include_str!("cu/matmul_f32.cu"),
+        entries: &["matmul_v1_f32", "matmul_v2_f32"],
+        needs_headers: false,
+    },
+    Module {
+        name: "matmul_bf16",
+        file: "cu/matmul_bf16.cu",
+        source: include_str!("cu/matmul_bf16.cu"),
+        entries: &["matmul_v3_bf16_f32out", "matmul_v3_bf16_bf16out"],
+        needs_headers: true,
+    },
+];
+
+pub fn module(name: &str) -> Option<&'static Module> {
+    MODULES.iter().find(|m| m.name == name)
+}
+
+/// The module exporting `entry`, if any.
+pub fn module_of(entry: &str) -> Option<&'static Module> {
+    MODULES.iter().find(|m| m.entries.contains(&entry))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_entry_is_defined_extern_c_in_its_source() {
+        for m in MODULES {
+            assert!(!m.entries.is_empty(), "{} has no entries", m.name);
+            for e in m.entries {
+                let defined = m.source.lines().any(|l| l.contains(&format!("{e}(")))
+                    && m.source.contains("extern \"C\" __global__");
+                assert!(defined, "{}: entry {e} not found in {}", m.name, m.file);
+            }
+        }
+    }
+
+    #[test]
+    fn names_are_unique_and_headers_declared() {
+        let mut names: Vec<_> = MODULES.iter().map(|m| m.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), MODULES.len());
+        let mut entries: Vec<_> = MODULES.iter().flat_map(|m| m.entries.iter()).collect();
+        let n = entries.len();
+        entries.sort();
+        entries.dedup();
+        assert_eq!(entries.len(), n, "duplicate entry point");
+        for m in MODULES {
+            let includes = m.source.contains("#include");
+            assert_eq!(includes, m.needs_headers, "{}: needs_headers disagrees with #include", m.name);
+        }
+    }
+
+    #[test]
+    fn the_required_kernels_are_registered() {
+        for e in [
+            "gelu_fwd_f32", "gelu_bwd_f32", "softmax_fwd_f32", "layernorm_fwd_f32",
+            "layernorm_bwd_dx_f32", "layernorm_bwd_dparams_f32", "adamw_f32",
+            "matmul_v1_f32", "matmul_v2_f32", "matmul_v3_bf16_f32out", "matmul_v3_bf16_bf16out",
+        ] {
+            assert!(module_of(e).is_some(), "{e} missing");
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! GPU self-test: every kernel on several shapes (including ones that are not tile
+//! multiples), fresh random inputs each run, outputs poisoned with NaN before the
+//! launch, compared with the f64 CPU references in [`crate::reference`].
+
+use crate::reference::ErrStats;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub kernel: String,
+    pub shape: String,
+    pub precision: &'static str,
+    pub stats: ErrStats,
+    /// Bound on `stats.max_rel`; `stats.norm_rel` must be under 10x this.
+    pub tol: f64,
+    pub pass: bool,
+    /// Launch/sync error, if the kernel did not run at all.
+    pub error: Option<String>,
+}
+
+pub const TOL_F32: f64 = 1e-5;
+pub const TOL_BF16: f64 = 1e-2;
+
+impl Check {
+    pub fn new(kernel: &str, shape: String, precision: &'static str, stats: ErrStats, tol: f64) -> Check {
+        let pass = stats.non_finite == 0 && stats.max_rel <= tol && stats.norm_rel <= 10.0 * tol;
+        Check { kernel: kernel.into(), shape, precision, stats, tol, pass, error: None }
+    }
+    pub fn failed(kernel: &str, shape: String, precision: &'static str, err: String) -> Check {
+        Check { kernel: kernel.into(), shape, precision, stats: ErrStats::default(), tol: 0.0, pass: false, error: Some(err) }
+    }
+}
+
+#[cfg(feature = "cuda")]
+pub use imp::run_checks;
+
+#[cfg(not(feature = "cuda"))]
+pub fn run_checks(_gpu: &()) -> crate::Result<Vec<Check>> {
+    Err(crate::Error::NoCudaFeature)
+}
+
+#[cfg(feature = "cuda")]
+mod imp {
+    use super::*;
+    use crate::device::{Gpu, MatmulF32};
+    use crate::reference::{self as r, compare, AdamWParams};
+    use crate::{Error, Result};
+    use cudarc::driver::CudaSlice;
+    use half::bf16;
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+
+    struct Ctx<'a> {
+        gpu: &'a Gpu,
+        rng: StdRng,
+    }
+
+    impl Ctx<'_> {
+        /// Uniform in [lo, hi), never exactly zero.
+        fn rand(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+            (0..n)
+                .map(|_| loop {
+                    let v = self.rng.gen_range(lo..hi);
+                    if v != 0.0 {
+                        break v;
+                    }
+                })
+                .collect()
+        }
+        fn up<T: cudarc::driver::DeviceRepr>(&self, v: &[T]) -> Result<CudaSlice<T>> {
+            self.gpu.stream.clone_htod(v).map_err(|e| Error::cuda("upload", e))
+        }
+        fn poisoned(&self, n: usize) -> Result<CudaSlice<f32>> {
+            self.up(&vec![f32::NAN; n])
+        }
+        fn poisoned_bf16(&self, n: usize) -> Result<CudaSlice<u16>> {
+            self.up(&vec![bf16::NAN.to_bits(); n])
+        }
+        fn down(&self, s: &CudaSlice<f32>) -> Result<Vec<f32>> {
+            self.gpu.stream.clone_dtoh(s).map_err(|e| Error::cuda("download", e))
+        }
+        fn down_bf16(&self, s: &CudaSlice<u16>) -> Result<Vec<f32>> {
+            let bits = self.gpu.stream.clone_dtoh(s).map_err(|e| Error::cuda("download", e))?;
+            Ok(bits.into_iter().map(|b| bf16::from_bits(b).to_f32()).collect())
+        }
+    }
+
+    /// Runs one case; a launch or sync error becomes a failed row instead of aborting the run.
+    fn case(out: &mut Vec<Check>, kernel: &str, shape: String, precision: &'static str, f: impl FnOnce() -> Result<Vec<Check>>) {
+        match f() {
+            Ok(rows) => out.extend(rows),
+            Err(e) => out.push(Check::failed(kernel, shape, precision, e.to_string())),
+        }
+    }
+
+    pub fn run_checks(gpu: &Gpu) -> Result<Vec<Check>> {
+        let seed: u64 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
+        let mut c = Ctx { gpu, rng: StdRng::seed_from_u64(seed) };
+        let mut out = Vec::new();
+
+        for n in [1usize, 1000, 12_345, (1 << 20) + 3] {
+            case(&mut out, "gelu_fwd_f32", format!("n={n}"), "f32", || {
+                let x = c.rand(n, -6.0, 6.0);
+                let (dx_, mut dy_) = (c.up(&x)?, c.poisoned(n)?);
+                gpu.gelu_fwd(&dx_, &mut dy_)?;
+                gpu.sync("gelu_fwd_f32")?;
+                Ok(vec![Check::new("gelu_fwd_f32", format!("n={n}"), "f32", compare(&c.down(&dy_)?, &r::gelu_fwd(&x)), TOL_F32)])
+            });
+            case(&mut out, "gelu_bwd_f32", format!("n={n}"), "f32", || {
+                let (x, dy) = (c.rand(n, -6.0, 6.0), c.rand(n, -1.0, 1.0));
+                let (gx, gdy, mut gdx) = (c.up(&x)?, c.up(&dy)?, c.poisoned(n)?);
+                gpu.gelu_bwd(&gx, &gdy, &mut gdx)?;
+                gpu.sync("gelu_bwd_f32")?;
+                Ok(vec![Check::new("gelu_bwd_f32", format!("n={n}"), "f32", compare(&c.down(&gdx)?, &r::gelu_bwd(&x, &dy)), TOL_F32)])
+            });
+        }
+
+        for (rows, cols) in [(1usize, 1usize), (7, 33), (64, 1000), (130, 4097), (3, 50_257)] {
+            let shape = format!("{rows}x{cols}");
+            case(&mut out, "softmax_fwd_f32", shape.clone(), "f32", || {
+                let x = c.rand(rows * cols, -8.0, 8.0);
+                let (gx, mut gy) = (c.up(&x)?, c.poisoned(rows * cols)?);
+                gpu.softmax_fwd(&gx, &mut gy, rows, cols)?;
+                gpu.sync("softmax_fwd_f32")?;
+                Ok(vec![Check::new("softmax_fwd_f32", shape.clone(), "f32", compare(&c.down(&gy)?, &r::softmax(&x, rows, cols)), TOL_F32)])
+            });
+        }
+
+        for (rows, ch) in [(3usize, 5usize), (37, 768), (256, 1600), (1000, 33)] {
+            let shape = format!("{rows}x{ch}");
+            case(&mut out, "layernorm", shape.clone(), "f32", || {
+                let eps = 1e-5f32;
+                // Offset rows so the mean is not ~0 (exercises the centred variance).
+                let x: Vec<f32> = c.rand(rows * ch, -2.0, 2.0).into_iter().map(|v| v + 3.0).collect();
+                let (gamma, beta, dy) = (c.rand(ch, 0.5, 1.5), c.rand(ch, -0.5, 0.5), c.rand(rows * ch, -1.0, 1.0));
+                let (gx, gg, gb, gdy) = (c.up(&x)?, c.up(&gamma)?, c.up(&beta)?, c.up(&dy)?);
+                let (mut gy, mut gm, mut gr) = (c.poisoned(rows * ch)?, c.poisoned(rows)?, c.poisoned(rows)?);
+                gpu.layernorm_fwd(&gx, &gg, &gb, &mut gy, &mut gm, &mut gr, rows, ch, eps)?;
+                gpu.sync("layernorm_fwd_f32")?;
+                let f = r::layernorm_fwd(&x, &gamma, &beta, rows, ch, eps as f64);
+                let (mean, rstd) = (c.down(&gm)?, c.down(&gr)?);
+                let mut rows_out = vec![
+                    Check::new("layernorm_fwd_f32 (y)", shape.clone(), "f32", compare(&c.down(&gy)?, &f.y), TOL_F32),
+                    Check::new("layernorm_fwd_f32 (mean)", shape.clone(), "f32", compare(&mean, &f.mean), TOL_F32),
+                    Check::new("layernorm_fwd_f32 (rstd)", shape.clone(), "f32", compare(&rstd, &f.rstd), TOL_F32),
+                ];
+                // Backward uses the GPU's own saved statistics, as training will.
+                let (mut gdx, mut gdg, mut gdb) = (c.poisoned(rows * ch)?, c.poisoned(ch)?, c.poisoned(ch)?);
+                gpu.layernorm_bwd(&gx, &gg, &gm, &gr, &gdy, &mut gdx, &mut gdg, &mut gdb, rows, ch)?;
+                gpu.sync("layernorm_bwd")?;
+                let b = r::layernorm_bwd(&x, &gamma, &mean, &rstd, &dy, rows, ch);
+                rows_out.push(Check::new("layernorm_bwd_dx_f32", shape.clone(), "f32", compare(&c.down(&gdx)?, &b.dx), TOL_F32));
+                rows_out.push(Check::new("layernorm_bwd_dparams_f32 (dgamma)", shape.clone(), "f32", compare(&c.down(&gdg)?, &b.dgamma), TOL_F32));
+                rows_out.push(Check::new("layernorm_bwd_dparams_f32 (dbeta)", shape.clone(), "f32", compare(&c.down(&gdb)?, &b.dbeta), TOL_F32));
+                Ok(rows_out)
+            });
+        }
+
+        for n in [1usize, 1001, (1 << 20) + 5] {
+            let shape = format!("n={n}");
+            case(&mut out, "adamw_f32", shape.clone(), "f32", || {
+                let h = AdamWParams { lr: 3e-4, b1: 0.9, b2: 0.95, eps: 1e-8, wd: 0.1, step: c.rng.gen_range(1..200) };
+                let (p, g, m) = (c.rand(n, -1.0, 1.0), c.rand(n, -1.0, 1.0), c.rand(n, -0.1, 0.1));
+                let v: Vec<f32> = c.rand(n, -0.1, 0.1).into_iter().map(|x| x * x).collect();
+                let (mut gp, gg, mut gm, mut gv) = (c.up(&p)?, c.up(&g)?, c.up(&m)?, c.up(&v)?);
+                gpu.adamw(&mut gp, &gg, &mut gm, &mut gv, h)?;
+                gpu.sync("adamw_f32")?;
+                let want = r::adamw(&p, &g, &m, &v, h);
+                let s = format!("{shape} step={}", h.step);
+                Ok(vec![
+                    Check::new("adamw_f32 (p)", s.clone(), "f32", compare(&c.down(&gp)?, &want.p), TOL_F32),
+                    Check::new("adamw_f32 (m)", s.clone(), "f32", compare(&c.down(&gm)?, &want.m), TOL_F32),
+                    Check::new("adamw_f32 (v)", s, "f32", compare(&c.down(&gv)?, &want.v), TOL_F32),
+                ])
+            });
+        }
+
+        // (M, N, K, bias): tile multiples, ragged edges, tiny, vector-aligned and not.
+        let shapes = [
+            (1usize, 1usize, 1usize, false), (17, 33, 5, true), (127, 129, 65, false), (128, 128, 128, true),
+            (257, 300, 191, true), (64, 768, 768, true), (130, 136, 72, false), (256, 512, 384, true), (8, 16, 24, false),
+        ];
+        for &(m, n, k, with_bias) in &shapes {
+            let shape = format!("{m}x{n}x{k}{}", if with_bias { "+bias" } else { "" });
+            case(&mut out, "matmul", shape.clone(), "f32", || {
+                let (a, b) = (c.rand(m * k, -1.0, 1.0), c.rand(k * n, -1.0, 1.0));
+                let bias = with_bias.then(|| c.rand(n, -1.0, 1.0));
+                let (ga, gb) = (c.up(&a)?, c.up(&b)?);
+                let gbias = bias.as_ref().map(|v| c.up(v)).transpose()?;
+                let want = r::matmul(&a, &b, bias.as_deref(), m, n, k);
+                let mut rows_out = Vec::new();
+                for (v, name) in [(MatmulF32::V1Tiled, "matmul_v1_f32"), (MatmulF32::V2Register, "matmul_v2_f32")] {
+                    let mut gc = c.poisoned(m * n)?;
+                    gpu.matmul_f32(v, &ga, &gb, gbias.as_ref(), &mut gc, m, n, k)?;
+                    gpu.sync(name)?;
+                    rows_out.push(Check::new(name, shape.clone(), "f32", compare(&c.down(&gc)?, &want), TOL_F32));
+                }
+                // bf16: the reference uses the same bf16-rounded inputs, so only accumulation
+                // (and for bf16 out, the final rounding) differs.
+                let to_bf = |v: &[f32]| -> Vec<u16> { v.iter().map(|&x| bf16::from_f32(x).to_bits()).collect() };
+                let from_bf = |v: &[u16]| -> Vec<f32> { v.iter().map(|&x| bf16::from_bits(x).to_f32()).collect() };
+                let (a16, b16) = (to_bf(&a), to_bf(&b));
+                let want16 = r::matmul(&from_bf(&a16), &from_bf(&b16), bias.as_deref(), m, n, k);
+                let (ga16, gb16) = (c.up(&a16)?, c.up(&b16)?);
+                let mut gc = c.poisoned(m * n)?;
+                gpu.matmul_bf16_f32out(&ga16, &gb16, gbias.as_ref(), &mut gc, m, n, k)?;
+                gpu.sync("matmul_v3_bf16_f32out")?;
+                rows_out.push(Check::new("matmul_v3_bf16_f32out", shape.clone(), "bf16->f32", compare(&c.down(&gc)?, &want16), TOL_F32));
+                let mut gc16 = c.poisoned_bf16(m * n)?;
+                gpu.matmul_bf16_bf16out(&ga16, &gb16, gbias.as_ref(), &mut gc16, m, n, k)?;
+                gpu.sync("matmul_v3_bf16_bf16out")?;
+                rows_out.push(Check::new("matmul_v3_bf16_bf16out", shape.clone(), "bf16", compare(&c.down_bf16(&gc16)?, &want16), TOL_BF16));
+                Ok(rows_out)
+            });
+        }
+        Ok(out)
+    }
+}
