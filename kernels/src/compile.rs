@@ -6,10 +6,9 @@
 //! and fast math swaps tanhf/expf/division for approximations worse than that.
 //! FMA contraction stays on (NVRTC's default); it only makes results more accurate.
 
-use crate::cache;
 use crate::error::{Error, Result};
 use crate::registry::{Module, MODULES};
-use crate::toolkit::{self, Arch};
+use crate::toolkit::Arch;
 use std::path::PathBuf;
 
 /// One compiled module.
@@ -39,6 +38,7 @@ pub fn base_options(arch: &Arch) -> Vec<String> {
 #[cfg(feature = "cuda")]
 mod imp {
     use super::*;
+    use crate::{cache, toolkit};
     use cudarc::nvrtc::{self, CompileError, CompileOptions};
 
     /// Errors instead of the panic cudarc's dynamic loading gives when libnvrtc is absent.
@@ -79,6 +79,16 @@ mod imp {
         }
     }
 
+    /// The arch of device 0 (`compute_XX`, no `a` suffix).
+    pub fn native_arch() -> Result<Arch> {
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(Error::NoDriver);
+        }
+        let ctx = cudarc::driver::CudaContext::new(0).map_err(|e| Error::cuda("opening CUDA device 0", e))?;
+        let (major, minor) = ctx.compute_capability().map_err(|e| Error::cuda("compute capability", e))?;
+        Ok(Arch::from_cc(major, minor, false))
+    }
+
     pub fn compiler_info(arch: &Arch) -> Result<CompilerInfo> {
         Ok(CompilerInfo {
             nvrtc_version: nvrtc_version()?,
@@ -116,12 +126,15 @@ mod imp {
     pub fn compiler_info(_arch: &Arch) -> Result<CompilerInfo> {
         Err(Error::NoCudaFeature)
     }
+    pub fn native_arch() -> Result<Arch> {
+        Err(Error::NoCudaFeature)
+    }
     pub fn compile_module(_m: &'static Module, _arch: &Arch) -> Result<Compiled> {
         Err(Error::NoCudaFeature)
     }
 }
 
-pub use imp::{compile_module, compiler_info, ensure_nvrtc, nvrtc_version};
+pub use imp::{compile_module, compiler_info, ensure_nvrtc, native_arch, nvrtc_version};
 
 /// Compiles every registered module; one result per module so a caller can report all failures.
 pub fn compile_all(arch: &Arch) -> Vec<(&'static Module, Result<Compiled>)> {
@@ -131,6 +144,7 @@ pub fn compile_all(arch: &Arch) -> Vec<(&'static Module, Result<Compiled>)> {
 #[cfg(all(test, feature = "cuda"))]
 mod tests {
     use super::*;
+    use crate::toolkit;
 
     #[test]
     fn every_module_compiles_for_sm80_and_sm90a() {

@@ -10,7 +10,7 @@ pub enum Error {
     NoNvrtc,
     #[error("cuBLAS not found: libcublas.so.13 is not on the library path")]
     NoCublas,
-    #[error("no CUDA include dir with cuda_bf16.h and mma.h found (searched: {0}); set CUDA_HOME or IGPT_CUDA_INCLUDE")]
+    #[error("no CUDA include dir with cuda_bf16.h, mma.h and crt/mma.h found (searched: {0}); set CUDA_HOME or IGPT_CUDA_INCLUDE")]
     NoIncludeDir(String),
     #[error("unknown arch {0:?}: expected sm_80, sm_86, sm_89, sm_90, sm_90a or native")]
     BadArch(String),

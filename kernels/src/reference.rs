@@ -184,7 +184,8 @@ pub fn matmul(a: &[f32], b: &[f32], bias: Option<&[f32]>, m: usize, n: usize, k:
 pub struct ErrStats {
     /// max_i |got - ref| / (|ref| + scale)
     pub max_rel: f64,
-    /// ||got - ref||_2 / ||ref||_2
+    /// ||got - ref||_2 / || |ref| + scale ||_2 (the same floor as `max_rel`, so a reference
+    /// that is nearly zero, e.g. gelu of a very negative input, does not inflate it)
     pub norm_rel: f64,
     /// outputs that are NaN/inf (e.g. never written over the NaN poison)
     pub non_finite: usize,
@@ -202,7 +203,7 @@ pub fn compare(got: &[f32], r: &Ref) -> ErrStats {
         let d = (g as f64 - v).abs();
         st.max_rel = st.max_rel.max(d / (v.abs() + s + 1e-30));
         num += d * d;
-        den += v * v;
+        den += (v.abs() + s) * (v.abs() + s);
     }
     st.norm_rel = if den > 0.0 { (num / den).sqrt() } else { num.sqrt() };
     st

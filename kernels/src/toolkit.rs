@@ -88,8 +88,9 @@ pub fn toolkit_roots() -> Vec<PathBuf> {
     roots
 }
 
+/// mma.h includes crt/mma.h, which some wheels (torch's nvidia-cuda-runtime) lack.
 fn is_include_dir(dir: &Path) -> bool {
-    dir.join("cuda_bf16.h").is_file() && dir.join("mma.h").is_file()
+    ["cuda_bf16.h", "mma.h", "crt/mma.h"].iter().all(|f| dir.join(f).is_file())
 }
 
 /// Include dir candidates, in search order: IGPT_CUDA_INCLUDE, then `<root>/include`.
@@ -180,9 +181,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("cuda_bf16.h"), "").unwrap();
         std::fs::write(dir.join("mma.h"), "").unwrap();
+        std::fs::create_dir_all(dir.join("crt")).unwrap();
+        std::fs::write(dir.join("crt/mma.h"), "").unwrap();
         let missing = PathBuf::from("/nonexistent/include");
         assert_eq!(first_include_dir(&[missing.clone(), dir.clone()]).unwrap(), dir);
-        std::fs::remove_file(dir.join("mma.h")).unwrap();
+        std::fs::remove_file(dir.join("crt/mma.h")).unwrap();
         let err = first_include_dir(&[missing, dir.clone()]).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/include"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();

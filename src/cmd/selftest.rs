@@ -1,2 +1,103 @@
-#[derive(clap::Args)] pub struct SelftestArgs {}
-pub fn run(_a: SelftestArgs) -> anyhow::Result<()> { Ok(()) }
+//! `instructgpt selftest --device cuda`: every kernel against CPU references, then
+//! matmul timings against cuBLAS. Exits non-zero on any FAIL or when no GPU is usable.
+
+use anyhow::{bail, Result};
+
+#[derive(clap::Args, Debug)]
+pub struct SelftestArgs {
+    /// Only `cuda` for now.
+    #[arg(long, default_value = "cuda")]
+    pub device: String,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Skip the matmul timings.
+    #[arg(long)]
+    pub no_bench: bool,
+}
+
+pub fn run(args: SelftestArgs) -> Result<()> {
+    if args.device != "cuda" {
+        bail!("selftest: unknown device {:?} (only `cuda`)", args.device);
+    }
+    imp::run(args)
+}
+
+#[cfg(not(feature = "cuda"))]
+mod imp {
+    pub fn run(_args: super::SelftestArgs) -> anyhow::Result<()> {
+        Err(kernels::Error::NoCudaFeature.into())
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod imp {
+    use super::SelftestArgs;
+    use anyhow::{bail, Result};
+    use kernels::{bench, compile, device::Gpu, selftest, toolkit};
+
+    fn libs(prefix: &str) -> String {
+        let l = toolkit::find_libs(prefix);
+        if l.is_empty() { "not found in the usual dirs".into() } else { l.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ") }
+    }
+
+    pub fn run(args: SelftestArgs) -> Result<()> {
+        let gpu = Gpu::new(0)?; // clear errors: no libcuda / no device / no libnvrtc / compile log
+        let nvrtc = compile::nvrtc_version()?;
+        let include = toolkit::find_include_dir().map(|p| p.display().to_string()).unwrap_or_else(|e| e.to_string());
+        let checks = selftest::run_checks(&gpu)?;
+        let timings = if args.no_bench {
+            Vec::new()
+        } else {
+            // 4096^3, and GPT-2 small's MLP up-projection at 8 x 1024 tokens.
+            bench::matmul_bench(&gpu, &[(4096, 4096, 4096), (8192, 3072, 768)])?
+        };
+        let failed = checks.iter().filter(|c| !c.pass).count();
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({
+                "device": gpu.info, "nvrtc": nvrtc, "include_dir": include,
+                "libcuda": libs("libcuda.so"), "libnvrtc": libs("libnvrtc.so"), "libcublas": libs("libcublas.so"),
+                "cublas_loaded": bench::cublas_available(),
+                "checks": checks, "timings": timings, "failed": failed,
+            }))?);
+        } else {
+            let i = &gpu.info;
+            println!("device: {} (cc {}.{}, {} SMs), driver {}, kernels built for {}", i.name, i.compute_capability.0, i.compute_capability.1, i.sm_count, i.driver_version, i.arch);
+            println!("NVRTC {}.{}, include dir: {include}", nvrtc.0, nvrtc.1);
+            println!("libcuda: {}\nlibnvrtc: {}\nlibcublas: {} (loadable: {})", libs("libcuda.so"), libs("libnvrtc.so"), libs("libcublas.so"), bench::cublas_available());
+            println!("\n| kernel | shape | precision | max rel err | norm rel err | non-finite | tol | result |");
+            println!("|---|---|---|---:|---:|---:|---:|---|");
+            for c in &checks {
+                let res = match &c.error { Some(e) => format!("FAIL ({e})"), None => (if c.pass { "PASS" } else { "FAIL" }).to_string() };
+                println!("| {} | {} | {} | {:.2e} | {:.2e} | {} | {:.0e} | {} |", c.kernel, c.shape, c.precision, c.stats.max_rel, c.stats.norm_rel, c.stats.non_finite, c.tol, res);
+            }
+            // Worst error per kernel, the compact view.
+            println!("\n| kernel | worst max rel err | cases | result |");
+            println!("|---|---:|---:|---|");
+            let mut names: Vec<&str> = checks.iter().map(|c| c.kernel.as_str()).collect();
+            let mut seen = std::collections::HashSet::new();
+            names.retain(|n| seen.insert(*n));
+            for n in names {
+                let rows: Vec<_> = checks.iter().filter(|c| c.kernel == n).collect();
+                let worst = rows.iter().map(|c| c.stats.max_rel).fold(0.0f64, f64::max);
+                let ok = rows.iter().all(|c| c.pass);
+                println!("| {n} | {worst:.2e} | {} | {} |", rows.len(), if ok { "PASS" } else { "FAIL" });
+            }
+            if !timings.is_empty() {
+                println!("\nmatmul timings (CUDA events, {} warm-up, median of {}):", bench::WARMUP, bench::ITERS);
+                println!("| kernel | M x N x K | median ms | TFLOP/s | % of cuBLAS |");
+                println!("|---|---|---:|---:|---:|");
+                for t in &timings {
+                    let pct = t.pct_of_cublas.map(|p| format!("{p:.1}%")).unwrap_or_else(|| "-".into());
+                    let err = t.error.as_ref().map(|e| format!(" ERROR: {e}")).unwrap_or_default();
+                    println!("| {} | {}x{}x{} | {:.3} | {:.1} | {pct}{err} |", t.name, t.shape.0, t.shape.1, t.shape.2, t.median_ms, t.tflops);
+                }
+            }
+            println!("\nselftest: {} checks, {} passed, {} failed", checks.len(), checks.len() - failed, failed);
+        }
+        if failed > 0 {
+            bail!("{failed} kernel check(s) failed");
+        }
+        Ok(())
+    }
+}

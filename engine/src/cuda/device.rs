@@ -30,7 +30,7 @@ impl CudaStorage {
 
 /// libcuda is loaded lazily and a missing library panics inside cudarc: check first.
 pub fn probe() -> std::result::Result<String, String> {
-    if !cudarc::driver::sys::is_culib_present() {
+    if !driver_present() {
         return Err("no CUDA driver: libcuda.so not found".into());
     }
     let ctx = context(0).map_err(|e| e.to_string())?;
@@ -38,10 +38,15 @@ pub fn probe() -> std::result::Result<String, String> {
     Ok(format!("cuda:0 {name}"))
 }
 
+fn driver_present() -> bool {
+    // SAFETY: only tries to dlopen libcuda; it touches no CUDA state.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
 /// One context per ordinal, created on first use and shared.
 pub fn context(ordinal: usize) -> Result<Arc<CudaContext>> {
     static CONTEXTS: OnceLock<Mutex<Vec<Option<Arc<CudaContext>>>>> = OnceLock::new();
-    if !cudarc::driver::sys::is_culib_present() {
+    if !driver_present() {
         return Err(Error::Cuda(format!("cuda:{ordinal} requested, but no CUDA driver (libcuda.so) was found")));
     }
     let mut all = CONTEXTS.get_or_init(|| Mutex::new(Vec::new())).lock().unwrap();
@@ -67,14 +72,14 @@ fn err(e: impl std::fmt::Debug) -> Error {
 pub fn upload(src: &CpuStorage, ordinal: usize) -> Result<CudaStorage> {
     let stream = context(ordinal)?.default_stream();
     Ok(match src {
-        CpuStorage::F32(v) => CudaStorage::F32(stream.memcpy_stod(v).map_err(err)?, ordinal),
+        CpuStorage::F32(v) => CudaStorage::F32(stream.clone_htod(v).map_err(err)?, ordinal),
         CpuStorage::BF16(v) => {
-            CudaStorage::U16(stream.memcpy_stod(bytemuck::cast_slice::<_, u16>(v)).map_err(err)?, DType::BF16, ordinal)
+            CudaStorage::U16(stream.clone_htod(bytemuck::cast_slice::<_, u16>(v)).map_err(err)?, DType::BF16, ordinal)
         }
         CpuStorage::F16(v) => {
-            CudaStorage::U16(stream.memcpy_stod(bytemuck::cast_slice::<_, u16>(v)).map_err(err)?, DType::F16, ordinal)
+            CudaStorage::U16(stream.clone_htod(bytemuck::cast_slice::<_, u16>(v)).map_err(err)?, DType::F16, ordinal)
         }
-        CpuStorage::I64(v) => CudaStorage::I64(stream.memcpy_stod(v).map_err(err)?, ordinal),
+        CpuStorage::I64(v) => CudaStorage::I64(stream.clone_htod(v).map_err(err)?, ordinal),
     })
 }
 
@@ -82,14 +87,14 @@ pub fn download(src: &CudaStorage) -> Result<CpuStorage> {
     let Device::Cuda(ordinal) = src.device() else { unreachable!() };
     let stream = context(ordinal)?.default_stream();
     Ok(match src {
-        CudaStorage::F32(s, _) => CpuStorage::F32(stream.memcpy_dtov(s).map_err(err)?),
+        CudaStorage::F32(s, _) => CpuStorage::F32(stream.clone_dtoh(s).map_err(err)?),
         CudaStorage::U16(s, dtype, _) => {
-            let raw: Vec<u16> = stream.memcpy_dtov(s).map_err(err)?;
+            let raw: Vec<u16> = stream.clone_dtoh(s).map_err(err)?;
             match dtype {
                 DType::BF16 => CpuStorage::BF16(bytemuck::cast_vec(raw)),
                 _ => CpuStorage::F16(bytemuck::cast_vec(raw)),
             }
         }
-        CudaStorage::I64(s, _) => CpuStorage::I64(stream.memcpy_dtov(s).map_err(err)?),
+        CudaStorage::I64(s, _) => CpuStorage::I64(stream.clone_dtoh(s).map_err(err)?),
     })
 }

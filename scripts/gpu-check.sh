@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# ONE prepared run on the GPU machine (H100/H200, driver 580, CUDA 13.0, PyTorch; no
+# Rust, no network). Needs a prebuilt `target/release/instructgpt` built with
+# `--features cuda` (override with $IGPT_BIN). Writes to $OUT (<= 8 files):
+#   gpu-check.md (report), env.log, compile.log, selftest.log, selftest.json, torch.log
+# Every step runs under `timeout`; a failed step is recorded and the script goes on.
+# The summary is printed last (the caller sees only the tail of stdout). ~2-4 minutes.
+set -u
+OUT="${OUT:-$PWD/gpu-check-out}"
+mkdir -p "$OUT"
+BIN="${IGPT_BIN:-target/release/instructgpt}"
+REPORT="$OUT/gpu-check.md"
+declare -a SUMMARY=()
+export RUST_BACKTRACE=0
+export IGPT_KERNEL_CACHE=/tmp/igpt-kcache  # outside $OUT: only 8 files come back
+
+step() { # step NAME SECONDS LOGFILE CMD...
+  local name=$1 secs=$2 log=$3; shift 3
+  local t0=$(date +%s)
+  timeout "$secs" "$@" >>"$log" 2>&1
+  local rc=$?
+  local dt=$(( $(date +%s) - t0 ))
+  local verdict=ok; [ $rc -ne 0 ] && verdict="FAILED rc=$rc"; [ $rc -eq 124 ] && verdict="TIMEOUT ${secs}s"
+  SUMMARY+=("| $name | $verdict | ${dt}s | $(basename "$log") |")
+  return $rc
+}
+
+# --- find the toolkit: libnvrtc.so.13 and headers (system toolkit first, then torch's wheels)
+SITE=$(python3 -c "import nvidia, os; print(os.pathsep.join(list(nvidia.__path__)))" 2>/dev/null || true)
+LIBDIRS=""
+for d in ${CUDA_HOME:-} /usr/local/cuda /usr/local/cuda-13*; do
+  for l in "$d/lib64" "$d/targets/x86_64-linux/lib"; do [ -e "$l/libnvrtc.so.13" ] && LIBDIRS="$LIBDIRS:$l"; done
+  [ -z "${CUDA_HOME:-}" ] && [ -f "$d/include/cuda_bf16.h" ] && export CUDA_HOME="$d"
+done
+IFS=: read -ra SPS <<<"$SITE"
+for s in "${SPS[@]}"; do [ -e "$s/cu13/lib/libnvrtc.so.13" ] && LIBDIRS="$LIBDIRS:$s/cu13/lib"; done
+export LD_LIBRARY_PATH="${LIBDIRS#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+[ -d "${CUDA_HOME:-/nonexistent}/bin" ] && export PATH="$CUDA_HOME/bin:$PATH"
+
+{
+  echo "# GPU check, $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+  echo; echo '## Environment'; echo '```'
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 | head -5
+  nvidia-smi 2>&1 | grep -m1 "CUDA Version"
+  (nvcc --version 2>&1 | tail -2) || echo "nvcc: not found"
+  ldd --version 2>&1 | head -1
+  echo "binary: $BIN"; ls -l "$BIN" 2>&1
+  ldd "$BIN" 2>&1
+  echo "--- $BIN info:"; "$BIN" info 2>&1
+  echo "CUDA_HOME=${CUDA_HOME:-unset}"
+  echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+  echo "python site-packages nvidia: $SITE"
+  echo '--- libcuda.so*, libnvrtc.so*, libcublas.so*, cuda_bf16.h, ptxas:'
+  find /usr/local/cuda* /usr/lib/x86_64-linux-gnu /usr/local/nvidia ${SPS[@]/%//cu13} -maxdepth 4 \
+    \( -name 'libcuda.so*' -o -name 'libnvrtc.so*' -o -name 'libcublas.so*' -o -name cuda_bf16.h -o -name ptxas \) 2>/dev/null | sort -u | head -40
+  echo '```'
+} >"$OUT/env.log" 2>&1
+cat "$OUT/env.log" >"$REPORT"
+SUMMARY+=("| environment | ok | - | env.log |")
+
+if [ ! -x "$BIN" ]; then
+  SUMMARY+=("| binary | MISSING: $BIN (build with --features cuda) | - | - |")
+else
+  step "kernels compile --arch sm_90a" 60 "$OUT/compile.log" "$BIN" kernels compile --arch sm_90a
+  step "selftest --device cuda" 180 "$OUT/selftest.log" "$BIN" selftest --device cuda
+  step "selftest --json (no bench)" 60 "$OUT/selftest.json" "$BIN" selftest --device cuda --json --no-bench
+  { echo; echo '## kernels compile --arch sm_90a'; echo; cat "$OUT/compile.log"; } >>"$REPORT"
+  { echo; echo '## selftest --device cuda'; echo; cat "$OUT/selftest.log"; } >>"$REPORT"
+fi
+step "torch baseline" 150 "$OUT/torch.log" python3 scripts/torch_baseline.py
+{ echo; echo '## PyTorch baseline'; echo; cat "$OUT/torch.log"; } >>"$REPORT"
+
+# --- compact summary: last lines of the report and of stdout
+{
+  echo; echo '## Summary'; echo
+  echo '| step | result | time | log |'; echo '|---|---|---|---|'
+  printf '%s\n' "${SUMMARY[@]}"
+  echo
+  grep -m1 '^device:' "$OUT/selftest.log" 2>/dev/null
+  grep -m1 '^NVRTC' "$OUT/selftest.log" 2>/dev/null
+  grep -E '^spills:' "$OUT/compile.log" 2>/dev/null
+  sed -n '/^| kernel | worst max rel err/,/^$/p' "$OUT/selftest.log" 2>/dev/null
+  sed -n '/^| kernel | M x N x K/,/^$/p' "$OUT/selftest.log" 2>/dev/null
+  grep -E '^selftest:|^error' "$OUT/selftest.log" 2>/dev/null
+  grep -E '^\| (torch|device|SDPA)' "$OUT/torch.log" 2>/dev/null
+} >"$OUT/summary.tmp"
+cat "$OUT/summary.tmp" >>"$REPORT"
+cat "$OUT/summary.tmp"; rm -f "$OUT/summary.tmp"

@@ -1,0 +1,244 @@
+//! `instructgpt bench <op>`: time one op at one shape and print GFLOP/s (compute-bound ops) or
+//! GB/s (memory-bound ops), so that anyone can set it beside another library's figure in one run.
+
+use anyhow::{anyhow, bail, Context, Result};
+use engine::optim::{AdamW, AdamWConfig, ParamGroup};
+use engine::{GradStore, Tensor};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use std::time::Instant;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum Op {
+    /// MxNxK: C[M,N] = A[M,K] B[K,N] (GFLOP/s).
+    Matmul,
+    /// RxC: softmax over rows (GB/s).
+    Softmax,
+    /// RxC: layernorm over rows (GB/s).
+    Layernorm,
+    /// N: GELU over N elements (GB/s).
+    Gelu,
+    /// NxV: fused cross-entropy over N rows of V logits (GB/s).
+    CrossEntropy,
+    /// BxHxTxD: fused causal attention (GFLOP/s).
+    Attention,
+    /// N: one AdamW step over N parameters (GB/s).
+    Adamw,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    #[arg(value_enum)]
+    pub op: Op,
+    /// Shape, e.g. 1024x1024x1024 for matmul (defaults per op).
+    #[arg(long)]
+    pub shape: Option<String>,
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Also time the backward pass (attention, softmax, layernorm, gelu, cross-entropy).
+    #[arg(long)]
+    pub backward: bool,
+    /// matmul: pass B as a transposed [N, K] view (`x @ W^T`).
+    #[arg(long)]
+    pub bt: bool,
+    /// Timed repetitions (default: as many as fit in about a second, 5 to 200).
+    #[arg(long)]
+    pub reps: Option<usize>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn default_shape(op: Op) -> &'static str {
+    match op {
+        Op::Matmul => "1024x1024x1024",
+        Op::Softmax | Op::Layernorm => "4096x768",
+        Op::Gelu => "8388608",
+        Op::CrossEntropy => "1024x50257",
+        Op::Attention => "4x12x512x64",
+        Op::Adamw => "16777216",
+    }
+}
+
+pub fn parse_shape(s: &str) -> Result<Vec<usize>> {
+    s.split('x').map(|d| d.trim().parse::<usize>().with_context(|| format!("bad shape {s:?}: expected sizes joined by 'x'"))).collect()
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    let shape = parse_shape(args.shape.as_deref().unwrap_or(default_shape(args.op)))?;
+    match args.device.as_str() {
+        "cpu" => {}
+        "cuda" => return run_cuda(&args, &shape),
+        other => bail!("unknown device {other:?}: expected cpu or cuda"),
+    }
+    let threads = args.threads.unwrap_or_else(num_cores);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+    let r = pool.install(|| measure_cpu(&args, &shape))?;
+    let shape_str = shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
+    let isa = engine::cpu::gemm::isa_name();
+    if args.json {
+        let mut j = serde_json::json!({
+            "op": format!("{:?}", args.op).to_lowercase(), "shape": shape_str, "device": "cpu", "threads": threads,
+            "isa": isa, "backward": args.backward, "ms": r.median_ms, "ms_min": r.min_ms, "reps": r.reps,
+        });
+        if let Some(f) = r.flops {
+            j["gflops"] = serde_json::json!(f / r.median_ms / 1e6);
+        }
+        if let Some(b) = r.bytes {
+            j["gbps"] = serde_json::json!(b / r.median_ms / 1e6);
+        }
+        println!("{j}");
+    } else {
+        let rate = match (r.flops, r.bytes) {
+            (Some(f), _) => format!("{:.1} GFLOP/s", f / r.median_ms / 1e6),
+            (None, Some(b)) => format!("{:.1} GB/s", b / r.median_ms / 1e6),
+            _ => String::new(),
+        };
+        let pass = if args.backward { " fwd+bwd" } else { "" };
+        println!(
+            "{:?}{pass} {shape_str} cpu ({threads} threads, {isa}): median {:.3} ms (min {:.3}, {} reps), {rate}",
+            args.op, r.median_ms, r.min_ms, r.reps
+        );
+    }
+    Ok(())
+}
+
+fn num_cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+struct Measured {
+    median_ms: f64,
+    min_ms: f64,
+    reps: usize,
+    flops: Option<f64>,
+    bytes: Option<f64>,
+}
+
+/// Warm up, then time `reps` calls; the median is the figure (robust to a noisy shared machine).
+fn time(reps: Option<usize>, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64, usize)> {
+    let t0 = Instant::now();
+    f()?;
+    let first = t0.elapsed().as_secs_f64();
+    f()?;
+    let reps = reps.unwrap_or_else(|| ((1.0 / first.max(1e-6)) as usize).clamp(5, 200));
+    let mut ms = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t = Instant::now();
+        f()?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(|a, b| a.total_cmp(b));
+    Ok((ms[ms.len() / 2], ms[0], reps))
+}
+
+fn need(shape: &[usize], n: usize, form: &str) -> Result<()> {
+    if shape.len() != n {
+        bail!("this op takes a shape of the form {form}");
+    }
+    Ok(())
+}
+
+fn measure_cpu(args: &BenchArgs, s: &[usize]) -> Result<Measured> {
+    let mut rng = StdRng::seed_from_u64(0);
+    let bwd = args.backward;
+    // Forward (and optionally backward) of `f` on fresh vars built from `inputs`.
+    let run_op = |inputs: &[Tensor], f: &dyn Fn(&[Tensor]) -> engine::Result<Tensor>| -> Result<()> {
+        if bwd {
+            let vars: Vec<Tensor> = inputs.iter().map(|t| t.var()).collect();
+            let out = f(&vars)?;
+            let loss = if out.numel() == 1 { out } else { out.sum_all()? };
+            loss.backward()?;
+        } else {
+            let _guard = engine::no_grad();
+            f(inputs)?;
+        }
+        Ok(())
+    };
+    let (flops, bytes, inputs, f): (Option<f64>, Option<f64>, Vec<Tensor>, Box<dyn Fn(&[Tensor]) -> engine::Result<Tensor>>) = match args.op {
+        Op::Matmul => {
+            need(s, 3, "MxNxK")?;
+            let (m, n, k) = (s[0], s[1], s[2]);
+            let a = Tensor::randn(&[m, k], 0.0, 1.0, &mut rng);
+            let b = if args.bt { Tensor::randn(&[n, k], 0.0, 1.0, &mut rng) } else { Tensor::randn(&[k, n], 0.0, 1.0, &mut rng) };
+            let bt = args.bt;
+            let passes = if bwd { 3.0 } else { 1.0 };
+            (Some(passes * 2.0 * (m * n * k) as f64), None, vec![a, b], Box::new(move |x| if bt { x[0].matmul(&x[1].t()?) } else { x[0].matmul(&x[1]) }))
+        }
+        Op::Softmax | Op::Layernorm => {
+            need(s, 2, "RxC")?;
+            let x = Tensor::randn(s, 0.0, 1.0, &mut rng);
+            let bytes = (if bwd { 5.0 } else { 2.0 }) * 4.0 * (s[0] * s[1]) as f64;
+            if args.op == Op::Softmax {
+                (None, Some(bytes), vec![x], Box::new(|x| x[0].softmax()))
+            } else {
+                let (w, b) = (Tensor::randn(&[s[1]], 1.0, 0.1, &mut rng), Tensor::randn(&[s[1]], 0.0, 0.1, &mut rng));
+                (None, Some(bytes), vec![x, w, b], Box::new(|x| x[0].layer_norm(&x[1], &x[2], 1e-5)))
+            }
+        }
+        Op::Gelu => {
+            need(s, 1, "N")?;
+            let bytes = (if bwd { 5.0 } else { 2.0 }) * 4.0 * s[0] as f64;
+            (None, Some(bytes), vec![Tensor::randn(s, 0.0, 1.0, &mut rng)], Box::new(|x| x[0].gelu()))
+        }
+        Op::CrossEntropy => {
+            need(s, 2, "NxV")?;
+            let (n, v) = (s[0], s[1]);
+            let logits = Tensor::randn(&[n, v], 0.0, 1.0, &mut rng);
+            let targets = Tensor::new((0..n).map(|i| ((i * 7919) % v) as i64).collect(), &[n])?;
+            let bytes = (if bwd { 3.0 } else { 1.0 }) * 4.0 * (n * v) as f64;
+            (None, Some(bytes), vec![logits], Box::new(move |x| x[0].cross_entropy(&targets)))
+        }
+        Op::Attention => {
+            need(s, 4, "BxHxTxD")?;
+            let (b, h, t, d) = (s[0], s[1], s[2], s[3]);
+            let qkv: Vec<Tensor> = (0..3).map(|_| Tensor::randn(&[b, h, t, d], 0.0, 1.0, &mut rng)).collect();
+            // Causal: half of the two T×T×D products; backward does 2.5x the forward's work.
+            let fwd = 2.0 * (b * h * t * t * d) as f64;
+            (Some(if bwd { 3.5 * fwd } else { fwd }), None, qkv, Box::new(|x| engine::causal_attention(&x[0], &x[1], &x[2])))
+        }
+        Op::Adamw => return bench_adamw(args, s),
+    };
+    let (median_ms, min_ms, reps) = time(args.reps, || run_op(&inputs, &*f))?;
+    Ok(Measured { median_ms, min_ms, reps, flops, bytes })
+}
+
+fn bench_adamw(args: &BenchArgs, s: &[usize]) -> Result<Measured> {
+    need(s, 1, "N")?;
+    let mut rng = StdRng::seed_from_u64(0);
+    let p = Tensor::randn(s, 0.0, 1.0, &mut rng).var();
+    let mut grads = GradStore::new();
+    grads.insert(&p, Tensor::randn(s, 0.0, 1.0, &mut rng));
+    let mut opt = AdamW::new(vec![ParamGroup { params: vec![p], weight_decay: 0.1 }], AdamWConfig::default())?;
+    let (median_ms, min_ms, reps) = time(args.reps, || opt.step(&grads, 1e-4).map_err(|e| anyhow!(e)))?;
+    // Reads p, g, m, v and writes p, m, v.
+    Ok(Measured { median_ms, min_ms, reps, flops: None, bytes: Some(7.0 * 4.0 * s[0] as f64) })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn run_cuda(_: &BenchArgs, _: &[usize]) -> Result<()> {
+    bail!("--device cuda: this binary was built without the `cuda` feature (cargo build --release --features cuda)")
+}
+
+#[cfg(feature = "cuda")]
+fn run_cuda(args: &BenchArgs, s: &[usize]) -> Result<()> {
+    if args.op != Op::Matmul {
+        bail!("--device cuda: only matmul is benchmarked on CUDA so far");
+    }
+    need(s, 3, "MxNxK")?;
+    let gpu = kernels::device::Gpu::new(0)?;
+    let timings = kernels::bench::matmul_bench(&gpu, &[(s[0], s[1], s[2])])?;
+    if args.json {
+        println!("{}", serde_json::json!({ "op": "matmul", "device": "cuda", "gpu": gpu.info.name, "results": timings }));
+    } else {
+        for t in &timings {
+            let pct = t.pct_of_cublas.map(|p| format!(", {p:.1}% of cuBLAS")).unwrap_or_default();
+            println!("{} {}x{}x{}: median {:.3} ms, {:.1} TFLOP/s{pct}", t.name, t.shape.0, t.shape.1, t.shape.2, t.median_ms, t.tflops);
+        }
+    }
+    Ok(())
+}
