@@ -95,6 +95,24 @@ impl Op {
         }
     }
 
+    /// Every tensor this op holds (inputs and saved tensors), by value: lets `Drop for Inner`
+    /// take a graph apart without recursion.
+    pub(crate) fn into_tensors(self) -> Vec<Tensor> {
+        use Op::*;
+        match self {
+            Reshape(x) | Permute(x, _) | Narrow(x, ..) | Broadcast(x) | Copy(x) | Affine(x, _) | Clamp(x, ..) | Sum(x, _) => vec![x],
+            IndexSelect(x, _, ids) | Gather(x, ids) | Max(x, _, ids) => vec![x, ids],
+            Unary(_, x, y) | Softmax(x, y) | LogSoftmax(x, y) => vec![x, y],
+            Add(a, b) | Sub(a, b) | Mul(a, b) | Div(a, b) | Minimum(a, b) | Maximum(a, b) => vec![a, b],
+            Where(c, a, b) => vec![c, a, b],
+            Cat(xs, _) => xs,
+            Matmul(a, b, bias) => [Some(a), Some(b), bias].into_iter().flatten().collect(),
+            LayerNorm { x, w, b, .. } => vec![x, w, b],
+            CrossEntropy { logits, targets, .. } => vec![logits, targets],
+            Attention { q, k, v, out, .. } => vec![q, k, v, out],
+        }
+    }
+
     /// The gradient rules: given d(loss)/d(out) = `g`, the gradient for each input (same order as
     /// `inputs`). Runs with recording off.
     fn backward(self, out: &Tensor, g: &Tensor) -> Result<Vec<(Tensor, Tensor)>> {

@@ -23,11 +23,19 @@ impl Default for AdamWConfig {
     }
 }
 
+/// One parameter's optimizer state. `step` counts the updates this parameter received: like torch,
+/// a parameter that had no gradient on some steps gets its own bias correction.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamState {
+    pub step: u64,
+    pub m: Vec<f32>,
+    pub v: Vec<f32>,
+}
+
 struct Slot {
     param: Tensor,
     weight_decay: f32,
-    m: Vec<f32>,
-    v: Vec<f32>,
+    state: ParamState,
 }
 
 pub struct AdamW {
@@ -45,13 +53,13 @@ impl AdamW {
                     return Err(Error::Msg(format!("AdamW: parameters must be contiguous f32 vars, got {p:?}")));
                 }
                 let n = p.numel();
-                slots.push(Slot { param: p, weight_decay: g.weight_decay, m: vec![0.0; n], v: vec![0.0; n] });
+                slots.push(Slot { param: p, weight_decay: g.weight_decay, state: ParamState { step: 0, m: vec![0.0; n], v: vec![0.0; n] } });
             }
         }
         Ok(AdamW { cfg, slots, step: 0 })
     }
 
-    /// Steps taken so far.
+    /// Optimizer steps taken so far.
     pub fn step_count(&self) -> u64 {
         self.step
     }
@@ -60,10 +68,6 @@ impl AdamW {
     pub fn step(&mut self, grads: &GradStore, lr: f32) -> Result<()> {
         self.step += 1;
         let AdamWConfig { beta1, beta2, eps } = self.cfg;
-        let t = self.step as i32;
-        let (bc1, bc2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
-        let step_size = lr / bc1;
-        let bc2_sqrt = bc2.sqrt();
         let work: Vec<(&mut Slot, Vec<f32>)> = self
             .slots
             .iter_mut()
@@ -76,8 +80,13 @@ impl AdamW {
             })
             .collect::<Result<_>>()?;
         work.into_par_iter().try_for_each(|(s, g)| {
+            let st = &mut s.state;
+            st.step += 1;
+            let t = st.step as i32;
+            let (bc1, bc2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
+            let (step_size, bc2_sqrt) = (lr / bc1, bc2.sqrt());
             let decay = 1.0 - lr * s.weight_decay;
-            let (m, v) = (&mut s.m, &mut s.v);
+            let (m, v) = (&mut st.m, &mut st.v);
             s.param.update_f32(|p| {
                 for i in 0..p.len() {
                     // Same operation order as torch.optim.AdamW (foreach=False).
@@ -91,19 +100,20 @@ impl AdamW {
         })
     }
 
-    /// Moments and step count, for checkpoints (`--resume`): (m, v) per parameter in order.
-    pub fn state(&self) -> (u64, Vec<(&[f32], &[f32])>) {
-        (self.step, self.slots.iter().map(|s| (s.m.as_slice(), s.v.as_slice())).collect())
+    /// The optimizer's step count and each parameter's state, in parameter order (checkpoints).
+    pub fn state(&self) -> (u64, Vec<ParamState>) {
+        (self.step, self.slots.iter().map(|s| s.state.clone()).collect())
     }
 
     /// Restore what `state` returned.
-    pub fn load_state(&mut self, step: u64, moments: Vec<(Vec<f32>, Vec<f32>)>) -> Result<()> {
-        if moments.len() != self.slots.len() || self.slots.iter().zip(&moments).any(|(s, (m, v))| m.len() != s.m.len() || v.len() != s.v.len()) {
+    pub fn load_state(&mut self, step: u64, states: Vec<ParamState>) -> Result<()> {
+        let fits = states.len() == self.slots.len()
+            && self.slots.iter().zip(&states).all(|(s, st)| st.m.len() == s.state.m.len() && st.v.len() == s.state.v.len());
+        if !fits {
             return Err(Error::Msg("AdamW state does not match the parameters".into()));
         }
-        for (s, (m, v)) in self.slots.iter_mut().zip(moments) {
-            s.m = m;
-            s.v = v;
+        for (s, st) in self.slots.iter_mut().zip(states) {
+            s.state = st;
         }
         self.step = step;
         Ok(())

@@ -39,6 +39,23 @@ pub(crate) struct Inner {
     op: Mutex<Option<Op>>,
 }
 
+impl Drop for Inner {
+    /// Unlink the recorded graph iteratively: dropping it recursively (tensor -> op -> input
+    /// tensor -> ...) overflows the stack on long chains that never went through `backward`.
+    fn drop(&mut self) {
+        let Some(op) = self.op.get_mut().unwrap_or_else(|e| e.into_inner()).take() else { return };
+        let mut pending = op.into_tensors();
+        while let Some(t) = pending.pop() {
+            // Only the last handle owns the node; otherwise dropping `t` just decrements a count.
+            if let Ok(mut inner) = Arc::try_unwrap(t.0) {
+                if let Some(op) = inner.op.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+                    pending.extend(op.into_tensors());
+                }
+            }
+        }
+    }
+}
+
 /// Element types that can build a tensor from a `Vec`.
 pub trait Element: Copy + 'static {
     const DTYPE: DType;
@@ -99,8 +116,16 @@ impl Tensor {
         if !(grad_enabled() && inputs.iter().any(|t| t.tracked())) {
             return self;
         }
-        let inner = Arc::try_unwrap(self.0).ok().expect("fresh tensor");
-        Tensor(Arc::new(Inner { tracked: true, op: Mutex::new(Some(op())), ..inner }))
+        Tensor(Arc::new(Inner {
+            id: TensorId::next(),
+            storage: self.0.storage.clone(),
+            layout: self.0.layout.clone(),
+            dtype: self.dtype(),
+            device: self.device(),
+            is_var: false,
+            tracked: true,
+            op: Mutex::new(Some(op())),
+        }))
     }
 
     /// A view sharing this tensor's storage under a new layout.
@@ -217,6 +242,12 @@ impl Tensor {
     /// Do two tensors share storage (one is a view of the other)?
     pub fn same_storage(&self, other: &Tensor) -> bool {
         Arc::ptr_eq(&self.0.storage, &other.0.storage)
+    }
+    /// How many handles (clones, and recorded ops that saved it) keep this tensor alive. For tests
+    /// and leak diagnostics: e.g. an activation saved by a recorded op counts 2 until `backward`
+    /// (or dropping the graph) releases it; under `no_grad` nothing saves it.
+    pub fn strong_count(&self) -> usize {
+        Arc::strong_count(&self.0)
     }
 
     // ---- autograd handles ----

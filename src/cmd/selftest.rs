@@ -41,11 +41,36 @@ mod imp {
         if l.is_empty() { "not found in the usual dirs".into() } else { l.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ") }
     }
 
+    /// The engine's own CUDA storage: f32, bf16 and i64 tensors (one a strided view) go to the
+    /// device and back unchanged.
+    fn engine_round_trip() -> selftest::Check {
+        use engine::{DType, Device, Tensor};
+        use rand::SeedableRng;
+        let run = || -> engine::Result<f64> {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+            let x = Tensor::randn(&[33, 65], 0.0, 1.0, &mut rng).t()?;
+            let mut worst = 0f64;
+            for dtype in [DType::F32, DType::BF16, DType::I64] {
+                let host = x.mul_scalar(100.0)?.to_dtype(dtype)?;
+                let back = host.to_device(Device::Cuda(0))?.to_device(Device::Cpu)?;
+                let (a, b) = (host.to_vec_f32()?, back.to_vec_f32()?);
+                worst = a.iter().zip(&b).map(|(p, q)| (p - q).abs() as f64).fold(worst, f64::max);
+            }
+            Ok(worst)
+        };
+        let shape = "65x33 view; f32, bf16, i64".to_string();
+        match run() {
+            Ok(err) => selftest::Check::new("engine tensor host<->device", shape, "exact", kernels::reference::ErrStats { max_rel: err, ..Default::default() }, 0.0),
+            Err(e) => selftest::Check::failed("engine tensor host<->device", shape, "exact", e.to_string()),
+        }
+    }
+
     pub fn run(args: SelftestArgs) -> Result<()> {
         let gpu = Gpu::new(0)?; // clear errors: no libcuda / no device / no libnvrtc / compile log
         let nvrtc = compile::nvrtc_version()?;
         let include = toolkit::find_include_dir().map(|p| p.display().to_string()).unwrap_or_else(|e| e.to_string());
-        let checks = selftest::run_checks(&gpu)?;
+        let mut checks = selftest::run_checks(&gpu)?;
+        checks.push(engine_round_trip());
         let timings = if args.no_bench {
             Vec::new()
         } else {

@@ -1,0 +1,64 @@
+//! The `instructgpt` binary end to end: its outputs parse, and bad input is a clear error, not a panic.
+
+use std::process::{Command, Output};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_instructgpt")).args(args).output().expect("binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn bench_matmul_json_has_the_promised_fields() {
+    let o = run(&["bench", "matmul", "--shape", "64x48x32", "--threads", "1", "--reps", "3", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    assert_eq!(j["shape"], "64x48x32");
+    assert_eq!(j["device"], "cpu");
+    assert_eq!(j["threads"], 1);
+    assert!(j["gflops"].as_f64().unwrap() > 0.0);
+    assert!(j["ms"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn bench_memory_bound_ops_report_bandwidth() {
+    for (op, shape) in [("softmax", "64x128"), ("layernorm", "64x128"), ("gelu", "4096"), ("cross-entropy", "16x1000"), ("adamw", "4096")] {
+        let o = run(&["bench", op, "--shape", shape, "--reps", "3", "--json"]);
+        assert!(o.status.success(), "{op}: {}", stderr(&o));
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert!(j["gbps"].as_f64().unwrap() > 0.0, "{op}: {j}");
+    }
+    let o = run(&["bench", "attention", "--shape", "1x2x70x16", "--backward", "--reps", "3", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let o = run(&["bench", "matmul", "--shape", "12xz"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("bad shape \"12xz\""), "{}", stderr(&o));
+    let o = run(&["bench", "matmul", "--shape", "12x12"]);
+    assert!(stderr(&o).contains("MxNxK"), "{}", stderr(&o));
+    let o = run(&["bench", "matmul", "--device", "tpu"]);
+    assert!(stderr(&o).contains("unknown device"), "{}", stderr(&o));
+    for o in [run(&["bench", "matmul", "--shape", "12x12"]), run(&["bench", "matmul", "--device", "tpu"])] {
+        assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn no_gpu_here_means_an_error_not_a_panic() {
+    // On a machine with a GPU and a `cuda` build this passes too: then the selftest itself runs.
+    let o = run(&["selftest", "--device", "cuda", "--no-bench"]);
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    if !o.status.success() {
+        assert!(err.starts_with("error: "), "{err}");
+        eprintln!("selftest skipped here: {err}");
+    }
+    let o = run(&["info"]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("sgemm kernel"));
+}
