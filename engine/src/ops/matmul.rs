@@ -91,9 +91,18 @@ fn batch_offset(l: &crate::shape::Layout, mat_dim: usize, mut batch: usize) -> u
 }
 
 /// Can the batch dims and the row dim be read as one long row dim with a single stride?
+/// Each batch dim of size > 1 must step over all the rows after it: stride = (rows after it) ·
+/// row stride. Size-1 dims carry arbitrary strides, so they are skipped, never chained through.
 fn merges_into_rows(l: &crate::shape::Layout) -> bool {
     let r = l.rank();
-    (0..r - 2).all(|d| l.shape[d] == 1 || l.strides[d] == l.strides[d + 1] * l.shape[d + 1])
+    let mut expected = l.strides[r - 2] * l.shape[r - 2];
+    for d in (0..r - 2).rev() {
+        if l.shape[d] != 1 && l.strides[d] != expected {
+            return false;
+        }
+        expected *= l.shape[d];
+    }
+    true
 }
 
 /// dA = g·Bᵀ, dB = Aᵀ·g (summed over batches when B was shared), dbias = Σ rows of g.
