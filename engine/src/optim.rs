@@ -2,7 +2,7 @@
 //! fused pass per parameter; and the learning-rate schedules used for training.
 
 use crate::{Error, GradStore, Result, Tensor};
-use rayon::prelude::*;
+use crate::cpu::adamw;
 
 /// Parameters that share a weight decay (torch: no decay for biases and LayerNorm gains).
 pub struct ParamGroup {
@@ -68,36 +68,21 @@ impl AdamW {
     pub fn step(&mut self, grads: &GradStore, lr: f32) -> Result<()> {
         self.step += 1;
         let AdamWConfig { beta1, beta2, eps } = self.cfg;
-        let work: Vec<(&mut Slot, Vec<f32>)> = self
-            .slots
-            .iter_mut()
-            .filter_map(|s| grads.get(&s.param).map(|g| (s, g)))
-            .map(|(s, g)| {
-                if g.shape() != s.param.shape() {
-                    return Err(Error::shape("AdamW", format!("gradient {:?} for parameter {:?}", g.shape(), s.param.shape())));
-                }
-                Ok((s, g.to_vec_f32()?))
-            })
-            .collect::<Result<_>>()?;
-        work.into_par_iter().try_for_each(|(s, g)| {
+        for s in self.slots.iter_mut() {
+            let Some(g) = grads.get(&s.param) else { continue };
+            if g.shape() != s.param.shape() {
+                return Err(Error::shape("AdamW", format!("gradient {:?} for parameter {:?}", g.shape(), s.param.shape())));
+            }
             let st = &mut s.state;
             st.step += 1;
             let t = st.step as i32;
             let (bc1, bc2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
-            let (step_size, bc2_sqrt) = (lr / bc1, bc2.sqrt());
-            let decay = 1.0 - lr * s.weight_decay;
+            let k = adamw::Step { decay: 1.0 - lr * s.weight_decay, beta1, beta2, step_size: lr / bc1, bc2_sqrt: bc2.sqrt(), eps };
+            let g = g.cpu_f32("AdamW gradient")?;
             let (m, v) = (&mut st.m, &mut st.v);
-            s.param.update_f32(|p| {
-                for i in 0..p.len() {
-                    // Same operation order as torch.optim.AdamW (foreach=False).
-                    p[i] *= decay;
-                    m[i] += (g[i] - m[i]) * (1.0 - beta1);
-                    v[i] = v[i] * beta2 + (1.0 - beta2) * g[i] * g[i];
-                    let denom = v[i].sqrt() / bc2_sqrt + eps;
-                    p[i] -= step_size * m[i] / denom;
-                }
-            })
-        })
+            s.param.update_f32(|p| adamw::update(p, &g, m, v, k))?;
+        }
+        Ok(())
     }
 
     /// The optimizer's step count and each parameter's state, in parameter order (checkpoints).

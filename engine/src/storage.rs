@@ -1,5 +1,6 @@
 //! Storage: the bytes under a tensor, on the CPU or on a CUDA device (candle's design).
 
+use crate::shape::Layout;
 use crate::{cuda::CudaStorage, DType, Device};
 use half::{bf16, f16};
 
@@ -66,6 +67,22 @@ impl CpuStorage {
             (CpuStorage::I64(v), DType::F16) => CpuStorage::F16(convert!(v, |x| f16::from_f32(x as f32))),
             (CpuStorage::I64(v), DType::I64) => CpuStorage::I64(convert!(v, |x| x)),
         }
+    }
+
+    /// The elements of `layout`, in row-major order, converted to `dtype`: a plain slice copy when
+    /// the layout is contiguous and the dtype unchanged.
+    pub fn copy_as(&self, layout: &Layout, dtype: DType) -> CpuStorage {
+        if layout.is_contiguous() {
+            let range = layout.offset..layout.offset + layout.numel();
+            return match (self, dtype) {
+                (CpuStorage::F32(v), DType::F32) => CpuStorage::F32(v[range].to_vec()),
+                (CpuStorage::BF16(v), DType::BF16) => CpuStorage::BF16(v[range].to_vec()),
+                (CpuStorage::F16(v), DType::F16) => CpuStorage::F16(v[range].to_vec()),
+                (CpuStorage::I64(v), DType::I64) => CpuStorage::I64(v[range].to_vec()),
+                _ => self.gather_as(range, dtype),
+            };
+        }
+        self.gather_as(layout.offsets(), dtype)
     }
 
     pub fn as_bytes(&self) -> &[u8] {

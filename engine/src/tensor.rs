@@ -371,17 +371,14 @@ impl Tensor {
 
     /// The elements in row-major order as a fresh host buffer.
     pub(crate) fn contiguous_storage(&self) -> Result<CpuStorage> {
-        self.to_dtype(self.dtype())?.cpu_storage_copy()
+        self.cpu_storage_copy()
     }
 
     fn cpu_storage_copy(&self) -> Result<CpuStorage> {
         let guard = self.read();
         match &*guard {
-            Storage::Cpu(s) => Ok(s.gather_as(self.layout().offsets(), self.dtype())),
-            Storage::Cuda(c) => {
-                let host = cuda::download(c)?;
-                Ok(host.gather_as(self.layout().offsets(), self.dtype()))
-            }
+            Storage::Cpu(s) => Ok(s.copy_as(self.layout(), self.dtype())),
+            Storage::Cuda(c) => Ok(cuda::download(c)?.copy_as(self.layout(), self.dtype())),
         }
     }
 
@@ -392,7 +389,7 @@ impl Tensor {
         }
         let guard = self.read();
         let Storage::Cpu(s) = &*guard else { unreachable!() };
-        Ok(Tensor::from_cpu(s.gather_as(self.layout().offsets(), dtype), self.shape()))
+        Ok(Tensor::from_cpu(s.copy_as(self.layout(), dtype), self.shape()))
     }
 
     pub fn to_device(&self, device: Device) -> Result<Tensor> {

@@ -68,17 +68,51 @@ pub fn ternary_map(x: &[f32], y: &[f32], g: &[f32], f: impl Fn(f32, f32, f32) ->
     x.iter().zip(y).zip(g).map(|((&x, &y), &g)| f(x, y, g)).collect()
 }
 
+use super::simd::{self, multiversion};
+
 /// GPT-2's `gelu_new`: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+#[inline(always)]
 pub fn gelu(x: f32) -> f32 {
     let u = GELU_C * (x + 0.044715 * x * x * x);
-    0.5 * x * (1.0 + u.tanh())
+    0.5 * x * (1.0 + simd::tanh(u))
 }
 
+#[inline(always)]
 pub fn gelu_grad(x: f32) -> f32 {
     let u = GELU_C * (x + 0.044715 * x * x * x);
-    let t = u.tanh();
+    let t = simd::tanh(u);
     let du = GELU_C * (1.0 + 3.0 * 0.044715 * x * x);
     0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du
+}
+
+multiversion! {
+    /// y = gelu(x), one chunk.
+    pub fn gelu_forward_chunk(x: &[f32], y: &mut [f32]) {
+        for (o, &v) in y.iter_mut().zip(x) {
+            *o = gelu(v);
+        }
+    }
+}
+
+multiversion! {
+    /// dx = g · gelu'(x), one chunk.
+    pub fn gelu_backward_chunk(x: &[f32], g: &[f32], dx: &mut [f32]) {
+        for ((o, &v), &gv) in dx.iter_mut().zip(x).zip(g) {
+            *o = gv * gelu_grad(v);
+        }
+    }
+}
+
+pub fn gelu_forward(x: &[f32]) -> Vec<f32> {
+    let mut y = vec![0f32; x.len()];
+    y.par_chunks_mut(PAR_MIN / 4).zip(x.par_chunks(PAR_MIN / 4)).for_each(|(y, x)| gelu_forward_chunk(x, y));
+    y
+}
+
+pub fn gelu_backward(x: &[f32], g: &[f32]) -> Vec<f32> {
+    let mut dx = vec![0f32; x.len()];
+    dx.par_chunks_mut(PAR_MIN / 4).zip(x.par_chunks(PAR_MIN / 4).zip(g.par_chunks(PAR_MIN / 4))).for_each(|(d, (x, g))| gelu_backward_chunk(x, g, d));
+    dx
 }
 
 const GELU_C: f32 = 0.797_884_6; // sqrt(2/pi)

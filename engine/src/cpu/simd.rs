@@ -65,7 +65,11 @@ pub fn exp(x: f32) -> f32 {
     const LN2_LO: f32 = -2.121_944_4e-4;
     const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
     let xc = x.clamp(-87.3, 88.3);
-    let k = (xc * LOG2E + ROUND) - ROUND;
+    // Round x·log2(e) to the integer k with the magic-number trick; k also lands in the low
+    // mantissa bits of `kr`, which builds 2^k below with integer ops (an `as i32` cast would
+    // be scalarized: Rust's float-to-int casts saturate).
+    let kr = xc * LOG2E + ROUND;
+    let k = kr - ROUND;
     let r = xc - k * LN2_HI - k * LN2_LO;
     let mut p = 1.987_569_1e-4;
     p = p * r + 1.398_199_9e-3;
@@ -74,12 +78,18 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 5.000_000_1e-1;
     let y = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((k as i32 + 127) as u32) << 23);
+    let scale = f32::from_bits(kr.to_bits().wrapping_sub(0x4B40_0000).wrapping_add(127) << 23);
     if x < -87.3 {
         0.0
     } else {
         y * scale
     }
+}
+
+/// tanh(x) = 1 − 2/(e^{2x} + 1) through the vectorizable `exp` (absolute error ~1e-7).
+#[inline(always)]
+pub fn tanh(x: f32) -> f32 {
+    1.0 - 2.0 / (exp(2.0 * x) + 1.0)
 }
 
 /// Sum with 16 independent accumulators (vectorizes; plain `sum()` is a serial chain).
@@ -142,6 +152,10 @@ mod tests {
         assert!(worst < 4e-7, "worst relative error {worst}");
         assert_eq!(super::exp(f32::NEG_INFINITY), 0.0);
         assert_eq!(super::exp(-100.0), 0.0);
+        for i in -2000..=2000 {
+            let x = i as f32 * 0.01;
+            assert!((super::tanh(x) as f64 - (x as f64).tanh()).abs() < 2e-7, "tanh({x})");
+        }
     }
 
     #[test]
