@@ -116,30 +116,27 @@ impl Tensor {
         if !(grad_enabled() && inputs.iter().any(|t| t.tracked())) {
             return self;
         }
-        Tensor(Arc::new(Inner {
-            id: TensorId::next(),
-            storage: self.0.storage.clone(),
-            layout: self.0.layout.clone(),
-            dtype: self.dtype(),
-            device: self.device(),
-            is_var: false,
-            tracked: true,
-            op: Mutex::new(Some(op())),
-        }))
+        self.sharing(self.layout().clone(), false, Some(op()))
     }
 
     /// A view sharing this tensor's storage under a new layout.
     pub(crate) fn view(&self, layout: Layout, op: impl FnOnce() -> Op) -> Tensor {
-        let tracked = grad_enabled() && self.tracked();
+        let op = (grad_enabled() && self.tracked()).then(op);
+        self.sharing(layout, false, op)
+    }
+
+    /// A new handle on this tensor's storage: a parameter (`is_var`), a recorded result (`op`), or
+    /// a plain untracked tensor (neither).
+    fn sharing(&self, layout: Layout, is_var: bool, op: Option<Op>) -> Tensor {
         Tensor(Arc::new(Inner {
             id: TensorId::next(),
             storage: self.0.storage.clone(),
             layout,
             dtype: self.dtype(),
             device: self.device(),
-            is_var: false,
-            tracked,
-            op: Mutex::new(if tracked { Some(op()) } else { None }),
+            is_var,
+            tracked: is_var || op.is_some(),
+            op: Mutex::new(op),
         }))
     }
 
@@ -254,30 +251,12 @@ impl Tensor {
 
     /// A leaf parameter sharing this tensor's storage, whose gradient `backward` returns.
     pub fn var(&self) -> Tensor {
-        Tensor(Arc::new(Inner {
-            id: TensorId::next(),
-            storage: self.0.storage.clone(),
-            layout: self.0.layout.clone(),
-            dtype: self.dtype(),
-            device: self.device(),
-            is_var: true,
-            tracked: true,
-            op: Mutex::new(None),
-        }))
+        self.sharing(self.layout().clone(), true, None)
     }
 
     /// The same data, cut off from the graph.
     pub fn detach(&self) -> Tensor {
-        Tensor(Arc::new(Inner {
-            id: TensorId::next(),
-            storage: self.0.storage.clone(),
-            layout: self.0.layout.clone(),
-            dtype: self.dtype(),
-            device: self.device(),
-            is_var: false,
-            tracked: false,
-            op: Mutex::new(None),
-        }))
+        self.sharing(self.layout().clone(), false, None)
     }
 
     // ---- storage access ----
