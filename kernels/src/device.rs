@@ -120,7 +120,7 @@ impl Gpu {
         Ok(Gpu { ctx, stream, info, compiled, funcs })
     }
 
-    fn f(&self, name: &str) -> Result<&CudaFunction> {
+    pub(crate) fn f(&self, name: &str) -> Result<&CudaFunction> {
         self.funcs.get(name).ok_or_else(|| Error::Other(format!("kernel {name} is not loaded")))
     }
 

@@ -55,6 +55,13 @@ pub const MODULES: &[Module] = &[
         entries: &["matmul_v3_bf16_f32out", "matmul_v3_bf16_bf16out"],
         needs_headers: true,
     },
+    Module {
+        name: "attention",
+        file: "cu/attention.cu",
+        source: include_str!("cu/attention.cu"),
+        entries: crate::attention::ENTRIES,
+        needs_headers: false,
+    },
 ];
 
 pub fn module(name: &str) -> Option<&'static Module> {

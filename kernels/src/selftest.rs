@@ -212,6 +212,7 @@ mod imp {
                 Ok(rows_out)
             });
         }
+        out.extend(crate::attention::checks(gpu));
         Ok(out)
     }
 }

@@ -77,13 +77,14 @@ mod imp {
             // 4096^3, and GPT-2 small's MLP up-projection at 8 x 1024 tokens.
             bench::matmul_bench(&gpu, &[(4096, 4096, 4096), (8192, 3072, 768)])?
         };
+        let attention_timings = if args.no_bench { Vec::new() } else { kernels::attention::bench(&gpu) };
         let failed = checks.iter().filter(|c| !c.pass).count();
         if args.json {
             println!("{}", serde_json::to_string_pretty(&serde_json::json!({
                 "device": gpu.info, "nvrtc": nvrtc, "include_dir": include,
                 "libcuda": libs("libcuda.so"), "libnvrtc": libs("libnvrtc.so"), "libcublas": libs("libcublas.so"),
                 "cublas_loaded": bench::cublas_available(),
-                "checks": checks, "timings": timings, "failed": failed,
+                "checks": checks, "timings": timings, "attention_timings": attention_timings, "failed": failed,
             }))?);
         } else {
             let i = &gpu.info;
@@ -118,6 +119,7 @@ mod imp {
                     println!("| {} | {}x{}x{} | {:.3} | {:.1} | {pct}{err} |", t.name, t.shape.0, t.shape.1, t.shape.2, t.median_ms, t.tflops);
                 }
             }
+            kernels::attention::print_timings(&attention_timings);
             println!("\nselftest: {} checks, {} passed, {} failed", checks.len(), checks.len() - failed, failed);
         }
         if failed > 0 {
