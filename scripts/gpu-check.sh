@@ -81,6 +81,7 @@ step "torch baseline" 150 "$OUT/torch.log" python3 scripts/torch_baseline.py
   grep -E '^spills:' "$OUT/compile.log" 2>/dev/null
   sed -n '/^| kernel | worst max rel err/,/^$/p' "$OUT/selftest.log" 2>/dev/null
   sed -n '/^| kernel | M x N x K/,/^$/p' "$OUT/selftest.log" 2>/dev/null
+  grep -E '^\| attention' "$OUT/selftest.log" 2>/dev/null
   grep -E '^selftest:|^error' "$OUT/selftest.log" 2>/dev/null
   grep -E '^\| (torch|device|SDPA)' "$OUT/torch.log" 2>/dev/null
 } >"$OUT/summary.tmp"
