@@ -67,6 +67,14 @@ else
   { echo; echo '## kernels compile --arch sm_90a'; echo; cat "$OUT/compile.log"; } >>"$REPORT"
   { echo; echo '## selftest --device cuda'; echo; cat "$OUT/selftest.log"; } >>"$REPORT"
 fi
+bench_all() {
+  for op in "cross-entropy --backward" "cross-entropy --backward --shape 8192x50257" softmax "layernorm --backward" "gelu --backward" adamw "embedding --backward" sum-rows l2norm binary; do
+    echo "### bench $op"; "$BIN" bench $op --device cuda || echo "bench $op FAILED"
+  done
+}
+export BIN; export -f bench_all
+step "kernel bandwidth (bench --device cuda)" 120 "$OUT/bench.log" bash -c bench_all
+{ echo; echo '## bench <op> --device cuda'; echo; cat "$OUT/bench.log"; } >>"$REPORT"
 step "torch baseline" 150 "$OUT/torch.log" python3 scripts/torch_baseline.py
 { echo; echo '## PyTorch baseline'; echo; cat "$OUT/torch.log"; } >>"$REPORT"
 
@@ -82,6 +90,7 @@ step "torch baseline" 150 "$OUT/torch.log" python3 scripts/torch_baseline.py
   sed -n '/^| kernel | worst max rel err/,/^$/p' "$OUT/selftest.log" 2>/dev/null
   sed -n '/^| kernel | M x N x K/,/^$/p' "$OUT/selftest.log" 2>/dev/null
   grep -E '^\| attention' "$OUT/selftest.log" 2>/dev/null
+  grep -E '% of copy|GB/s' "$OUT/bench.log" 2>/dev/null | head -40
   grep -E '^selftest:|^error' "$OUT/selftest.log" 2>/dev/null
   grep -E '^\| (torch|device|SDPA)' "$OUT/torch.log" 2>/dev/null
 } >"$OUT/summary.tmp"

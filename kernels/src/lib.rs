@@ -10,6 +10,8 @@ pub mod attention;
 pub mod cache;
 pub mod compile;
 pub mod error;
+pub mod matmul_tc;
+pub mod memops;
 pub mod ptxas;
 pub mod reference;
 pub mod registry;

@@ -62,6 +62,48 @@ pub const MODULES: &[Module] = &[
         entries: crate::attention::ENTRIES,
         needs_headers: false,
     },
+    Module {
+        name: "matmul_mma",
+        file: "cu/matmul_mma.cu",
+        source: include_str!("cu/matmul_mma.cu"),
+        entries: crate::matmul_tc::V4_ENTRIES,
+        needs_headers: false,
+    },
+    Module {
+        name: "matmul_wgmma",
+        file: "cu/matmul_wgmma.cu",
+        source: include_str!("cu/matmul_wgmma.cu"),
+        entries: crate::matmul_tc::V5_ENTRIES,
+        needs_headers: false,
+    },
+    Module {
+        name: "cross_entropy",
+        file: "cu/cross_entropy.cu",
+        source: include_str!("cu/cross_entropy.cu"),
+        entries: crate::memops::CE_ENTRIES,
+        needs_headers: false,
+    },
+    Module {
+        name: "embedding",
+        file: "cu/embedding.cu",
+        source: include_str!("cu/embedding.cu"),
+        entries: crate::memops::EMBEDDING_ENTRIES,
+        needs_headers: false,
+    },
+    Module {
+        name: "reduce",
+        file: "cu/reduce.cu",
+        source: include_str!("cu/reduce.cu"),
+        entries: crate::memops::REDUCE_ENTRIES,
+        needs_headers: false,
+    },
+    Module {
+        name: "binary",
+        file: "cu/binary.cu",
+        source: include_str!("cu/binary.cu"),
+        entries: crate::memops::BINARY_ENTRIES,
+        needs_headers: false,
+    },
 ];
 
 pub fn module(name: &str) -> Option<&'static Module> {

@@ -213,6 +213,8 @@ mod imp {
             });
         }
         out.extend(crate::attention::checks(gpu));
+        out.extend(crate::memops::checks(gpu));
+        out.extend(crate::matmul_tc::checks(gpu));
         Ok(out)
     }
 }

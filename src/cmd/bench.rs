@@ -24,6 +24,14 @@ pub enum Op {
     Attention,
     /// N: one AdamW step over N parameters (GB/s).
     Adamw,
+    /// NxVxD: embedding rows of a [V, D] table for N ids; --backward: scatter-add (GB/s, cuda only).
+    Embedding,
+    /// RxC: column sums (bias gradient) [R, C] -> [C] (GB/s, cuda only).
+    SumRows,
+    /// KxN: global L2 norm over K buffers of N floats (GB/s, cuda only).
+    L2norm,
+    /// RxC: add/sub/mul/div/min/max, same shape and broadcast (GB/s, cuda only).
+    Binary,
 }
 
 #[derive(clap::Args, Debug)]
@@ -61,6 +69,10 @@ fn default_shape(op: Op) -> &'static str {
         Op::CrossEntropy => "1024x50257",
         Op::Attention => "4x12x512x64",
         Op::Adamw => "16777216",
+        Op::Embedding => "8192x50257x768",
+        Op::SumRows => "8192x3072",
+        Op::L2norm => "64x1966081",
+        Op::Binary => "8192x3072",
     }
 }
 
@@ -202,6 +214,7 @@ fn measure_cpu(args: &BenchArgs, s: &[usize]) -> Result<Measured> {
             (Some(if bwd { 3.5 * fwd } else { fwd }), None, qkv, Box::new(|x| engine::causal_attention(&x[0], &x[1], &x[2])))
         }
         Op::Adamw => return bench_adamw(args, s),
+        Op::Embedding | Op::SumRows | Op::L2norm | Op::Binary => bail!("{:?}: only benchmarked with --device cuda", args.op),
     };
     let (median_ms, min_ms, reps) = time(args.reps, || run_op(&inputs, &*f))?;
     Ok(Measured { median_ms, min_ms, reps, flops, bytes })
@@ -226,18 +239,51 @@ fn run_cuda(_: &BenchArgs, _: &[usize]) -> Result<()> {
 
 #[cfg(feature = "cuda")]
 fn run_cuda(args: &BenchArgs, s: &[usize]) -> Result<()> {
-    if args.op != Op::Matmul {
-        bail!("--device cuda: only matmul is benchmarked on CUDA so far");
-    }
-    need(s, 3, "MxNxK")?;
     let gpu = kernels::device::Gpu::new(0)?;
-    let timings = kernels::bench::matmul_bench(&gpu, &[(s[0], s[1], s[2])])?;
+    if args.op == Op::Matmul {
+        need(s, 3, "MxNxK")?;
+        let timings = kernels::bench::matmul_bench(&gpu, &[(s[0], s[1], s[2])])?;
+        if args.json {
+            println!("{}", serde_json::json!({ "op": "matmul", "device": "cuda", "gpu": gpu.info.name, "results": timings }));
+        } else {
+            for t in &timings {
+                let pct = t.pct_of_cublas.map(|p| format!(", {p:.1}% of cuBLAS")).unwrap_or_default();
+                println!("{} {}x{}x{}: median {:.3} ms, {:.1} TFLOP/s{pct}", t.name, t.shape.0, t.shape.1, t.shape.2, t.median_ms, t.tflops);
+            }
+        }
+        return Ok(());
+    }
+    let name = match args.op {
+        Op::Softmax => "softmax",
+        Op::Layernorm => "layernorm",
+        Op::Gelu => "gelu",
+        Op::CrossEntropy => "cross-entropy",
+        Op::Adamw => "adamw",
+        Op::Embedding => "embedding",
+        Op::SumRows => "sum-rows",
+        Op::L2norm => "l2norm",
+        Op::Binary => "binary",
+        Op::Matmul | Op::Attention => bail!("--device cuda: {:?} is benchmarked by `instructgpt selftest --device cuda`", args.op),
+    };
+    // The ceiling, measured in this process: a device-to-device copy, bytes read + written.
+    let copy = kernels::memops::copy_bandwidth(&gpu)?;
+    if let Some(e) = &copy.error {
+        bail!("device-to-device copy benchmark failed: {e}");
+    }
+    let timings = kernels::memops::bench_op(&gpu, name, s, args.backward, Some(copy.gbps))?;
     if args.json {
-        println!("{}", serde_json::json!({ "op": "matmul", "device": "cuda", "gpu": gpu.info.name, "results": timings }));
+        println!(
+            "{}",
+            serde_json::json!({ "op": name, "device": "cuda", "gpu": gpu.info.name, "backward": args.backward, "copy": copy, "results": timings })
+        );
     } else {
+        println!("{} ({}): {} {:.1} GB/s (median {:.3} ms)", gpu.info.name, gpu.info.arch, copy.name, copy.gbps, copy.median_ms);
+        println!("| kernel | shape | MB moved | sets | median ms | GB/s | % of copy |");
+        println!("|---|---|---:|---:|---:|---:|---:|");
         for t in &timings {
-            let pct = t.pct_of_cublas.map(|p| format!(", {p:.1}% of cuBLAS")).unwrap_or_default();
-            println!("{} {}x{}x{}: median {:.3} ms, {:.1} TFLOP/s{pct}", t.name, t.shape.0, t.shape.1, t.shape.2, t.median_ms, t.tflops);
+            let pct = t.pct_of_copy.map(|p| format!("{p:.1}%")).unwrap_or_else(|| "-".into());
+            let err = t.error.as_ref().map(|e| format!(" ERROR: {e}")).unwrap_or_default();
+            println!("| {} | {} | {:.1} | {} | {:.4} | {:.1} | {pct}{err} |", t.name, t.shape, t.bytes / 1e6, t.sets, t.median_ms, t.gbps);
         }
     }
     Ok(())

@@ -1,0 +1,373 @@
+//! Tensor-core matmul, the top of the ladder (sources: `cu/matmul_mma.cu`, `cu/matmul_wgmma.cu`,
+//! whose headers describe the designs). Row-major C[M,N] = A[M,K] B[K,N] (+ bias[N], f32),
+//! bf16 in (bit patterns), f32 accumulate, f32 or bf16 out, any M, N, K.
+//! - v4 (sm_80+): inline-PTX mma.sync m16n8k16 + ldmatrix, 4-stage cp.async pipeline.
+//! - v5 (sm_90a only): Hopper wgmma from shared-memory descriptors (128-byte swizzle). The
+//!   module is registered (so `kernels compile` reports it); compiled for any target other than
+//!   compute_90a it holds stubs that trap. `Gpu::new` compiles every module for the plain
+//!   `compute_90` of an H100, so the v5 launcher compiles and loads its own compute_90a build
+//!   once per context (see `v5_function`).
+//!
+//! This file holds the launchers (as `impl Gpu` methods), the self-test checks and the timing
+//! rows added to `bench::matmul_bench`.
+
+/// Every `extern "C"` entry of `cu/matmul_mma.cu`.
+pub const V4_ENTRIES: &[&str] = &["matmul_v4_bf16_f32out", "matmul_v4_bf16_bf16out"];
+/// Every `extern "C"` entry of `cu/matmul_wgmma.cu`.
+pub const V5_ENTRIES: &[&str] = &["matmul_v5_bf16_f32out", "matmul_v5_bf16_bf16out"];
+
+/// v4 tiles (must match `cu/matmul_mma.cu`).
+pub const V4_BM: usize = 128;
+pub const V4_BN: usize = 256;
+pub const V4_THREADS: u32 = 256;
+/// 4 stages x (A 128 x 40 + B 32 x 264) bf16.
+pub const V4_SMEM_BYTES: usize = 4 * (128 * 40 + 32 * 264) * 2;
+
+/// v5 tiles (must match `cu/matmul_wgmma.cu`).
+pub const V5_BM: usize = 128;
+pub const V5_BN: usize = 256;
+pub const V5_THREADS: u32 = 256;
+/// 4 stages x (A 128 x 64 + B 64 x 256) bf16, plus 1024 bytes to align the base to 1024.
+pub const V5_SMEM_BYTES: usize = 4 * (128 * 64 + 64 * 256) * 2 + 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum MatmulTc {
+    /// mma.sync + ldmatrix + cp.async (sm_80+).
+    V4Mma,
+    /// wgmma (sm_90a; the launcher refuses other devices).
+    V5Wgmma,
+}
+
+impl MatmulTc {
+    pub fn name(self, bf16_out: bool) -> &'static str {
+        match (self, bf16_out) {
+            (MatmulTc::V4Mma, false) => "matmul_v4_bf16_f32out",
+            (MatmulTc::V4Mma, true) => "matmul_v4_bf16_bf16out",
+            (MatmulTc::V5Wgmma, false) => "matmul_v5_bf16_f32out",
+            (MatmulTc::V5Wgmma, true) => "matmul_v5_bf16_bf16out",
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+pub use gpu::{checks, timings};
+
+#[cfg(feature = "cuda")]
+mod gpu {
+    use super::*;
+    use crate::bench::time_ms;
+    use crate::compile;
+    use crate::device::Gpu;
+    use crate::reference::{self as r, compare};
+    use crate::selftest::{Check, TOL_BF16, TOL_F32};
+    use crate::toolkit::Arch;
+    use crate::{Error, Result};
+    use cudarc::driver::sys::CUfunction_attribute_enum;
+    use cudarc::driver::{CudaFunction, CudaSlice, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg};
+    use half::bf16;
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    /// v5 functions per context, compiled for compute_90a. The cached functions keep their
+    /// context alive, so a context address cannot be reused while it is a key here.
+    #[allow(clippy::type_complexity)]
+    static V5_CACHE: Mutex<Vec<(usize, Arc<HashMap<&'static str, CudaFunction>>)>> = Mutex::new(Vec::new());
+
+    fn check_len(kernel: &str, what: &str, got: usize, want: usize) -> Result<()> {
+        if got < want {
+            return Err(Error::Other(format!(
+                "{kernel}: buffer {what} has {got} elements, shape needs {want}"
+            )));
+        }
+        Ok(())
+    }
+
+    impl Gpu {
+        /// True when v5 (wgmma) can run here: compute capability 9.0 (H100 / H200).
+        pub fn has_wgmma(&self) -> bool {
+            self.info.compute_capability == (9, 0)
+        }
+
+        /// The compute_90a build of the v5 module, compiled (or read from the kernel cache) and
+        /// loaded once per context.
+        fn v5_function(&self, name: &'static str) -> Result<CudaFunction> {
+            if !self.has_wgmma() {
+                return Err(Error::Other(format!(
+                    "{name}: wgmma needs compute capability 9.0 (sm_90a); this device is {:?}",
+                    self.info.compute_capability
+                )));
+            }
+            let key = Arc::as_ptr(&self.ctx) as usize;
+            let mut cache = V5_CACHE.lock().map_err(|_| Error::Other("v5 cache poisoned".into()))?;
+            if let Some((_, funcs)) = cache.iter().find(|(k, _)| *k == key) {
+                return funcs
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| Error::Other(format!("kernel {name} is not loaded")));
+            }
+            let m = crate::registry::module("matmul_wgmma").ok_or_else(|| Error::Other("module matmul_wgmma is not registered".into()))?;
+            let arch = Arch::parse("sm_90a")?;
+            let c = compile::compile_module(m, &arch)?;
+            let module = self
+                .ctx
+                .load_module(cudarc::nvrtc::Ptx::from_src(c.ptx.clone()))
+                .map_err(|e| Error::cuda("loading module matmul_wgmma (compute_90a)", e))?;
+            let mut funcs = HashMap::new();
+            for e in V5_ENTRIES {
+                let f = module
+                    .load_function(e)
+                    .map_err(|err| Error::cuda(format!("loading function {e}"), err))?;
+                funcs.insert(*e, f);
+            }
+            let funcs = Arc::new(funcs);
+            cache.push((key, funcs.clone()));
+            funcs
+                .get(name)
+                .cloned()
+                .ok_or_else(|| Error::Other(format!("kernel {name} is not loaded")))
+        }
+
+        /// Row-major C[m,n] = A[m,k] B[k,n] (+ bias[n]) on tensor cores, bf16 in, f32 out.
+        #[allow(clippy::too_many_arguments)]
+        pub fn matmul_tc_f32out(
+            &self,
+            v: MatmulTc,
+            a: &CudaSlice<u16>,
+            b: &CudaSlice<u16>,
+            bias: Option<&CudaSlice<f32>>,
+            c: &mut CudaSlice<f32>,
+            m: usize,
+            n: usize,
+            k: usize,
+        ) -> Result<()> {
+            self.matmul_tc_launch(v, false, a, b, bias, c, (m, n, k))
+        }
+
+        /// As [`Self::matmul_tc_f32out`] with a bf16 output (round to nearest even).
+        #[allow(clippy::too_many_arguments)]
+        pub fn matmul_tc_bf16out(
+            &self,
+            v: MatmulTc,
+            a: &CudaSlice<u16>,
+            b: &CudaSlice<u16>,
+            bias: Option<&CudaSlice<f32>>,
+            c: &mut CudaSlice<u16>,
+            m: usize,
+            n: usize,
+            k: usize,
+        ) -> Result<()> {
+            self.matmul_tc_launch(v, true, a, b, bias, c, (m, n, k))
+        }
+
+        #[allow(clippy::too_many_arguments)]
+        fn matmul_tc_launch<TO: DeviceRepr>(
+            &self,
+            v: MatmulTc,
+            bf16_out: bool,
+            a: &CudaSlice<u16>,
+            b: &CudaSlice<u16>,
+            bias: Option<&CudaSlice<f32>>,
+            c: &mut CudaSlice<TO>,
+            (m, n, k): (usize, usize, usize),
+        ) -> Result<()> {
+            let mut name = v.name(bf16_out);
+            let shape = format!("{name} M={m} N={n} K={k}");
+            check_len(&shape, "A", a.len(), m * k)?;
+            check_len(&shape, "B", b.len(), k * n)?;
+            check_len(&shape, "C", c.len(), m * n)?;
+            if let Some(bias) = bias {
+                check_len(&shape, "bias", bias.len(), n)?;
+            }
+            let (mi, ni, ki) = (to_i32(&shape, "M", m)?, to_i32(&shape, "N", n)?, to_i32(&shape, "K", k)?);
+            if m == 0 || n == 0 {
+                return Ok(());
+            }
+            // v5 has no scalar fallback: shapes or buffers it cannot take go to v4.
+            let mut v = v;
+            if v == MatmulTc::V5Wgmma {
+                let aligned = |p: u64| p.is_multiple_of(16);
+                let (pa, _ra) = a.device_ptr(&self.stream);
+                let (pb, _rb) = b.device_ptr(&self.stream);
+                if !k.is_multiple_of(8) || !n.is_multiple_of(8) || !aligned(pa) || !aligned(pb) {
+                    v = MatmulTc::V4Mma;
+                    name = v.name(bf16_out);
+                }
+            }
+            let (f, bm, bn, threads, smem) = match v {
+                MatmulTc::V4Mma => (self.f(name)?.clone(), V4_BM, V4_BN, V4_THREADS, V4_SMEM_BYTES),
+                MatmulTc::V5Wgmma => (self.v5_function(name)?, V5_BM, V5_BN, V5_THREADS, V5_SMEM_BYTES),
+            };
+            self.ctx
+                .bind_to_thread()
+                .map_err(|e| Error::cuda(format!("{name}: binding the CUDA context"), e))?;
+            f.set_attribute(
+                CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                smem as i32,
+            )
+            .map_err(|e| Error::cuda(format!("{name}: raising the dynamic shared memory limit to {smem} B"), e))?;
+            let blocks = m.div_ceil(bm) * n.div_ceil(bn);
+            if blocks > i32::MAX as usize {
+                return Err(Error::Other(format!("{shape}: {blocks} blocks do not fit grid.x")));
+            }
+            let cfg = LaunchConfig {
+                grid_dim: (blocks as u32, 1, 1),
+                block_dim: (threads, 1, 1),
+                shared_mem_bytes: smem as u32,
+            };
+            let null: u64 = 0; // a null `const float*` for "no bias"
+            let mut lb = self.stream.launch_builder(&f);
+            lb.arg(a).arg(b);
+            match bias {
+                Some(bias) => lb.arg(bias),
+                None => lb.arg(&null),
+            };
+            lb.arg(c).arg(&mi).arg(&ni).arg(&ki);
+            unsafe { lb.launch(cfg) }.map_err(|e| Error::cuda(format!("launch {shape} blocks={blocks} smem={smem}"), e))?;
+            Ok(())
+        }
+    }
+
+    fn to_i32(shape: &str, what: &str, v: usize) -> Result<i32> {
+        i32::try_from(v).map_err(|_| Error::Other(format!("{shape}: {what} = {v} does not fit in i32")))
+    }
+
+    /// The versions this device runs. `IGPT_SKIP_V5=1` leaves v5 out (a kernel fault poisons the
+    /// CUDA context, and with it every later check and timing in the process).
+    fn versions(gpu: &Gpu) -> Vec<MatmulTc> {
+        let mut v = vec![MatmulTc::V4Mma];
+        let skip_v5 = std::env::var("IGPT_SKIP_V5").map(|s| s == "1").unwrap_or(false);
+        if gpu.has_wgmma() && !skip_v5 {
+            v.push(MatmulTc::V5Wgmma);
+        }
+        v
+    }
+
+    /// (M, N, K, bias): 1x1x1; the scalar fallback (K, N not multiples of 8); ragged edges on
+    /// the fast path; one k-tile only (K = 64, many blocks); K not a multiple of the k-tile;
+    /// exact tile multiples; thin shapes.
+    pub const CHECK_SHAPES: &[(usize, usize, usize, bool)] = &[
+        (1, 1, 1, false),
+        (1, 1, 1, true),
+        (127, 129, 65, false),
+        (127, 129, 65, true),
+        (33, 17, 200, true),
+        (257, 300, 192, false),
+        (257, 300, 192, true),
+        (4096, 4096, 64, false),
+        (4096, 4096, 64, true),
+        (1000, 1000, 1000, false),
+        (1000, 1000, 1000, true),
+        (256, 512, 136, true),
+        (8, 776, 40, false),
+        (640, 8, 1032, true),
+    ];
+
+    fn rand(rng: &mut StdRng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n)
+            .map(|_| loop {
+                let v = rng.gen_range(lo..hi);
+                if v != 0.0 {
+                    break v;
+                }
+            })
+            .collect()
+    }
+
+    /// v4 (and v5 on Hopper), f32 and bf16 out, against the f64 reference on the same
+    /// bf16-rounded inputs; fresh random inputs, NaN-poisoned outputs. The 1000^3 case also
+    /// reruns v4/v5 and requires a bitwise-identical result (a race would show there).
+    pub fn checks(gpu: &Gpu) -> Vec<Check> {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+            ^ 0x7c7c_0004;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut out = Vec::new();
+        let up = |v: &[f32]| gpu.stream.clone_htod(v).map_err(|e| Error::cuda("upload", e));
+        let up16 = |v: &[u16]| gpu.stream.clone_htod(v).map_err(|e| Error::cuda("upload", e));
+        let down = |s: &CudaSlice<f32>| gpu.stream.clone_dtoh(s).map_err(|e| Error::cuda("download", e));
+        let down16 = |s: &CudaSlice<u16>| -> Result<Vec<f32>> {
+            let bits = gpu.stream.clone_dtoh(s).map_err(|e| Error::cuda("download", e))?;
+            Ok(bits.into_iter().map(|b| bf16::from_bits(b).to_f32()).collect())
+        };
+        // Versions outermost: every v4 row is in before v5 runs (a v5 fault would poison the context).
+        for v in versions(gpu) {
+            for &(m, n, k, with_bias) in CHECK_SHAPES {
+                let shape = format!("{m}x{n}x{k}{}", if with_bias { "+bias" } else { "" });
+                let a16: Vec<u16> = rand(&mut rng, m * k, -1.0, 1.0)
+                    .iter()
+                    .map(|&x| bf16::from_f32(x).to_bits())
+                    .collect();
+                let b16: Vec<u16> = rand(&mut rng, k * n, -1.0, 1.0)
+                    .iter()
+                    .map(|&x| bf16::from_f32(x).to_bits())
+                    .collect();
+                let bias = with_bias.then(|| rand(&mut rng, n, -1.0, 1.0));
+                let from_bf = |v: &[u16]| -> Vec<f32> { v.iter().map(|&x| bf16::from_bits(x).to_f32()).collect() };
+                let want = r::matmul(&from_bf(&a16), &from_bf(&b16), bias.as_deref(), m, n, k);
+                let r: Result<Vec<Check>> = (|| {
+                    let (ga, gb) = (up16(&a16)?, up16(&b16)?);
+                    let gbias = bias.as_ref().map(|b| up(b)).transpose()?;
+                    let mut rows = Vec::new();
+                    let name = v.name(false);
+                    let mut gc = up(&vec![f32::NAN; m * n])?;
+                    gpu.matmul_tc_f32out(v, &ga, &gb, gbias.as_ref(), &mut gc, m, n, k)?;
+                    gpu.sync(name)?;
+                    let first = down(&gc)?;
+                    rows.push(Check::new(name, shape.clone(), "bf16->f32", compare(&first, &want), TOL_F32));
+                    if (m, n, k) == (1000, 1000, 1000) {
+                        let mut gc2 = up(&vec![f32::NAN; m * n])?;
+                        gpu.matmul_tc_f32out(v, &ga, &gb, gbias.as_ref(), &mut gc2, m, n, k)?;
+                        gpu.sync(name)?;
+                        let second = down(&gc2)?;
+                        let same = first.iter().zip(&second).all(|(x, y)| x.to_bits() == y.to_bits());
+                        let mut ch = Check::new(
+                            &format!("{name} (rerun, bitwise)"),
+                            shape.clone(),
+                            "bf16->f32",
+                            compare(&second, &want),
+                            TOL_F32,
+                        );
+                        ch.pass &= same;
+                        if !same {
+                            ch.error = Some("second run differs bitwise from the first (race?)".into());
+                        }
+                        rows.push(ch);
+                    }
+                    let name16 = v.name(true);
+                    let mut gc16 = up16(&vec![bf16::NAN.to_bits(); m * n])?;
+                    gpu.matmul_tc_bf16out(v, &ga, &gb, gbias.as_ref(), &mut gc16, m, n, k)?;
+                    gpu.sync(name16)?;
+                    rows.push(Check::new(name16, shape.clone(), "bf16", compare(&down16(&gc16)?, &want), TOL_BF16));
+                    Ok(rows)
+                })();
+                match r {
+                    Ok(rows) => out.extend(rows),
+                    Err(e) => out.push(Check::failed(v.name(false), shape.clone(), "bf16->f32", e.to_string())),
+                }
+            }
+        }
+        out
+    }
+
+    /// Timing rows for `bench::matmul_bench`: (name, median ms) of v4 (and v5 on Hopper), both
+    /// outputs, on the bench's own random bf16 inputs (no bias, like the other rows).
+    #[allow(clippy::type_complexity)]
+    pub fn timings(
+        gpu: &Gpu,
+        a: &CudaSlice<u16>,
+        b: &CudaSlice<u16>,
+        c32: &mut CudaSlice<f32>,
+        c16: &mut CudaSlice<u16>,
+        (m, n, k): (usize, usize, usize),
+    ) -> Vec<(&'static str, Result<f64>)> {
+        let mut rows = Vec::new();
+        for v in versions(gpu) {
+            rows.push((v.name(false), time_ms(gpu, || gpu.matmul_tc_f32out(v, a, b, None, c32, m, n, k))));
+            rows.push((v.name(true), time_ms(gpu, || gpu.matmul_tc_bf16out(v, a, b, None, c16, m, n, k))));
+        }
+        rows
+    }
+}
