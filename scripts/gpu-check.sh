@@ -90,7 +90,7 @@ step "torch baseline" 150 "$OUT/torch.log" python3 scripts/torch_baseline.py
   sed -n '/^| kernel | worst max rel err/,/^$/p' "$OUT/selftest.log" 2>/dev/null
   sed -n '/^| kernel | M x N x K/,/^$/p' "$OUT/selftest.log" 2>/dev/null
   grep -E '^\| attention' "$OUT/selftest.log" 2>/dev/null
-  grep -E '% of copy|GB/s' "$OUT/bench.log" 2>/dev/null | head -40
+  grep -E '^\| [a-z_]+.*%' "$OUT/bench.log" 2>/dev/null | grep -v '^| kernel' | head -40
   grep -E '^selftest:|^error' "$OUT/selftest.log" 2>/dev/null
   grep -E '^\| (torch|device|SDPA)' "$OUT/torch.log" 2>/dev/null
 } >"$OUT/summary.tmp"
