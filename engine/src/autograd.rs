@@ -77,7 +77,8 @@ pub(crate) enum Op {
     LogSoftmax(Tensor, Tensor),
     LayerNorm { x: Tensor, w: Tensor, b: Tensor, mean: Vec<f32>, rstd: Vec<f32> },
     CrossEntropy { logits: Tensor, targets: Tensor, lse: Vec<f32>, n_valid: usize },
-    Attention { q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Vec<f32> },
+    /// `key_pad`: leading padding keys per batch row (empty: none).
+    Attention { q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Vec<f32>, key_pad: Vec<usize> },
 }
 
 impl Op {
@@ -172,8 +173,8 @@ impl Op {
             CrossEntropy { logits, targets, lse, n_valid } => {
                 vec![(ops::cross_entropy::backward(&logits, &targets, &lse, n_valid, g.to_scalar()?)?, logits)]
             }
-            Attention { q, k, v, out, lse } => {
-                let (dq, dk, dv) = ops::attention::backward(&q, &k, &v, &out, &lse, g)?;
+            Attention { q, k, v, out, lse, key_pad } => {
+                let (dq, dk, dv) = ops::attention::backward(&q, &k, &v, &out, &lse, &key_pad, g)?;
                 vec![(dq, q), (dk, k), (dv, v)]
             }
         })

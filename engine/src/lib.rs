@@ -18,7 +18,7 @@ pub use autograd::{no_grad, with_no_grad, GradStore, NoGradGuard};
 pub use device::Device;
 pub use dtype::DType;
 pub use error::{Error, Result};
-pub use ops::attention::{causal_attention, causal_attention_naive};
+pub use ops::attention::{causal_attention, causal_attention_naive, causal_attention_padded};
 pub use ops::index::embedding;
 pub use storage::{CpuStorage, Storage};
 pub use tensor::{Element, Tensor, TensorId};

@@ -85,7 +85,12 @@ impl AdamW {
         Ok(())
     }
 
-    /// The optimizer's step count and each parameter's state, in parameter order (checkpoints).
+    /// The parameters, in the order `state` reports them (groups in order, each group's in order).
+    pub fn params(&self) -> Vec<&Tensor> {
+        self.slots.iter().map(|s| &s.param).collect()
+    }
+
+    /// The optimizer's step count and each parameter's state, in `params` order (checkpoints).
     pub fn state(&self) -> (u64, Vec<ParamState>) {
         (self.step, self.slots.iter().map(|s| s.state.clone()).collect())
     }

@@ -5,6 +5,11 @@
 //! Layout: q [heads, tq, d], k and v [heads, tk, d], contiguous, with tq <= tk. Query i sits at
 //! absolute position i + (tk − tq) and sees keys 0..=that position (a KV cache puts the new
 //! queries at the end).
+//!
+//! Left-padded batches (`*_padded`): `key_pad` holds, per batch row, how many leading keys are
+//! padding that no query may see; the heads are split evenly over those rows (heads of row b are
+//! b·n .. (b+1)·n). A query that sees no key at all (a padding query) outputs zeros, its logsumexp
+//! is +inf and it gets no gradient: finite everywhere, unlike a softmax over nothing.
 
 use super::gemm::{sgemm, MatMut, MatRef};
 use super::simd;
@@ -49,8 +54,22 @@ fn gemm(m: usize, n: usize, k: usize, alpha: f32, a: (&[f32], usize, usize), b: 
     );
 }
 
+/// Padding keys of head `h`: `key_pad` has one entry per batch row (empty: no padding).
+fn pad_of(key_pad: &[usize], h: usize, heads: usize) -> usize {
+    if key_pad.is_empty() {
+        0
+    } else {
+        key_pad[h / (heads / key_pad.len())]
+    }
+}
+
 /// Returns (out [heads, tq, d], lse [heads, tq]).
 pub fn forward(q: &[f32], k: &[f32], v: &[f32], dims: Dims) -> (Vec<f32>, Vec<f32>) {
+    forward_padded(q, k, v, dims, &[])
+}
+
+/// `forward` with leading padding keys per batch row (see the module doc).
+pub fn forward_padded(q: &[f32], k: &[f32], v: &[f32], dims: Dims, key_pad: &[usize]) -> (Vec<f32>, Vec<f32>) {
     let Dims { heads, tq, tk, d } = dims;
     let mut out = vec![0f32; heads * tq * d];
     let mut lse = vec![0f32; heads * tq];
@@ -64,7 +83,7 @@ pub fn forward(q: &[f32], k: &[f32], v: &[f32], dims: Dims) -> (Vec<f32>, Vec<f3
             let rows = BLOCK_Q.min(tq - i0);
             let qh = &q[(h * tq + i0) * d..(h * tq + i0 + rows) * d];
             let (kh, vh) = (&k[h * tk * d..(h + 1) * tk * d], &v[h * tk * d..(h + 1) * tk * d]);
-            let (o, l) = forward_block(qh, kh, vh, i0, rows, dims);
+            let (o, l) = forward_block(qh, kh, vh, i0, rows, dims, pad_of(key_pad, h, heads));
             (h, i0, o, l)
         })
         .collect();
@@ -75,14 +94,17 @@ pub fn forward(q: &[f32], k: &[f32], v: &[f32], dims: Dims) -> (Vec<f32>, Vec<f3
     (out, lse)
 }
 
-/// Online softmax over key blocks for `rows` queries starting at row `i0` of one head.
-fn forward_block(q: &[f32], k: &[f32], v: &[f32], i0: usize, rows: usize, dims: Dims) -> (Vec<f32>, Vec<f32>) {
+/// Online softmax over key blocks for `rows` queries starting at row `i0` of one head, whose
+/// first `pad` keys are hidden.
+#[allow(clippy::too_many_arguments)]
+fn forward_block(q: &[f32], k: &[f32], v: &[f32], i0: usize, rows: usize, dims: Dims, pad: usize) -> (Vec<f32>, Vec<f32>) {
     let d = dims.d;
     let keys = dims.visible(i0 + rows - 1);
     let mut acc = vec![0f32; rows * d];
     let mut s = vec![0f32; rows * BLOCK_K];
     let (mut m, mut l) = (vec![f32::NEG_INFINITY; rows], vec![0f32; rows]);
-    for j0 in (0..keys).step_by(BLOCK_K) {
+    // Key blocks wholly inside the padding hold nothing visible.
+    for j0 in (pad - pad % BLOCK_K..keys).step_by(BLOCK_K) {
         let cols = BLOCK_K.min(keys - j0);
         // S = scale · Q Kᵀ for this tile (Kᵀ read through strides: no transpose copy).
         gemm(rows, cols, d, dims.scale(), (q, d, 1), (&k[j0 * d..], 1, d), 0.0, &mut s, BLOCK_K);
@@ -90,7 +112,13 @@ fn forward_block(q: &[f32], k: &[f32], v: &[f32], i0: usize, rows: usize, dims: 
             let row = &mut s[r * BLOCK_K..r * BLOCK_K + cols];
             let seen = dims.visible(i0 + r).saturating_sub(j0).min(cols);
             row[seen..].fill(f32::NEG_INFINITY);
+            row[..pad.saturating_sub(j0).min(seen)].fill(f32::NEG_INFINITY);
             let m_new = m[r].max(simd::max(row));
+            if m_new == f32::NEG_INFINITY {
+                // Nothing visible to this row yet: exp(-inf - -inf) would be NaN.
+                row.fill(0.0);
+                continue;
+            }
             let alpha = simd::exp(m[r] - m_new);
             for p in row.iter_mut() {
                 *p = simd::exp(*p - m_new);
@@ -104,6 +132,11 @@ fn forward_block(q: &[f32], k: &[f32], v: &[f32], i0: usize, rows: usize, dims: 
     }
     let mut lse = vec![0f32; rows];
     for r in 0..rows {
+        if l[r] == 0.0 {
+            // A padding query that sees no key: output 0, and +inf makes backward's P exactly 0.
+            lse[r] = f32::INFINITY;
+            continue;
+        }
         let inv = 1.0 / l[r];
         acc[r * d..(r + 1) * d].iter_mut().for_each(|a| *a *= inv);
         lse[r] = m[r] + l[r].ln();
@@ -113,6 +146,12 @@ fn forward_block(q: &[f32], k: &[f32], v: &[f32], i0: usize, rows: usize, dims: 
 
 /// Returns (dq, dk, dv), recomputing each score tile from q, k and the saved logsumexp.
 pub fn backward(q: &[f32], k: &[f32], v: &[f32], out: &[f32], lse: &[f32], dout: &[f32], dims: Dims) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    backward_padded(q, k, v, out, lse, dout, dims, &[])
+}
+
+/// `backward` with leading padding keys per batch row (see the module doc).
+#[allow(clippy::too_many_arguments)]
+pub fn backward_padded(q: &[f32], k: &[f32], v: &[f32], out: &[f32], lse: &[f32], dout: &[f32], dims: Dims, key_pad: &[usize]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let Dims { heads, tq, tk, d } = dims;
     let mut dq = vec![0f32; heads * tq * d];
     let mut dk = vec![0f32; heads * tk * d];
@@ -125,21 +164,22 @@ pub fn backward(q: &[f32], k: &[f32], v: &[f32], out: &[f32], lse: &[f32], dout:
             let q = &q[h * tq * d..(h + 1) * tq * d];
             let (k, v) = (&k[h * tk * d..(h + 1) * tk * d], &v[h * tk * d..(h + 1) * tk * d]);
             let (o, g) = (&out[h * tq * d..(h + 1) * tq * d], &dout[h * tq * d..(h + 1) * tq * d]);
-            backward_head(q, k, v, o, &lse[h * tq..(h + 1) * tq], g, dq, dk, dv, dims);
+            backward_head(q, k, v, o, &lse[h * tq..(h + 1) * tq], g, dq, dk, dv, dims, pad_of(key_pad, h, heads));
         });
     (dq, dk, dv)
 }
 
 #[allow(clippy::too_many_arguments)]
-fn backward_head(q: &[f32], k: &[f32], v: &[f32], o: &[f32], lse: &[f32], g: &[f32], dq: &mut [f32], dk: &mut [f32], dv: &mut [f32], dims: Dims) {
+fn backward_head(q: &[f32], k: &[f32], v: &[f32], o: &[f32], lse: &[f32], g: &[f32], dq: &mut [f32], dk: &mut [f32], dv: &mut [f32], dims: Dims, pad: usize) {
     let Dims { tq, tk, d, .. } = dims;
     let scale = dims.scale();
     // D_i = Σ_d dO·O: the row term of softmax's backward.
     let delta: Vec<f32> = (0..tq).map(|i| simd::dot(&g[i * d..(i + 1) * d], &o[i * d..(i + 1) * d])).collect();
     let mut p = vec![0f32; BLOCK_Q * BLOCK_K];
     let mut dp = vec![0f32; BLOCK_Q * BLOCK_K];
-    for j0 in (0..tk).step_by(BLOCK_K) {
+    for j0 in (pad - pad % BLOCK_K..tk).step_by(BLOCK_K) {
         let cols = BLOCK_K.min(tk - j0);
+        let hidden = pad.saturating_sub(j0).min(cols);
         // First query row that sees key j0.
         let first = j0.saturating_sub(dims.offset());
         for i0 in (first - first % BLOCK_Q..tq).step_by(BLOCK_Q) {
@@ -151,7 +191,7 @@ fn backward_head(q: &[f32], k: &[f32], v: &[f32], o: &[f32], lse: &[f32], g: &[f
                 let row = &mut p[r * BLOCK_K..r * BLOCK_K + cols];
                 let l = lse[i0 + r];
                 for (c, x) in row.iter_mut().enumerate() {
-                    *x = if c < seen { simd::exp(*x - l) } else { 0.0 };
+                    *x = if c >= hidden && c < seen { simd::exp(*x - l) } else { 0.0 };
                 }
             }
             let gi = &g[i0 * d..];

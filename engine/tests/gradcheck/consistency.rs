@@ -285,3 +285,58 @@ fn matmul_matches_f64() {
         }
     }
 }
+
+/// The padded kernel against primitive ops: scores with the causal and key-padding mask (a large
+/// finite negative, so fully-masked rows stay finite), softmax, weighted sum, and rows that see no
+/// key zeroed. All-zero pads must also equal the unpadded kernel bit for bit.
+#[test]
+fn padded_attention_matches_masked_naive() {
+    use engine::causal_attention_padded;
+    let mut r = rng(35);
+    // (b, h, tq, tk, d, pads)
+    type Case = (usize, usize, usize, usize, usize, &'static [usize]);
+    let cases: [Case; 6] = [
+        (2, 2, 7, 7, 8, &[0, 4]),
+        (3, 1, 3, 10, 12, &[9, 0, 10]),
+        (2, 3, 70, 70, 16, &[65, 1]),
+        (2, 1, 66, 200, 8, &[150, 64]),
+        (1, 2, 1, 40, 64, &[39]),
+        (2, 1, 130, 130, 12, &[0, 129]),
+    ];
+    for (b, h, tq, tk, d, pads) in cases {
+        let ins = [randn(&mut r, &[b, h, tq, d]), randn(&mut r, &[b, h, tk, d]), randn(&mut r, &[b, h, tk, d])];
+        let w: Vec<f32> = (0..b * h * tq * d).map(|_| r.gen_range(-1.0..1.0)).collect();
+        let mut visible = vec![0f32; b * tq * tk];
+        let mut any = vec![0f32; b * tq];
+        for bi in 0..b {
+            for i in 0..tq {
+                for j in pads[bi]..=(i + tk - tq) {
+                    visible[(bi * tq + i) * tk + j] = 1.0;
+                    any[bi * tq + i] = 1.0;
+                }
+            }
+        }
+        let visible = Tensor::new(visible, &[b, 1, tq, tk]).unwrap();
+        let any = Tensor::new(any, &[b, 1, tq, 1]).unwrap();
+        let naive = |v: &[Tensor]| -> Result<Tensor> {
+            let s = v[0].matmul(&v[1].t()?)?.mul_scalar(1.0 / (d as f32).sqrt())?;
+            visible.where_cond(&s, &Tensor::scalar(-1e30))?.softmax()?.matmul(&v[2])?.mul(&any)
+        };
+        same_function(
+            &format!("padded attention b{b} h{h} tq{tq} tk{tk} d{d} pads{pads:?}"),
+            &ins,
+            &w,
+            &|v| causal_attention_padded(&v[0], &v[1], &v[2], pads),
+            &naive,
+            2e-5,
+        );
+        let zeros = vec![0; b];
+        let (_, a) = forward(&ins, &|v| causal_attention_padded(&v[0], &v[1], &v[2], &zeros));
+        let (_, c) = forward(&ins, &|v| causal_attention(&v[0], &v[1], &v[2]));
+        assert_eq!(a, c, "zero pads must equal the unpadded kernel");
+    }
+    // A pad count per batch row, each at most tk.
+    let t = Tensor::zeros(&[2, 1, 3, 8]);
+    assert!(causal_attention_padded(&t, &t, &t, &[1]).is_err());
+    assert!(causal_attention_padded(&t, &t, &t, &[1, 4]).is_err());
+}

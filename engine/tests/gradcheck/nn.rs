@@ -258,3 +258,30 @@ fn random_shapes() {
         check(&format!("random {round} causal_attention b{bb} h{hh} tq{tq} tk{tk} d{d}"), &ins, TOL.max_checks(50), |v| causal_attention(&v[0], &v[1], &v[2]));
     }
 }
+
+/// Left-padded attention: per batch row, the first `pad` keys are hidden from every query; rows
+/// that see no key output zeros (no gradient). Pads cross the 64-key block edge too.
+#[test]
+fn attention_padded() {
+    use engine::causal_attention_padded;
+    let mut r = rng(26);
+    // (b, h, tq, tk, d, pads, elements checked per input)
+    type Case = (usize, usize, usize, usize, usize, &'static [usize], usize);
+    let cases: [Case; 6] = [
+        (2, 2, 6, 6, 8, &[0, 3], usize::MAX),
+        (3, 1, 4, 9, 12, &[2, 0, 6], usize::MAX),
+        (2, 1, 1, 7, 8, &[7, 1], usize::MAX),
+        (1, 2, 5, 5, 8, &[5], usize::MAX),
+        (2, 1, 80, 80, 8, &[70, 3], 100),
+        (2, 1, 3, 140, 8, &[66, 130], 100),
+    ];
+    for (b, h, tq, tk, d, pads, n) in cases {
+        let ins = qkv(&mut r, b, h, tq, tk, d);
+        let tag = format!("b{b} h{h} tq{tq} tk{tk} d{d} pads{pads:?}");
+        check(&format!("causal_attention_padded {tag}"), &ins, TOL.max_checks(n), |v| causal_attention_padded(&v[0], &v[1], &v[2], pads));
+    }
+    // Strided inputs, as in `attention`.
+    let (b, h, tq, tk, d) = (2, 2, 9, 11, 8);
+    let ins = [randn(&mut r, &[b, h, d, tq]), randn(&mut r, &[b, h, tk + 3, d]), randn(&mut r, &[b, tk, h, d])];
+    check("causal_attention_padded strided", &ins, TOL, |v| causal_attention_padded(&v[0].t()?, &v[1].narrow(2, 2, tk)?, &v[2].transpose(1, 2)?, &[4, 1]));
+}

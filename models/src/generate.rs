@@ -1,0 +1,238 @@
+//! Batched autoregressive sampling: greedy, temperature, top-k, top-p; per-row EOS; ragged
+//! prompts left-padded (so every row's next token sits in the last column and one KV cache serves
+//! the batch). Runs under `no_grad`: no graph, and nothing but the cache stays alive.
+
+use crate::gpt2::{Gpt2, KvCache};
+use engine::{Error, Result, Tensor};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+#[derive(Clone, Debug)]
+pub struct GenerateConfig {
+    pub max_new_tokens: usize,
+    /// 0 = greedy (argmax).
+    pub temperature: f32,
+    /// Keep only the k most likely tokens (0 = off).
+    pub top_k: usize,
+    /// Keep the smallest set of most likely tokens whose probability reaches `top_p` (1 = off).
+    pub top_p: f32,
+    /// A row stops after sampling this token (None: never).
+    pub eos_token_id: Option<u32>,
+    /// Fills a row's outputs after it stopped (never fed to the model).
+    pub pad_token_id: u32,
+    pub seed: u64,
+    /// Off: recompute the whole sequence every step (the reference the cache is tested against).
+    pub use_cache: bool,
+}
+
+impl Default for GenerateConfig {
+    fn default() -> Self {
+        GenerateConfig {
+            max_new_tokens: 32,
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            eos_token_id: Some(crate::tokenizer::EOT),
+            pad_token_id: crate::tokenizer::EOT,
+            seed: 0,
+            use_cache: true,
+        }
+    }
+}
+
+impl GenerateConfig {
+    pub fn greedy(max_new_tokens: usize) -> Self {
+        GenerateConfig { max_new_tokens, temperature: 0.0, ..Default::default() }
+    }
+}
+
+/// What `generate` sampled, per row. Every row has the same length (the number of steps run);
+/// after a row's EOS its tokens are `pad_token_id` and its log-probs 0.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Generation {
+    pub tokens: Vec<Vec<u32>>,
+    /// log p(token) under softmax(logits / temperature) before top-k/top-p filtering (the
+    /// policy's own probability, what PPO's ratio needs); with temperature 0, under softmax(logits).
+    pub logprobs: Vec<Vec<f32>>,
+    /// Tokens generated per row, its EOS included.
+    pub lengths: Vec<usize>,
+}
+
+/// Continue each prompt (non-empty token ids; lengths may differ).
+pub fn generate(model: &Gpt2, prompts: &[Vec<u32>], cfg: &GenerateConfig) -> Result<Generation> {
+    let _no_grad = engine::no_grad();
+    let vocab = model.config().vocab_size;
+    if prompts.is_empty() || prompts.iter().any(|p| p.is_empty()) {
+        return Err(Error::Msg("generate: every prompt needs at least one token".into()));
+    }
+    if let Some(&bad) = prompts.iter().flatten().find(|&&t| t as usize >= vocab) {
+        return Err(Error::Msg(format!("generate: prompt token {bad} is outside the vocabulary of {vocab}")));
+    }
+    if !(cfg.temperature >= 0.0 && cfg.top_p > 0.0 && cfg.top_p <= 1.0) {
+        return Err(Error::Msg(format!("generate: need temperature >= 0 and 0 < top_p <= 1, got {} and {}", cfg.temperature, cfg.top_p)));
+    }
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    if longest + cfg.max_new_tokens > model.config().n_positions {
+        return Err(Error::Msg(format!(
+            "generate: prompt of {longest} + {} new tokens exceeds the model's {} positions",
+            cfg.max_new_tokens,
+            model.config().n_positions
+        )));
+    }
+    let b = prompts.len();
+    let pad: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
+    // Padding positions hold token 0: any valid id works, attention never sees them.
+    let mut seqs: Vec<Vec<i64>> = prompts.iter().zip(&pad).map(|(p, &n)| std::iter::repeat_n(0, n).chain(p.iter().map(|&t| t as i64)).collect()).collect();
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let mut cache = KvCache::new();
+    let mut out = Generation { tokens: vec![Vec::new(); b], logprobs: vec![Vec::new(); b], lengths: vec![0; b] };
+    let mut done = vec![false; b];
+    let mut next_input = batch(&seqs)?;
+    for step in 0..cfg.max_new_tokens {
+        let logits = if cfg.use_cache {
+            last_logits(model, &next_input, &pad, Some(&mut cache))?
+        } else {
+            last_logits(model, &batch(&seqs)?, &pad, None)?
+        };
+        let mut fed = Vec::with_capacity(b);
+        for (r, row) in logits.chunks(vocab).enumerate() {
+            if done[r] {
+                out.tokens[r].push(cfg.pad_token_id);
+                out.logprobs[r].push(0.0);
+                fed.push(0);
+                continue;
+            }
+            let (tok, lp) = pick(row, cfg, &mut rng);
+            out.tokens[r].push(tok);
+            out.logprobs[r].push(lp);
+            out.lengths[r] += 1;
+            done[r] = cfg.eos_token_id == Some(tok);
+            fed.push(tok as i64);
+        }
+        if done.iter().all(|&d| d) || step + 1 == cfg.max_new_tokens {
+            break;
+        }
+        for (s, &t) in seqs.iter_mut().zip(&fed) {
+            s.push(t);
+        }
+        next_input = Tensor::new(fed, &[b, 1])?;
+    }
+    Ok(out)
+}
+
+/// Equal-length rows as an i64 [B, T] tensor.
+fn batch(seqs: &[Vec<i64>]) -> Result<Tensor> {
+    let t = seqs[0].len();
+    Tensor::new(seqs.concat(), &[seqs.len(), t])
+}
+
+/// Logits of the last position of every row, [B·V] row-major: the LM head runs on that
+/// position only.
+fn last_logits(model: &Gpt2, ids: &Tensor, pad: &[usize], cache: Option<&mut KvCache>) -> Result<Vec<f32>> {
+    let h = model.hidden_states(ids, Some(pad), cache)?;
+    let t = h.shape()[1];
+    model.lm_head(&h.narrow(1, t - 1, 1)?)?.to_vec_f32()
+}
+
+/// Choose one token from a row of logits; returns it with its log-probability (see `Generation`).
+fn pick(logits: &[f32], cfg: &GenerateConfig, rng: &mut StdRng) -> (u32, f32) {
+    let greedy = cfg.temperature == 0.0;
+    let inv_t = if greedy { 1.0 } else { 1.0 / cfg.temperature as f64 };
+    let scaled: Vec<f64> = logits.iter().map(|&x| x as f64 * inv_t).collect();
+    let max = scaled.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let lse = max + scaled.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
+    let logprob = |i: usize| (scaled[i] - lse) as f32;
+    if greedy {
+        // The first maximum, as torch.argmax.
+        let best = scaled.iter().position(|&x| x == max).unwrap_or(0);
+        return (best as u32, logprob(best));
+    }
+    // Candidates, most likely first (ties: lower id first, for determinism).
+    let mut cand: Vec<usize> = (0..scaled.len()).collect();
+    let by_logit = |a: &usize, b: &usize| scaled[*b].total_cmp(&scaled[*a]).then(a.cmp(b));
+    if cfg.top_k > 0 && cfg.top_k < cand.len() {
+        cand.select_nth_unstable_by(cfg.top_k - 1, by_logit);
+        cand.truncate(cfg.top_k);
+    }
+    if cfg.top_p < 1.0 {
+        cand.sort_unstable_by(by_logit);
+        // Among the survivors of top-k, renormalized (HF applies top-p after top-k).
+        let z: f64 = cand.iter().map(|&i| (scaled[i] - max).exp()).sum();
+        let (mut cum, mut keep) = (0.0, 0);
+        while keep < cand.len() && cum < cfg.top_p as f64 {
+            cum += (scaled[cand[keep]] - max).exp() / z;
+            keep += 1;
+        }
+        cand.truncate(keep.max(1));
+    }
+    let weights: Vec<f64> = cand.iter().map(|&i| (scaled[i] - max).exp()).collect();
+    let mut u = rng.gen::<f64>() * weights.iter().sum::<f64>();
+    let mut chosen = *cand.last().expect("at least one candidate");
+    for (&i, &w) in cand.iter().zip(&weights) {
+        if u < w {
+            chosen = i;
+            break;
+        }
+        u -= w;
+    }
+    (chosen as u32, logprob(chosen))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(temperature: f32, top_k: usize, top_p: f32) -> GenerateConfig {
+        GenerateConfig { temperature, top_k, top_p, ..Default::default() }
+    }
+
+    fn counts(logits: &[f32], c: &GenerateConfig, n: usize) -> Vec<usize> {
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut k = vec![0; logits.len()];
+        for _ in 0..n {
+            k[pick(logits, c, &mut rng).0 as usize] += 1;
+        }
+        k
+    }
+
+    #[test]
+    fn greedy_takes_the_first_maximum_and_reports_its_logprob() {
+        let logits = [0.0, 2.0, 2.0, -1.0];
+        let (t, lp) = pick(&logits, &cfg(0.0, 0, 1.0), &mut StdRng::seed_from_u64(0));
+        let z: f64 = logits.iter().map(|&x| (x as f64).exp()).sum();
+        assert_eq!(t, 1);
+        assert!((lp as f64 - (2.0 - z.ln())).abs() < 1e-6);
+    }
+
+    #[test]
+    fn top_k_and_top_p_restrict_the_support() {
+        // probabilities ∝ e^[3, 2, 1, 0, -1]: 0.636, 0.234, 0.086, 0.032, 0.012
+        let logits = [1.0, 3.0, -1.0, 2.0, 0.0];
+        let k2 = counts(&logits, &cfg(1.0, 2, 1.0), 2000);
+        assert_eq!((k2[0], k2[2], k2[4]), (0, 0, 0));
+        assert!(k2[1] > 1200 && k2[3] > 400, "{k2:?}");
+        // top_p 0.8: {1, 3} reach 0.87 → only those; top_p 0.5: token 1 alone.
+        let p8 = counts(&logits, &cfg(1.0, 0, 0.8), 2000);
+        assert_eq!((p8[0], p8[2], p8[4]), (0, 0, 0), "{p8:?}");
+        let p5 = counts(&logits, &cfg(1.0, 0, 0.5), 200);
+        assert_eq!(p5[1], 200);
+        // Without filters every token shows up, in proportion.
+        let all = counts(&logits, &cfg(1.0, 0, 1.0), 20000);
+        assert!(all.iter().all(|&c| c > 0), "{all:?}");
+        assert!((all[1] as f64 / 20000.0 - 0.636).abs() < 0.02, "{all:?}");
+    }
+
+    #[test]
+    fn temperature_sharpens_and_logprobs_use_it() {
+        let logits = [0.0, 1.0];
+        let cold = counts(&logits, &cfg(0.25, 0, 1.0), 4000);
+        // p(1) = 1 / (1 + e^-4) = 0.982
+        assert!(cold[1] as f64 / 4000.0 > 0.97, "{cold:?}");
+        let mut rng = StdRng::seed_from_u64(3);
+        for _ in 0..20 {
+            let (t, lp) = pick(&logits, &cfg(0.5, 0, 1.0), &mut rng);
+            let want = if t == 1 { -(1.0f64 + (-2.0f64).exp()).ln() } else { -(1.0f64 + 2.0f64.exp()).ln() };
+            assert!((lp as f64 - want).abs() < 1e-6);
+        }
+    }
+}
