@@ -5,8 +5,12 @@ use clap::{Parser, Subcommand};
 
 mod cmd {
     pub mod bench;
+    pub mod eval;
+    pub mod generate;
     pub mod info;
     pub mod kernels;
+    mod model_arg;
+    pub mod pretrain;
     pub mod selftest;
 }
 
@@ -19,6 +23,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Pretrain a GPT-2 on text files (token file, AdamW, checkpoints, --resume).
+    Pretrain(cmd::pretrain::PretrainArgs),
+    /// Continue a prompt with a checkpoint.
+    Generate(cmd::generate::GenerateArgs),
+    /// Mean next-token loss and perplexity of a text file.
+    Eval(cmd::eval::EvalArgs),
     /// Time one op (GFLOP/s or GB/s) on the CPU or a CUDA device.
     Bench(cmd::bench::BenchArgs),
     /// What this build and machine offer: SIMD level, threads, CUDA.
@@ -39,6 +49,9 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Pretrain(args) => cmd::pretrain::run(args),
+        Command::Generate(args) => cmd::generate::run(args),
+        Command::Eval(args) => cmd::eval::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Info => cmd::info::run(),
         Command::Kernels(args) => cmd::kernels::run(args),

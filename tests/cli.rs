@@ -62,3 +62,37 @@ fn no_gpu_here_means_an_error_not_a_panic() {
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).contains("sgemm kernel"));
 }
+
+#[test]
+fn pretrain_then_eval_then_generate() {
+    let dir = std::env::temp_dir().join(format!("igpt-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("micro.json");
+    std::fs::write(&config, r#"{"n_layer":1,"n_head":2,"n_embd":32,"n_positions":64,"vocab_size":50257}"#).unwrap();
+    let book = concat!(env!("CARGO_MANIFEST_DIR"), "/data/pretrain/gutenberg_11_alice_in_wonderland.txt");
+    let out = dir.join("run");
+    let o = run(&["pretrain", "--data", book, "--model", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--steps", "6", "--batch", "2", "--seq-len", "32", "--eval-every", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().count(), 6);
+
+    let text = dir.join("held_out.txt");
+    std::fs::write(&text, "Alice was beginning to get very tired of sitting by her sister on the bank.").unwrap();
+    let o = run(&["eval", "--model", out.to_str().unwrap(), "--text", text.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (loss, ppl) = (j["loss"].as_f64().unwrap(), j["perplexity"].as_f64().unwrap());
+    assert!(loss > 0.0 && (ppl - loss.exp()).abs() < 1e-6 * ppl, "{j}");
+
+    let o = run(&["generate", "--model", out.to_str().unwrap(), "--prompt", "Alice", "--max-new-tokens", "5", "--seed", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let again = run(&["generate", "--model", out.to_str().unwrap(), "--prompt", "Alice", "--max-new-tokens", "5", "--seed", "1"]);
+    assert_eq!(o.stdout, again.stdout, "greedy generation is deterministic");
+
+    // A transformers-written checkpoint with a 512-token vocabulary: a clear error, not a panic.
+    let tiny = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/gpt2-tiny");
+    let o = run(&["generate", "--model", tiny, "--prompt", "Hello world"]);
+    assert!(stderr(&o).contains("vocabulary has only 512"), "{}", stderr(&o));
+    let o = run(&["eval", "--model", "/nonexistent", "--text", text.to_str().unwrap()]);
+    assert!(stderr(&o).starts_with("error: ") && !stderr(&o).contains("panicked"), "{}", stderr(&o));
+}

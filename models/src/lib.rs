@@ -16,7 +16,9 @@ pub mod config;
 pub mod generate;
 pub mod gpt2;
 pub mod hf;
+pub mod pretrain;
 pub mod tokenizer;
+pub mod tokens;
 
 pub use config::Gpt2Config;
 pub use generate::{generate, GenerateConfig, Generation};
