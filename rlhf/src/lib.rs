@@ -1,1 +1,5 @@
-//! InstructGPT's three stages: SFT, the K-wise reward model, PPO and PPO-ptx (issue 5).
+//! InstructGPT's three stages on our engine and GPT-2: supervised fine-tuning on demonstrations,
+//! a reward model trained on K-wise rankings (the paper's loss), and PPO with a per-token KL
+//! penalty to the SFT policy, plus PPO-ptx (gamma times the pretraining loss in one objective).
+
+pub mod data;
