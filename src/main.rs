@@ -3,15 +3,23 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+// Large freed blocks are reused instead of returned to the OS (no page faults every step).
+#[global_allocator]
+static ALLOC: engine::alloc::CachingAlloc = engine::alloc::CachingAlloc;
+
 mod cmd {
     pub mod bench;
+    mod bench_model;
     pub mod eval;
     pub mod generate;
     pub mod info;
     pub mod kernels;
     mod model_arg;
+    pub mod ppo;
     pub mod pretrain;
+    pub mod rm;
     pub mod selftest;
+    pub mod sft;
 }
 
 #[derive(Parser)]
@@ -25,10 +33,16 @@ struct Cli {
 enum Command {
     /// Pretrain a GPT-2 on text files (token file, AdamW, checkpoints, --resume).
     Pretrain(cmd::pretrain::PretrainArgs),
+    /// Supervised fine-tuning on demonstrations (InstructGPT stage 1).
+    Sft(cmd::sft::SftArgs),
     /// Continue a prompt with a checkpoint.
     Generate(cmd::generate::GenerateArgs),
     /// Mean next-token loss and perplexity of a text file.
     Eval(cmd::eval::EvalArgs),
+    /// Train the reward model on ranked comparisons (K-wise loss), then fit its normalization.
+    Rm(cmd::rm::RmArgs),
+    /// PPO / PPO-ptx against a reward model.
+    Ppo(cmd::ppo::PpoArgs),
     /// Time one op (GFLOP/s or GB/s) on the CPU or a CUDA device.
     Bench(cmd::bench::BenchArgs),
     /// What this build and machine offer: SIMD level, threads, CUDA.
@@ -50,8 +64,11 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Pretrain(args) => cmd::pretrain::run(args),
+        Command::Sft(args) => cmd::sft::run(args),
         Command::Generate(args) => cmd::generate::run(args),
         Command::Eval(args) => cmd::eval::run(args),
+        Command::Rm(args) => cmd::rm::run(args),
+        Command::Ppo(args) => cmd::ppo::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Info => cmd::info::run(),
         Command::Kernels(args) => cmd::kernels::run(args),

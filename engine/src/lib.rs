@@ -1,6 +1,7 @@
 //! The tensor engine: strided tensors, a reverse-mode autograd, a fast CPU backend (the reference)
 //! and a CUDA backend behind the `cuda` feature.
 
+pub mod alloc;
 pub mod autograd;
 pub mod cpu;
 pub mod cuda;

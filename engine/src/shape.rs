@@ -49,6 +49,40 @@ impl Layout {
         true
     }
 
+    /// Calls `f(start, len, stride)` for each run along the last dim, in row-major order: the
+    /// elements are at `start + t·stride`, t < len (rank 0: one run of one element). Strided copies
+    /// walk runs instead of single offsets, so a unit-stride last dim becomes slice copies.
+    pub fn for_each_run(&self, mut f: impl FnMut(usize, usize, usize)) {
+        let r = self.rank();
+        if r == 0 {
+            f(self.offset, 1, 1);
+            return;
+        }
+        if self.numel() == 0 {
+            return;
+        }
+        let (len, stride) = (self.shape[r - 1], self.strides[r - 1]);
+        let mut index = vec![0usize; r - 1];
+        let mut start = self.offset;
+        loop {
+            f(start, len, stride);
+            let mut d = r - 1;
+            loop {
+                if d == 0 {
+                    return;
+                }
+                d -= 1;
+                index[d] += 1;
+                start += self.strides[d];
+                if index[d] < self.shape[d] {
+                    break;
+                }
+                start -= self.strides[d] * index[d];
+                index[d] = 0;
+            }
+        }
+    }
+
     /// Storage offsets of every element in row-major order (for strided reads).
     pub fn offsets(&self) -> StridedOffsets<'_> {
         StridedOffsets { layout: self, index: vec![0; self.rank()], next: self.offset, left: self.numel() }
@@ -156,6 +190,23 @@ impl Iterator for StridedOffsets<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runs_match_offsets() {
+        let base = Layout { shape: vec![2, 3, 4, 5], strides: contiguous_strides(&[2, 3, 4, 5]), offset: 7 };
+        let views = [
+            base.clone(),
+            Layout { shape: vec![3, 2, 5, 4], strides: vec![20, 60, 1, 5], offset: 7 },
+            Layout { shape: vec![2, 1, 4, 3], strides: vec![60, 99, 5, 1], offset: 9 },
+            Layout { shape: vec![], strides: vec![], offset: 4 },
+            Layout { shape: vec![2, 0, 3], strides: vec![3, 3, 1], offset: 0 },
+        ];
+        for l in views {
+            let mut got = Vec::new();
+            l.for_each_run(|s, n, st| got.extend((0..n).map(|t| s + t * st)));
+            assert_eq!(got, l.offsets().collect::<Vec<_>>(), "{l:?}");
+        }
+    }
 
     #[test]
     fn offsets_follow_strides() {

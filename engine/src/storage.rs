@@ -82,6 +82,17 @@ impl CpuStorage {
                 _ => self.gather_as(range, dtype),
             };
         }
+        if let (CpuStorage::F32(v), DType::F32) = (self, dtype) {
+            let mut out = Vec::with_capacity(layout.numel());
+            layout.for_each_run(|s, n, st| {
+                if st == 1 {
+                    out.extend_from_slice(&v[s..s + n]);
+                } else {
+                    out.extend((0..n).map(|t| v[s + t * st]));
+                }
+            });
+            return CpuStorage::F32(out);
+        }
         self.gather_as(layout.offsets(), dtype)
     }
 

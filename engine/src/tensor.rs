@@ -277,7 +277,16 @@ impl Tensor {
             return Ok(CpuSlice::View(guard, l.offset, l.numel()));
         }
         let Storage::Cpu(CpuStorage::F32(v)) = &*guard else { unreachable!() };
-        Ok(CpuSlice::Owned(l.offsets().map(|o| v[o]).collect()))
+        // Run by run along the last dim (slice copies when it has unit stride).
+        let mut out = Vec::with_capacity(l.numel());
+        l.for_each_run(|s, n, st| {
+            if st == 1 {
+                out.extend_from_slice(&v[s..s + n]);
+            } else {
+                out.extend((0..n).map(|t| v[s + t * st]));
+            }
+        });
+        Ok(CpuSlice::Owned(out))
     }
 
     /// The whole f32 CPU storage (for kernels that walk the strides themselves).
@@ -313,15 +322,24 @@ impl Tensor {
             return Err(Error::shape("assign", format!("{:?} into {:?}", src.shape(), self.shape())));
         }
         let data = src.to_dtype(self.dtype())?.contiguous_storage()?;
-        let offsets: Vec<usize> = self.layout().offsets().collect();
+        let layout = self.layout().clone();
         let mut guard = self.write();
         let Storage::Cpu(dst) = &mut *guard else { return Err(Error::NotOnDevice { op: "assign", device: self.device() }) };
+        // Run by run along the last dim: slice copies where it has unit stride.
         macro_rules! copy {
-            ($d:expr, $s:expr) => {
-                for (i, o) in offsets.iter().enumerate() {
-                    $d[*o] = $s[i];
-                }
-            };
+            ($d:expr, $s:expr) => {{
+                let mut i = 0;
+                layout.for_each_run(|start, n, st| {
+                    if st == 1 {
+                        $d[start..start + n].copy_from_slice(&$s[i..i + n]);
+                    } else {
+                        for t in 0..n {
+                            $d[start + t * st] = $s[i + t];
+                        }
+                    }
+                    i += n;
+                });
+            }};
         }
         match (dst, &data) {
             (CpuStorage::F32(d), CpuStorage::F32(s)) => copy!(d, s),

@@ -137,6 +137,13 @@ fn last_logits(model: &Gpt2, ids: &Tensor, pad: &[usize], cache: Option<&mut KvC
 /// Choose one token from a row of logits; returns it with its log-probability (see `Generation`).
 fn pick(logits: &[f32], cfg: &GenerateConfig, rng: &mut StdRng) -> (u32, f32) {
     let greedy = cfg.temperature == 0.0;
+    if greedy {
+        // The first maximum, as torch.argmax; log-softmax from a vectorized f32 exp-sum.
+        let max = engine::cpu::simd::max_of(logits);
+        let best = logits.iter().position(|&x| x == max).unwrap_or(0);
+        let lse = max as f64 + engine::cpu::simd::sum_exp(logits, max).ln();
+        return (best as u32, (logits[best] as f64 - lse) as f32);
+    }
     let inv_t = if greedy { 1.0 } else { 1.0 / cfg.temperature as f64 };
     let scaled: Vec<f64> = logits.iter().map(|&x| x as f64 * inv_t).collect();
     let max = scaled.iter().cloned().fold(f64::NEG_INFINITY, f64::max);

@@ -87,7 +87,13 @@ fn lm_head_is_tied_to_wte() {
     let h = engine::with_no_grad(|| model.hidden_states(&x, None, None)).unwrap();
     let wte = model.param("transformer.wte.weight").unwrap();
     let direct = h.matmul(&wte.t().unwrap().contiguous().unwrap()).unwrap();
-    assert_eq!(model.lm_head(&h).unwrap().to_vec_f32().unwrap(), direct.to_vec_f32().unwrap());
+    // Same values up to summation order (a transposed view and a contiguous copy may take
+    // different GEMM paths: dot products vs row updates in the skinny kernel).
+    let (head, direct) = (model.lm_head(&h).unwrap().to_vec_f32().unwrap(), direct.to_vec_f32().unwrap());
+    assert_eq!(head.len(), direct.len());
+    for (a, b) in head.iter().zip(&direct) {
+        assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+    }
     let loss = model.loss(&x, &lm_targets(&x).unwrap()).unwrap();
     let g = loss.backward().unwrap();
     let gw = g.get(wte).unwrap().to_vec_f32().unwrap();

@@ -3,3 +3,6 @@
 //! penalty to the SFT policy, plus PPO-ptx (gamma times the pretraining loss in one objective).
 
 pub mod data;
+pub mod ppo;
+pub mod reward;
+pub mod sft;

@@ -32,6 +32,10 @@ pub enum Op {
     L2norm,
     /// RxC: add/sub/mul/div/min/max, same shape and broadcast (GB/s, cuda only).
     Binary,
+    /// GPT-2 train step (forward, loss, backward, AdamW) on --model, --batch x --seq-len (tokens/s).
+    TrainStep,
+    /// Greedy KV-cache generation on --model, --prompts x --prompt-len, --new-tokens (tokens/s).
+    Generate,
 }
 
 #[derive(clap::Args, Debug)]
@@ -59,6 +63,24 @@ pub struct BenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// train-step/generate: model preset, config.json or checkpoint directory.
+    #[arg(long, default_value = "tiny")]
+    pub model: String,
+    /// train-step: batch size.
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    /// train-step: sequence length.
+    #[arg(long, default_value_t = 256)]
+    pub seq_len: usize,
+    /// generate: number of prompts.
+    #[arg(long, default_value_t = 8)]
+    pub prompts: usize,
+    /// generate: tokens per prompt.
+    #[arg(long, default_value_t = 32)]
+    pub prompt_len: usize,
+    /// generate: new tokens per prompt.
+    #[arg(long, default_value_t = 64)]
+    pub new_tokens: usize,
 }
 
 fn default_shape(op: Op) -> &'static str {
@@ -73,6 +95,7 @@ fn default_shape(op: Op) -> &'static str {
         Op::SumRows => "8192x3072",
         Op::L2norm => "64x1966081",
         Op::Binary => "8192x3072",
+        Op::TrainStep | Op::Generate => "0",
     }
 }
 
@@ -89,6 +112,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let threads = args.threads.unwrap_or_else(num_cores);
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+    match args.op {
+        Op::TrainStep => return pool.install(|| super::bench_model::train_step(&args, threads)),
+        Op::Generate => return pool.install(|| super::bench_model::generate_bench(&args, threads)),
+        _ => {}
+    }
     let r = pool.install(|| measure_cpu(&args, &shape))?;
     let shape_str = shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
     let isa = engine::cpu::gemm::isa_name();
@@ -214,6 +242,7 @@ fn measure_cpu(args: &BenchArgs, s: &[usize]) -> Result<Measured> {
             (Some(if bwd { 3.5 * fwd } else { fwd }), None, qkv, Box::new(|x| engine::causal_attention(&x[0], &x[1], &x[2])))
         }
         Op::Adamw => return bench_adamw(args, s),
+        Op::TrainStep | Op::Generate => unreachable!("handled in run"),
         Op::Embedding | Op::SumRows | Op::L2norm | Op::Binary => bail!("{:?}: only benchmarked with --device cuda", args.op),
     };
     let (median_ms, min_ms, reps) = time(args.reps, || run_op(&inputs, &*f))?;
@@ -263,7 +292,7 @@ fn run_cuda(args: &BenchArgs, s: &[usize]) -> Result<()> {
         Op::SumRows => "sum-rows",
         Op::L2norm => "l2norm",
         Op::Binary => "binary",
-        Op::Matmul | Op::Attention => bail!("--device cuda: {:?} is benchmarked by `instructgpt selftest --device cuda`", args.op),
+        Op::Matmul | Op::Attention | Op::TrainStep | Op::Generate => bail!("--device cuda: {:?} is benchmarked by `instructgpt selftest --device cuda`", args.op),
     };
     // The ceiling, measured in this process: a device-to-device copy, bytes read + written.
     let copy = kernels::memops::copy_bandwidth(&gpu)?;

@@ -166,3 +166,30 @@ mod tests {
         assert_eq!(super::dot(&x, &x), x.iter().map(|v| v * v).sum::<f32>());
     }
 }
+
+multiversion! {
+    /// Max of a slice (-inf when empty), dispatched to the widest SIMD level.
+    pub fn max_of(x: &[f32]) -> f32 {
+        max(x)
+    }
+}
+
+multiversion! {
+    /// Σ exp(x − shift) over a slice, in f32 lanes accumulated in f64 per 1024 elements (the
+    /// normaliser of a softmax over a vocabulary-sized row).
+    pub fn sum_exp(x: &[f32], shift: f32) -> f64 {
+        let mut total = 0f64;
+        for block in x.chunks(1024) {
+            let mut acc = [0f32; 16];
+            let chunks = block.chunks_exact(16);
+            let rest: f32 = chunks.remainder().iter().map(|&v| exp(v - shift)).sum();
+            for c in chunks {
+                for i in 0..16 {
+                    acc[i] += exp(c[i] - shift);
+                }
+            }
+            total += acc.iter().sum::<f32>() as f64 + rest as f64;
+        }
+        total
+    }
+}

@@ -22,3 +22,17 @@ pub struct Comparison {
 pub struct Prompt {
     pub prompt: String,
 }
+
+pub mod comparisons;
+pub mod demonstrations;
+pub mod hh;
+pub mod jsonl;
+pub mod prompts;
+pub mod tldr;
+
+pub use comparisons::{load_comparisons, validate_comparison};
+pub use demonstrations::load_demonstrations;
+pub use hh::{load_hh_rlhf, split_hh_pair};
+pub use jsonl::{LoadOptions, Loaded};
+pub use prompts::load_prompts;
+pub use tldr::load_tldr;

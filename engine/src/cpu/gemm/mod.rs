@@ -12,6 +12,7 @@
 mod gemv;
 mod kernels;
 mod pack;
+mod skinny;
 
 use kernels::KernelFn;
 use rayon::prelude::*;
@@ -219,6 +220,10 @@ pub(crate) fn sgemm_with(
                 gemv::Gemv { rows: m, k, m: ap, s_i: a.rs, s_p: a.cs, x: bp, s_x: b.rs, y: cp, s_y: c.rs }
             };
             gemv::gemv(isa, g, alpha, beta);
+            return;
+        }
+        if skinny::applies(m, n, k, b.rs, b.cs) {
+            skinny::skinny(isa, m, n, k, alpha, ap, a.rs, a.cs, bp, b.rs, b.cs, beta, cp, c.rs, c.cs);
             return;
         }
         gemm_impl(isa.params(), m, n, k, alpha, ap, a.rs, a.cs, bp, b.rs, b.cs, beta, cp, c.rs, c.cs);
@@ -664,6 +669,25 @@ mod tests {
                 }
                 // Large enough to use several threads and several K blocks.
                 check(isa, &mut rng, 257, 263, 801, false, true, false, 1.0, 0.0);
+            }
+        });
+    }
+
+    #[test]
+    fn skinny_path_shapes_layouts() {
+        // m <= 16 with B row- or column-contiguous: the unpacked skinny path (edges in m, n, k).
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        let mut rng = Rng(4242);
+        pool.install(|| {
+            for isa in isas() {
+                for &(m, n, k) in &[(2, 64, 16), (8, 1000, 256), (5, 777, 33), (16, 130, 70), (3, 4100, 19), (13, 301, 517)] {
+                    assert!(skinny::applies(m, n, k, 1, 2) && skinny::applies(m, n, k, 2, 1));
+                    for layout in 0..8 {
+                        let (ta, tb, tc) = (layout & 1 != 0, layout & 2 != 0, layout & 4 != 0);
+                        let (alpha, beta) = [(1.0, 0.0), (-0.5, 0.0), (1.0, 1.0), (0.75, -1.25)][layout % 4];
+                        check(isa, &mut rng, m, n, k, ta, tb, tc, alpha, beta);
+                    }
+                }
             }
         });
     }

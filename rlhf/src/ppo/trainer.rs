@@ -1,0 +1,425 @@
+//! The PPO / PPO-ptx trainer: the policy starts as the SFT model, the reference is a frozen copy
+//! of it, the value model starts as the reward model (trunk + scalar head, read at every
+//! position). Each iteration samples a rollout batch with `models::generate`, scores it, computes
+//! KL-shaped rewards and GAE (`math`), then runs several epochs of minibatch updates. With
+//! `ptx_coef` (the paper's gamma) > 0, every optimizer step also adds gamma times the LM loss on
+//! a batch of pretraining windows: one objective, one step.
+//!
+//! Rollout layout: prompts left-padded to L, responses right-padded to T, so response token j of
+//! every row sits at column L + j and is predicted by column L + j - 1 (as in `generate`). Each
+//! response is truncated after its first EOS (generate stops there); padding is a separate id
+//! (0 here, never fed as a real token: every position past a row's end is masked).
+
+use super::math::{compute_advantages, explained_variance, masked_mean, masked_var_unbiased, ppo_loss, KlController, LossInputs, PpoHyper};
+use crate::reward::RewardModel;
+use anyhow::{bail, Result};
+use engine::optim::{AdamW, AdamWConfig, Decay, LrSchedule};
+use engine::{DType, Tensor};
+use models::tokens::TokenFile;
+use models::{generate, hf, GenerateConfig, Gpt2};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Instant;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PpoConfig {
+    /// PPO iterations (one rollout batch each).
+    pub iterations: u64,
+    /// Prompts per rollout batch.
+    pub rollout_batch: usize,
+    /// Rows per optimizer step.
+    pub minibatch: usize,
+    /// Passes over each rollout batch.
+    pub ppo_epochs: usize,
+    /// Peak learning rate, annealed linearly to zero over all optimizer steps.
+    pub lr: f32,
+    pub warmup: u64,
+    pub weight_decay: f32,
+    pub grad_clip: f32,
+    pub max_new_tokens: usize,
+    pub temperature: f32,
+    /// None: responses only end at max_new_tokens.
+    pub eos_token_id: Option<u32>,
+    /// Score given to responses that end without EOS (None: the reward model's score).
+    pub no_eos_score: Option<f32>,
+    /// Initial (or fixed) KL coefficient beta.
+    pub init_kl_coef: f64,
+    /// Some: adaptive controller towards this mean sequence KL (Ziegler et al.).
+    pub kl_target: Option<f64>,
+    pub kl_horizon: f64,
+    pub gamma: f64,
+    pub lam: f64,
+    pub cliprange: f64,
+    pub cliprange_value: f64,
+    pub vf_coef: f64,
+    /// PPO-ptx's gamma: weight of the pretraining LM loss (0 = plain PPO).
+    pub ptx_coef: f32,
+    pub ptx_batch: usize,
+    pub ptx_seq_len: usize,
+    pub seed: u64,
+}
+
+impl Default for PpoConfig {
+    fn default() -> Self {
+        PpoConfig {
+            iterations: 100,
+            rollout_batch: 16,
+            minibatch: 4,
+            ppo_epochs: 4,
+            lr: 1e-5,
+            warmup: 0,
+            weight_decay: 0.0,
+            grad_clip: 1.0,
+            max_new_tokens: 32,
+            temperature: 1.0,
+            eos_token_id: Some(models::tokenizer::EOT),
+            no_eos_score: None,
+            init_kl_coef: 0.02,
+            kl_target: None,
+            kl_horizon: 10000.0,
+            gamma: 1.0,
+            lam: 0.95,
+            cliprange: 0.2,
+            cliprange_value: 0.2,
+            vf_coef: 0.1,
+            ptx_coef: 0.0,
+            ptx_batch: 4,
+            ptx_seq_len: 64,
+            seed: 0,
+        }
+    }
+}
+
+/// One iteration's metrics (a console line and a JSONL record).
+#[derive(Clone, Debug, Serialize)]
+pub struct PpoMetrics {
+    pub iteration: u64,
+    pub score_mean: f64,
+    pub score_std: f64,
+    /// Mean sequence KL (k1, summed over tokens) of the rollout: what the penalty optimizes.
+    pub kl: f64,
+    pub non_score_reward: f64,
+    pub kl_coef: f64,
+    /// Mean per-token entropy of the policy on its responses (at the sampling temperature).
+    pub entropy: f64,
+    pub pg_loss: f64,
+    pub vf_loss: f64,
+    pub pg_clipfrac: f64,
+    pub vf_clipfrac: f64,
+    pub approx_kl: f64,
+    pub value_explained_variance: f64,
+    pub returns_mean: f64,
+    pub returns_var: f64,
+    pub response_length: f64,
+    pub eos_rate: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ptx_loss: Option<f64>,
+    pub lr: f32,
+    pub rollout_s: f64,
+    pub scoring_s: f64,
+    pub training_s: f64,
+    /// Response tokens generated per second of rollout.
+    pub tokens_per_s: f64,
+}
+
+impl PpoMetrics {
+    pub fn line(&self) -> String {
+        let ptx = self.ptx_loss.map(|p| format!(" ptx {p:.3}")).unwrap_or_default();
+        format!(
+            "it {} | score {:+.3} | kl {:.3} (beta {:.3}) | ent {:.2} | pg {:+.4} vf {:.4} | clip {:.2}/{:.2} | akl {:.4} | ev {:.2} | len {:.1} eos {:.2}{ptx} | {:.1}s+{:.1}s+{:.1}s {:.0} tok/s",
+            self.iteration,
+            self.score_mean,
+            self.kl,
+            self.kl_coef,
+            self.entropy,
+            self.pg_loss,
+            self.vf_loss,
+            self.pg_clipfrac,
+            self.vf_clipfrac,
+            self.approx_kl,
+            self.value_explained_variance,
+            self.response_length,
+            self.eos_rate,
+            self.rollout_s,
+            self.scoring_s,
+            self.training_s,
+            self.tokens_per_s
+        )
+    }
+}
+
+pub struct PpoTrainer {
+    pub cfg: PpoConfig,
+    pub policy: Gpt2,
+    pub reference: Gpt2,
+    pub value: RewardModel,
+    pub reward: RewardModel,
+    pub kl: KlController,
+    opt: AdamW,
+    schedule: LrSchedule,
+    step: u64,
+}
+
+/// A left-padded rollout batch: ids [B, L + T] rows and what scoring made of them.
+struct Rollout {
+    rows: Vec<Vec<i64>>,
+    pads: Vec<usize>,
+    resp: Vec<Vec<i64>>,
+    prompt_len: usize,
+    time: usize,
+}
+
+impl Rollout {
+    fn ids(&self, which: &[usize]) -> Result<(Tensor, Tensor, Vec<usize>)> {
+        let w = self.prompt_len + self.time;
+        let ids: Vec<i64> = which.iter().flat_map(|&r| self.rows[r].iter().copied()).collect();
+        let resp: Vec<i64> = which.iter().flat_map(|&r| self.resp[r].iter().copied()).collect();
+        Ok((Tensor::new(ids, &[which.len(), w])?, Tensor::new(resp, &[which.len(), self.time, 1])?, which.iter().map(|&r| self.pads[r]).collect()))
+    }
+}
+
+/// log p(response token) [B, T] under softmax(logits / temperature) at the response columns, and
+/// the hidden states' response slice (for a value head).
+fn response_logprobs(model: &Gpt2, ids: &Tensor, resp: &Tensor, pads: &[usize], prompt_len: usize, time: usize, temperature: f32) -> Result<(Tensor, Tensor)> {
+    let h = model.hidden_states(ids, Some(pads), None)?;
+    let hr = h.narrow(1, prompt_len - 1, time)?;
+    let logits = model.lm_head(&hr)?;
+    let t = if temperature > 0.0 { temperature } else { 1.0 };
+    let lsm = if t == 1.0 { logits.log_softmax()? } else { logits.mul_scalar(1.0 / t)?.log_softmax()? };
+    let b = ids.shape()[0];
+    Ok((lsm.gather(resp)?.reshape(&[b, time])?, lsm))
+}
+
+/// Values [B, T] at the response columns (the state before each response token).
+fn response_values(value: &RewardModel, ids: &Tensor, pads: &[usize], prompt_len: usize, time: usize) -> Result<Tensor> {
+    let h = value.trunk.hidden_states(ids, Some(pads), None)?;
+    Ok(value.head(&h.narrow(1, prompt_len - 1, time)?)?)
+}
+
+fn f64s(t: &Tensor) -> Result<Vec<f64>> {
+    Ok(t.to_vec_f32()?.into_iter().map(f64::from).collect())
+}
+
+impl PpoTrainer {
+    /// `sft`: the policy's start and the frozen reference; `reward`: the scorer and the value
+    /// model's start.
+    pub fn new(sft: &Gpt2, reward: &RewardModel, cfg: PpoConfig) -> Result<PpoTrainer> {
+        if sft.config().n_embd != reward.trunk.config().n_embd || sft.config().vocab_size != reward.trunk.config().vocab_size {
+            bail!("PPO: the policy and the reward model need the same vocabulary and width");
+        }
+        if cfg.minibatch == 0 || cfg.rollout_batch == 0 || cfg.ppo_epochs == 0 {
+            bail!("PPO: rollout_batch, minibatch and ppo_epochs must be positive");
+        }
+        let policy = sft.copy()?;
+        let reference = sft.copy()?;
+        // The value model starts as the reward model with its normalization folded into the head,
+        // so its outputs are on the scale of the scores it will predict.
+        let mut value = reward.copy()?;
+        let n = value.norm;
+        value.head_w = value.head_w.mul_scalar(n.gain)?.detach().var();
+        value.head_b = value.head_b.add_scalar(n.bias)?.mul_scalar(n.gain)?.detach().var();
+        value.norm = crate::reward::Normalization::default();
+        let mut groups = policy.param_groups(cfg.weight_decay);
+        let vg = value.param_groups(cfg.weight_decay);
+        for (g, v) in groups.iter_mut().zip(vg) {
+            g.params.extend(v.params);
+        }
+        let opt = AdamW::new(groups, AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8 })?;
+        let per_iter = (cfg.ppo_epochs * cfg.rollout_batch.div_ceil(cfg.minibatch)) as u64;
+        let schedule = LrSchedule { peak: cfg.lr, min_lr: 0.0, warmup_steps: cfg.warmup, total_steps: per_iter * cfg.iterations, decay: Decay::Linear };
+        let kl = match cfg.kl_target {
+            Some(t) => KlController::adaptive(cfg.init_kl_coef, t, cfg.kl_horizon),
+            None => KlController::fixed(cfg.init_kl_coef),
+        };
+        Ok(PpoTrainer { cfg, policy, reference, value, reward: reward.clone(), kl, opt, schedule, step: 0 })
+    }
+
+    fn hyper(&self) -> PpoHyper {
+        let c = &self.cfg;
+        PpoHyper { beta: self.kl.value, gamma: c.gamma, lam: c.lam, cliprange: c.cliprange, cliprange_value: c.cliprange_value, vf_coef: c.vf_coef, whiten_eps: 1e-8 }
+    }
+
+    /// A batch of pretraining windows (inputs, targets) for iteration/step `key`.
+    fn ptx_batch(&self, data: &TokenFile, key: u64) -> Result<(Tensor, Tensor)> {
+        let c = &self.cfg;
+        let len = c.ptx_seq_len.min(self.policy.config().n_positions);
+        if data.len() < len + 2 {
+            bail!("{}: {} tokens are too few for pretraining windows of {}", data.path().display(), data.len(), len + 1);
+        }
+        let mut rng = StdRng::seed_from_u64(c.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ key);
+        let (mut ids, mut tg) = (Vec::new(), Vec::new());
+        for _ in 0..c.ptx_batch {
+            let w = data.window(rng.gen_range(0..=data.len() - len - 1), len + 1);
+            ids.extend_from_slice(&w[..len]);
+            tg.extend_from_slice(&w[1..]);
+        }
+        Ok((Tensor::new(ids, &[c.ptx_batch, len])?, Tensor::new(tg, &[c.ptx_batch, len])?))
+    }
+
+    /// One PPO iteration on `prompts` (token ids); `ptx`: the pretraining tokens (used when
+    /// ptx_coef > 0).
+    pub fn iteration(&mut self, iteration: u64, prompts: &[Vec<u32>], ptx: Option<&TokenFile>) -> Result<PpoMetrics> {
+        let c = self.cfg.clone();
+        let vocab = self.policy.config().vocab_size;
+        let eos = c.eos_token_id.filter(|&e| (e as usize) < vocab);
+        // 1. Rollout.
+        let t0 = Instant::now();
+        let gen_cfg = GenerateConfig {
+            max_new_tokens: c.max_new_tokens,
+            temperature: c.temperature,
+            top_k: 0,
+            top_p: 1.0,
+            eos_token_id: eos,
+            pad_token_id: 0,
+            seed: c.seed.wrapping_mul(1_000_003).wrapping_add(iteration),
+            use_cache: true,
+        };
+        let gen = generate(&self.policy, prompts, &gen_cfg)?;
+        let rollout_s = t0.elapsed().as_secs_f64();
+        // 2. Scoring: old log-probs, reference log-probs, values, rewards.
+        let t1 = Instant::now();
+        let b = prompts.len();
+        let prompt_len = prompts.iter().map(Vec::len).max().unwrap_or(1);
+        let lengths: Vec<usize> = gen.lengths.iter().map(|&l| l.max(1)).collect();
+        let time = lengths.iter().copied().max().unwrap_or(1);
+        let ended: Vec<bool> = (0..b).map(|r| eos.is_some() && gen.tokens[r].get(gen.lengths[r].wrapping_sub(1)).copied() == eos && gen.lengths[r] > 0).collect();
+        let mut ro = Rollout { rows: Vec::new(), pads: Vec::new(), resp: Vec::new(), prompt_len, time };
+        for (r, p) in prompts.iter().enumerate() {
+            let pad = prompt_len - p.len();
+            let resp: Vec<i64> = (0..time).map(|j| if j < lengths[r] { gen.tokens[r][j] as i64 } else { 0 }).collect();
+            let row: Vec<i64> = std::iter::repeat_n(0, pad).chain(p.iter().map(|&t| t as i64)).chain(resp.iter().copied()).collect();
+            ro.rows.push(row);
+            ro.pads.push(pad);
+            ro.resp.push(resp);
+        }
+        let all: Vec<usize> = (0..b).collect();
+        let (old_lp, ref_lp, old_v, scores, entropy) = {
+            let _g = engine::no_grad();
+            let (ids, resp, pads) = ro.ids(&all)?;
+            let (lp, lsm) = response_logprobs(&self.policy, &ids, &resp, &pads, prompt_len, time, c.temperature)?;
+            let mask = super::math::mask_from_lengths(&lengths, time);
+            let ls = lsm.to_vec_f32()?;
+            let per_tok: Vec<f64> = ls.chunks(vocab).map(|row| -row.iter().map(|&l| (l as f64).exp() * l as f64).sum::<f64>()).collect();
+            let entropy = masked_mean(&per_tok, &mask);
+            drop(lsm);
+            let (rlp, _) = response_logprobs(&self.reference, &ids, &resp, &pads, prompt_len, time, c.temperature)?;
+            let v = response_values(&self.value, &ids, &pads, prompt_len, time)?;
+            let last: Vec<usize> = (0..b).map(|r| prompt_len + lengths[r] - 1).collect();
+            let raw = self.reward.raw_rewards_at(&ids, Some(&pads), &last)?.to_vec_f32()?;
+            let n = self.reward.norm;
+            let scores: Vec<f64> = raw
+                .iter()
+                .zip(&ended)
+                .map(|(&r, &e)| match (e, c.no_eos_score) {
+                    (false, Some(s)) if eos.is_some() => s as f64,
+                    _ => (n.gain * (r + n.bias)) as f64,
+                })
+                .collect();
+            (f64s(&lp)?, f64s(&rlp)?, f64s(&v)?, scores, entropy)
+        };
+        let hp = self.hyper();
+        let adv = compute_advantages(&old_lp, &ref_lp, &old_v, &scores, &lengths, time, &hp)?;
+        let scoring_s = t1.elapsed().as_secs_f64();
+        // 3. Training: epochs of minibatches, one optimizer step each.
+        let t2 = Instant::now();
+        let mut rng = StdRng::seed_from_u64(c.seed ^ iteration.wrapping_mul(0x9E37_79B9));
+        let (mut pg_sum, mut vf_sum, mut pgc, mut vfc, mut akl, mut ptx_sum, mut n_mb) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0usize);
+        let mut lr = 0.0;
+        let mut order = all.clone();
+        for _ in 0..c.ppo_epochs {
+            order.shuffle(&mut rng);
+            for mb in order.chunks(c.minibatch) {
+                let (ids, resp, pads) = ro.ids(mb)?;
+                let (new_lp, _) = response_logprobs(&self.policy, &ids, &resp, &pads, prompt_len, time, c.temperature)?;
+                let new_v = response_values(&self.value, &ids, &pads, prompt_len, time)?;
+                let take = |x: &[f64]| -> Vec<f64> { mb.iter().flat_map(|&r| x[r * time..(r + 1) * time].iter().copied()).collect() };
+                let (o_lp, o_v, a_w, ret, m) = (take(&old_lp), take(&adv.values), take(&adv.advantages_whitened), take(&adv.returns), take(&adv.mask));
+                let inp = LossInputs { old_logprobs: &o_lp, old_values: &o_v, advantages_whitened: &a_w, returns: &ret, mask: &m };
+                let out = ppo_loss(&new_lp, &new_v, &inp, &hp)?;
+                let mut loss = out.total.clone();
+                if c.ptx_coef > 0.0 {
+                    let Some(data) = ptx else { bail!("PPO-ptx: ptx_coef {} needs pretraining data", c.ptx_coef) };
+                    let (pi, pt) = self.ptx_batch(data, self.step)?;
+                    let ptx_loss = self.policy.loss(&pi, &pt)?;
+                    ptx_sum += ptx_loss.to_scalar()? as f64;
+                    loss = loss.add(&ptx_loss.mul_scalar(c.ptx_coef)?)?;
+                }
+                let mut grads = loss.backward()?;
+                grads.clip_global_norm(c.grad_clip)?;
+                lr = self.schedule.lr(self.step);
+                self.opt.step(&grads, lr)?;
+                self.step += 1;
+                pg_sum += out.pg_loss.to_scalar()? as f64;
+                vf_sum += out.vf_loss.to_scalar()? as f64;
+                pgc += out.pg_clipfrac;
+                vfc += out.vf_clipfrac;
+                akl += out.approx_kl;
+                n_mb += 1;
+            }
+        }
+        let training_s = t2.elapsed().as_secs_f64();
+        let kl_coef = self.kl.value;
+        self.kl.update(adv.mean_sequence_kl, b);
+        let nm = n_mb.max(1) as f64;
+        let smean = scores.iter().sum::<f64>() / b as f64;
+        let gen_tokens: usize = gen.lengths.iter().sum();
+        Ok(PpoMetrics {
+            iteration,
+            score_mean: smean,
+            score_std: (scores.iter().map(|s| (s - smean).powi(2)).sum::<f64>() / b as f64).sqrt(),
+            kl: adv.mean_sequence_kl,
+            non_score_reward: adv.mean_sequence_non_score_reward,
+            kl_coef,
+            entropy,
+            pg_loss: pg_sum / nm,
+            vf_loss: vf_sum / nm,
+            pg_clipfrac: pgc / nm,
+            vf_clipfrac: vfc / nm,
+            approx_kl: akl / nm,
+            value_explained_variance: explained_variance(&adv.values, &adv.returns, &adv.mask),
+            returns_mean: masked_mean(&adv.returns, &adv.mask),
+            returns_var: masked_var_unbiased(&adv.returns, &adv.mask),
+            response_length: gen_tokens as f64 / b as f64,
+            eos_rate: ended.iter().filter(|&&e| e).count() as f64 / b as f64,
+            ptx_loss: (c.ptx_coef > 0.0).then(|| ptx_sum / nm),
+            lr,
+            rollout_s,
+            scoring_s,
+            training_s,
+            tokens_per_s: gen_tokens as f64 / rollout_s.max(1e-9),
+        })
+    }
+
+    /// Run `cfg.iterations` iterations, each on `rollout_batch` prompts drawn (seeded) from
+    /// `prompts`; `report` sees the trainer (e.g. to checkpoint) and each iteration's metrics, and
+    /// may stop the run by returning false.
+    pub fn train(&mut self, prompts: &[Vec<u32>], ptx: Option<&TokenFile>, mut report: impl FnMut(&PpoTrainer, &PpoMetrics) -> Result<bool>) -> Result<Vec<PpoMetrics>> {
+        if prompts.is_empty() {
+            bail!("PPO: no prompts");
+        }
+        let mut rng = StdRng::seed_from_u64(self.cfg.seed.wrapping_add(17));
+        let mut out = Vec::new();
+        for it in 0..self.cfg.iterations {
+            let batch: Vec<Vec<u32>> = (0..self.cfg.rollout_batch).map(|_| prompts[rng.gen_range(0..prompts.len())].clone()).collect();
+            let m = self.iteration(it + 1, &batch, ptx)?;
+            let go_on = report(self, &m)?;
+            out.push(m);
+            if !go_on {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// `dir/policy` (HF layout) and `dir/value` (reward-model layout).
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        hf::save(&self.policy, dir.join("policy"), DType::F32)?;
+        self.value.save(dir.join("value"))?;
+        Ok(())
+    }
+}

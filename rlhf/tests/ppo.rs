@@ -1,0 +1,302 @@
+//! PPO math against fixtures/rlhf/ppo.json (float64 reference; our losses run in f32).
+
+use engine::Tensor;
+use rlhf::ppo::math::{compute_advantages, ppo_loss, KlController, LossInputs, PpoHyper};
+use serde_json::Value;
+
+fn fixture() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/rlhf/ppo.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// [B][T] with nulls as None, flattened row-major.
+fn grid(v: &Value) -> Vec<Option<f64>> {
+    v.as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64())).collect()
+}
+
+fn flat(v: &Value) -> Vec<f64> {
+    grid(v).into_iter().map(|x| x.unwrap()).collect()
+}
+
+fn hyper(f: &Value) -> PpoHyper {
+    let h = &f["hyperparameters"];
+    PpoHyper {
+        beta: h["beta_kl_coef"].as_f64().unwrap(),
+        gamma: h["gamma"].as_f64().unwrap(),
+        lam: h["lam"].as_f64().unwrap(),
+        cliprange: h["cliprange"].as_f64().unwrap(),
+        cliprange_value: h["cliprange_value"].as_f64().unwrap(),
+        vf_coef: h["vf_coef"].as_f64().unwrap(),
+        whiten_eps: h["whiten_eps"].as_f64().unwrap(),
+    }
+}
+
+fn close(a: f64, b: f64, rel: f64, abs: f64) -> bool {
+    (a - b).abs() <= abs + rel * b.abs()
+}
+
+/// Compare valid entries; padded (null) ones must be 0 in ours.
+fn check_grid(name: &str, ours: &[f64], want: &Value, rel: f64, abs: f64) {
+    let want = grid(want);
+    assert_eq!(ours.len(), want.len(), "{name}: size");
+    for (i, (a, w)) in ours.iter().zip(&want).enumerate() {
+        match w {
+            Some(w) => assert!(close(*a, *w, rel, abs), "{name}[{i}]: {a} vs {w}"),
+            None => assert_eq!(*a, 0.0, "{name}[{i}] is padding"),
+        }
+    }
+}
+
+struct Inputs {
+    lengths: Vec<usize>,
+    time: usize,
+    old_lp: Vec<f64>,
+    ref_lp: Vec<f64>,
+    old_v: Vec<f64>,
+    scores: Vec<f64>,
+    new_lp: Vec<f64>,
+    new_v: Vec<f64>,
+}
+
+fn inputs(f: &Value) -> Inputs {
+    let i = &f["inputs"];
+    let lengths: Vec<usize> = i["lengths"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
+    Inputs {
+        time: i["mask"][0].as_array().unwrap().len(),
+        lengths,
+        old_lp: flat(&i["old_logprobs"]),
+        ref_lp: flat(&i["ref_logprobs"]),
+        old_v: flat(&i["old_values"]),
+        scores: i["scores"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect(),
+        new_lp: flat(&i["new_logprobs"]),
+        new_v: flat(&i["new_values"]),
+    }
+}
+
+#[test]
+fn intermediates_match_the_fixture() {
+    let f = fixture();
+    let hp = hyper(&f);
+    let x = inputs(&f);
+    let a = compute_advantages(&x.old_lp, &x.ref_lp, &x.old_v, &x.scores, &x.lengths, x.time, &hp).unwrap();
+    let m = &f["intermediates"];
+    let (rel, abs) = (1e-10, 1e-12);
+    check_grid("kl", &a.kl, &m["kl"], rel, abs);
+    check_grid("non_score_reward", &a.non_score_reward, &m["non_score_reward"], rel, abs);
+    let lvi: Vec<usize> = m["last_valid_index"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
+    assert_eq!(a.last_valid_index, lvi);
+    check_grid("rewards", &a.rewards, &m["rewards"], rel, abs);
+    check_grid("td_deltas", &a.td_deltas, &m["td_deltas"], rel, abs);
+    check_grid("advantages", &a.advantages, &m["advantages"], rel, abs);
+    check_grid("returns", &a.returns, &m["returns"], rel, abs);
+    assert!(close(a.advantages_mean, m["advantages_mean"].as_f64().unwrap(), rel, abs));
+    assert!(close(a.advantages_var_unbiased, m["advantages_var_unbiased"].as_f64().unwrap(), rel, abs));
+    assert_eq!(a.n_valid_tokens as u64, m["n_valid_tokens"].as_u64().unwrap());
+    check_grid("advantages_whitened", &a.advantages_whitened, &m["advantages_whitened"], rel, abs);
+    let o = &f["outputs"];
+    assert!(close(a.mean_sequence_kl, o["mean_sequence_kl"].as_f64().unwrap(), rel, abs));
+    assert!(close(a.mean_sequence_non_score_reward, o["mean_sequence_non_score_reward"].as_f64().unwrap(), rel, abs));
+}
+
+#[test]
+fn losses_gradients_and_clip_fractions_match_the_fixture() {
+    let f = fixture();
+    let hp = hyper(&f);
+    let x = inputs(&f);
+    let a = compute_advantages(&x.old_lp, &x.ref_lp, &x.old_v, &x.scores, &x.lengths, x.time, &hp).unwrap();
+    let shape = [x.lengths.len(), x.time];
+    let to_t = |v: &[f64]| Tensor::new(v.iter().map(|&y| y as f32).collect::<Vec<f32>>(), &shape).unwrap().var();
+    let (new_lp, new_v) = (to_t(&x.new_lp), to_t(&x.new_v));
+    let inp = LossInputs { old_logprobs: &x.old_lp, old_values: &x.old_v, advantages_whitened: &a.advantages_whitened, returns: &a.returns, mask: &a.mask };
+    let out = ppo_loss(&new_lp, &new_v, &inp, &hp).unwrap();
+    let o = &f["outputs"];
+    let (rel, abs) = (2e-6, 1e-7);
+    for (name, got) in [("pg_loss", &out.pg_loss), ("vf_loss", &out.vf_loss), ("total_loss", &out.total)] {
+        let got = got.to_scalar().unwrap() as f64;
+        let want = o[name].as_f64().unwrap();
+        assert!(close(got, want, rel, abs), "{name}: {got} vs {want}");
+    }
+    assert_eq!(out.pg_clipfrac, o["pg_clipfrac"].as_f64().unwrap());
+    assert_eq!(out.pg_clipfrac, 5.0 / 14.0);
+    assert_eq!(out.vf_clipfrac, o["vf_clipfrac"].as_f64().unwrap());
+    assert_eq!(out.vf_clipfrac, 3.0 / 14.0);
+    assert!(close(out.approx_kl, o["approx_kl"].as_f64().unwrap(), 1e-6, 1e-9));
+    let grads = out.total.backward().unwrap();
+    let g_lp: Vec<f64> = grads.get(&new_lp).unwrap().to_vec_f32().unwrap().into_iter().map(f64::from).collect();
+    let g_v: Vec<f64> = grads.get(&new_v).unwrap().to_vec_f32().unwrap().into_iter().map(f64::from).collect();
+    let want_lp = flat(&o["grad_total_wrt_new_logprobs"]);
+    let want_v = flat(&o["grad_total_wrt_new_values"]);
+    for (i, (a, w)) in g_lp.iter().zip(&want_lp).enumerate() {
+        assert!(close(*a, *w, 2e-6, 1e-8), "d/d new_logprobs[{i}]: {a} vs {w}");
+        if *w == 0.0 {
+            assert_eq!(*a, 0.0, "d/d new_logprobs[{i}] must be exactly 0");
+        }
+    }
+    for (i, (a, w)) in g_v.iter().zip(&want_v).enumerate() {
+        assert!(close(*a, *w, 2e-6, 1e-8), "d/d new_values[{i}]: {a} vs {w}");
+        if *w == 0.0 {
+            assert_eq!(*a, 0.0, "d/d new_values[{i}] must be exactly 0");
+        }
+    }
+}
+
+#[test]
+fn padded_junk_never_matters_even_nan() {
+    let f = fixture();
+    let hp = hyper(&f);
+    let mut x = inputs(&f);
+    let base = compute_advantages(&x.old_lp, &x.ref_lp, &x.old_v, &x.scores, &x.lengths, x.time, &hp).unwrap();
+    for (r, &l) in x.lengths.clone().iter().enumerate() {
+        for t in l..x.time {
+            let i = r * x.time + t;
+            x.old_lp[i] = f64::NAN;
+            x.ref_lp[i] = 1e30;
+            x.old_v[i] = f64::INFINITY;
+            x.new_lp[i] = f64::NAN;
+            x.new_v[i] = -1e30;
+        }
+    }
+    let a = compute_advantages(&x.old_lp, &x.ref_lp, &x.old_v, &x.scores, &x.lengths, x.time, &hp).unwrap();
+    assert_eq!(a.advantages_whitened, base.advantages_whitened);
+    assert_eq!(a.returns, base.returns);
+    let shape = [x.lengths.len(), x.time];
+    let to_t = |v: &[f64]| Tensor::new(v.iter().map(|&y| y as f32).collect::<Vec<f32>>(), &shape).unwrap().var();
+    let (new_lp, new_v) = (to_t(&x.new_lp), to_t(&x.new_v));
+    let inp = LossInputs { old_logprobs: &x.old_lp, old_values: &x.old_v, advantages_whitened: &a.advantages_whitened, returns: &a.returns, mask: &a.mask };
+    let out = ppo_loss(&new_lp, &new_v, &inp, &hp).unwrap();
+    let want = f["outputs"]["total_loss"].as_f64().unwrap();
+    assert!(close(out.total.to_scalar().unwrap() as f64, want, 2e-6, 1e-7));
+    let g = out.total.backward().unwrap();
+    assert!(g.get(&new_lp).unwrap().to_vec_f32().unwrap().iter().all(|v| v.is_finite()));
+    assert!(g.get(&new_v).unwrap().to_vec_f32().unwrap().iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn adaptive_kl_controller_follows_ziegler() {
+    let mut c = KlController::adaptive(0.2, 6.0, 10000.0);
+    c.update(12.0, 100); // error clipped to +0.2
+    assert!((c.value - 0.2 * (1.0 + 0.2 * 100.0 / 10000.0)).abs() < 1e-15);
+    c.update(5.7, 100); // error -0.05
+    assert!((c.value - 0.2 * 1.002 * (1.0 - 0.05 * 0.01)).abs() < 1e-15);
+    let mut fixed = KlController::fixed(0.05);
+    fixed.update(100.0, 1000);
+    assert_eq!(fixed.value, 0.05);
+}
+
+mod smoke {
+    use models::tokens::TokenFile;
+    use models::{Gpt2, Gpt2Config};
+    use rlhf::ppo::trainer::{PpoConfig, PpoTrainer};
+    use rlhf::reward::{self, RewardModel, RmConfig, TokenRanking};
+
+    const EOS: u32 = 3;
+
+    fn sft() -> Gpt2 {
+        Gpt2::new(Gpt2Config::custom(1, 2, 32, 48, 64), 11).unwrap()
+    }
+
+    /// Responses containing token 5 win.
+    fn rankings(n: usize) -> Vec<TokenRanking> {
+        (0..n)
+            .map(|i| {
+                let p = vec![10 + (i % 40) as u32, 11, 12];
+                let good = vec![20 + (i % 7) as u32, 5, 21, EOS];
+                let bad = vec![20 + (i % 7) as u32, 30, 21, EOS];
+                if i % 2 == 0 {
+                    TokenRanking { prompt: p, responses: vec![good, bad], ranking: vec![0, 1] }
+                } else {
+                    TokenRanking { prompt: p, responses: vec![bad, good], ranking: vec![1, 0] }
+                }
+            })
+            .collect()
+    }
+
+    fn ptx_file(dir: &std::path::Path) -> TokenFile {
+        // A simple repeating "language": 40 50 41 51 ... so the LM loss is learnable.
+        let toks: Vec<u32> = (0..4000).map(|i| if i % 2 == 0 { 40 + (i / 2 % 8) as u32 } else { 50 + (i / 2 % 8) as u32 }).collect();
+        let path = dir.join("ptx.bin");
+        TokenFile::write(&path, &toks).unwrap();
+        TokenFile::open(&path).unwrap()
+    }
+
+    fn cfg(ptx_coef: f32, iterations: u64) -> PpoConfig {
+        PpoConfig {
+            iterations,
+            rollout_batch: 8,
+            minibatch: 4,
+            ppo_epochs: 2,
+            lr: 3e-3,
+            max_new_tokens: 8,
+            temperature: 1.0,
+            eos_token_id: Some(EOS),
+            no_eos_score: Some(-1.0),
+            init_kl_coef: 0.05,
+            kl_target: Some(1.0),
+            kl_horizon: 100.0,
+            ptx_coef,
+            ptx_batch: 4,
+            ptx_seq_len: 16,
+            seed: 1,
+            ..PpoConfig::default()
+        }
+    }
+
+    #[test]
+    fn rm_then_ppo_ptx_runs_with_finite_moving_losses() {
+        let dir = tempfile::tempdir().unwrap();
+        let sft = sft();
+        let rm = RewardModel::from_sft(&sft, 2).unwrap();
+        let rm_cfg = RmConfig { epochs: 2, batch: 8, lr: 3e-3, min_lr: 3e-4, warmup: 1, eval_every: 100, ..RmConfig::default() };
+        let steps = reward::train(&rm, &rankings(32), &rankings(8), &rm_cfg, None, |_| {}).unwrap();
+        assert!(steps.iter().all(|s| s.loss.is_finite()));
+        let mut rm = rm;
+        let samples: Vec<Vec<u32>> = rankings(8).iter().map(|r| [r.prompt.clone(), r.responses[0].clone()].concat()).collect();
+        rm.fit_normalization(&samples, false, 4).unwrap();
+        rm.save(dir.path().join("rm")).unwrap();
+        let rm = RewardModel::load(dir.path().join("rm")).unwrap();
+        let data = ptx_file(dir.path());
+        let prompts: Vec<Vec<u32>> = (0..6).map(|i| vec![10 + i, 11, 12]).collect();
+        let mut ppo = PpoTrainer::new(&sft, &rm, cfg(0.5, 4)).unwrap();
+        let ms = ppo.train(&prompts, Some(&data), |_, _| Ok(true)).unwrap();
+        assert_eq!(ms.len(), 4);
+        for m in &ms {
+            for (name, v) in [("pg", m.pg_loss), ("vf", m.vf_loss), ("kl", m.kl), ("entropy", m.entropy), ("score", m.score_mean), ("ptx", m.ptx_loss.unwrap())] {
+                assert!(v.is_finite(), "{name} = {v} in {m:?}");
+            }
+            assert!(m.response_length >= 1.0 && m.response_length <= 8.0);
+            assert!(m.kl_coef > 0.0);
+        }
+        assert!(ms[0].kl.abs() < 1e-4, "first rollout: policy == reference, kl {}", ms[0].kl);
+        assert!(ms.iter().any(|m| m.kl.abs() > 1e-4), "the policy must move");
+        assert_ne!(ms[0].vf_loss, ms[3].vf_loss);
+        assert!(ms[3].ptx_loss.unwrap() < ms[0].ptx_loss.unwrap(), "ptx loss {} -> {}", ms[0].ptx_loss.unwrap(), ms[3].ptx_loss.unwrap());
+        // The reference stays frozen: a fresh copy of the SFT model still matches it.
+        assert_eq!(ppo.reference.params()[0].1.to_vec_f32().unwrap(), sft.params()[0].1.to_vec_f32().unwrap());
+        ppo.save(dir.path().join("ppo")).unwrap();
+        assert!(dir.path().join("ppo/policy/model.safetensors").exists());
+        assert!(RewardModel::load(dir.path().join("ppo/value")).is_ok());
+    }
+
+    #[test]
+    fn ptx_keeps_the_lm_loss_lower_than_plain_ppo() {
+        let dir = tempfile::tempdir().unwrap();
+        let sft = sft();
+        let rm = RewardModel::from_sft(&sft, 2).unwrap();
+        let data = ptx_file(dir.path());
+        let prompts: Vec<Vec<u32>> = (0..6).map(|i| vec![10 + i, 11, 12]).collect();
+        let held_out = |m: &Gpt2| {
+            let _g = engine::no_grad();
+            let w = data.window(3000, 33);
+            let ids = engine::Tensor::new(w[..32].to_vec(), &[1, 32]).unwrap();
+            let tg = engine::Tensor::new(w[1..].to_vec(), &[1, 32]).unwrap();
+            m.loss(&ids, &tg).unwrap().to_scalar().unwrap()
+        };
+        let run = |coef: f32| {
+            let mut ppo = PpoTrainer::new(&sft, &rm, cfg(coef, 3)).unwrap();
+            ppo.train(&prompts, Some(&data), |_, _| Ok(true)).unwrap();
+            held_out(&ppo.policy)
+        };
+        let (plain, ptx) = (run(0.0), run(1.0));
+        assert!(ptx < plain, "held-out LM loss: ptx {ptx} vs plain {plain}");
+    }
+}

@@ -1,0 +1,114 @@
+//! `instructgpt bench train-step` and `instructgpt bench generate`: whole-model figures (tokens/s)
+//! for GPT-2 on the CPU, to set beside PyTorch/transformers (`scripts/compare_gpt2.py`).
+
+use super::bench::BenchArgs;
+use anyhow::{anyhow, Result};
+use engine::optim::{AdamW, AdamWConfig};
+use engine::Tensor;
+use models::{generate, lm_targets, GenerateConfig, Gpt2, Gpt2Config};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::time::Instant;
+
+fn model_of(spec: &str) -> Result<Gpt2> {
+    super::model_arg::load_or_init(spec, 0)
+}
+
+fn median(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    (v[v.len() / 2], v[0])
+}
+
+fn random_ids(rng: &mut StdRng, n: usize, vocab: usize) -> Vec<i64> {
+    (0..n).map(|_| rng.gen_range(0..vocab as i64)).collect()
+}
+
+/// Forward, loss, backward and one AdamW step on random tokens; tokens/s = B·T / step time.
+pub fn train_step(args: &BenchArgs, threads: usize) -> Result<()> {
+    let model = model_of(&args.model)?;
+    let cfg: &Gpt2Config = model.config();
+    let (b, t) = (args.batch, args.seq_len);
+    let mut rng = StdRng::seed_from_u64(1);
+    let ids = Tensor::new(random_ids(&mut rng, b * (t + 1), cfg.vocab_size), &[b, t + 1])?;
+    let inputs = ids.narrow(1, 0, t)?.contiguous()?;
+    let targets = lm_targets(&ids)?.narrow(1, 0, t)?.contiguous()?;
+    let mut opt = AdamW::new(model.param_groups(0.1), AdamWConfig::default())?;
+    let mut step = || -> Result<f32> {
+        let loss = model.loss(&inputs, &targets)?;
+        let grads = loss.backward()?;
+        opt.step(&grads, 1e-4)?;
+        Ok(loss.to_scalar()?)
+    };
+    let warmup = 2;
+    let reps = args.reps.unwrap_or(5);
+    for _ in 0..warmup {
+        step()?;
+    }
+    let mut times = Vec::with_capacity(reps);
+    let mut loss = 0.0;
+    for _ in 0..reps {
+        let t0 = Instant::now();
+        loss = step()?;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    let (med, min) = median(times);
+    let tok_s = (b * t) as f64 / med;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"op": "train-step", "model": args.model, "batch": b, "seq_len": t, "threads": threads,
+                "params": model.num_params(), "ms": med * 1e3, "ms_min": min * 1e3, "reps": reps, "tokens_per_s": tok_s, "loss": loss})
+        );
+    } else {
+        println!(
+            "train-step {} {b}x{t} cpu ({threads} threads): median {:.1} ms (min {:.1}, {reps} reps), {tok_s:.1} tokens/s, loss {loss:.3}",
+            args.model,
+            med * 1e3,
+            min * 1e3
+        );
+    }
+    Ok(())
+}
+
+/// Greedy generation with the KV cache, never stopping early; tokens/s = new tokens / time.
+pub fn generate_bench(args: &BenchArgs, threads: usize) -> Result<()> {
+    let model = model_of(&args.model)?;
+    let vocab = model.config().vocab_size;
+    let mut rng = StdRng::seed_from_u64(2);
+    let prompts: Vec<Vec<u32>> =
+        (0..args.prompts).map(|_| random_ids(&mut rng, args.prompt_len, vocab).into_iter().map(|x| x as u32).collect()).collect();
+    let cfg = GenerateConfig { eos_token_id: None, ..GenerateConfig::greedy(args.new_tokens) };
+    let run = || -> Result<usize> {
+        let g = generate(&model, &prompts, &cfg).map_err(|e| anyhow!(e))?;
+        Ok(g.lengths.iter().sum())
+    };
+    run()?;
+    let reps = args.reps.unwrap_or(3);
+    let mut times = Vec::with_capacity(reps);
+    let mut n = 0;
+    for _ in 0..reps {
+        let t0 = Instant::now();
+        n = run()?;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    let (med, min) = median(times);
+    let tok_s = n as f64 / med;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"op": "generate", "model": args.model, "prompts": args.prompts, "prompt_len": args.prompt_len,
+                "new_tokens": args.new_tokens, "threads": threads, "ms": med * 1e3, "ms_min": min * 1e3, "reps": reps, "tokens_per_s": tok_s})
+        );
+    } else {
+        println!(
+            "generate {} {}x{} +{} cpu ({threads} threads): median {:.1} ms (min {:.1}, {reps} reps), {tok_s:.1} new tokens/s",
+            args.model,
+            args.prompts,
+            args.prompt_len,
+            args.new_tokens,
+            med * 1e3,
+            min * 1e3
+        );
+    }
+    Ok(())
+}
