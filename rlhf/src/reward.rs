@@ -256,8 +256,11 @@ pub fn right_pad(seqs: &[Vec<u32>], max_len: usize) -> engine::Result<(Tensor, V
     Ok((Tensor::new(ids, &[seqs.len(), t])?, cut.iter().map(|s| s.len() - 1).collect()))
 }
 
+/// A batch's loss tensor, per-prompt losses, raw rewards and groups.
+pub type BatchLoss = (Tensor, Vec<f64>, Vec<f32>, Vec<RankGroup>);
+
 /// Forward every response of `batch` once; the loss and each response's raw reward.
-pub fn batch_loss(rm: &RewardModel, batch: &[&TokenRanking]) -> engine::Result<(Tensor, Vec<f64>, Vec<f32>, Vec<RankGroup>)> {
+pub fn batch_loss(rm: &RewardModel, batch: &[&TokenRanking]) -> engine::Result<BatchLoss> {
     let mut seqs = Vec::new();
     let mut groups = Vec::new();
     for c in batch {
@@ -353,7 +356,7 @@ pub fn train(rm: &RewardModel, train: &[TokenRanking], val: &[TokenRanking], cfg
             step += 1;
             let acc = rm_accuracy(&vals, &groups);
             let (mut val_loss, mut val_accuracy, mut val_mean) = (None, None, None);
-            if !val.is_empty() && (step % cfg.eval_every.max(1) == 0 || step == total) {
+            if !val.is_empty() && (step.is_multiple_of(cfg.eval_every.max(1)) || step == total) {
                 let (l, a) = evaluate(rm, val, cfg.batch)?;
                 (val_loss, val_accuracy, val_mean) = (Some(l), Some(a.pooled), Some(a.mean_over_prompts));
             }

@@ -119,15 +119,26 @@ fn train(file: &PpoFile, sft: &Path, rm: &Path, out: &Path) -> Result<()> {
     let mut prompts = Vec::new();
     for path in &file.prompts {
         let loaded = load_prompts(path, LoadOptions { skip_invalid: file.skip_invalid })?;
-        eprintln!("ppo: {}: {} prompts, {} bad lines skipped", path.display(), loaded.items.len(), loaded.skipped);
-        for p in loaded.items {
+        // Prompts that leave no room for max_new_tokens in the model's window cannot be rolled out:
+        // they are left out, and counted.
+        let mut too_long = 0;
+        for p in &loaded.items {
             let ids = tok.encode(&p.prompt);
             check_vocab(&policy, &ids)?;
             if ids.is_empty() || ids.len() + file.ppo.max_new_tokens > policy.config().n_positions {
+                too_long += 1;
                 continue;
             }
             prompts.push(ids);
         }
+        eprintln!(
+            "ppo: {}: {} prompts, {} bad lines skipped, {too_long} left out as empty or longer than {} - {} tokens",
+            path.display(),
+            loaded.items.len(),
+            loaded.skipped,
+            policy.config().n_positions,
+            file.ppo.max_new_tokens
+        );
     }
     if prompts.is_empty() {
         bail!("ppo: no usable prompt (non-empty and short enough for max_new_tokens in the model's window)");

@@ -116,10 +116,10 @@ pub fn compute_advantages(
     let values = pick(old_values);
     let mut td_deltas = vec![0.0; n];
     let mut advantages = vec![0.0; n];
-    for r in 0..b {
+    for (r, &len) in lengths.iter().enumerate() {
         let row = r * time;
         let mut last_gae = 0.0;
-        for t in (0..lengths[r]).rev() {
+        for t in (0..len).rev() {
             let next_v = if t + 1 < time { values[row + t + 1] } else { 0.0 };
             let delta = rewards[row + t] + hp.gamma * next_v - values[row + t];
             last_gae = delta + hp.gamma * hp.lam * last_gae;
