@@ -12,6 +12,7 @@
 //! # Ok::<(), engine::Error>(())
 //! ```
 
+pub mod checkpoint;
 pub mod config;
 pub mod generate;
 pub mod gpt2;

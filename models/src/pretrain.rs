@@ -13,15 +13,15 @@
 //! ```
 
 use crate::tokens::TokenFile;
-use crate::{hf, Gpt2};
+use crate::{checkpoint, Gpt2};
 use anyhow::{bail, Context, Result};
-use engine::optim::{AdamW, AdamWConfig, Decay, LrSchedule, ParamState};
-use engine::{DType, Tensor};
+use engine::optim::{AdamW, AdamWConfig, Decay, LrSchedule};
+use engine::Tensor;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -76,36 +76,23 @@ pub struct StepMetrics {
     pub val_loss: Option<f32>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct TrainerState {
-    step: u64,
-    dir: String,
-    config: PretrainConfig,
-    /// AdamW's per-parameter step counts, by parameter name.
-    param_steps: std::collections::BTreeMap<String, u64>,
-}
-
 /// Train `model` on `data`, writing checkpoints and metrics under `out`. With `resume`, the model,
 /// optimizer and step come from `out`'s newest checkpoint instead (and its run config is used).
 /// `report` sees every step; returning false stops the run after a checkpoint (e.g. on Ctrl-C).
 pub fn pretrain(mut model: Gpt2, data: &TokenFile, cfg: &PretrainConfig, out: &Path, resume: bool, mut report: impl FnMut(&StepMetrics) -> bool) -> Result<Gpt2> {
     std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create", out.display()))?;
     let mut cfg = cfg.clone();
-    let mut opt = AdamW::new(model.param_groups(cfg.weight_decay), AdamWConfig { beta1: 0.9, beta2: cfg.beta2, eps: 1e-8 })?;
+    let mut opt = adamw(&model, &cfg)?;
     let mut start = 0;
     if resume {
-        let (m, state, states) = load_checkpoint(out)?;
-        model = m;
-        opt = AdamW::new(model.param_groups(state.config.weight_decay), AdamWConfig { beta1: 0.9, beta2: state.config.beta2, eps: 1e-8 })?;
-        opt.load_state(state.step, states)?;
-        start = state.step;
-        cfg = state.config;
+        let r = checkpoint::load(out, adamw)?;
+        (model, opt, cfg, start) = (r.model, r.opt, r.run, r.step);
     }
     let (train_len, val_start) = split(data, &cfg)?;
     let schedule = LrSchedule { peak: cfg.lr, min_lr: cfg.min_lr, warmup_steps: cfg.warmup, total_steps: cfg.steps, decay: Decay::Cosine };
     let metrics_path = out.join("metrics.jsonl");
     if resume {
-        keep_metrics_up_to(&metrics_path, start)?;
+        checkpoint::keep_metrics_up_to(&metrics_path, start)?;
     }
     let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path)?;
     for step in start..cfg.steps {
@@ -123,25 +110,13 @@ pub fn pretrain(mut model: Gpt2, data: &TokenFile, cfg: &PretrainConfig, out: &P
         writeln!(metrics, "{}", serde_json::to_string(&m)?)?;
         let go_on = report(&m);
         if done % cfg.checkpoint_every == 0 || done == cfg.steps || !go_on {
-            save_checkpoint(&model, &opt, &cfg, out)?;
+            checkpoint::save(&model, &opt, &cfg, out)?;
         }
         if !go_on {
             break;
         }
     }
     Ok(model)
-}
-
-/// Drop metric lines past the resumed step (written after the last checkpoint, then lost).
-fn keep_metrics_up_to(path: &Path, step: u64) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
-    let kept: String = text
-        .lines()
-        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= step))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    engine::safetensors::write_atomic(path, kept.as_bytes())?;
-    Ok(())
 }
 
 /// Train on tokens [0, train_len); hold out [val_start, len).
@@ -181,57 +156,6 @@ pub fn held_out_loss(model: &Gpt2, data: &TokenFile, val_start: usize, cfg: &Pre
     Ok((total / n.max(1) as f64) as f32)
 }
 
-const MOMENTS: &str = "optimizer.safetensors";
-
-/// Write a complete checkpoint into a fresh directory, then point `trainer.json` at it (one atomic
-/// rename): a crash at any moment leaves the previous checkpoint intact and pointed to.
-fn save_checkpoint(model: &Gpt2, opt: &AdamW, cfg: &PretrainConfig, out: &Path) -> Result<()> {
-    let (step, states) = opt.state();
-    let name = format!("trainer-{step}");
-    let dir = out.join(&name);
-    hf::save(model, &dir, DType::F32)?;
-    let mut moments = Vec::with_capacity(2 * states.len());
-    let mut param_steps = std::collections::BTreeMap::new();
-    for (p, st) in opt.params().into_iter().zip(&states) {
-        let pname = param_name(model, p)?;
-        moments.push((format!("m.{pname}"), Tensor::new(st.m.clone(), p.shape())?));
-        moments.push((format!("v.{pname}"), Tensor::new(st.v.clone(), p.shape())?));
-        param_steps.insert(pname.to_string(), st.step);
-    }
-    engine::safetensors::save(dir.join(MOMENTS), &moments, None, None)?;
-    let state = TrainerState { step, dir: name.clone(), config: cfg.clone(), param_steps };
-    engine::safetensors::write_atomic(&out.join("trainer.json"), serde_json::to_string_pretty(&state)?.as_bytes())?;
-    // The HF export at the top of `out` (not used for resuming).
-    hf::save(model, out, DType::F32)?;
-    for entry in std::fs::read_dir(out)?.flatten() {
-        let n = entry.file_name().to_string_lossy().into_owned();
-        if n.starts_with("trainer-") && n != name {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-    Ok(())
-}
-
-fn param_name<'a>(model: &'a Gpt2, p: &Tensor) -> Result<&'a str> {
-    model.params().iter().find(|(_, t)| t.id() == p.id()).map(|(n, _)| n.as_str()).context("optimizer parameter not in the model")
-}
-
-fn load_checkpoint(out: &Path) -> Result<(Gpt2, TrainerState, Vec<ParamState>)> {
-    let pointer: PathBuf = out.join("trainer.json");
-    let text = std::fs::read_to_string(&pointer).with_context(|| format!("--resume: {} not found: no checkpoint to resume", pointer.display()))?;
-    let state: TrainerState = serde_json::from_str(&text).with_context(|| format!("{}: corrupt", pointer.display()))?;
-    let dir = out.join(&state.dir);
-    let model = hf::load(&dir)?;
-    let moments = engine::safetensors::Reader::open(dir.join(MOMENTS))?;
-    // Moments in the optimizer's parameter order, matched by name.
-    let opt = AdamW::new(model.param_groups(state.config.weight_decay), AdamWConfig::default())?;
-    let mut states = Vec::new();
-    for p in opt.params() {
-        let name = param_name(&model, p)?;
-        let step = *state.param_steps.get(name).with_context(|| format!("{}: no optimizer step for {name}", pointer.display()))?;
-        let m = moments.get_as(&format!("m.{name}"), p.shape(), DType::F32)?.to_vec_f32()?;
-        let v = moments.get_as(&format!("v.{name}"), p.shape(), DType::F32)?.to_vec_f32()?;
-        states.push(ParamState { step, m, v });
-    }
-    Ok((model, state, states))
+fn adamw(model: &Gpt2, cfg: &PretrainConfig) -> Result<AdamW> {
+    Ok(AdamW::new(model.param_groups(cfg.weight_decay), AdamWConfig { beta1: 0.9, beta2: cfg.beta2, eps: 1e-8 })?)
 }

@@ -128,8 +128,8 @@ pub fn train_sft(
     let (mut model, mut cfg, mut opt, mut start) = (model, cfg.clone(), None, 0);
     let mut resumed_data = None;
     if resume {
-        let (m, o, state) = checkpoint::load(out)?;
-        (model, cfg, opt, start, resumed_data) = (m, state.config, Some(o), state.step, Some(state.data));
+        let r = checkpoint::load(out)?;
+        (model, cfg, opt, start, resumed_data) = (r.model, r.run.config, Some(r.opt), r.step, Some(r.run.data));
     }
     cfg.validate()?;
     let mut opt = match opt {
@@ -150,7 +150,7 @@ pub fn train_sft(
     let schedule = LrSchedule { peak: cfg.lr, min_lr: cfg.min_lr, warmup_steps: (total as f32 * cfg.warmup_frac) as u64, total_steps: total, decay: Decay::Cosine };
     let metrics_path = out.join("metrics.jsonl");
     if resume {
-        keep_metrics_up_to(&metrics_path, start)?;
+        models::checkpoint::keep_metrics_up_to(&metrics_path, start)?;
     }
     let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path)?;
     let mut order = (u64::MAX, Vec::new());
@@ -248,14 +248,3 @@ fn fingerprint(examples: &[SftExample]) -> DataFingerprint {
     DataFingerprint { examples: examples.len(), hash: h }
 }
 
-/// Drop metric lines past the resumed step (written after the last checkpoint, then lost).
-fn keep_metrics_up_to(path: &Path, step: u64) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
-    let kept: String = text
-        .lines()
-        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= step))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    engine::safetensors::write_atomic(path, kept.as_bytes())?;
-    Ok(())
-}
