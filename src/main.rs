@@ -11,6 +11,7 @@ mod cmd {
     pub mod bench;
     mod bench_model;
     pub mod eval;
+    pub mod eval_policy;
     pub mod generate;
     pub mod info;
     pub mod kernels;
@@ -39,6 +40,8 @@ enum Command {
     Generate(cmd::generate::GenerateArgs),
     /// Mean next-token loss and perplexity of a text file.
     Eval(cmd::eval::EvalArgs),
+    /// A policy against a baseline: win rate under the reward model, KL to the reference, LM loss.
+    EvalPolicy(cmd::eval_policy::EvalPolicyArgs),
     /// Train the reward model on ranked comparisons (K-wise loss), then fit its normalization.
     Rm(cmd::rm::RmArgs),
     /// PPO / PPO-ptx against a reward model.
@@ -67,6 +70,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Sft(args) => cmd::sft::run(args),
         Command::Generate(args) => cmd::generate::run(args),
         Command::Eval(args) => cmd::eval::run(args),
+        Command::EvalPolicy(args) => cmd::eval_policy::run(args),
         Command::Rm(args) => cmd::rm::run(args),
         Command::Ppo(args) => cmd::ppo::run(args),
         Command::Bench(args) => cmd::bench::run(args),

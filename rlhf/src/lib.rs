@@ -3,6 +3,7 @@
 //! penalty to the SFT policy, plus PPO-ptx (gamma times the pretraining loss in one objective).
 
 pub mod data;
+pub mod eval;
 pub mod ppo;
 pub mod reward;
 pub mod sft;
