@@ -195,7 +195,7 @@ mod gpu {
     use crate::bench::{self as b, time_ms};
     use crate::device::Gpu;
     use crate::reference::compare;
-    use crate::selftest::{Check, TOL_BF16, TOL_F32};
+    use crate::selftest::{Check, Ctx, TOL_BF16, TOL_F32};
     use crate::{Error, Result};
     use cudarc::driver::sys::CUfunction_attribute_enum;
     use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
@@ -366,34 +366,6 @@ mod gpu {
     // ---------------------------------------------------------------------------------------
     // Self-test
     // ---------------------------------------------------------------------------------------
-
-    struct Ctx<'a> {
-        gpu: &'a Gpu,
-        rng: StdRng,
-    }
-
-    impl Ctx<'_> {
-        /// Uniform in [lo, hi), never exactly zero.
-        fn rand(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-            (0..n)
-                .map(|_| loop {
-                    let v = self.rng.gen_range(lo..hi);
-                    if v != 0.0 {
-                        break v;
-                    }
-                })
-                .collect()
-        }
-        fn up<T: cudarc::driver::DeviceRepr>(&self, v: &[T]) -> Result<CudaSlice<T>> {
-            self.gpu.stream.clone_htod(v).map_err(|e| Error::cuda("upload", e))
-        }
-        fn poisoned(&self, n: usize) -> Result<CudaSlice<f32>> {
-            self.up(&vec![f32::NAN; n])
-        }
-        fn down(&self, s: &CudaSlice<f32>) -> Result<Vec<f32>> {
-            self.gpu.stream.clone_dtoh(s).map_err(|e| Error::cuda("download", e))
-        }
-    }
 
     fn to_bf16_bits(v: &[f32]) -> Vec<u16> {
         v.iter().map(|&x| bf16::from_f32(x).to_bits()).collect()

@@ -33,6 +33,8 @@ impl Check {
 
 #[cfg(feature = "cuda")]
 pub use imp::run_checks;
+#[cfg(feature = "cuda")]
+pub(crate) use imp::Ctx;
 
 #[cfg(not(feature = "cuda"))]
 pub fn run_checks(_gpu: &()) -> crate::Result<Vec<Check>> {
@@ -49,14 +51,15 @@ mod imp {
     use half::bf16;
     use rand::{rngs::StdRng, Rng, SeedableRng};
 
-    struct Ctx<'a> {
-        gpu: &'a Gpu,
-        rng: StdRng,
+    /// What every kernel check needs: the device and a seeded RNG for fresh, non-zero inputs.
+    pub(crate) struct Ctx<'a> {
+        pub(crate) gpu: &'a Gpu,
+        pub(crate) rng: StdRng,
     }
 
     impl Ctx<'_> {
         /// Uniform in [lo, hi), never exactly zero.
-        fn rand(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        pub(crate) fn rand(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
             (0..n)
                 .map(|_| loop {
                     let v = self.rng.gen_range(lo..hi);
@@ -66,19 +69,19 @@ mod imp {
                 })
                 .collect()
         }
-        fn up<T: cudarc::driver::DeviceRepr>(&self, v: &[T]) -> Result<CudaSlice<T>> {
+        pub(crate) fn up<T: cudarc::driver::DeviceRepr>(&self, v: &[T]) -> Result<CudaSlice<T>> {
             self.gpu.stream.clone_htod(v).map_err(|e| Error::cuda("upload", e))
         }
-        fn poisoned(&self, n: usize) -> Result<CudaSlice<f32>> {
+        pub(crate) fn poisoned(&self, n: usize) -> Result<CudaSlice<f32>> {
             self.up(&vec![f32::NAN; n])
         }
-        fn poisoned_bf16(&self, n: usize) -> Result<CudaSlice<u16>> {
+        pub(crate) fn poisoned_bf16(&self, n: usize) -> Result<CudaSlice<u16>> {
             self.up(&vec![bf16::NAN.to_bits(); n])
         }
-        fn down(&self, s: &CudaSlice<f32>) -> Result<Vec<f32>> {
+        pub(crate) fn down(&self, s: &CudaSlice<f32>) -> Result<Vec<f32>> {
             self.gpu.stream.clone_dtoh(s).map_err(|e| Error::cuda("download", e))
         }
-        fn down_bf16(&self, s: &CudaSlice<u16>) -> Result<Vec<f32>> {
+        pub(crate) fn down_bf16(&self, s: &CudaSlice<u16>) -> Result<Vec<f32>> {
             let bits = self.gpu.stream.clone_dtoh(s).map_err(|e| Error::cuda("download", e))?;
             Ok(bits.into_iter().map(|b| bf16::from_bits(b).to_f32()).collect())
         }
