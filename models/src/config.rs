@@ -116,6 +116,15 @@ impl Gpt2Config {
         Gpt2Config { vocab_size, ..Self::new(n_layer, n_head, n_embd, n_positions) }
     }
 
+    /// A model over the byte vocabulary (257 tokens, EOT = 256; see `tokenizer`), for runs small
+    /// enough for a laptop CPU. config.json records the tokenizer.
+    pub fn bytes(n_layer: usize, n_head: usize, n_embd: usize, n_positions: usize) -> Self {
+        let eot = Some(crate::tokenizer::BYTES_EOT);
+        let mut c = Gpt2Config { bos_token_id: eot, eos_token_id: eot, ..Self::custom(n_layer, n_head, n_embd, n_positions, crate::tokenizer::BYTES_VOCAB_SIZE) };
+        c.extra.insert(crate::tokenizer::CONFIG_KEY.into(), crate::tokenizer::BYTES_NAME.into());
+        c
+    }
+
     pub fn head_dim(&self) -> usize {
         self.n_embd / self.n_head
     }
@@ -150,6 +159,10 @@ impl Gpt2Config {
         }
         if !self.scale_attn_weights || self.scale_attn_by_inverse_layer_idx || self.reorder_and_upcast_attn {
             return bad("only the standard attention scaling (1/sqrt(head_dim)) is supported".into());
+        }
+        let tokenizer = crate::Tokenizer::for_config(self);
+        if self.vocab_size < tokenizer.vocab_size() && self.extra.contains_key(crate::tokenizer::CONFIG_KEY) {
+            return bad(format!("vocab_size {} is smaller than its tokenizer's vocabulary ({})", self.vocab_size, tokenizer.vocab_size()));
         }
         if self.extra.get("add_cross_attention").and_then(|v| v.as_bool()) == Some(true) {
             return bad("cross-attention is not supported".into());

@@ -53,3 +53,33 @@ fn decoding_errors_and_partial_characters() {
     assert!(tok.decode_lossy(&ids[..1]).unwrap().contains('\u{FFFD}'));
     assert_eq!(tok.decode(&[EOT]).unwrap(), "<|endoftext|>");
 }
+
+#[test]
+fn byte_vocabulary_round_trips_and_names_its_eot() {
+    let tok = Tokenizer::bytes();
+    let text = "Sort: 3 1 2 — naïve";
+    let ids = tok.encode(text);
+    assert_eq!(ids.len(), text.len());
+    assert!(ids.iter().all(|&i| i < 256));
+    assert_eq!(tok.decode(&ids).unwrap(), text);
+    assert_eq!(tok.eot(), 256);
+    assert_eq!(tok.encode_with_special("a<|endoftext|>b"), vec![97, 256, 98]);
+    assert_eq!(tok.encode("a<|endoftext|>b").len(), 15, "plain encode treats the marker as text");
+    assert_eq!(tok.decode(&[104, 256]).unwrap(), "h<|endoftext|>");
+    let err = tok.decode(&[300]).unwrap_err().to_string();
+    assert!(err.contains("300"), "{err}");
+}
+
+#[test]
+fn a_config_names_its_tokenizer() {
+    use models::Gpt2Config;
+    let c = Gpt2Config::bytes(2, 2, 32, 64);
+    assert_eq!(Tokenizer::for_config(&c).name(), "bytes");
+    assert_eq!(c.vocab_size, 257);
+    let back = Gpt2Config::from_json(&c.to_json().unwrap()).unwrap();
+    assert_eq!(Tokenizer::for_config(&back).eot(), 256, "the tokenizer survives config.json");
+    assert_eq!(Tokenizer::for_config(&Gpt2Config::tiny()).eot(), EOT);
+    let mut bad = c.clone();
+    bad.vocab_size = 200;
+    assert!(bad.validate().is_err(), "a byte model needs all 257 ids");
+}

@@ -37,10 +37,10 @@ impl Judge for RewardModel {
     }
 
     fn scores(&self, items: &[(&str, &str)]) -> Result<Vec<f32>> {
-        let tok = Tokenizer::gpt2();
+        let tok = Tokenizer::for_config(self.trunk.config());
         let mut out = Vec::with_capacity(items.len());
         for chunk in items.chunks(EVAL_BATCH) {
-            let seqs: Vec<Vec<u32>> = chunk.iter().map(|(p, r)| tok.encode(p).into_iter().chain(tok.encode(r)).chain([models::tokenizer::EOT]).collect()).collect();
+            let seqs: Vec<Vec<u32>> = chunk.iter().map(|(p, r)| tok.encode(p).into_iter().chain(tok.encode(r)).chain([tok.eot()]).collect()).collect();
             out.extend(RewardModel::scores(self, &seqs)?);
         }
         Ok(out)
@@ -100,7 +100,7 @@ pub fn sample(policy: &Gpt2, prompts: &[Vec<u32>], cfg: &GenerateConfig) -> Resu
 /// Win rate of `policy_a` against `policy_b` under `judge`, one response each per prompt, both
 /// sampled with the same `cfg` (same seeds).
 pub fn win_rate(policy_a: &Gpt2, policy_b: &Gpt2, prompts: &[Vec<u32>], judge: &dyn Judge, cfg: &GenerateConfig) -> Result<WinRate> {
-    let tok = Tokenizer::gpt2();
+    let tok = Tokenizer::for_config(policy_a.config());
     let a = sample(policy_a, prompts, cfg)?;
     let b = sample(policy_b, prompts, cfg)?;
     let texts = |ids: &[Vec<u32>]| ids.iter().map(|t| tok.decode_lossy(t)).collect::<engine::Result<Vec<String>>>();

@@ -123,7 +123,7 @@ pub struct TokenRanking {
 impl TokenRanking {
     /// Tokenize as SFT does: prompt ++ response ++ EOT, prompt and response encoded separately.
     pub fn from_comparison(tok: &models::Tokenizer, c: &crate::data::Comparison) -> TokenRanking {
-        let eot = models::tokenizer::EOT;
+        let eot = tok.eot();
         TokenRanking {
             prompt: tok.encode(&c.prompt),
             responses: c.responses.iter().map(|r| tok.encode(r).into_iter().chain([eot]).collect()).collect(),

@@ -26,7 +26,7 @@ pub struct EvalArgs {
 pub fn run(args: EvalArgs) -> Result<()> {
     let model = load_checkpoint(&args.model)?;
     let text = std::fs::read_to_string(&args.text).map_err(|e| anyhow::anyhow!("{}: {e}", args.text.display()))?;
-    let tokens = Tokenizer::gpt2().encode(&text);
+    let tokens = Tokenizer::for_config(model.config()).encode(&text);
     check_vocab(&model, &tokens)?;
     let ids: Vec<i64> = tokens.into_iter().map(i64::from).collect();
     if ids.len() < 2 {

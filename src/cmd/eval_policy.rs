@@ -45,8 +45,8 @@ pub struct EvalPolicyArgs {
 }
 
 pub fn run(args: EvalPolicyArgs) -> Result<()> {
-    let tok = Tokenizer::gpt2();
     let policy = load_checkpoint(&args.policy)?;
+    let tok = Tokenizer::for_config(policy.config());
     let baseline = load_checkpoint(&args.baseline)?;
     let reference = match &args.reference {
         Some(r) => load_checkpoint(r)?,
@@ -74,7 +74,7 @@ pub fn run(args: EvalPolicyArgs) -> Result<()> {
         bail!("{}: no usable prompt (non-empty and leaving room for {} new tokens in {n_pos} positions)", args.prompts.display(), args.max_new_tokens);
     }
     eprintln!("eval-policy: {} prompts ({left_out} left out as empty or too long)", prompts.len());
-    let cfg = GenerateConfig { max_new_tokens: args.max_new_tokens, temperature: args.temperature, seed: args.seed, ..Default::default() };
+    let cfg = GenerateConfig { max_new_tokens: args.max_new_tokens, temperature: args.temperature, seed: args.seed, eos_token_id: Some(tok.eot()), pad_token_id: tok.eot(), ..Default::default() };
     let wr = win_rate(&policy, &baseline, &prompts, &rm, &cfg)?;
     let kl_policy = kl_to_reference(&policy, &reference, &prompts, &cfg)?;
     let kl_baseline = kl_to_reference(&baseline, &reference, &prompts, &cfg)?;

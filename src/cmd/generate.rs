@@ -38,7 +38,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         bail!("--temperature must be >= 0 and --top-p in (0, 1]");
     }
     let model = load_checkpoint(&args.model)?;
-    let tok = Tokenizer::gpt2();
+    let tok = Tokenizer::for_config(model.config());
     let prompt = tok.encode(&args.prompt);
     if prompt.is_empty() {
         bail!("--prompt is empty");
@@ -51,11 +51,13 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         top_k: args.top_k,
         top_p: args.top_p,
         seed: args.seed,
+        eos_token_id: Some(tok.eot()),
+        pad_token_id: tok.eot(),
         ..GenerateConfig::default()
     };
     let out = generate(&model, &[prompt], &cfg)?;
     let row = &out.tokens[0][..out.lengths[0]];
-    let ended = row.last() == Some(&models::tokenizer::EOT);
+    let ended = row.last() == Some(&tok.eot());
     let text = tok.decode_lossy(if ended { &row[..row.len() - 1] } else { row })?;
     println!("{text}");
     Ok(())

@@ -38,8 +38,9 @@ pub fn check_vocab(model: &Gpt2, ids: &[u32]) -> Result<()> {
 
 /// Tokenize `files` into `out/tokens.bin`, reusing it when `out/tokens.json` says it was made from
 /// the same bytes.
-pub fn tokenize_files(files: &[PathBuf], out: &Path) -> Result<PathBuf> {
+pub fn tokenize_files(files: &[PathBuf], tok: &Tokenizer, out: &Path) -> Result<PathBuf> {
     let mut hasher = Sha256::new();
+    hasher.update(tok.name().as_bytes());
     let mut texts = Vec::with_capacity(files.len());
     for f in files {
         let text = std::fs::read_to_string(f).with_context(|| format!("{}: cannot read as UTF-8 text", f.display()))?;
@@ -52,11 +53,10 @@ pub fn tokenize_files(files: &[PathBuf], out: &Path) -> Result<PathBuf> {
     if std::fs::read_to_string(&meta).is_ok_and(|m| m.contains(&digest)) && TokenFile::open(&bin).is_ok() {
         return Ok(bin);
     }
-    let tok = Tokenizer::gpt2();
     let mut tokens = Vec::new();
     for text in &texts {
         tokens.extend(tok.encode(text));
-        tokens.push(models::tokenizer::EOT);
+        tokens.push(tok.eot());
     }
     TokenFile::write(&bin, &tokens)?;
     let info = serde_json::json!({ "sha256": digest, "tokens": tokens.len(), "files": files });

@@ -113,8 +113,8 @@ pub fn run(args: PpoArgs) -> Result<()> {
 }
 
 fn train(file: &PpoFile, sft: &Path, rm: &Path, out: &Path) -> Result<()> {
-    let tok = Tokenizer::gpt2();
     let policy = load_checkpoint(sft)?;
+    let tok = Tokenizer::for_config(policy.config());
     let reward = RewardModel::load(rm)?;
     let mut prompts = Vec::new();
     for path in &file.prompts {
@@ -144,7 +144,7 @@ fn train(file: &PpoFile, sft: &Path, rm: &Path, out: &Path) -> Result<()> {
         bail!("ppo: no usable prompt (non-empty and short enough for max_new_tokens in the model's window)");
     }
     std::fs::create_dir_all(out)?;
-    let ptx = if file.ppo.ptx_coef > 0.0 { Some(TokenFile::open(&tokenize_files(&file.ptx_data, out)?)?) } else { None };
+    let ptx = if file.ppo.ptx_coef > 0.0 { Some(TokenFile::open(&tokenize_files(&file.ptx_data, &tok, out)?)?) } else { None };
     let mut trainer = PpoTrainer::new(&policy, &reward, file.ppo.clone())?;
     let mut metrics = std::fs::File::create(out.join("metrics.jsonl"))?;
     eprintln!("ppo: {} prompts, {} iterations of {} rollouts, ptx_coef {}", prompts.len(), file.ppo.iterations, file.ppo.rollout_batch, file.ppo.ptx_coef);

@@ -1,6 +1,7 @@
 //! `instructgpt pretrain`: tokenize text files into a token file, then train a GPT-2 on it.
 
 use super::model_arg::{load_or_init, tokenize_files};
+use models::Tokenizer;
 use anyhow::Result;
 use models::pretrain::{pretrain, PretrainConfig};
 use models::tokens::TokenFile;
@@ -46,9 +47,9 @@ pub fn run(args: PretrainArgs) -> Result<()> {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(args.threads.unwrap_or(0)).build()?;
     pool.install(|| {
         std::fs::create_dir_all(&args.out)?;
-        let tokens_path = tokenize_files(&args.data, &args.out)?;
-        let data = TokenFile::open(&tokens_path)?;
         let model = load_or_init(&args.model, args.seed)?;
+        let tokens_path = tokenize_files(&args.data, &Tokenizer::for_config(model.config()), &args.out)?;
+        let data = TokenFile::open(&tokens_path)?;
         let cfg = PretrainConfig {
             steps: args.steps,
             batch: args.batch,

@@ -93,14 +93,14 @@ pub fn run(args: RmArgs) -> Result<()> {
 
 fn train(file: &RmFile, sft: &Path, out: &Path) -> Result<()> {
     let opts = LoadOptions { skip_invalid: file.skip_invalid };
-    let tok = Tokenizer::gpt2();
+    let sft_model = load_checkpoint(sft)?;
+    let tok = Tokenizer::for_config(sft_model.config());
     let mut data = Vec::new();
     for path in &file.data {
         let loaded = load_comparisons(path, opts)?;
         eprintln!("rm: {}: {} comparisons, {} bad lines skipped", path.display(), loaded.items.len(), loaded.skipped);
         data.extend(loaded.items.iter().map(|c| TokenRanking::from_comparison(&tok, c)));
     }
-    let sft_model = load_checkpoint(sft)?;
     for r in &data {
         check_vocab(&sft_model, &r.prompt)?;
         r.responses.iter().try_for_each(|x| check_vocab(&sft_model, x))?;
@@ -121,7 +121,7 @@ fn train(file: &RmFile, sft: &Path, out: &Path) -> Result<()> {
         let mut s = Vec::new();
         for p in &file.normalization_samples {
             for d in load_demonstrations(p, opts)?.items {
-                s.push(tok.encode(&d.prompt).into_iter().chain(tok.encode(&d.response)).chain([models::tokenizer::EOT]).collect());
+                s.push(tok.encode(&d.prompt).into_iter().chain(tok.encode(&d.response)).chain([tok.eot()]).collect());
             }
         }
         s

@@ -111,7 +111,8 @@ fn train(file: &SftFile, out: &Path, resume: bool) -> Result<()> {
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")?);
     let mut last_val = None;
-    train_sft(model, &Tokenizer::gpt2(), &demos, cfg, out, resume, |m| {
+    let tok = Tokenizer::for_config(model.config());
+    train_sft(model, &tok, &demos, cfg, out, resume, |m| {
         last_val = m.val_loss.or(last_val);
         let val = last_val.map(|v| format!(" | held-out {v:.3}")).unwrap_or_default();
         bar.set_length(m.total_steps);

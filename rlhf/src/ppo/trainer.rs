@@ -211,6 +211,9 @@ impl PpoTrainer {
         if sft.config().n_embd != reward.trunk.config().n_embd || sft.config().vocab_size != reward.trunk.config().vocab_size {
             bail!("PPO: the policy and the reward model need the same vocabulary and width");
         }
+        if let Some(e) = cfg.eos_token_id.filter(|&e| e as usize >= sft.config().vocab_size) {
+            bail!("PPO: eos_token_id {e} is outside the policy's vocabulary of {} (its tokenizer's EOT is {})", sft.config().vocab_size, models::Tokenizer::for_config(sft.config()).eot());
+        }
         if cfg.minibatch == 0 || cfg.rollout_batch == 0 || cfg.ppo_epochs == 0 {
             bail!("PPO: rollout_batch, minibatch and ppo_epochs must be positive");
         }
@@ -265,7 +268,7 @@ impl PpoTrainer {
     pub fn iteration(&mut self, iteration: u64, prompts: &[Vec<u32>], ptx: Option<&TokenFile>) -> Result<PpoMetrics> {
         let c = self.cfg.clone();
         let vocab = self.policy.config().vocab_size;
-        let eos = c.eos_token_id.filter(|&e| (e as usize) < vocab);
+        let eos = c.eos_token_id;
         // 1. Rollout.
         let t0 = Instant::now();
         let gen_cfg = GenerateConfig {

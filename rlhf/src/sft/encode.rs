@@ -4,7 +4,6 @@
 use crate::data::Demonstration;
 use anyhow::{bail, Result};
 use engine::Tensor;
-use models::tokenizer::EOT;
 use models::Tokenizer;
 
 /// Targets with this value are ignored by `cross_entropy` (HF's convention).
@@ -31,7 +30,7 @@ impl SftExample {
 pub fn encode(tok: &Tokenizer, d: &Demonstration, max_len: usize, min_prompt_tokens: usize) -> Result<SftExample> {
     let prompt = tok.encode(&d.prompt);
     let mut response = tok.encode(&d.response);
-    response.push(EOT);
+    response.push(tok.eot());
     truncate(prompt, response, max_len, min_prompt_tokens)
 }
 
@@ -59,8 +58,8 @@ pub fn truncate(prompt: Vec<u32>, response: Vec<u32>, max_len: usize, min_prompt
 
 /// A right-padded batch: inputs [B, T] and next-token targets [B, T] (i64), T = the longest
 /// row's input length. A target is kept only where the token it predicts is a response token;
-/// prompt positions and padding are IGNORE. Padding ids are EOT (any id would do: padding sits
-/// after every real position, so the causal mask hides it). Also returns the kept target count.
+/// prompt positions and padding are IGNORE. Padding ids are 0 (any id would do: padding sits after
+/// every real position, so the causal mask hides it). Also returns the kept target count.
 pub fn collate(rows: &[&SftExample]) -> Result<(Tensor, Tensor, usize)> {
     let t = rows.iter().map(|e| e.ids.len() - 1).max().unwrap_or(0);
     if t == 0 {
@@ -78,7 +77,7 @@ pub fn collate(rows: &[&SftExample]) -> Result<(Tensor, Tensor, usize)> {
                 targets.push(if learn { e.ids[i + 1] as i64 } else { IGNORE });
                 kept += learn as usize;
             } else {
-                ids.push(EOT as i64);
+                ids.push(0);
                 targets.push(IGNORE);
             }
         }
