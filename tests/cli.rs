@@ -96,3 +96,60 @@ fn pretrain_then_eval_then_generate() {
     let o = run(&["eval", "--model", "/nonexistent", "--text", text.to_str().unwrap()]);
     assert!(stderr(&o).starts_with("error: ") && !stderr(&o).contains("panicked"), "{}", stderr(&o));
 }
+
+#[test]
+fn stage_commands_share_their_flags_and_resume() {
+    for stage in ["sft", "rm", "ppo"] {
+        let o = run(&[stage, "--help"]);
+        let help = String::from_utf8_lossy(&o.stdout).into_owned();
+        for flag in ["--config", "--out", "--lr", "--seed", "--device", "--skip-invalid", "--resume"] {
+            assert!(help.contains(flag), "{stage} --help lacks {flag}: {help}");
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("igpt-cli-stages-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    std::fs::write(p("micro.json"), r#"{"n_layer":1,"n_head":2,"n_embd":32,"n_positions":64,"vocab_size":50257}"#).unwrap();
+    let line = |v: serde_json::Value| format!("{v}\n");
+    let topics = ["cats", "tea", "rain", "maps", "bread", "owls"];
+    let demos: String = topics.iter().map(|t| line(serde_json::json!({"prompt": format!("Tell me about {t}."), "response": format!(" {t} are nice.")}))).collect();
+    let cmps: String = topics.iter().map(|t| line(serde_json::json!({"prompt": format!("Tell me about {t}."), "chosen": format!(" {t} are nice."), "rejected": " No."}))).collect();
+    let prompts: String = topics.iter().map(|t| line(serde_json::json!({"prompt": format!("Tell me about {t}.")}))).collect();
+    std::fs::write(p("demos.jsonl"), demos).unwrap();
+    std::fs::write(p("cmps.jsonl"), cmps).unwrap();
+    std::fs::write(p("prompts.jsonl"), prompts).unwrap();
+
+    let o = run(&["sft", "--model", &p("micro.json"), "--data", &p("demos.jsonl"), "--out", &p("sft"), "--epochs", "1", "--batch", "2", "--seed", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let rm = ["rm", "--sft", &p("sft"), "--data", &p("cmps.jsonl"), "--out", &p("rm"), "--epochs", "2", "--batch", "2", "--lr", "1e-3"];
+    let o = run(&rm);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let metrics = || std::fs::read_to_string(dir.join("rm/metrics.jsonl")).unwrap().lines().count();
+    assert_eq!(metrics(), 6, "2 epochs of 3 steps");
+    assert!(dir.join("rm/trainer.json").exists() && dir.join("rm/reward.json").exists());
+    // Resuming the finished run: nothing left to train, the metrics stay, the model is written.
+    let o = run(&[&rm[..], &["--resume"]].concat());
+    assert!(o.status.success() && stderr(&o).contains("resuming"), "{}", stderr(&o));
+    assert_eq!(metrics(), 6);
+    // Other comparisons: refused.
+    let other_cmps = p("other.jsonl");
+    std::fs::write(&other_cmps, std::fs::read_to_string(p("cmps.jsonl")).unwrap().replace("No.", "Never.")).unwrap();
+    let mut other = rm;
+    other[4] = &other_cmps;
+    let o = run(&[&other[..], &["--resume"]].concat());
+    assert!(!o.status.success() && stderr(&o).contains("--resume"), "{}", stderr(&o));
+
+    std::fs::write(p("ppo.toml"), "resume_every = 1\n[ppo]\nrollout_batch = 4\nminibatch = 2\nppo_epochs = 1\nmax_new_tokens = 6\n").unwrap();
+    let ppo = ["ppo", "--config", &p("ppo.toml"), "--sft", &p("sft"), "--rm", &p("rm"), "--prompts", &p("prompts.jsonl"), "--out", &p("ppo"), "--iterations", "2", "--value-lr", "0"];
+    let o = run(&ppo);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("ppo/metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines.iter().all(|m| m["value_lr"] == 0.0 && m["lr"].as_f64().unwrap() > 0.0), "{lines:?}");
+    assert!(dir.join("ppo/trainer.json").exists() && dir.join("ppo/policy/model.safetensors").exists());
+    let o = run(&[&ppo[..], &["--resume"]].concat());
+    assert!(o.status.success() && stderr(&o).contains("resuming after iteration 2"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(dir.join("ppo/metrics.jsonl")).unwrap().lines().count(), 2);
+}

@@ -35,6 +35,10 @@ pub struct ParamState {
 struct Slot {
     param: Tensor,
     weight_decay: f32,
+    /// Index of the group this parameter came in (for `set_lr_scales`).
+    group: usize,
+    /// This parameter's learning rate is `lr_scale` times the one `step` gets (1 unless set).
+    lr_scale: f32,
     state: ParamState,
 }
 
@@ -42,21 +46,36 @@ pub struct AdamW {
     cfg: AdamWConfig,
     slots: Vec<Slot>,
     step: u64,
+    groups: usize,
 }
 
 impl AdamW {
     pub fn new(groups: Vec<ParamGroup>, cfg: AdamWConfig) -> Result<AdamW> {
+        let n_groups = groups.len();
         let mut slots = Vec::new();
-        for g in groups {
+        for (gi, g) in groups.into_iter().enumerate() {
             for p in g.params {
                 if !p.is_var() || !p.is_contiguous() || p.dtype() != crate::DType::F32 {
                     return Err(Error::Msg(format!("AdamW: parameters must be contiguous f32 vars, got {p:?}")));
                 }
                 let n = p.numel();
-                slots.push(Slot { param: p, weight_decay: g.weight_decay, state: ParamState { step: 0, m: vec![0.0; n], v: vec![0.0; n] } });
+                slots.push(Slot { param: p, weight_decay: g.weight_decay, group: gi, lr_scale: 1.0, state: ParamState { step: 0, m: vec![0.0; n], v: vec![0.0; n] } });
             }
         }
-        Ok(AdamW { cfg, slots, step: 0 })
+        Ok(AdamW { cfg, slots, step: 0, groups: n_groups })
+    }
+
+    /// Give each parameter group (in the order `new` got them) its own learning rate: group `i`
+    /// is updated with `scales[i] * lr` (torch's per-group `lr`, relative to the schedule's), and
+    /// its weight decay is scaled with it (decoupled: p *= 1 - lr_i * wd). All 1 after `new`.
+    pub fn set_lr_scales(&mut self, scales: &[f32]) -> Result<()> {
+        if scales.len() != self.groups || scales.iter().any(|s| !s.is_finite() || *s < 0.0) {
+            return Err(Error::Msg(format!("AdamW: {} learning-rate scales {scales:?} for {} parameter groups (each finite and >= 0)", scales.len(), self.groups)));
+        }
+        for s in self.slots.iter_mut() {
+            s.lr_scale = scales[s.group];
+        }
+        Ok(())
     }
 
     /// Optimizer steps taken so far.
@@ -64,7 +83,8 @@ impl AdamW {
         self.step
     }
 
-    /// One update with learning rate `lr`. Parameters without a gradient are left alone (torch).
+    /// One update with learning rate `lr` (times each group's scale, see `set_lr_scales`).
+    /// Parameters without a gradient are left alone (torch).
     pub fn step(&mut self, grads: &GradStore, lr: f32) -> Result<()> {
         self.step += 1;
         let AdamWConfig { beta1, beta2, eps } = self.cfg;
@@ -77,6 +97,7 @@ impl AdamW {
             st.step += 1;
             let t = st.step as i32;
             let (bc1, bc2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
+            let lr = lr * s.lr_scale;
             let k = adamw::Step { decay: 1.0 - lr * s.weight_decay, beta1, beta2, step_size: lr / bc1, bc2_sqrt: bc2.sqrt(), eps };
             let g = g.cpu_f32("AdamW gradient")?;
             let (m, v) = (&mut st.m, &mut st.v);
@@ -157,5 +178,34 @@ mod tests {
         assert!(s.lr(110).abs() < 1e-6);
         let l = LrSchedule { decay: Decay::Linear, ..s };
         assert!((l.lr(35) - 0.75).abs() < 1e-6);
+    }
+
+    #[test]
+    fn group_lr_scales_act_as_per_group_learning_rates() {
+        let grads_for = |ps: &[&Tensor]| {
+            let loss = ps.iter().map(|p| p.mul(p).unwrap().sum_all().unwrap()).reduce(|a, b| a.add(&b).unwrap()).unwrap();
+            loss.backward().unwrap()
+        };
+        let init = [0.5f32, -1.0, 2.0];
+        let mk = || Tensor::new(init.to_vec(), &[3]).unwrap().var();
+        // Scaled: group 0 at 1x, group 1 at 0.25x, group 2 frozen; with weight decay on all.
+        let (a, b, c) = (mk(), mk(), mk());
+        let group = |p: &Tensor| ParamGroup { params: vec![p.clone()], weight_decay: 0.1 };
+        let mut opt = AdamW::new(vec![group(&a), group(&b), group(&c)], AdamWConfig::default()).unwrap();
+        opt.set_lr_scales(&[1.0, 0.25, 0.0]).unwrap();
+        // References: plain AdamW at lr and at lr / 4.
+        let (ra, rb) = (mk(), mk());
+        let mut full = AdamW::new(vec![group(&ra)], AdamWConfig::default()).unwrap();
+        let mut quarter = AdamW::new(vec![group(&rb)], AdamWConfig::default()).unwrap();
+        for _ in 0..3 {
+            opt.step(&grads_for(&[&a, &b, &c]), 0.1).unwrap();
+            full.step(&grads_for(&[&ra]), 0.1).unwrap();
+            quarter.step(&grads_for(&[&rb]), 0.1 * 0.25).unwrap();
+        }
+        assert_eq!(a.to_vec_f32().unwrap(), ra.to_vec_f32().unwrap());
+        assert_eq!(b.to_vec_f32().unwrap(), rb.to_vec_f32().unwrap());
+        assert_ne!(a.to_vec_f32().unwrap(), b.to_vec_f32().unwrap());
+        assert_eq!(c.to_vec_f32().unwrap(), init.to_vec(), "scale 0 freezes the group");
+        assert!(opt.set_lr_scales(&[1.0, 1.0]).is_err(), "one scale per group");
     }
 }

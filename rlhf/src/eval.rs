@@ -47,7 +47,7 @@ impl Judge for RewardModel {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct WinRate {
     pub wins: usize,
     pub ties: usize,

@@ -4,7 +4,9 @@
 //!
 //! Checkpoint directory: the trunk in HF layout (`config.json`, `model.safetensors`; the
 //! unembedding is unused but kept so any GPT-2 tool reads it), `reward_head.safetensors`
-//! (`score.weight` [d, 1], `score.bias` [1]) and `reward.json` (the normalization).
+//! (`score.weight` [d, 1], `score.bias` [1]) and `reward.json` (the normalization). Training with
+//! `train_checkpointed` also leaves `metrics.jsonl`, `trainer.json` and `trainer-<step>/` there,
+//! which `--resume` continues exactly.
 
 use anyhow::{bail, Context, Result};
 use engine::optim::{AdamW, AdamWConfig, Decay, LrSchedule, ParamGroup};
@@ -165,6 +167,14 @@ impl RewardModel {
         p
     }
 
+    /// Every parameter under a unique name: the trunk's (HF names), `score.weight`, `score.bias`.
+    pub fn named_params(&self) -> Vec<(String, Tensor)> {
+        let mut p = self.trunk.params().to_vec();
+        p.push(("score.weight".into(), self.head_w.clone()));
+        p.push(("score.bias".into(), self.head_b.clone()));
+        p
+    }
+
     pub fn param_groups(&self, weight_decay: f32) -> Vec<ParamGroup> {
         let mut g = self.trunk.param_groups(weight_decay);
         g[0].params.push(self.head_w.clone());
@@ -285,12 +295,15 @@ pub struct RmConfig {
     pub weight_decay: f32,
     pub grad_clip: f32,
     pub eval_every: u64,
+    /// A resumable checkpoint every this many steps (0: at the end of each epoch only); used by
+    /// `train_checkpointed`.
+    pub checkpoint_every: u64,
     pub seed: u64,
 }
 
 impl Default for RmConfig {
     fn default() -> Self {
-        RmConfig { epochs: 1, batch: 8, lr: 9e-6, min_lr: 9e-7, warmup: 0, weight_decay: 0.0, grad_clip: 1.0, eval_every: 50, seed: 0 }
+        RmConfig { epochs: 1, batch: 8, lr: 9e-6, min_lr: 9e-7, warmup: 0, weight_decay: 0.0, grad_clip: 1.0, eval_every: 50, checkpoint_every: 0, seed: 0 }
     }
 }
 
@@ -329,23 +342,114 @@ pub fn evaluate(rm: &RewardModel, data: &[TokenRanking], batch: usize) -> Result
     Ok((losses.iter().sum::<f64>() / losses.len() as f64, rm_accuracy(&rewards, &groups)))
 }
 
+fn adamw(rm: &RewardModel, cfg: &RmConfig) -> Result<AdamW> {
+    Ok(AdamW::new(rm.param_groups(cfg.weight_decay), AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8 })?)
+}
+
 /// Train on `train` (shuffled each epoch, seeded), evaluating on `val` every `eval_every` steps
 /// and at the end; each step's metrics go to `metrics` (JSONL) when given and to `report`.
-pub fn train(rm: &RewardModel, train: &[TokenRanking], val: &[TokenRanking], cfg: &RmConfig, mut metrics: Option<&mut dyn Write>, mut report: impl FnMut(&RmStep)) -> Result<Vec<RmStep>> {
+pub fn train(rm: &RewardModel, train: &[TokenRanking], val: &[TokenRanking], cfg: &RmConfig, metrics: Option<&mut dyn Write>, mut report: impl FnMut(&RmStep)) -> Result<Vec<RmStep>> {
+    let mut opt = adamw(rm, cfg)?;
+    run_steps(rm, &mut opt, train, val, cfg, 0, metrics, |m, _, _| {
+        report(m);
+        Ok(true)
+    })
+}
+
+/// What an RM checkpoint's trainer.json keeps besides the step: the settings and the data.
+#[derive(Serialize, Deserialize)]
+struct RmRun {
+    config: RmConfig,
+    train: crate::DataFingerprint,
+    val: crate::DataFingerprint,
+}
+
+/// `train`, with `metrics.jsonl` and resumable checkpoints under `out` (models::checkpoint's
+/// layout: `trainer.json` + `trainer-<step>/` with the trunk and head weights and AdamW's moments)
+/// every `checkpoint_every` steps, at the end of each epoch, and when `report` returns false (which
+/// stops the run). With `resume`, the weights (written into `rm`'s parameters), the optimizer, the
+/// step and the settings come from `out`'s newest checkpoint instead of `rm` and `cfg`; `train`
+/// and `val` must be the rankings that run had. The trained weights end up in `rm`; nothing is
+/// exported (save `rm` once its normalization is fitted).
+pub fn train_checkpointed(rm: &RewardModel, train: &[TokenRanking], val: &[TokenRanking], cfg: &RmConfig, out: &Path, resume: bool, mut report: impl FnMut(&RmStep) -> bool) -> Result<Vec<RmStep>> {
+    std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create", out.display()))?;
+    let run = RmRun { config: cfg.clone(), train: fingerprint(train), val: fingerprint(val) };
+    let named = rm.named_params();
+    let metrics_path = out.join("metrics.jsonl");
+    let (run, mut opt, start) = if resume {
+        let saved: RmRun = models::checkpoint::read_run(out)?;
+        for (what, was, now) in [("training", saved.train, run.train), ("held-out", saved.val, run.val)] {
+            if was != now {
+                bail!("--resume: {} was trained with {what} rankings of {was}, these give {now} (same files and val_fraction?)", out.display());
+            }
+        }
+        let mut opt = adamw(rm, &saved.config)?;
+        let (_, step) = models::checkpoint::load_named::<RmRun>(out, &named, &mut opt)?;
+        models::checkpoint::keep_metrics_up_to(&metrics_path, step)?;
+        (saved, opt, step)
+    } else {
+        std::fs::File::create(&metrics_path).with_context(|| format!("{}: cannot create", metrics_path.display()))?;
+        (run, adamw(rm, cfg)?, 0)
+    };
+    let mut metrics = std::fs::OpenOptions::new().append(true).open(&metrics_path)?;
+    let every = run.config.checkpoint_every;
+    run_steps(rm, &mut opt, train, val, &run.config, start, Some(&mut metrics), |m, opt, epoch_end| {
+        let go_on = report(m);
+        if epoch_end || (every > 0 && m.step.is_multiple_of(every)) || !go_on {
+            models::checkpoint::save_named(&named, opt, &run, out)?;
+        }
+        Ok(go_on)
+    })
+}
+
+/// The settings of the newest checkpoint under `out` (what `train_checkpointed` resumes with).
+pub fn resumed_config(out: &Path) -> Result<RmConfig> {
+    Ok(models::checkpoint::read_run::<RmRun>(out)?.config)
+}
+
+fn fingerprint(data: &[TokenRanking]) -> crate::DataFingerprint {
+    let mut h = crate::fingerprint::Fnv::new();
+    for r in data {
+        h.tokens(&r.prompt);
+        h.eat(r.responses.len() as u64);
+        r.responses.iter().for_each(|x| h.tokens(x));
+        r.ranking.iter().for_each(|&i| h.eat(i as u64));
+    }
+    crate::DataFingerprint { items: data.len(), hash: h.finish() }
+}
+
+/// Steps `start..` of the run (step `s` trains on the same batch, at the same learning rate, as
+/// in an uninterrupted run); `after` sees each step's metrics, the optimizer and whether the step
+/// ended an epoch, and stops the run by returning false.
+#[allow(clippy::too_many_arguments)]
+fn run_steps(
+    rm: &RewardModel,
+    opt: &mut AdamW,
+    train: &[TokenRanking],
+    val: &[TokenRanking],
+    cfg: &RmConfig,
+    start: u64,
+    mut metrics: Option<&mut dyn Write>,
+    mut after: impl FnMut(&RmStep, &AdamW, bool) -> Result<bool>,
+) -> Result<Vec<RmStep>> {
     if train.is_empty() {
         bail!("reward model: no training rankings");
     }
     let steps_per_epoch = train.len().div_ceil(cfg.batch.max(1)) as u64;
     let total = steps_per_epoch * cfg.epochs as u64;
     let schedule = LrSchedule { peak: cfg.lr, min_lr: cfg.min_lr, warmup_steps: cfg.warmup, total_steps: total, decay: Decay::Cosine };
-    let mut opt = AdamW::new(rm.param_groups(cfg.weight_decay), AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8 })?;
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let mut order: Vec<usize> = (0..train.len()).collect();
     let mut out = Vec::new();
     let mut step = 0u64;
     for epoch in 0..cfg.epochs {
+        // Every epoch's shuffle is replayed, also before `start`: the order depends on all of them.
         order.shuffle(&mut rng);
         for chunk in order.chunks(cfg.batch.max(1)) {
+            if step < start {
+                step += 1;
+                continue;
+            }
             let t0 = std::time::Instant::now();
             let batch: Vec<&TokenRanking> = chunk.iter().map(|&i| &train[i]).collect();
             let (loss, per, vals, groups) = batch_loss(rm, &batch)?;
@@ -375,8 +479,11 @@ pub fn train(rm: &RewardModel, train: &[TokenRanking], val: &[TokenRanking], cfg
             if let Some(w) = metrics.as_deref_mut() {
                 writeln!(w, "{}", serde_json::to_string(&m)?)?;
             }
-            report(&m);
+            let go_on = after(&m, opt, step.is_multiple_of(steps_per_epoch))?;
             out.push(m);
+            if !go_on {
+                return Ok(out);
+            }
         }
     }
     Ok(out)

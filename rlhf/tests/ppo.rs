@@ -299,4 +299,103 @@ mod smoke {
         let (plain, ptx) = (run(0.0), run(1.0));
         assert!(ptx < plain, "held-out LM loss: ptx {ptx} vs plain {plain}");
     }
+
+    /// metrics.jsonl's lines without the wall-clock fields.
+    fn metrics_without_timings(path: &std::path::Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                for k in ["rollout_s", "scoring_s", "training_s", "tokens_per_s"] {
+                    v.as_object_mut().unwrap().remove(k).unwrap();
+                }
+                v
+            })
+            .collect()
+    }
+
+    fn values(named: &[(String, engine::Tensor)]) -> Vec<(String, Vec<f32>)> {
+        named.iter().map(|(n, t)| (n.clone(), t.to_vec_f32().unwrap())).collect()
+    }
+
+    #[test]
+    fn interrupted_and_resumed_run_matches_the_uninterrupted_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let sft = sft();
+        let rm = RewardModel::from_sft(&sft, 2).unwrap();
+        let data = ptx_file(dir.path());
+        let prompts: Vec<Vec<u32>> = (0..6).map(|i| vec![10 + i, 11, 12]).collect();
+        // PPO-ptx (its batches follow the step counter) with the adaptive KL controller (its beta
+        // is state): 4 iterations, resumable checkpoints every 2.
+        let c = PpoConfig { value_lr: Some(1e-3), ..cfg(0.5, 4) };
+        let full_dir = dir.path().join("full");
+        let mut full = PpoTrainer::new(&sft, &rm, c.clone()).unwrap();
+        full.train_checkpointed(&prompts, Some(&data), &full_dir, 2, |_, _| Ok(true)).unwrap();
+        assert!(full.kl.value != c.init_kl_coef, "the controller moved");
+
+        // Crash during iteration 3's report, after its metrics line is written: the newest
+        // checkpoint is iteration 2's, and the resumed run must redo iteration 3.
+        let out = dir.path().join("resumed");
+        let mut first = PpoTrainer::new(&sft, &rm, c.clone()).unwrap();
+        let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            first.train_checkpointed(&prompts, Some(&data), &out, 2, |_, m| {
+                assert!(m.iteration < 3, "simulated crash");
+                Ok(true)
+            })
+        }));
+        assert!(crashed.is_err());
+        assert_eq!(std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().count(), 3);
+        let mut resumed = PpoTrainer::resume(&sft, &rm, &out).unwrap();
+        assert_eq!(resumed.iterations_done(), 2);
+        let mut seen = Vec::new();
+        resumed
+            .train_checkpointed(&prompts, Some(&data), &out, 2, |_, m| {
+                seen.push(m.iteration);
+                Ok(true)
+            })
+            .unwrap();
+        assert_eq!(seen, vec![3, 4]);
+        for ((name, a), (_, b)) in values(&resumed.named_params()).iter().zip(values(&full.named_params())) {
+            assert!(*a == b, "{name} differs from the uninterrupted run's");
+        }
+        assert_eq!(resumed.kl.value, full.kl.value);
+        let (a, b) = (metrics_without_timings(&full_dir.join("metrics.jsonl")), metrics_without_timings(&out.join("metrics.jsonl")));
+        assert_eq!(a.len(), 4);
+        assert_eq!(a, b);
+
+        // Other prompts are refused.
+        let mut again = PpoTrainer::resume(&sft, &rm, &out).unwrap();
+        let err = again.train_checkpointed(&prompts[..5], Some(&data), &out, 2, |_, _| Ok(true)).unwrap_err();
+        assert!(format!("{err:#}").contains("--resume") && format!("{err:#}").contains("prompts"), "{err:#}");
+        // So is another reward model.
+        let other_rm = RewardModel::from_sft(&sft, 3).unwrap();
+        let mut again = PpoTrainer::resume(&sft, &other_rm, &out).unwrap();
+        let err = again.train_checkpointed(&prompts, Some(&data), &out, 2, |_, _| Ok(true)).unwrap_err();
+        assert!(format!("{err:#}").contains("reward model"), "{err:#}");
+    }
+
+    #[test]
+    fn a_zero_value_lr_freezes_the_value_model_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let sft = sft();
+        let rm = RewardModel::from_sft(&sft, 2).unwrap();
+        let data = ptx_file(dir.path());
+        let prompts: Vec<Vec<u32>> = (0..6).map(|i| vec![10 + i, 11, 12]).collect();
+        let c = PpoConfig { value_lr: Some(0.0), weight_decay: 0.1, ..cfg(0.0, 2) };
+        let mut ppo = PpoTrainer::new(&sft, &rm, c).unwrap();
+        let (value0, policy0) = (values(&ppo.value.named_params()), values(ppo.policy.params()));
+        let ms = ppo.train(&prompts, Some(&data), |_, _| Ok(true)).unwrap();
+        assert!(ms.iter().all(|m| m.value_lr == 0.0 && m.lr > 0.0));
+        assert_eq!(values(&ppo.value.named_params()), value0, "value_lr 0: the value model does not move");
+        let moved = values(ppo.policy.params()).iter().zip(&policy0).filter(|(a, b)| a.1 != b.1).count();
+        assert!(moved > policy0.len() / 2, "the policy moves: {moved} of {} tensors changed", policy0.len());
+
+        // Without value_lr the value model trains at the policy's rate.
+        let mut ppo = PpoTrainer::new(&sft, &rm, PpoConfig { weight_decay: 0.1, ..cfg(0.0, 1) }).unwrap();
+        let value0 = values(&ppo.value.named_params());
+        let ms = ppo.train(&prompts, None, |_, _| Ok(true)).unwrap();
+        assert_eq!(ms[0].value_lr, ms[0].lr);
+        assert_ne!(values(&ppo.value.named_params()), value0);
+    }
 }

@@ -115,7 +115,7 @@ fn a_tiny_reward_model_learns_a_marker_preference() {
     let train = synthetic(64, 1);
     let val = synthetic(32, 2);
     let (_, before) = reward::evaluate(&rm, &val, 16).unwrap();
-    let cfg = RmConfig { epochs: 4, batch: 8, lr: 3e-3, min_lr: 3e-4, warmup: 2, weight_decay: 0.0, grad_clip: 1.0, eval_every: 1000, seed: 0 };
+    let cfg = RmConfig { epochs: 4, batch: 8, lr: 3e-3, min_lr: 3e-4, warmup: 2, weight_decay: 0.0, grad_clip: 1.0, eval_every: 1000, seed: 0, ..RmConfig::default() };
     let steps = reward::train(&rm, &train, &val, &cfg, None, |_| {}).unwrap();
     let last = steps.last().unwrap();
     assert!(steps.iter().all(|s| s.loss.is_finite()));
@@ -143,4 +143,64 @@ fn checkpoint_round_trip_and_normalization() {
     // Right padding never changes a sequence's reward.
     let alone = rm.scores(&samples[..1]).unwrap()[0];
     assert!((alone - s[0]).abs() < 1e-5);
+}
+
+/// metrics.jsonl's lines without the wall-clock field.
+fn metrics_without_timings(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("responses_per_s").unwrap();
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn interrupted_and_resumed_training_matches_the_uninterrupted_one() {
+    let sft = Gpt2::new(Gpt2Config::custom(1, 2, 32, 32, 256), 3).unwrap();
+    let (train, val) = (synthetic(24, 1), synthetic(6, 2));
+    // 2 epochs of 6 steps; checkpoints every 4 steps and at each epoch's end: 4, 6, 8, 12.
+    let cfg = RmConfig { epochs: 2, batch: 4, lr: 3e-3, min_lr: 3e-4, warmup: 2, weight_decay: 0.1, grad_clip: 1.0, eval_every: 3, checkpoint_every: 4, seed: 7 };
+    let dir = tempfile::tempdir().unwrap();
+    let full = RewardModel::from_sft(&sft, 4).unwrap();
+    let full_steps = reward::train_checkpointed(&full, &train, &val, &cfg, &dir.path().join("full"), false, |_| true).unwrap();
+    assert_eq!(full_steps.len(), 12);
+    // The same numbers as `train` (which keeps no checkpoints).
+    let plain = RewardModel::from_sft(&sft, 4).unwrap();
+    let plain_steps = reward::train(&plain, &train, &val, &cfg, None, |_| {}).unwrap();
+    assert_eq!(plain_steps.iter().map(|s| s.loss).collect::<Vec<_>>(), full_steps.iter().map(|s| s.loss).collect::<Vec<_>>());
+
+    // A crash in step 10's report (its metrics line already written): the newest checkpoint is
+    // step 8's, in the middle of epoch 2, and the resumed run redoes steps 9 and 10.
+    let out = dir.path().join("resumed");
+    let first = RewardModel::from_sft(&sft, 4).unwrap();
+    let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        reward::train_checkpointed(&first, &train, &val, &cfg, &out, false, |m| {
+            assert!(m.step < 10, "simulated crash");
+            true
+        })
+    }));
+    assert!(crashed.is_err());
+    assert_eq!(std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().count(), 10);
+    // Resumed into a model with other weights and other settings: the checkpoint's win.
+    let resumed = RewardModel::from_sft(&Gpt2::new(Gpt2Config::custom(1, 2, 32, 32, 256), 9).unwrap(), 5).unwrap();
+    let other_cfg = RmConfig { lr: 1.0, seed: 1, ..cfg.clone() };
+    assert_eq!(reward::resumed_config(&out).unwrap(), cfg);
+    let steps = reward::train_checkpointed(&resumed, &train, &val, &other_cfg, &out, true, |_| true).unwrap();
+    assert_eq!(steps.iter().map(|s| s.step).collect::<Vec<_>>(), vec![9, 10, 11, 12]);
+    for ((name, a), (_, b)) in full.named_params().iter().zip(resumed.named_params()) {
+        assert!(a.to_vec_f32().unwrap() == b.to_vec_f32().unwrap(), "{name} differs from the uninterrupted run's");
+    }
+    let (a, b) = (metrics_without_timings(&dir.path().join("full/metrics.jsonl")), metrics_without_timings(&out.join("metrics.jsonl")));
+    assert_eq!(a.len(), 12);
+    assert_eq!(a, b);
+
+    // Other rankings are refused.
+    let err = reward::train_checkpointed(&resumed, &train[..20], &val, &cfg, &out, true, |_| true).unwrap_err();
+    assert!(format!("{err:#}").contains("--resume"), "{err:#}");
+    let err = reward::train_checkpointed(&resumed, &train, &synthetic(6, 3), &cfg, &out, true, |_| true).unwrap_err();
+    assert!(format!("{err:#}").contains("held-out"), "{err:#}");
 }

@@ -1,22 +1,22 @@
 //! `instructgpt ppo`: PPO / PPO-ptx against a reward model (InstructGPT's third stage). Settings:
-//! configs/ppo.toml; flags override.
+//! configs/ppo.toml; flags override. Resumable checkpoints every `resume_every` iterations;
+//! `--resume` continues exactly.
 
 use super::model_arg::{check_vocab, load_checkpoint, tokenize_files};
-use anyhow::{bail, Context, Result};
+use super::stage_args::{Common, StageArgs, StageFile};
+use anyhow::{bail, Result};
 use models::tokens::TokenFile;
 use models::Tokenizer;
 use rlhf::data::{load_prompts, LoadOptions};
 use rlhf::ppo::trainer::{PpoConfig, PpoTrainer};
 use rlhf::reward::RewardModel;
 use serde::Deserialize;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct PpoArgs {
-    /// TOML settings (see configs/ppo.toml).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub stage: StageArgs,
     /// SFT checkpoint (HF layout): the policy's start and the frozen reference.
     #[arg(long)]
     pub sft: Option<PathBuf>,
@@ -33,21 +33,14 @@ pub struct PpoArgs {
     #[arg(long)]
     pub ptx_coef: Option<f32>,
     #[arg(long)]
-    pub out: Option<PathBuf>,
-    #[arg(long)]
     pub iterations: Option<u64>,
+    /// The value model's peak learning rate (default: --lr's).
     #[arg(long)]
-    pub lr: Option<f32>,
+    pub value_lr: Option<f32>,
     #[arg(long)]
     pub init_kl_coef: Option<f64>,
     #[arg(long)]
     pub temperature: Option<f32>,
-    #[arg(long)]
-    pub seed: Option<u64>,
-    #[arg(long)]
-    pub device: Option<String>,
-    #[arg(long)]
-    pub skip_invalid: bool,
 }
 
 #[derive(Deserialize, Debug)]
@@ -61,46 +54,53 @@ struct PpoFile {
     device: String,
     skip_invalid: bool,
     threads: usize,
-    /// Iterations between checkpoints under out/iter-N (0: only the final one, in out).
+    /// Iterations between snapshots of the policy and value model under out/iter-N (0: only the
+    /// final one, in out).
     checkpoint_every: u64,
+    /// Iterations between resumable checkpoints (out/trainer.json + trainer-<step>/, only the
+    /// newest kept; 0: only after the last iteration).
+    resume_every: u64,
     ppo: PpoConfig,
 }
 
 impl Default for PpoFile {
     fn default() -> Self {
-        PpoFile { sft: None, rm: None, prompts: Vec::new(), ptx_data: Vec::new(), out: None, device: "cpu".into(), skip_invalid: false, threads: 0, checkpoint_every: 0, ppo: PpoConfig::default() }
+        PpoFile { sft: None, rm: None, prompts: Vec::new(), ptx_data: Vec::new(), out: None, device: "cpu".into(), skip_invalid: false, threads: 0, checkpoint_every: 0, resume_every: 10, ppo: PpoConfig::default() }
+    }
+}
+
+impl StageFile for PpoFile {
+    const STAGE: &'static str = "PPO";
+    fn common(&mut self) -> Common<'_> {
+        Common { out: &mut self.out, device: &mut self.device, skip_invalid: &mut self.skip_invalid, threads: self.threads }
+    }
+    fn lr_seed(&mut self) -> (&mut f32, &mut u64) {
+        (&mut self.ppo.lr, &mut self.ppo.seed)
     }
 }
 
 pub fn run(args: PpoArgs) -> Result<()> {
-    let mut file: PpoFile = match &args.config {
-        Some(p) => toml::from_str(&std::fs::read_to_string(p).with_context(|| format!("{}: cannot read", p.display()))?).with_context(|| format!("{}: invalid PPO config", p.display()))?,
-        None => PpoFile::default(),
-    };
-    file.sft = args.sft.or(file.sft);
-    file.rm = args.rm.or(file.rm);
-    if let Some(p) = args.prompts {
-        file.prompts = p;
+    let mut stage = args.stage.load(|f: &mut PpoFile| {
+        f.sft = args.sft.or(f.sft.take());
+        f.rm = args.rm.or(f.rm.take());
+        if let Some(p) = args.prompts {
+            f.prompts = p;
+        }
+        if let Some(p) = args.ptx_data {
+            f.ptx_data = p;
+        }
+        let c = &mut f.ppo;
+        c.ptx_coef = args.ptx_coef.unwrap_or(c.ptx_coef);
+        c.iterations = args.iterations.unwrap_or(c.iterations);
+        c.value_lr = args.value_lr.or(c.value_lr);
+        c.init_kl_coef = args.init_kl_coef.unwrap_or(c.init_kl_coef);
+        c.temperature = args.temperature.unwrap_or(c.temperature);
+    })?;
+    if stage.resume {
+        // The run continues with its own settings (as `sft --resume`).
+        stage.file.ppo = PpoTrainer::saved_config(&stage.out)?;
     }
-    if let Some(p) = args.ptx_data {
-        file.ptx_data = p;
-    }
-    file.out = args.out.or(file.out);
-    let c = &mut file.ppo;
-    c.ptx_coef = args.ptx_coef.unwrap_or(c.ptx_coef);
-    c.iterations = args.iterations.unwrap_or(c.iterations);
-    c.lr = args.lr.unwrap_or(c.lr);
-    c.init_kl_coef = args.init_kl_coef.unwrap_or(c.init_kl_coef);
-    c.temperature = args.temperature.unwrap_or(c.temperature);
-    c.seed = args.seed.unwrap_or(c.seed);
-    file.device = args.device.unwrap_or(file.device);
-    file.skip_invalid |= args.skip_invalid;
-    match file.device.as_str() {
-        "cpu" => {}
-        "cuda" => bail!("--device cuda: PPO runs on the CPU for now (the engine's CUDA ops are not wired into training yet)"),
-        other => bail!("--device {other:?}: expected cpu or cuda"),
-    }
-    let Some(out) = file.out.clone() else { bail!("no output directory: give --out or `out` in the config") };
+    let file = &stage.file;
     let (Some(sft), Some(rm)) = (file.sft.clone(), file.rm.clone()) else { bail!("give the SFT and reward-model checkpoints: --sft and --rm (or `sft`, `rm` in the config)") };
     if file.prompts.is_empty() {
         bail!("no prompts: give --prompts or `prompts` in the config");
@@ -108,11 +108,10 @@ pub fn run(args: PpoArgs) -> Result<()> {
     if file.ppo.ptx_coef > 0.0 && file.ptx_data.is_empty() {
         bail!("ptx_coef {} needs pretraining text: --ptx-data or `ptx_data` in the config", file.ppo.ptx_coef);
     }
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(file.threads).build()?;
-    pool.install(|| train(&file, &sft, &rm, &out))
+    stage.install(|| train(&stage.file, &sft, &rm, &stage.out, stage.resume))
 }
 
-fn train(file: &PpoFile, sft: &Path, rm: &Path, out: &Path) -> Result<()> {
+fn train(file: &PpoFile, sft: &Path, rm: &Path, out: &Path, resume: bool) -> Result<()> {
     let policy = load_checkpoint(sft)?;
     let tok = Tokenizer::for_config(policy.config());
     let reward = RewardModel::load(rm)?;
@@ -145,12 +144,17 @@ fn train(file: &PpoFile, sft: &Path, rm: &Path, out: &Path) -> Result<()> {
     }
     std::fs::create_dir_all(out)?;
     let ptx = if file.ppo.ptx_coef > 0.0 { Some(TokenFile::open(&tokenize_files(&file.ptx_data, &tok, out)?)?) } else { None };
-    let mut trainer = PpoTrainer::new(&policy, &reward, file.ppo.clone())?;
-    let mut metrics = std::fs::File::create(out.join("metrics.jsonl"))?;
-    eprintln!("ppo: {} prompts, {} iterations of {} rollouts, ptx_coef {}", prompts.len(), file.ppo.iterations, file.ppo.rollout_batch, file.ppo.ptx_coef);
+    let mut trainer = if resume { PpoTrainer::resume(&policy, &reward, out)? } else { PpoTrainer::new(&policy, &reward, file.ppo.clone())? };
+    eprintln!(
+        "ppo: {} prompts, {} iterations of {} rollouts, ptx_coef {}{}",
+        prompts.len(),
+        file.ppo.iterations,
+        file.ppo.rollout_batch,
+        file.ppo.ptx_coef,
+        if resume { format!(" (resuming after iteration {})", trainer.iterations_done()) } else { String::new() }
+    );
     let every = file.checkpoint_every;
-    trainer.train(&prompts, ptx.as_ref(), |t, m| {
-        writeln!(metrics, "{}", serde_json::to_string(m)?)?;
+    trainer.train_checkpointed(&prompts, ptx.as_ref(), out, file.resume_every, |t, m| {
         eprintln!("{}", m.line());
         if every > 0 && m.iteration % every == 0 {
             t.save(out.join(format!("iter-{}", m.iteration)))?;

@@ -1,8 +1,10 @@
 //! `instructgpt rm`: train the reward model on K-wise comparisons (InstructGPT's second stage),
 //! then fit its normalization on SFT samples. Settings: configs/rm.toml; flags override.
+//! Resumable checkpoints in the output directory; `--resume` continues exactly.
 
 use super::model_arg::{check_vocab, load_checkpoint};
-use anyhow::{bail, Context, Result};
+use super::stage_args::{Common, StageArgs, StageFile};
+use anyhow::{bail, Result};
 use models::Tokenizer;
 use rlhf::data::{load_comparisons, load_demonstrations, LoadOptions};
 use rlhf::reward::{self, RewardModel, RmConfig, TokenRanking};
@@ -11,9 +13,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct RmArgs {
-    /// TOML settings (see configs/rm.toml).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub stage: StageArgs,
     /// The SFT checkpoint directory (HF layout) the reward model starts from.
     #[arg(long)]
     pub sft: Option<PathBuf>,
@@ -21,19 +22,9 @@ pub struct RmArgs {
     #[arg(long, num_args = 1..)]
     pub data: Option<Vec<PathBuf>>,
     #[arg(long)]
-    pub out: Option<PathBuf>,
-    #[arg(long)]
     pub epochs: Option<usize>,
     #[arg(long)]
-    pub lr: Option<f32>,
-    #[arg(long)]
     pub batch: Option<usize>,
-    #[arg(long)]
-    pub seed: Option<u64>,
-    #[arg(long)]
-    pub device: Option<String>,
-    #[arg(long)]
-    pub skip_invalid: bool,
 }
 
 #[derive(Deserialize, Debug)]
@@ -61,37 +52,37 @@ impl Default for RmFile {
     }
 }
 
-pub fn run(args: RmArgs) -> Result<()> {
-    let mut file: RmFile = match &args.config {
-        Some(p) => toml::from_str(&std::fs::read_to_string(p).with_context(|| format!("{}: cannot read", p.display()))?).with_context(|| format!("{}: invalid RM config", p.display()))?,
-        None => RmFile::default(),
-    };
-    file.sft = args.sft.or(file.sft);
-    if let Some(d) = args.data {
-        file.data = d;
+impl StageFile for RmFile {
+    const STAGE: &'static str = "RM";
+    fn common(&mut self) -> Common<'_> {
+        Common { out: &mut self.out, device: &mut self.device, skip_invalid: &mut self.skip_invalid, threads: self.threads }
     }
-    file.out = args.out.or(file.out);
-    file.rm.epochs = args.epochs.unwrap_or(file.rm.epochs);
-    file.rm.lr = args.lr.unwrap_or(file.rm.lr);
-    file.rm.batch = args.batch.unwrap_or(file.rm.batch);
-    file.rm.seed = args.seed.unwrap_or(file.rm.seed);
-    file.device = args.device.unwrap_or(file.device);
-    file.skip_invalid |= args.skip_invalid;
-    match file.device.as_str() {
-        "cpu" => {}
-        "cuda" => bail!("--device cuda: the reward model trains on the CPU for now (the engine's CUDA ops are not wired into training yet)"),
-        other => bail!("--device {other:?}: expected cpu or cuda"),
+    fn lr_seed(&mut self) -> (&mut f32, &mut u64) {
+        (&mut self.rm.lr, &mut self.rm.seed)
     }
-    let Some(out) = file.out.clone() else { bail!("no output directory: give --out or `out` in the config") };
-    let Some(sft) = file.sft.clone() else { bail!("no SFT checkpoint: give --sft or `sft` in the config") };
-    if file.data.is_empty() {
-        bail!("no comparisons: give --data or `data` in the config");
-    }
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(file.threads).build()?;
-    pool.install(|| train(&file, &sft, &out))
 }
 
-fn train(file: &RmFile, sft: &Path, out: &Path) -> Result<()> {
+pub fn run(args: RmArgs) -> Result<()> {
+    let mut stage = args.stage.load(|f: &mut RmFile| {
+        f.sft = args.sft.or(f.sft.take());
+        if let Some(d) = args.data {
+            f.data = d;
+        }
+        f.rm.epochs = args.epochs.unwrap_or(f.rm.epochs);
+        f.rm.batch = args.batch.unwrap_or(f.rm.batch);
+    })?;
+    let Some(sft) = stage.file.sft.clone() else { bail!("no SFT checkpoint: give --sft or `sft` in the config") };
+    if stage.file.data.is_empty() {
+        bail!("no comparisons: give --data or `data` in the config");
+    }
+    if stage.resume {
+        // The run continues with its own settings (as `sft --resume`).
+        stage.file.rm = reward::resumed_config(&stage.out)?;
+    }
+    stage.install(|| train(&stage.file, &sft, &stage.out, stage.resume))
+}
+
+fn train(file: &RmFile, sft: &Path, out: &Path, resume: bool) -> Result<()> {
     let opts = LoadOptions { skip_invalid: file.skip_invalid };
     let sft_model = load_checkpoint(sft)?;
     let tok = Tokenizer::for_config(sft_model.config());
@@ -108,12 +99,11 @@ fn train(file: &RmFile, sft: &Path, out: &Path) -> Result<()> {
     let n_val = ((data.len() as f32 * file.val_fraction) as usize).min(data.len().saturating_sub(1));
     let val = data.split_off(data.len() - n_val);
     let mut rm = RewardModel::from_sft(&sft_model, file.rm.seed)?;
-    std::fs::create_dir_all(out)?;
-    let mut metrics = std::fs::File::create(out.join("metrics.jsonl"))?;
-    eprintln!("rm: {} parameters, {} training / {} held-out rankings", rm.trunk.num_params() + rm.head_w.numel() + 1, data.len(), val.len());
-    reward::train(&rm, &data, &val, &file.rm, Some(&mut metrics), |m| {
+    eprintln!("rm: {} parameters, {} training / {} held-out rankings{}", rm.trunk.num_params() + rm.head_w.numel() + 1, data.len(), val.len(), if resume { " (resuming)" } else { "" });
+    reward::train_checkpointed(&rm, &data, &val, &file.rm, out, resume, |m| {
         let v = m.val_accuracy.map(|a| format!(" | held-out acc {a:.3} loss {:.3}", m.val_loss.unwrap_or(f64::NAN))).unwrap_or_default();
         eprintln!("step {} epoch {} | loss {:.4} acc {:.3}{v} | lr {:.1e} | {:.0} resp/s", m.step, m.epoch, m.loss, m.accuracy, m.lr, m.responses_per_s);
+        true
     })?;
     let samples: Vec<Vec<u32>> = if file.normalization_samples.is_empty() {
         data.iter().map(|r| [r.prompt.as_slice(), r.responses[r.ranking[0]].as_slice()].concat()).collect()

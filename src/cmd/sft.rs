@@ -2,7 +2,8 @@
 //! settings live in a TOML file (configs/sft.toml); flags override single ones.
 
 use super::model_arg::load_or_init;
-use anyhow::{bail, Context, Result};
+use super::stage_args::{Common, StageArgs, StageFile};
+use anyhow::{bail, Result};
 use models::Tokenizer;
 use rlhf::data::{load_demonstrations, LoadOptions};
 use rlhf::sft::{train_sft, SftConfig};
@@ -11,35 +12,18 @@ use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct SftArgs {
-    /// TOML settings (see configs/sft.toml); without it, the built-in defaults.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub stage: StageArgs,
     /// A preset (tiny, gpt2), a config.json, or a checkpoint directory (HF layout).
     #[arg(long)]
     pub model: Option<String>,
     /// Demonstration files (JSONL, plain or .gz); replace the config's list.
     #[arg(long, num_args = 1..)]
     pub data: Option<Vec<PathBuf>>,
-    /// Output directory: the fine-tuned model (HF layout), checkpoints, metrics.jsonl.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
     #[arg(long)]
     pub epochs: Option<u64>,
     #[arg(long)]
-    pub lr: Option<f32>,
-    #[arg(long)]
     pub batch: Option<usize>,
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// cpu (cuda is not wired into training yet).
-    #[arg(long)]
-    pub device: Option<String>,
-    /// Skip bad data lines (counted and printed) instead of failing on the first.
-    #[arg(long)]
-    pub skip_invalid: bool,
-    /// Continue from the newest checkpoint in the output directory (with the run's saved settings).
-    #[arg(long)]
-    pub resume: bool,
 }
 
 /// The TOML file: where things are, and the `[sft]` training settings.
@@ -61,40 +45,32 @@ impl Default for SftFile {
     }
 }
 
-fn read_config(path: Option<&Path>) -> Result<SftFile> {
-    let Some(path) = path else { return Ok(SftFile::default()) };
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("{}: invalid SFT config", path.display()))
+impl StageFile for SftFile {
+    const STAGE: &'static str = "SFT";
+    fn common(&mut self) -> Common<'_> {
+        Common { out: &mut self.out, device: &mut self.device, skip_invalid: &mut self.skip_invalid, threads: self.threads }
+    }
+    fn lr_seed(&mut self) -> (&mut f32, &mut u64) {
+        (&mut self.sft.lr, &mut self.sft.seed)
+    }
 }
 
 pub fn run(args: SftArgs) -> Result<()> {
-    let mut file = read_config(args.config.as_deref())?;
-    // Flags override the file.
-    if let Some(m) = args.model {
-        file.model = m;
-    }
-    if let Some(d) = args.data {
-        file.data = d;
-    }
-    file.out = args.out.or(file.out);
-    file.sft.epochs = args.epochs.unwrap_or(file.sft.epochs);
-    file.sft.lr = args.lr.unwrap_or(file.sft.lr);
-    file.sft.batch = args.batch.unwrap_or(file.sft.batch);
-    file.sft.seed = args.seed.unwrap_or(file.sft.seed);
-    file.device = args.device.unwrap_or(file.device);
-    file.skip_invalid |= args.skip_invalid;
-    match file.device.as_str() {
-        "cpu" => {}
-        "cuda" => bail!("--device cuda: SFT runs on the CPU for now (the engine's CUDA ops are not wired into training yet)"),
-        other => bail!("--device {other:?}: expected cpu or cuda"),
-    }
-    let Some(out) = file.out.clone() else { bail!("no output directory: give --out or `out` in the config") };
-    if file.data.is_empty() {
+    let stage = args.stage.load(|f: &mut SftFile| {
+        if let Some(m) = args.model {
+            f.model = m;
+        }
+        if let Some(d) = args.data {
+            f.data = d;
+        }
+        f.sft.epochs = args.epochs.unwrap_or(f.sft.epochs);
+        f.sft.batch = args.batch.unwrap_or(f.sft.batch);
+    })?;
+    if stage.file.data.is_empty() {
         bail!("no demonstrations: give --data or `data` in the config");
     }
-    file.sft.validate()?;
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(file.threads).build()?;
-    pool.install(|| train(&file, &out, args.resume))
+    stage.file.sft.validate()?;
+    stage.install(|| train(&stage.file, &stage.out, stage.resume))
 }
 
 fn train(file: &SftFile, out: &Path, resume: bool) -> Result<()> {

@@ -3,7 +3,13 @@
 //! position). Each iteration samples a rollout batch with `models::generate`, scores it, computes
 //! KL-shaped rewards and GAE (`math`), then runs several epochs of minibatch updates. With
 //! `ptx_coef` (the paper's gamma) > 0, every optimizer step also adds gamma times the LM loss on
-//! a batch of pretraining windows: one objective, one step.
+//! a batch of pretraining windows: one objective, one step. The policy and the value model share
+//! one AdamW with their own peak learning rates (`lr`, `value_lr`) on one linear schedule.
+//!
+//! `train_checkpointed` keeps metrics.jsonl and resumable checkpoints (models::checkpoint's
+//! layout); `PpoTrainer::resume` continues such a run bit for bit: generation is seeded by
+//! (seed, iteration), minibatch order by (seed, iteration), ptx batches by the step, and the prompt
+//! draws are replayed.
 //!
 //! Rollout layout: prompts left-padded to L, responses right-padded to T, so response token j of
 //! every row sits at column L + j and is predicted by column L + j - 1 (as in `generate`). Each
@@ -21,6 +27,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
+use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
@@ -35,8 +42,10 @@ pub struct PpoConfig {
     pub minibatch: usize,
     /// Passes over each rollout batch.
     pub ppo_epochs: usize,
-    /// Peak learning rate, annealed linearly to zero over all optimizer steps.
+    /// The policy's peak learning rate, annealed linearly to zero over all optimizer steps.
     pub lr: f32,
+    /// The value model's peak learning rate, on the same schedule (None: `lr`).
+    pub value_lr: Option<f32>,
     pub warmup: u64,
     pub weight_decay: f32,
     pub grad_clip: f32,
@@ -71,6 +80,7 @@ impl Default for PpoConfig {
             minibatch: 4,
             ppo_epochs: 4,
             lr: 1e-5,
+            value_lr: None,
             warmup: 0,
             weight_decay: 0.0,
             grad_clip: 1.0,
@@ -118,7 +128,10 @@ pub struct PpoMetrics {
     pub eos_rate: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ptx_loss: Option<f64>,
+    /// The policy's learning rate at the iteration's last optimizer step.
     pub lr: f32,
+    /// The value model's, at the same step.
+    pub value_lr: f32,
     pub rollout_s: f64,
     pub scoring_s: f64,
     pub training_s: f64,
@@ -161,8 +174,39 @@ pub struct PpoTrainer {
     pub kl: KlController,
     opt: AdamW,
     schedule: LrSchedule,
+    /// The policy's and the value model's learning rates are these times the schedule's.
+    lr_scales: (f32, f32),
     step: u64,
+    /// Iterations `train` has completed (a resumed trainer continues after them).
+    iterations_done: u64,
+    /// The data fingerprint of the checkpoint this trainer was resumed from.
+    resumed_data: Option<PpoData>,
 }
+
+/// What a PPO run was trained on: a resume on anything else is refused.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+struct PpoData {
+    prompts: crate::DataFingerprint,
+    /// The pretraining tokens (len and a hash of up to 2^20 evenly spaced ones), with ptx_coef > 0.
+    ptx: Option<crate::DataFingerprint>,
+    /// Hashes of the frozen reference's (the SFT model's) and the scorer's weights.
+    reference: u64,
+    reward: u64,
+}
+
+/// trainer.json's run settings for PPO.
+#[derive(Serialize, Deserialize)]
+struct PpoRun {
+    config: PpoConfig,
+    iterations_done: u64,
+    /// The KL controller's beta after `iterations_done` iterations.
+    kl_coef: f64,
+    data: PpoData,
+}
+
+/// Logits the scoring pass materializes at once (`scoring_logprobs`): 2^24 floats (64 MiB), or
+/// one rollout row's if that is more.
+const SCORING_LOGITS: usize = 1 << 24;
 
 /// A left-padded rollout batch: ids [B, L + T] rows and what scoring made of them.
 struct Rollout {
@@ -194,6 +238,34 @@ fn response_logprobs(model: &Gpt2, ids: &Tensor, resp: &Tensor, pads: &[usize], 
     Ok((lsm.gather(resp)?.reshape(&[b, time])?, lsm))
 }
 
+/// `response_logprobs` for the no-graph scoring pass, as f64 [B * T], and each response
+/// position's entropy under the same distribution when `entropy`. The LM head and log-softmax run
+/// on at most `seqs` rollout rows at a time, so no [B, T, V] tensor exists: at GPT-2 size (V
+/// 50257, 64 rollouts of 32 tokens) one is 400 MB, and the plain pass held three. Each row goes
+/// through exactly the operations `response_logprobs` applies to it: the same numbers.
+#[allow(clippy::too_many_arguments)]
+fn scoring_logprobs(model: &Gpt2, ids: &Tensor, resp: &Tensor, pads: &[usize], prompt_len: usize, time: usize, temperature: f32, entropy: bool, seqs: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+    let _g = engine::no_grad();
+    let h = model.hidden_states(ids, Some(pads), None)?;
+    let (b, vocab) = (ids.shape()[0], model.config().vocab_size);
+    let hr = h.narrow(1, prompt_len - 1, time)?;
+    let t = if temperature > 0.0 { temperature } else { 1.0 };
+    let (mut lp, mut ent) = (Vec::with_capacity(b * time), Vec::with_capacity(if entropy { b * time } else { 0 }));
+    // Equal chunks of at most `seqs` rows (no small remainder).
+    let chunks = b.div_ceil(seqs.max(1));
+    for k in 0..chunks {
+        let (start, len) = (k * b / chunks, (k + 1) * b / chunks - k * b / chunks);
+        let logits = model.lm_head(&hr.narrow(0, start, len)?)?;
+        let lsm = if t == 1.0 { logits.log_softmax()? } else { logits.mul_scalar(1.0 / t)?.log_softmax()? };
+        lp.extend(f64s(&lsm.gather(&resp.narrow(0, start, len)?)?)?);
+        if entropy {
+            let ls = lsm.to_vec_f32()?;
+            ent.extend(ls.chunks(vocab).map(|row| -row.iter().map(|&l| (l as f64).exp() * l as f64).sum::<f64>()));
+        }
+    }
+    Ok((lp, ent))
+}
+
 /// Values [B, T] at the response columns (the state before each response token).
 fn response_values(value: &RewardModel, ids: &Tensor, pads: &[usize], prompt_len: usize, time: usize) -> Result<Tensor> {
     let h = value.trunk.hidden_states(ids, Some(pads), None)?;
@@ -217,6 +289,10 @@ impl PpoTrainer {
         if cfg.minibatch == 0 || cfg.rollout_batch == 0 || cfg.ppo_epochs == 0 {
             bail!("PPO: rollout_batch, minibatch and ppo_epochs must be positive");
         }
+        let value_lr = cfg.value_lr.unwrap_or(cfg.lr);
+        if !(cfg.lr >= 0.0 && value_lr >= 0.0 && cfg.lr.is_finite() && value_lr.is_finite()) {
+            bail!("PPO: lr ({}) and value_lr ({value_lr}) must be finite and >= 0", cfg.lr);
+        }
         let policy = sft.copy()?;
         let reference = sft.copy()?;
         // The value model starts as the reward model with its normalization folded into the head,
@@ -226,19 +302,24 @@ impl PpoTrainer {
         value.head_w = value.head_w.mul_scalar(n.gain)?.detach().var();
         value.head_b = value.head_b.add_scalar(n.bias)?.mul_scalar(n.gain)?.detach().var();
         value.norm = crate::reward::Normalization::default();
-        let mut groups = policy.param_groups(cfg.weight_decay);
-        let vg = value.param_groups(cfg.weight_decay);
-        for (g, v) in groups.iter_mut().zip(vg) {
-            g.params.extend(v.params);
-        }
-        let opt = AdamW::new(groups, AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8 })?;
+        // One optimizer, the policy's groups then the value model's, each side at its own rate:
+        // the schedule runs at the policy's peak and the value groups are scaled to theirs (or,
+        // with a policy lr of 0, the schedule runs at the value model's peak and the policy is
+        // scaled to 0).
+        let (mut groups, pg) = (policy.param_groups(cfg.weight_decay), value.param_groups(cfg.weight_decay));
+        let (n_policy, n_value) = (groups.len(), pg.len());
+        groups.extend(pg);
+        let mut opt = AdamW::new(groups, AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8 })?;
+        let (peak, lr_scales) = if cfg.lr > 0.0 { (cfg.lr, (1.0, value_lr / cfg.lr)) } else { (value_lr, (0.0, 1.0)) };
+        let scales: Vec<f32> = std::iter::repeat_n(lr_scales.0, n_policy).chain(std::iter::repeat_n(lr_scales.1, n_value)).collect();
+        opt.set_lr_scales(&scales)?;
         let per_iter = (cfg.ppo_epochs * cfg.rollout_batch.div_ceil(cfg.minibatch)) as u64;
-        let schedule = LrSchedule { peak: cfg.lr, min_lr: 0.0, warmup_steps: cfg.warmup, total_steps: per_iter * cfg.iterations, decay: Decay::Linear };
+        let schedule = LrSchedule { peak, min_lr: 0.0, warmup_steps: cfg.warmup, total_steps: per_iter * cfg.iterations, decay: Decay::Linear };
         let kl = match cfg.kl_target {
             Some(t) => KlController::adaptive(cfg.init_kl_coef, t, cfg.kl_horizon),
             None => KlController::fixed(cfg.init_kl_coef),
         };
-        Ok(PpoTrainer { cfg, policy, reference, value, reward: reward.clone(), kl, opt, schedule, step: 0 })
+        Ok(PpoTrainer { cfg, policy, reference, value, reward: reward.clone(), kl, opt, schedule, lr_scales, step: 0, iterations_done: 0, resumed_data: None })
     }
 
     fn hyper(&self) -> PpoHyper {
@@ -303,13 +384,11 @@ impl PpoTrainer {
         let (old_lp, ref_lp, old_v, scores, entropy) = {
             let _g = engine::no_grad();
             let (ids, resp, pads) = ro.ids(&all)?;
-            let (lp, lsm) = response_logprobs(&self.policy, &ids, &resp, &pads, prompt_len, time, c.temperature)?;
+            let rows = (SCORING_LOGITS / (vocab * time)).max(1);
+            let (lp, per_tok) = scoring_logprobs(&self.policy, &ids, &resp, &pads, prompt_len, time, c.temperature, true, rows)?;
             let mask = super::math::mask_from_lengths(&lengths, time);
-            let ls = lsm.to_vec_f32()?;
-            let per_tok: Vec<f64> = ls.chunks(vocab).map(|row| -row.iter().map(|&l| (l as f64).exp() * l as f64).sum::<f64>()).collect();
             let entropy = masked_mean(&per_tok, &mask);
-            drop(lsm);
-            let (rlp, _) = response_logprobs(&self.reference, &ids, &resp, &pads, prompt_len, time, c.temperature)?;
+            let (rlp, _) = scoring_logprobs(&self.reference, &ids, &resp, &pads, prompt_len, time, c.temperature, false, rows)?;
             let v = response_values(&self.value, &ids, &pads, prompt_len, time)?;
             let last: Vec<usize> = (0..b).map(|r| prompt_len + lengths[r] - 1).collect();
             let raw = self.reward.raw_rewards_at(&ids, Some(&pads), &last)?.to_vec_f32()?;
@@ -322,7 +401,7 @@ impl PpoTrainer {
                     _ => (n.gain * (r + n.bias)) as f64,
                 })
                 .collect();
-            (f64s(&lp)?, f64s(&rlp)?, f64s(&v)?, scores, entropy)
+            (lp, rlp, f64s(&v)?, scores, entropy)
         };
         let hp = self.hyper();
         let adv = compute_advantages(&old_lp, &ref_lp, &old_v, &scores, &lengths, time, &hp)?;
@@ -332,6 +411,7 @@ impl PpoTrainer {
         let mut rng = StdRng::seed_from_u64(c.seed ^ iteration.wrapping_mul(0x9E37_79B9));
         let (mut pg_sum, mut vf_sum, mut pgc, mut vfc, mut akl, mut ptx_sum, mut n_mb) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0usize);
         let mut lr = 0.0;
+        let mut value_lr = 0.0;
         let mut order = all.clone();
         for _ in 0..c.ppo_epochs {
             order.shuffle(&mut rng);
@@ -353,8 +433,9 @@ impl PpoTrainer {
                 }
                 let mut grads = loss.backward()?;
                 grads.clip_global_norm(c.grad_clip)?;
-                lr = self.schedule.lr(self.step);
-                self.opt.step(&grads, lr)?;
+                let base = self.schedule.lr(self.step);
+                (lr, value_lr) = (base * self.lr_scales.0, base * self.lr_scales.1);
+                self.opt.step(&grads, base)?;
                 self.step += 1;
                 pg_sum += out.pg_loss.to_scalar()? as f64;
                 vf_sum += out.vf_loss.to_scalar()? as f64;
@@ -390,6 +471,7 @@ impl PpoTrainer {
             eos_rate: ended.iter().filter(|&&e| e).count() as f64 / b as f64,
             ptx_loss: (c.ptx_coef > 0.0).then(|| ptx_sum / nm),
             lr,
+            value_lr,
             rollout_s,
             scoring_s,
             training_s,
@@ -397,18 +479,23 @@ impl PpoTrainer {
         })
     }
 
-    /// Run `cfg.iterations` iterations, each on `rollout_batch` prompts drawn (seeded) from
-    /// `prompts`; `report` sees the trainer (e.g. to checkpoint) and each iteration's metrics, and
-    /// may stop the run by returning false.
+    /// Run `cfg.iterations` iterations (those after `iterations_done` on a resumed trainer), each
+    /// on `rollout_batch` prompts drawn (seeded) from `prompts`; `report` sees the trainer (e.g.
+    /// to checkpoint) and each iteration's metrics, and may stop the run by returning false.
     pub fn train(&mut self, prompts: &[Vec<u32>], ptx: Option<&TokenFile>, mut report: impl FnMut(&PpoTrainer, &PpoMetrics) -> Result<bool>) -> Result<Vec<PpoMetrics>> {
         if prompts.is_empty() {
             bail!("PPO: no prompts");
         }
         let mut rng = StdRng::seed_from_u64(self.cfg.seed.wrapping_add(17));
+        // A resumed trainer replays the prompt draws of the iterations it already did.
+        for _ in 0..self.iterations_done * self.cfg.rollout_batch as u64 {
+            rng.gen_range(0..prompts.len());
+        }
         let mut out = Vec::new();
-        for it in 0..self.cfg.iterations {
+        for it in self.iterations_done..self.cfg.iterations {
             let batch: Vec<Vec<u32>> = (0..self.cfg.rollout_batch).map(|_| prompts[rng.gen_range(0..prompts.len())].clone()).collect();
             let m = self.iteration(it + 1, &batch, ptx)?;
+            self.iterations_done = it + 1;
             let go_on = report(self, &m)?;
             out.push(m);
             if !go_on {
@@ -418,11 +505,158 @@ impl PpoTrainer {
         Ok(out)
     }
 
+    /// Iterations completed by `train` (and by the run a resumed trainer continues).
+    pub fn iterations_done(&self) -> u64 {
+        self.iterations_done
+    }
+
+    /// Every trained parameter under a unique name: `policy.<HF name>`, `value.<HF name>`,
+    /// `value.score.weight`, `value.score.bias`.
+    pub fn named_params(&self) -> Vec<(String, Tensor)> {
+        let policy = self.policy.params().iter().map(|(n, t)| (format!("policy.{n}"), t.clone()));
+        policy.chain(self.value.named_params().into_iter().map(|(n, t)| (format!("value.{n}"), t))).collect()
+    }
+
+    /// The settings of the newest checkpoint under `out` (what `resume` continues with).
+    pub fn saved_config(out: &Path) -> Result<PpoConfig> {
+        Ok(models::checkpoint::read_run::<PpoRun>(out)?.config)
+    }
+
+    /// The trainer `train_checkpointed` left in `out`, to continue exactly: `PpoTrainer::new`
+    /// with the run's saved settings, then the policy, the value model, AdamW's moments, the step
+    /// and iteration counters and the KL coefficient from the newest checkpoint. `sft` and
+    /// `reward` must be the models that run started from (checked by `train_checkpointed`).
+    pub fn resume(sft: &Gpt2, reward: &RewardModel, out: &Path) -> Result<PpoTrainer> {
+        let saved: PpoRun = models::checkpoint::read_run(out)?;
+        let mut t = PpoTrainer::new(sft, reward, saved.config)?;
+        let named = t.named_params();
+        let (run, step) = models::checkpoint::load_named::<PpoRun>(out, &named, &mut t.opt)?;
+        t.step = step;
+        t.iterations_done = run.iterations_done;
+        t.kl.value = run.kl_coef;
+        t.resumed_data = Some(run.data);
+        Ok(t)
+    }
+
+    /// `train`, with `out/metrics.jsonl` (one line per iteration) and a resumable checkpoint
+    /// (models::checkpoint's layout: `trainer.json` + `trainer-<step>/`) every `every` iterations
+    /// (0: none before the end), after the last and when `report` stops the run. A trainer from
+    /// `resume` continues the run, its metrics file cut back to its checkpoint; it must get the
+    /// same prompts and pretraining data, and have been resumed from the same SFT and reward
+    /// models.
+    pub fn train_checkpointed(&mut self, prompts: &[Vec<u32>], ptx: Option<&TokenFile>, out: &Path, every: u64, mut report: impl FnMut(&PpoTrainer, &PpoMetrics) -> Result<bool>) -> Result<Vec<PpoMetrics>> {
+        std::fs::create_dir_all(out).map_err(|e| anyhow::anyhow!("{}: cannot create: {e}", out.display()))?;
+        let data = self.data_fingerprint(prompts, ptx)?;
+        let metrics_path = out.join("metrics.jsonl");
+        if let Some(saved) = self.resumed_data.take() {
+            let mismatch = [
+                ("prompts", saved.prompts != data.prompts),
+                ("pretraining data", saved.ptx != data.ptx),
+                ("SFT model (the reference)", saved.reference != data.reference),
+                ("reward model", saved.reward != data.reward),
+            ];
+            let differ: Vec<&str> = mismatch.iter().filter(|m| m.1).map(|m| m.0).collect();
+            if !differ.is_empty() {
+                bail!("--resume: {} was trained with other {} than these (saved prompts: {}, these: {})", out.display(), differ.join(" and "), saved.prompts, data.prompts);
+            }
+            models::checkpoint::keep_metrics_where(&metrics_path, "iteration", self.iterations_done)?;
+        } else {
+            std::fs::File::create(&metrics_path).map_err(|e| anyhow::anyhow!("{}: cannot create: {e}", metrics_path.display()))?;
+        }
+        let mut metrics = std::fs::OpenOptions::new().append(true).open(&metrics_path)?;
+        let last = self.cfg.iterations;
+        self.train(prompts, ptx, |t, m| {
+            writeln!(metrics, "{}", serde_json::to_string(m)?)?;
+            let go_on = report(t, m)?;
+            if (every > 0 && m.iteration % every == 0) || m.iteration == last || !go_on {
+                t.save_checkpoint(out, data)?;
+            }
+            Ok(go_on)
+        })
+    }
+
+    fn save_checkpoint(&self, out: &Path, data: PpoData) -> Result<()> {
+        let run = PpoRun { config: self.cfg.clone(), iterations_done: self.iterations_done, kl_coef: self.kl.value, data };
+        models::checkpoint::save_named(&self.named_params(), &self.opt, &run, out)
+    }
+
+    fn data_fingerprint(&self, prompts: &[Vec<u32>], ptx: Option<&TokenFile>) -> Result<PpoData> {
+        use crate::fingerprint::Fnv;
+        let mut h = Fnv::new();
+        prompts.iter().for_each(|p| h.tokens(p));
+        let prompts_fp = crate::DataFingerprint { items: prompts.len(), hash: h.finish() };
+        let ptx = match ptx {
+            Some(d) if self.cfg.ptx_coef > 0.0 => {
+                let mut h = Fnv::new();
+                let stride = d.len().div_ceil(1 << 20).max(1);
+                (0..d.len()).step_by(stride).for_each(|i| h.eat(d.get(i) as u64));
+                Some(crate::DataFingerprint { items: d.len(), hash: h.finish() })
+            }
+            _ => None,
+        };
+        let weights = |named: &[(String, Tensor)]| -> Result<u64> {
+            let mut h = Fnv::new();
+            for (n, t) in named {
+                h.tokens(&n.bytes().map(u32::from).collect::<Vec<_>>());
+                h.floats(&t.to_vec_f32()?);
+            }
+            Ok(h.finish())
+        };
+        let mut reward = weights(&self.reward.named_params())?;
+        reward ^= (self.reward.norm.bias.to_bits() as u64) << 32 | self.reward.norm.gain.to_bits() as u64;
+        Ok(PpoData { prompts: prompts_fp, ptx, reference: weights(self.reference.params())?, reward })
+    }
+
     /// `dir/policy` (HF layout) and `dir/value` (reward-model layout).
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
         let dir = dir.as_ref();
         hf::save(&self.policy, dir.join("policy"), DType::F32)?;
         self.value.save(dir.join("value"))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use models::Gpt2Config;
+
+    /// The scoring pass in chunks of rollout rows gives the numbers of the plain pass over the
+    /// whole [B, T, V] log-softmax, to the last bit: log-probs and entropies, at any chunk size
+    /// and temperature.
+    #[test]
+    fn chunked_scoring_matches_the_plain_computation() {
+        let vocab = 301;
+        let model = Gpt2::new(Gpt2Config::custom(1, 2, 32, 32, vocab), 5).unwrap();
+        let (b, prompt_len, time) = (5, 4, 9);
+        let pads = vec![0, 2, 1, 3, 0];
+        let mut rows = Vec::new();
+        let mut resp = Vec::new();
+        for (r, &pad) in pads.iter().enumerate() {
+            let row: Vec<i64> = (0..prompt_len + time).map(|j| if j < pad { 0 } else { ((r * 37 + j * 11) % vocab) as i64 }).collect();
+            resp.extend_from_slice(&row[prompt_len..]);
+            rows.extend(row);
+        }
+        let ids = Tensor::new(rows, &[b, prompt_len + time]).unwrap();
+        let resp = Tensor::new(resp, &[b, time, 1]).unwrap();
+        for temperature in [1.0, 0.7] {
+            // The computation the scoring pass did before: the whole log-softmax, then every row.
+            let (want_lp, want_ent) = {
+                let _g = engine::no_grad();
+                let (lp, lsm) = response_logprobs(&model, &ids, &resp, &pads, prompt_len, time, temperature).unwrap();
+                let ls = lsm.to_vec_f32().unwrap();
+                let ent: Vec<f64> = ls.chunks(vocab).map(|row| -row.iter().map(|&l| (l as f64).exp() * l as f64).sum::<f64>()).collect();
+                (f64s(&lp).unwrap(), ent)
+            };
+            assert_eq!(want_lp.len(), b * time);
+            assert!(want_ent.iter().all(|e| *e > 0.0 && e.is_finite()));
+            for chunk in [1, 2, 3, b, 1000] {
+                let (lp, ent) = scoring_logprobs(&model, &ids, &resp, &pads, prompt_len, time, temperature, true, chunk).unwrap();
+                assert_eq!(lp, want_lp, "log-probs, {chunk} rows at a time, temperature {temperature}");
+                assert_eq!(ent, want_ent, "entropies, {chunk} rows at a time, temperature {temperature}");
+                let (lp2, ent2) = scoring_logprobs(&model, &ids, &resp, &pads, prompt_len, time, temperature, false, chunk).unwrap();
+                assert_eq!((lp2, ent2.len()), (lp, 0));
+            }
+        }
     }
 }
