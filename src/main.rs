@@ -16,11 +16,13 @@ mod cmd {
     pub mod info;
     pub mod kernels;
     mod model_arg;
+    pub mod pipeline;
     pub mod ppo;
     pub mod pretrain;
     pub mod rm;
     pub mod selftest;
     pub mod sft;
+    mod stage_args;
 }
 
 #[derive(Parser)]
@@ -32,6 +34,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole InstructGPT pipeline on a laptop CPU: pretrain, SFT, reward model, PPO and PPO-ptx, evaluation.
+    Pipeline(cmd::pipeline::PipelineArgs),
     /// Pretrain a GPT-2 on text files (token file, AdamW, checkpoints, --resume).
     Pretrain(cmd::pretrain::PretrainArgs),
     /// Supervised fine-tuning on demonstrations (InstructGPT stage 1).
@@ -66,6 +70,7 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Pipeline(args) => cmd::pipeline::run(args),
         Command::Pretrain(args) => cmd::pretrain::run(args),
         Command::Sft(args) => cmd::sft::run(args),
         Command::Generate(args) => cmd::generate::run(args),

@@ -4,6 +4,10 @@
 
 pub mod data;
 pub mod eval;
+pub mod pipeline;
+mod fingerprint;
 pub mod ppo;
 pub mod reward;
 pub mod sft;
+
+pub use fingerprint::DataFingerprint;

@@ -1,0 +1,166 @@
+//! The pipeline's settings and its presets: `quick` (minutes on a laptop CPU), `paper` (adds the
+//! paper's "small aligned model beats a large unaligned one"), and `smoke` (CI: a minute, checks
+//! the plumbing, not the figures).
+
+use crate::ppo::trainer::PpoConfig;
+use crate::reward::RmConfig;
+use crate::sft::SftConfig;
+use anyhow::{bail, Result};
+use models::pretrain::PretrainConfig;
+use serde::{Deserialize, Serialize};
+
+/// A byte-vocabulary GPT-2's shape.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ModelShape {
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_embd: usize,
+    pub n_positions: usize,
+}
+
+impl ModelShape {
+    pub fn config(&self) -> models::Gpt2Config {
+        models::Gpt2Config::bytes(self.n_layer, self.n_head, self.n_embd, self.n_positions)
+    }
+}
+
+/// The simulated labelers (see `labeler`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LabelerConfig {
+    pub count: usize,
+    /// Noise on each perceived gold score (std).
+    pub noise: f64,
+    /// Spread of the labelers' length tastes (gold points per 10 characters, std).
+    pub taste_spread: f64,
+    /// K responses per ranking, uniform in k_min..=k_max (the paper: 4..9).
+    pub k_min: usize,
+    pub k_max: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PipelineConfig {
+    pub preset: String,
+    pub seed: u64,
+    pub model: ModelShape,
+    /// `paper`: a larger model trained by pretraining and SFT only, for "small_ppo_ptx_vs_large_sft".
+    pub large_model: Option<ModelShape>,
+    pub pretrain: PretrainConfig,
+    /// Steps for the large model's pretraining (the same tokens per step).
+    pub large_pretrain_steps: u64,
+    /// Prompts per split; no prompt is in two splits.
+    pub sft_prompts: usize,
+    pub rm_prompts: usize,
+    pub rm_eval_prompts: usize,
+    pub ppo_prompts: usize,
+    pub eval_prompts: usize,
+    pub sft: SftConfig,
+    pub labelers: LabelerConfig,
+    /// Temperature of the SFT samples that labelers rank.
+    pub rm_sample_temperature: f32,
+    pub rm: RmConfig,
+    /// PPO settings; PPO-ptx is the same with `ptx_coef` set to `gamma`.
+    pub ppo: PpoConfig,
+    /// PPO-ptx's gamma.
+    pub gamma: f32,
+    /// Longest response (bytes) anywhere in the pipeline.
+    pub max_new_tokens: usize,
+    /// Sampling temperature of the evaluation (0 = greedy).
+    pub eval_temperature: f32,
+    /// Held-out pretraining tokens for the ptx loss (the alignment tax).
+    pub ptx_eval_tokens: usize,
+    /// Every this many PPO iterations, the held-out ptx loss for the curves (0 = only at the end).
+    pub ptx_curve_every: u64,
+}
+
+impl PipelineConfig {
+    /// Override one setting by its dotted path, e.g. `rm.lr=1e-3` or `model.n_layer=6`; the value
+    /// is read as JSON (a bare word is a string).
+    pub fn set(&mut self, assignment: &str) -> Result<()> {
+        let Some((path, value)) = assignment.split_once('=') else { bail!("--set {assignment:?}: expected key=value") };
+        let value: serde_json::Value = serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.into()));
+        let mut root = serde_json::to_value(&*self)?;
+        let mut node = &mut root;
+        for part in path.split('.') {
+            node = match node.get_mut(part) {
+                Some(n) => n,
+                None => bail!("--set {assignment:?}: no setting {path:?} (see pipeline.json in a run's output for every name)"),
+            };
+        }
+        *node = value;
+        *self = serde_json::from_value(root).map_err(|e| anyhow::anyhow!("--set {assignment:?}: {e}"))?;
+        Ok(())
+    }
+
+    pub fn preset(name: &str, seed: u64) -> Result<PipelineConfig> {
+        let model = ModelShape { n_layer: 4, n_head: 4, n_embd: 128, n_positions: 128 };
+        let max_new_tokens = 48;
+        let quick = PipelineConfig {
+            preset: "quick".into(),
+            seed,
+            model,
+            large_model: None,
+            pretrain: PretrainConfig { steps: 1000, batch: 16, seq_len: 128, lr: 2e-3, min_lr: 2e-4, warmup: 50, weight_decay: 0.1, beta2: 0.95, grad_clip: 1.0, eval_every: 100, eval_batches: 4, checkpoint_every: 500, val_fraction: 0.05, seed, ..PretrainConfig::default() },
+            large_pretrain_steps: 0,
+            sft_prompts: 4000,
+            rm_prompts: 480,
+            rm_eval_prompts: 120,
+            ppo_prompts: 800,
+            eval_prompts: 240,
+            sft: SftConfig { epochs: 3, batch: 32, lr: 1e-3, min_lr: 1e-4, warmup_frac: 0.05, weight_decay: 0.1, beta2: 0.95, grad_clip: 1.0, max_len: 0, min_prompt_tokens: 64, val_fraction: 0.05, eval_every: 0, checkpoint_every: 0, seed, ..SftConfig::default() },
+            labelers: LabelerConfig { count: 5, noise: 0.15, taste_spread: 0.05, k_min: 4, k_max: 9 },
+            rm_sample_temperature: 1.0,
+            rm: RmConfig { epochs: 2, batch: 8, lr: 3e-4, min_lr: 3e-5, warmup: 10, weight_decay: 0.0, grad_clip: 1.0, eval_every: 20, seed, ..RmConfig::default() },
+            ppo: PpoConfig {
+                iterations: 60,
+                rollout_batch: 32,
+                minibatch: 8,
+                ppo_epochs: 2,
+                lr: 5e-5,
+                max_new_tokens,
+                temperature: 1.0,
+                eos_token_id: Some(models::tokenizer::BYTES_EOT),
+                no_eos_score: Some(-1.0),
+                init_kl_coef: 0.05,
+                ptx_batch: 4,
+                ptx_seq_len: 128,
+                seed,
+                ..PpoConfig::default()
+            },
+            gamma: 1.0,
+            max_new_tokens,
+            eval_temperature: 1.0,
+            ptx_eval_tokens: 32 * 1024,
+            ptx_curve_every: 10,
+        };
+        let cfg = match name {
+            "quick" => quick,
+            "paper" => PipelineConfig {
+                preset: "paper".into(),
+                large_model: Some(ModelShape { n_layer: 8, n_head: 8, n_embd: 256, n_positions: 128 }),
+                large_pretrain_steps: 1000,
+                ppo: PpoConfig { iterations: 120, ..quick.ppo.clone() },
+                eval_prompts: 400,
+                ..quick
+            },
+            "smoke" => PipelineConfig {
+                preset: "smoke".into(),
+                model: ModelShape { n_layer: 2, n_head: 2, n_embd: 32, n_positions: 96 },
+                pretrain: PretrainConfig { steps: 20, batch: 4, seq_len: 64, eval_every: 10, eval_batches: 2, checkpoint_every: 10, ..quick.pretrain.clone() },
+                sft_prompts: 64,
+                rm_prompts: 16,
+                rm_eval_prompts: 8,
+                ppo_prompts: 16,
+                eval_prompts: 16,
+                sft: SftConfig { epochs: 1, batch: 16, ..quick.sft.clone() },
+                rm: RmConfig { epochs: 1, batch: 4, eval_every: 2, ..quick.rm.clone() },
+                ppo: PpoConfig { iterations: 2, rollout_batch: 8, minibatch: 4, max_new_tokens: 16, ptx_batch: 2, ptx_seq_len: 64, ..quick.ppo.clone() },
+                max_new_tokens: 16,
+                ptx_eval_tokens: 2048,
+                ptx_curve_every: 1,
+                ..quick
+            },
+            other => bail!("--preset {other:?}: expected quick, paper or smoke"),
+        };
+        Ok(cfg)
+    }
+}

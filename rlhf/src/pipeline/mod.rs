@@ -1,0 +1,165 @@
+//! The whole of InstructGPT in one call, small enough for a laptop CPU: pretrain a byte-level GPT
+//! on public-domain books, fine-tune it on demonstrations, train a reward model on K-wise
+//! rankings of its samples, optimize it with PPO and with PPO-ptx, and evaluate them all on
+//! held-out prompts with the gold judge (`world`). Simulated labelers (`labeler`) stand in for
+//! the paper's humans.
+//!
+//! Output directory:
+//! ```text
+//! pipeline.json                the settings of the run
+//! data/                        the world's prompts (one file per split) and demonstrations
+//! rankings/                    SFT samples ranked by the labelers (comparisons.jsonl), held-out samples
+//! corpus/train.bin             pretraining tokens
+//! pretrained/ sft/ rm/         HF checkpoints and metrics.jsonl of each stage (stage.json: finished)
+//! ppo/ ppo_ptx/                policy/ and value/ checkpoints, metrics.jsonl
+//! results.json, report.html    the figures (see `results`), and one self-contained page with curves
+//! samples.json                 every model's response to a few held-out prompts
+//! ```
+
+pub mod config;
+pub mod corpus;
+pub mod evaluate;
+pub mod labeler;
+pub mod report;
+pub mod stages;
+pub mod world;
+
+pub use config::PipelineConfig;
+pub use evaluate::Results;
+
+use anyhow::Result;
+use corpus::Corpus;
+use models::Tokenizer;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use stages::{key_of, Stage};
+use std::path::Path;
+use std::time::Instant;
+
+/// Part of every stage's key: a new release retrains rather than reuse an older one's stages.
+const CODE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Where the pipeline reports progress (the CLI draws progress bars; tests stay silent).
+pub trait Progress {
+    fn begin(&mut self, stage: &str, total: u64, what: &str);
+    fn update(&mut self, done: u64, message: String);
+    fn end(&mut self, summary: String);
+    /// A stage found finished in the output directory with the same settings.
+    fn reused(&mut self, stage: &str);
+}
+
+/// No output.
+pub struct Silent;
+
+impl Progress for Silent {
+    fn begin(&mut self, _: &str, _: u64, _: &str) {}
+    fn update(&mut self, _: u64, _: String) {}
+    fn end(&mut self, _: String) {}
+    fn reused(&mut self, _: &str) {}
+}
+
+/// Run every stage into `out`, write results.json, samples.json and report.html, and return the
+/// results.
+pub fn run(cfg: &PipelineConfig, out: &Path, progress: &mut dyn Progress) -> Result<Results> {
+    Ok(run_until(cfg, out, progress, Until::All)?.expect("a whole run has results"))
+}
+
+/// Where a run may stop early (to tune one stage: the finished ones are reused next time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Until {
+    Sft,
+    Rm,
+    All,
+}
+
+impl std::str::FromStr for Until {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Until> {
+        match s {
+            "sft" => Ok(Until::Sft),
+            "rm" => Ok(Until::Rm),
+            "all" => Ok(Until::All),
+            _ => anyhow::bail!("{s:?}: expected sft, rm or all"),
+        }
+    }
+}
+
+/// `run`, stopping after `until` (no results unless it ran to the end).
+pub fn run_until(cfg: &PipelineConfig, out: &Path, progress: &mut dyn Progress, until: Until) -> Result<Option<Results>> {
+    let t0 = Instant::now();
+    std::fs::create_dir_all(out)?;
+    engine::safetensors::write_atomic(&out.join("pipeline.json"), serde_json::to_string_pretty(cfg)?.as_bytes())?;
+    let tok = Tokenizer::bytes();
+    let mut seconds = std::collections::BTreeMap::new();
+
+    // The world: disjoint prompt splits (held-out ones first, so their size never depends on the others).
+    let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x0077_0e1d);
+    let sizes = [cfg.eval_prompts, cfg.ppo_prompts, cfg.rm_eval_prompts, cfg.rm_prompts, cfg.sft_prompts];
+    let [eval_tasks, ppo_tasks, rm_eval_tasks, rm_tasks, sft_tasks]: [Vec<world::Task>; 5] =
+        world::disjoint_splits(&sizes, &mut rng).try_into().map_err(|_| anyhow::anyhow!("five splits"))?;
+    let demos: Vec<crate::data::Demonstration> = sft_tasks.iter().map(|t| crate::data::Demonstration { prompt: t.prompt.clone(), response: t.answer.clone() }).collect();
+    report::write_data(&out.join("data"), &[("sft", &sft_tasks), ("rm", &rm_tasks), ("rm_eval", &rm_eval_tasks), ("ppo", &ppo_tasks), ("eval", &eval_tasks)])?;
+    let corpus = Corpus::build(&tok, &out.join("corpus"), cfg.ptx_eval_tokens)?;
+
+    // Pretraining and SFT (and, for `paper`, the same for a larger model).
+    let world_key = key_of(&(cfg.seed, sizes, world::VERSION));
+    let mut stage = Stage::new(out, "pretrained", key_of(&("pretrain", CODE_VERSION, cfg.seed, &cfg.model, &cfg.pretrain)));
+    let (pretrained, s) = stages::pretrain(cfg, &cfg.model, cfg.pretrain.steps, &corpus, &mut stage, progress)?;
+    seconds.insert("pretrain", s);
+    let mut stage = Stage::new(out, "sft", key_of(&("sft", &stage.key, &world_key, &cfg.sft)));
+    let (sft, s) = stages::sft(cfg, &pretrained, &demos, &mut stage, progress)?;
+    seconds.insert("sft", s);
+    let sft_key = stage.key.clone();
+    if until == Until::Sft {
+        return Ok(None);
+    }
+    let large = match &cfg.large_model {
+        Some(shape) => {
+            let mut stage = Stage::new(out, "large_pretrained", key_of(&("pretrain", CODE_VERSION, cfg.seed, shape, &cfg.pretrain, cfg.large_pretrain_steps)));
+            let (p, s1) = stages::pretrain(cfg, shape, cfg.large_pretrain_steps, &corpus, &mut stage, progress)?;
+            let mut stage = Stage::new(out, "large_sft", key_of(&("sft", &stage.key, &world_key, &cfg.sft)));
+            let (m, s2) = stages::sft(cfg, &p, &demos, &mut stage, progress)?;
+            seconds.insert("large_pretrain_and_sft", s1 + s2);
+            Some(m)
+        }
+        None => None,
+    };
+
+    // The reward model, from rankings of SFT samples.
+    let mut stage = Stage::new(out, "rankings", key_of(&("rankings", &sft_key, &cfg.labelers, cfg.rm_sample_temperature, cfg.max_new_tokens)));
+    let (data, s) = stages::rm_data(cfg, &sft, &rm_tasks, &rm_eval_tasks, &mut stage, progress)?;
+    seconds.insert("rankings", s);
+    let rm_key = key_of(&("rm", &stage.key, &cfg.rm));
+    let mut stage = Stage::new(out, "rm", rm_key.clone());
+    let (rm, rm_accuracy, s) = stages::reward_model(cfg, &sft, &data, &mut stage, progress)?;
+    seconds.insert("rm", s);
+    if until == Until::Rm {
+        return Ok(None);
+    }
+
+    // PPO and PPO-ptx, from the same SFT model and reward model.
+    let prompts: Vec<Vec<u32>> = ppo_tasks.iter().map(|t| tok.encode(&t.prompt)).collect();
+    let mut runs = Vec::new();
+    for (name, gamma) in [("ppo", 0.0), ("ppo_ptx", cfg.gamma)] {
+        let mut stage = Stage::new(out, name, key_of(&(name, &rm_key, &cfg.ppo, gamma, cfg.ptx_curve_every, cfg.ptx_eval_tokens)));
+        let (policy, s) = stages::ppo(cfg, gamma, &sft, &rm, &prompts, &corpus, &mut stage, progress)?;
+        seconds.insert(name, s);
+        runs.push(policy);
+    }
+    let [ppo, ppo_ptx]: [models::Gpt2; 2] = runs.try_into().map_err(|_| anyhow::anyhow!("two policies"))?;
+
+    // Evaluation on held-out prompts, with the gold judge.
+    let t = Instant::now();
+    let models = evaluate::Models { pretrained: &pretrained, sft: &sft, ppo: &ppo, ppo_ptx: &ppo_ptx, large_sft: large.as_ref() };
+    let (mut results, samples) = evaluate::evaluate(cfg, &models, &eval_tasks, &corpus, progress)?;
+    results.rm_accuracy = rm_accuracy;
+    results.labeler_agreement = data.labeler_agreement;
+    results.labeler_gold_agreement = data.labeler_gold_agreement;
+    seconds.insert("eval", t.elapsed().as_secs_f64());
+    seconds.insert("total", t0.elapsed().as_secs_f64());
+    results.seconds = seconds.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    results.save(out)?;
+    engine::safetensors::write_atomic(&out.join("samples.json"), serde_json::to_string_pretty(&samples)?.as_bytes())?;
+    report::write_html(out, cfg, &results, &samples)?;
+    Ok(Some(results))
+}
