@@ -402,14 +402,17 @@ impl Tensor {
     }
 
     pub fn to_vec_f32(&self) -> Result<Vec<f32>> {
-        match self.to_dtype(DType::F32)?.contiguous_storage()? {
+        // One copy: converting to the dtype it already has would make a second.
+        let t = if self.dtype() == DType::F32 { self.clone() } else { self.to_dtype(DType::F32)? };
+        match t.contiguous_storage()? {
             CpuStorage::F32(v) => Ok(v),
             _ => unreachable!(),
         }
     }
 
     pub fn to_vec_i64(&self) -> Result<Vec<i64>> {
-        match self.to_dtype(DType::I64)?.contiguous_storage()? {
+        let t = if self.dtype() == DType::I64 { self.clone() } else { self.to_dtype(DType::I64)? };
+        match t.contiguous_storage()? {
             CpuStorage::I64(v) => Ok(v),
             _ => unreachable!(),
         }

@@ -74,17 +74,27 @@ struct Block {
     mlp_proj: Affine,
 }
 
-/// Keys and values of every layer for the positions seen so far ([B, H, len, D] each), so that
-/// decoding feeds only the new tokens. Left padding must be the same on every call that uses it.
-#[derive(Default, Clone)]
+/// Keys and values of every layer for the positions seen so far, so that decoding feeds only the
+/// new tokens. Left padding must be the same on every call that uses it.
+///
+/// Each layer keeps [B, H, capacity, D] buffers: new positions are written in place and attention
+/// reads the first `len` through a view, so a decode step copies only its own keys and values.
+/// The capacity doubles when it runs out; `with_capacity` sizes it once (prompt + new tokens).
+#[derive(Default)]
 pub struct KvCache {
     layers: Vec<(Tensor, Tensor)>,
     len: usize,
+    /// Positions to allocate room for at the first call.
+    capacity: usize,
 }
 
 impl KvCache {
     pub fn new() -> Self {
         Self::default()
+    }
+    /// A cache that holds `positions` without reallocating.
+    pub fn with_capacity(positions: usize) -> Self {
+        KvCache { capacity: positions, ..Self::default() }
     }
     /// Positions cached (padding included).
     pub fn len(&self) -> usize {
@@ -92,6 +102,54 @@ impl KvCache {
     }
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Append this layer's keys and values for the new positions ([B, H, t, D]); returns views
+    /// of all of them so far.
+    fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (past, t) = (self.len, k.shape()[2]);
+        let end = past + t;
+        if layer == self.layers.len() {
+            let mut shape = k.shape().to_vec();
+            shape[2] = self.capacity.max(end);
+            self.layers.push((Tensor::zeros(&shape), Tensor::zeros(&shape)));
+        }
+        let (kb, vb) = &mut self.layers[layer];
+        if kb.shape()[..2] != k.shape()[..2] || kb.shape()[3] != k.shape()[3] {
+            return Err(Error::Msg(format!("KvCache: keys {:?} for a cache of {:?}", k.shape(), kb.shape())));
+        }
+        if k.tracked() || v.tracked() {
+            // Recording gradients: concatenate, so they flow to earlier positions' keys and values.
+            *kb = Tensor::cat(&[kb.narrow(2, 0, past)?, k.clone()], 2)?;
+            *vb = Tensor::cat(&[vb.narrow(2, 0, past)?, v.clone()], 2)?;
+            return Ok((kb.clone(), vb.clone()));
+        }
+        if kb.shape()[2] < end {
+            let cap = end.max(2 * kb.shape()[2]);
+            *kb = grown(kb, past, cap)?;
+            *vb = grown(vb, past, cap)?;
+        }
+        kb.narrow(2, past, t)?.assign(k)?;
+        vb.narrow(2, past, t)?.assign(v)?;
+        Ok((kb.narrow(2, 0, end)?, vb.narrow(2, 0, end)?))
+    }
+}
+
+/// A [B, H, cap, D] buffer holding the first `len` positions of `buf`.
+fn grown(buf: &Tensor, len: usize, cap: usize) -> Result<Tensor> {
+    let mut shape = buf.shape().to_vec();
+    shape[2] = cap;
+    let out = Tensor::zeros(&shape);
+    out.narrow(2, 0, len)?.assign(&buf.narrow(2, 0, len)?)?;
+    Ok(out)
+}
+
+/// A copy: later appends to one never show in the other (the buffers are written in place).
+impl Clone for KvCache {
+    fn clone(&self) -> Self {
+        let copy = |t: &Tensor| t.to_dtype(t.dtype());
+        let layers = self.layers.iter().map(|(k, v)| Ok((copy(k)?, copy(v)?))).collect::<Result<_>>().expect("CPU copies cannot fail");
+        KvCache { layers, len: self.len, capacity: self.capacity }
     }
 }
 
@@ -263,17 +321,7 @@ impl Gpt2 {
         let part = |i: usize| qkv.narrow(0, i, 1)?.squeeze(0);
         let (q, mut k, mut v) = (part(0)?, part(1)?, part(2)?);
         if let Some((layer, cache)) = cache {
-            if layer < cache.layers.len() {
-                let (pk, pv) = &cache.layers[layer];
-                k = Tensor::cat(&[pk.clone(), k], 2)?;
-                v = Tensor::cat(&[pv.clone(), v], 2)?;
-                cache.layers[layer] = (k.clone(), v.clone());
-            } else {
-                // First chunk: keep contiguous copies (the views would pin the whole qkv).
-                k = k.contiguous()?;
-                v = v.contiguous()?;
-                cache.layers.push((k.clone(), v.clone()));
-            }
+            (k, v) = cache.append(layer, &k, &v)?;
         }
         let att = if pad.iter().any(|&p| p > 0) {
             // A chunk may end inside a row's padding: then all of its keys are padding.

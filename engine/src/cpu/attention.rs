@@ -12,11 +12,15 @@
 //! is +inf and it gets no gradient: finite everywhere, unlike a softmax over nothing.
 
 use super::gemm::{sgemm, MatMut, MatRef};
-use super::simd;
+use super::simd::{self, multiversion};
 use rayon::prelude::*;
 
 const BLOCK_Q: usize = 64;
 const BLOCK_K: usize = 64;
+/// Queries per head up to which each row makes one pass of dot products over its keys instead of
+/// going through GEMM tiles: decoding has one query per head, where a tile's set-up costs more
+/// than its arithmetic.
+const ROW_WISE_Q: usize = 4;
 
 #[derive(Clone, Copy)]
 pub struct Dims {
@@ -70,9 +74,33 @@ pub fn forward(q: &[f32], k: &[f32], v: &[f32], dims: Dims) -> (Vec<f32>, Vec<f3
 
 /// `forward` with leading padding keys per batch row (see the module doc).
 pub fn forward_padded(q: &[f32], k: &[f32], v: &[f32], dims: Dims, key_pad: &[usize]) -> (Vec<f32>, Vec<f32>) {
+    forward_kv_strided(q, k, v, dims, key_pad, dims.tk * dims.d)
+}
+
+/// `forward_padded` with head h's keys and values at `h·kv_stride` of `k` and `v` (each head's
+/// [tk, d] rows still contiguous): a KV cache with room for more positions is read in place.
+pub fn forward_kv_strided(q: &[f32], k: &[f32], v: &[f32], dims: Dims, key_pad: &[usize], kv_stride: usize) -> (Vec<f32>, Vec<f32>) {
     let Dims { heads, tq, tk, d } = dims;
+    assert!(heads == 0 || (kv_stride >= tk * d && k.len().min(v.len()) >= (heads - 1) * kv_stride + tk * d), "attention: keys/values too short");
     let mut out = vec![0f32; heads * tq * d];
     let mut lse = vec![0f32; heads * tq];
+    if tq <= ROW_WISE_Q {
+        out.par_chunks_mut(tq * d).zip(lse.par_chunks_mut(tq)).enumerate().for_each(|(h, (o, l))| {
+            let kv = h * kv_stride..h * kv_stride + tk * d;
+            let (kh, vh) = (&k[kv.clone()], &v[kv]);
+            let pad = pad_of(key_pad, h, heads);
+            // The cache is cold every decode step (the LM head streams 51 MB through it): a burst of
+            // one read per line fetches it several times faster than the dependent passes would.
+            touch(&kh[pad.min(tk) * d..]);
+            touch(&vh[pad.min(tk) * d..]);
+            let mut scores = vec![0f32; tk];
+            for i in 0..tq {
+                let (qi, oi) = (&q[(h * tq + i) * d..][..d], &mut o[i * d..(i + 1) * d]);
+                l[i] = attend_row(qi, kh, vh, pad, dims.visible(i), &mut scores, oi);
+            }
+        });
+        return (out, lse);
+    }
     let q_blocks = tq.div_ceil(BLOCK_Q);
     // One task per (head, query block): they write disjoint rows of `out` and `lse`.
     let tasks: Vec<(usize, usize)> = (0..heads).flat_map(|h| (0..q_blocks).map(move |b| (h, b))).collect();
@@ -82,7 +110,8 @@ pub fn forward_padded(q: &[f32], k: &[f32], v: &[f32], dims: Dims, key_pad: &[us
             let i0 = qb * BLOCK_Q;
             let rows = BLOCK_Q.min(tq - i0);
             let qh = &q[(h * tq + i0) * d..(h * tq + i0 + rows) * d];
-            let (kh, vh) = (&k[h * tk * d..(h + 1) * tk * d], &v[h * tk * d..(h + 1) * tk * d]);
+            let kv = h * kv_stride..h * kv_stride + tk * d;
+            let (kh, vh) = (&k[kv.clone()], &v[kv]);
             let (o, l) = forward_block(qh, kh, vh, i0, rows, dims, pad_of(key_pad, h, heads));
             (h, i0, o, l)
         })
@@ -92,6 +121,45 @@ pub fn forward_padded(q: &[f32], k: &[f32], v: &[f32], dims: Dims, key_pad: &[us
         lse[h * tq + i0..h * tq + i0 + l.len()].copy_from_slice(&l);
     }
     (out, lse)
+}
+
+/// Reads one float per 64-byte line of `x`.
+fn touch(x: &[f32]) {
+    for i in (0..x.len()).step_by(16) {
+        // SAFETY: i < x.len().
+        unsafe { std::ptr::read_volatile(x.as_ptr().add(i)) };
+    }
+}
+
+multiversion! {
+    /// One query row against keys `lo..hi` of its head (k and v [tk, d], d = q.len()): writes
+    /// softmax(q·kᵀ/√d)·v into `out` and returns the logsumexp (zeros and +inf when it sees no
+    /// key, as `forward_block`). `scores` holds at least `hi` floats.
+    pub fn attend_row(q: &[f32], k: &[f32], v: &[f32], lo: usize, hi: usize, scores: &mut [f32], out: &mut [f32]) -> f32 {
+        let d = q.len();
+        let scale = 1.0 / (d as f32).sqrt();
+        out.fill(0.0);
+        if lo >= hi {
+            return f32::INFINITY;
+        }
+        let s = &mut scores[lo..hi];
+        for (j, x) in s.iter_mut().enumerate() {
+            *x = scale * simd::dot(q, &k[(lo + j) * d..(lo + j + 1) * d]);
+        }
+        let m = simd::max(s);
+        for x in s.iter_mut() {
+            *x = simd::exp(*x - m);
+        }
+        let l = simd::sum(s);
+        for (j, &p) in s.iter().enumerate() {
+            for (o, &x) in out.iter_mut().zip(&v[(lo + j) * d..(lo + j + 1) * d]) {
+                *o += p * x;
+            }
+        }
+        let inv = 1.0 / l;
+        out.iter_mut().for_each(|o| *o *= inv);
+        m + l.ln()
+    }
 }
 
 /// Online softmax over key blocks for `rows` queries starting at row `i0` of one head, whose

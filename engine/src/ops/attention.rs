@@ -38,10 +38,44 @@ pub fn causal_attention_padded(q: &Tensor, k: &Tensor, v: &Tensor, key_pad: &[us
 
 fn attention(q: &Tensor, k: &Tensor, v: &Tensor, key_pad: Vec<usize>) -> Result<Tensor> {
     let dims = dims(q, k, v)?;
-    let (out, lse) = k::forward_padded(&q.cpu_f32("attention")?, &k.cpu_f32("attention")?, &v.cpu_f32("attention")?, dims, &key_pad);
+    let (out, lse) = match (head_stride(k), head_stride(v)) {
+        // Keys and values read where they are (a KV cache's buffers viewed up to its length).
+        (Some(sk), Some(sv)) if sk == sv => {
+            let (ks, vs) = (k.cpu_f32_storage("attention")?, v.cpu_f32_storage("attention")?);
+            let (ko, vo) = (k.layout().offset, v.layout().offset);
+            k::forward_kv_strided(&q.cpu_f32("attention")?, &ks[ko..], &vs[vo..], dims, &key_pad, sk)
+        }
+        _ => k::forward_padded(&q.cpu_f32("attention")?, &k.cpu_f32("attention")?, &v.cpu_f32("attention")?, dims, &key_pad),
+    };
     let out = f32_tensor(out, q.shape());
     let saved = out.detach();
     Ok(out.with_op(&[q, k, v], || Op::Attention { q: q.clone(), k: k.clone(), v: v.clone(), out: saved, lse, key_pad }))
+}
+
+/// Distance between consecutive heads' [tk, d] blocks when each is row-major and the leading
+/// dims step over them evenly (contiguous tensors, and [B, H, len, d] views of a longer buffer).
+fn head_stride(t: &Tensor) -> Option<usize> {
+    let l = t.layout();
+    let r = l.rank();
+    let (tk, d) = (l.shape[r - 2], l.shape[r - 1]);
+    if (d > 1 && l.strides[r - 1] != 1) || (tk > 1 && l.strides[r - 2] != d) {
+        return None;
+    }
+    // The head dims, innermost first: each (of size > 1) must step over all the heads after it.
+    let (mut stride, mut expected) = (None, 0);
+    for dim in (0..r - 2).rev() {
+        if l.shape[dim] == 1 {
+            continue;
+        }
+        match stride {
+            None => stride = Some(l.strides[dim]),
+            Some(_) if l.strides[dim] != expected => return None,
+            _ => {}
+        }
+        expected = l.strides[dim] * l.shape[dim];
+    }
+    let s = stride.unwrap_or(tk * d);
+    (s >= tk * d).then_some(s)
 }
 
 /// The same function from primitive ops, materializing the full score matrix (the reference).
@@ -58,4 +92,35 @@ pub(crate) fn backward(q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, lse: &[
     let (qv, kv, vv) = (q.cpu_f32("attention backward")?, k.cpu_f32("attention backward")?, v.cpu_f32("attention backward")?);
     let (dq, dk, dv) = k::backward_padded(&qv, &kv, &vv, &out.cpu_f32("attention backward")?, lse, &g.cpu_f32("attention backward")?, dims, key_pad);
     Ok((f32_tensor(dq, q.shape()), f32_tensor(dk, k.shape()), f32_tensor(dv, v.shape())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    /// Keys and values viewed out of longer [B, H, cap, d] buffers (a KV cache) are read in place
+    /// and give what contiguous copies give, with and without padding.
+    #[test]
+    fn cache_views_match_contiguous_copies() {
+        let _g = crate::no_grad();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for (b, h, tq, tk, cap, d) in [(2, 3, 1, 9, 16, 8), (1, 2, 3, 40, 41, 16), (2, 1, 70, 70, 100, 8)] {
+            let q = Tensor::randn(&[b, h, tq, d], 0.0, 1.0, &mut rng);
+            let (kb, vb) = (Tensor::randn(&[b, h, cap, d], 0.0, 1.0, &mut rng), Tensor::randn(&[b, h, cap, d], 0.0, 1.0, &mut rng));
+            let (k, v) = (kb.narrow(2, 0, tk).unwrap(), vb.narrow(2, 0, tk).unwrap());
+            assert_eq!(head_stride(&k), Some(cap * d));
+            let (kc, vc) = (k.contiguous().unwrap(), v.contiguous().unwrap());
+            for pad in [vec![0; b], (0..b).map(|i| (i * 5) % tk).collect()] {
+                let got = causal_attention_padded(&q, &k, &v, &pad).unwrap().to_vec_f32().unwrap();
+                let want = causal_attention_padded(&q, &kc, &vc, &pad).unwrap().to_vec_f32().unwrap();
+                assert_eq!(got, want, "b{b} h{h} tq{tq} tk{tk} pad {pad:?}");
+            }
+        }
+        // Views whose heads are not evenly spaced are gathered instead.
+        let x = Tensor::zeros(&[2, 3, 5, 4]);
+        assert_eq!(head_stride(&x.narrow(1, 0, 2).unwrap()), None);
+        assert_eq!(head_stride(&x.narrow(3, 0, 2).unwrap()), None);
+        assert_eq!(head_stride(&x), Some(20));
+    }
 }

@@ -60,8 +60,9 @@ fn matmul(a: &Tensor, b: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
             cs: l.strides[r - 1],
         };
         // A shared B and batch dims that collapse into rows: one large GEMM.
-        if rb == 2 && batches > 1 && merges_into_rows(la) {
-            let am = MatRef { data: &av, offset: la.offset, rs: la.strides[ra - 2], cs: la.strides[ra - 1] };
+        let merged = if rb == 2 && batches > 1 { merged_row_stride(la) } else { None };
+        if let Some(rs) = merged {
+            let am = MatRef { data: &av, offset: la.offset, rs, cs: la.strides[ra - 1] };
             let c = MatMut { data: &mut out, offset: 0, rs: n, cs: 1 };
             sgemm(batches * m, n, k, 1.0, am, mat(&bv, lb, 2, 0), beta, c);
         } else if batches > 1 && m * n * k < SMALL_GEMM {
@@ -90,19 +91,26 @@ fn batch_offset(l: &crate::shape::Layout, mat_dim: usize, mut batch: usize) -> u
     offset
 }
 
-/// Can the batch dims and the row dim be read as one long row dim with a single stride?
-/// Each batch dim of size > 1 must step over all the rows after it: stride = (rows after it) ·
-/// row stride. Size-1 dims carry arbitrary strides, so they are skipped, never chained through.
-fn merges_into_rows(l: &crate::shape::Layout) -> bool {
+/// The stride that reads the batch dims and the row dim as one long row dim, if one does. Each
+/// dim of size > 1 must step over all the rows after it: stride = (rows after it) · row stride.
+/// Size-1 dims carry arbitrary strides, so they are skipped, never chained through; with a single
+/// row per matrix (the last position of each sequence) the innermost batch dim sets the stride.
+fn merged_row_stride(l: &crate::shape::Layout) -> Option<usize> {
     let r = l.rank();
+    let mut stride = (l.shape[r - 2] != 1).then_some(l.strides[r - 2]);
     let mut expected = l.strides[r - 2] * l.shape[r - 2];
     for d in (0..r - 2).rev() {
-        if l.shape[d] != 1 && l.strides[d] != expected {
-            return false;
+        if l.shape[d] == 1 {
+            continue;
         }
-        expected *= l.shape[d];
+        match stride {
+            None => stride = Some(l.strides[d]),
+            Some(_) if l.strides[d] != expected => return None,
+            Some(_) => {}
+        }
+        expected = l.strides[d] * l.shape[d];
     }
-    true
+    Some(stride.unwrap_or(l.strides[r - 2]))
 }
 
 /// dA = g·Bᵀ, dB = Aᵀ·g (summed over batches when B was shared), dbias = Σ rows of g.
@@ -128,4 +136,26 @@ pub(crate) fn backward(g: &Tensor, a: Tensor, b: Tensor, bias: Option<Tensor>) -
         }
     }
     Ok(grads)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    /// One row per matrix taken out of longer sequences ([B, T, K] narrowed to [B, 1, K]) is one
+    /// GEMM over B rows, and gives what its contiguous copy gives.
+    #[test]
+    fn single_row_views_merge_into_one_gemm() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let x = Tensor::randn(&[3, 5, 20], 0.0, 1.0, &mut rng);
+        let w = Tensor::randn(&[20, 70], 0.0, 1.0, &mut rng);
+        let last = x.narrow(1, 4, 1).unwrap();
+        assert_eq!(merged_row_stride(last.layout()), Some(100));
+        let want = last.contiguous().unwrap().matmul(&w).unwrap().to_vec_f32().unwrap();
+        assert_eq!(last.matmul(&w).unwrap().to_vec_f32().unwrap(), want);
+        // Rows that are not evenly spaced do not merge.
+        assert_eq!(merged_row_stride(x.narrow(1, 0, 2).unwrap().layout()), None);
+        assert_eq!(merged_row_stride(x.layout()), Some(20));
+    }
 }
