@@ -55,9 +55,13 @@ pub struct PipelineConfig {
     pub eval_prompts: usize,
     pub sft: SftConfig,
     pub labelers: LabelerConfig,
-    /// Temperature of the SFT samples that labelers rank.
-    pub rm_sample_temperature: f32,
+    /// Temperatures of the SFT samples that labelers rank: each prompt's K responses spread over
+    /// [lo, hi].
+    pub rm_sample_temperatures: [f32; 2],
     pub rm: RmConfig,
+    /// Also scale the reward model so that SFT samples score with std 1 (not only mean 0): the KL
+    /// coefficient then means the same whatever scale the reward model learned.
+    pub rm_normalize_gain: bool,
     /// PPO settings; PPO-ptx is the same with `ptx_coef` set to `gamma`.
     pub ppo: PpoConfig,
     /// PPO-ptx's gamma.
@@ -101,15 +105,16 @@ impl PipelineConfig {
             large_model: None,
             pretrain: PretrainConfig { steps: 1000, batch: 16, seq_len: 128, lr: 2e-3, min_lr: 2e-4, warmup: 50, weight_decay: 0.1, beta2: 0.95, grad_clip: 1.0, eval_every: 100, eval_batches: 4, checkpoint_every: 500, val_fraction: 0.05, seed, ..PretrainConfig::default() },
             large_pretrain_steps: 0,
-            sft_prompts: 4000,
-            rm_prompts: 480,
+            sft_prompts: 12000,
+            rm_prompts: 3000,
             rm_eval_prompts: 120,
             ppo_prompts: 800,
             eval_prompts: 240,
-            sft: SftConfig { epochs: 3, batch: 32, lr: 1e-3, min_lr: 1e-4, warmup_frac: 0.05, weight_decay: 0.1, beta2: 0.95, grad_clip: 1.0, max_len: 0, min_prompt_tokens: 64, val_fraction: 0.05, eval_every: 0, checkpoint_every: 0, seed, ..SftConfig::default() },
-            labelers: LabelerConfig { count: 5, noise: 0.15, taste_spread: 0.05, k_min: 4, k_max: 9 },
-            rm_sample_temperature: 1.0,
-            rm: RmConfig { epochs: 2, batch: 8, lr: 3e-4, min_lr: 3e-5, warmup: 10, weight_decay: 0.0, grad_clip: 1.0, eval_every: 20, seed, ..RmConfig::default() },
+            sft: SftConfig { epochs: 2, batch: 64, lr: 1e-3, min_lr: 1e-4, warmup_frac: 0.05, weight_decay: 0.1, beta2: 0.95, grad_clip: 1.0, max_len: 0, min_prompt_tokens: 64, val_fraction: 0.05, eval_every: 0, checkpoint_every: 0, seed, ..SftConfig::default() },
+            labelers: LabelerConfig { count: 5, noise: 0.12, taste_spread: 0.05, k_min: 4, k_max: 9 },
+            rm_sample_temperatures: [0.5, 1.3],
+            rm_normalize_gain: true,
+            rm: RmConfig { epochs: 2, batch: 8, lr: 3e-4, min_lr: 3e-5, warmup: 10, weight_decay: 0.0, grad_clip: 1.0, eval_every: 50, seed, ..RmConfig::default() },
             ppo: PpoConfig {
                 iterations: 60,
                 rollout_batch: 32,
@@ -120,13 +125,13 @@ impl PipelineConfig {
                 temperature: 1.0,
                 eos_token_id: Some(models::tokenizer::BYTES_EOT),
                 no_eos_score: Some(-1.0),
-                init_kl_coef: 0.05,
+                init_kl_coef: 0.1,
                 ptx_batch: 4,
                 ptx_seq_len: 128,
                 seed,
                 ..PpoConfig::default()
             },
-            gamma: 1.0,
+            gamma: 0.05,
             max_new_tokens,
             eval_temperature: 1.0,
             ptx_eval_tokens: 32 * 1024,

@@ -90,12 +90,15 @@ pub fn evaluate(cfg: &PipelineConfig, m: &Models, tasks: &[Task], corpus: &Corpu
     if let Some(l) = m.large_sft {
         named.push(("large_sft", l));
     }
-    let gen = gen_config(cfg, cfg.eval_temperature, cfg.seed ^ 0xe7a1);
+    // Each model samples with its own seed, as independent outputs are compared in the paper
+    // (shared random numbers would make similar policies give identical answers: ties).
+    let gen_of = |i: usize| gen_config(cfg, cfg.eval_temperature, (cfg.seed ^ 0xe7a1).wrapping_add(1_000_003 * i as u64));
     progress.begin("eval", named.len() as u64 * 2, &format!("{} held-out prompts", tasks.len()));
     let mut r = Results { preset: cfg.preset.clone(), seed: cfg.seed, eval_prompts: tasks.len(), ..Default::default() };
     let mut scores: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut texts: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for (i, (name, model)) in named.iter().enumerate() {
+        let gen = gen_of(i);
         let t = sample_texts(model, &prompts, &gen)?;
         let s: Vec<f64> = tasks.iter().zip(&t).map(|(task, x)| task.score(x)).collect();
         r.gold_score.insert(name.to_string(), mean(&s));

@@ -126,10 +126,10 @@ pub fn run_until(cfg: &PipelineConfig, out: &Path, progress: &mut dyn Progress, 
     };
 
     // The reward model, from rankings of SFT samples.
-    let mut stage = Stage::new(out, "rankings", key_of(&("rankings", &sft_key, &cfg.labelers, cfg.rm_sample_temperature, cfg.max_new_tokens)));
+    let mut stage = Stage::new(out, "rankings", key_of(&("rankings", &sft_key, world::SCORE_VERSION, &cfg.labelers, cfg.rm_sample_temperatures, cfg.max_new_tokens)));
     let (data, s) = stages::rm_data(cfg, &sft, &rm_tasks, &rm_eval_tasks, &mut stage, progress)?;
     seconds.insert("rankings", s);
-    let rm_key = key_of(&("rm", &stage.key, &cfg.rm));
+    let rm_key = key_of(&("rm", &stage.key, &cfg.rm, cfg.rm_normalize_gain));
     let mut stage = Stage::new(out, "rm", rm_key.clone());
     let (rm, rm_accuracy, s) = stages::reward_model(cfg, &sft, &data, &mut stage, progress)?;
     seconds.insert("rm", s);

@@ -32,9 +32,10 @@ pub fn write_data(dir: &Path, splits: &[(&str, &[Task])]) -> Result<()> {
     Ok(())
 }
 
-/// The labelers' K-wise rankings ({"prompt", "responses", "ranking"}, best first).
-pub fn write_comparisons(path: &Path, data: &[Comparison]) -> Result<()> {
-    write_jsonl(path, data.iter().map(|c| serde_json::json!({ "prompt": c.prompt, "responses": c.responses, "ranking": c.ranking })))
+/// The labelers' K-wise rankings ({"prompt", "responses", "ranking"}, best first, as `instructgpt
+/// rm` reads them), with each response's gold score beside them (for analysis; never trained on).
+pub fn write_comparisons(path: &Path, data: &[Comparison], tasks: &[Task]) -> Result<()> {
+    write_jsonl(path, data.iter().zip(tasks).map(|(c, t)| serde_json::json!({ "prompt": c.prompt, "responses": c.responses, "ranking": c.ranking, "gold": c.responses.iter().map(|r| t.score(r)).collect::<Vec<_>>() })))
 }
 
 const MODELS: [&str; 5] = ["pretrained", "sft", "ppo", "ppo_ptx", "large_sft"];

@@ -154,7 +154,17 @@ pub struct RmData {
 pub fn rm_data(cfg: &PipelineConfig, sft: &Gpt2, train: &[Task], eval: &[Task], stage: &mut Stage, progress: &mut dyn Progress) -> Result<(RmData, f64)> {
     if let Some((s, facts)) = stage.reuse() {
         progress.reused(stage.name);
-        let comparisons = crate::data::load_comparisons(&stage.dir.join("comparisons.jsonl"), Default::default())?.items;
+        // Read back as written (SFT samples may be empty: the strict loader would refuse them).
+        let text = std::fs::read_to_string(stage.dir.join("comparisons.jsonl"))?;
+        let comparisons: Vec<Comparison> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l)?;
+                let strings = |k: &str| -> Vec<String> { v[k].as_array().map(|a| a.iter().map(|x| x.as_str().unwrap_or_default().to_string()).collect()).unwrap_or_default() };
+                let ranking = v["ranking"].as_array().map(|a| a.iter().filter_map(|x| x.as_u64()).map(|x| x as usize).collect()).unwrap_or_default();
+                Ok(Comparison { prompt: v["prompt"].as_str().unwrap_or_default().to_string(), responses: strings("responses"), ranking })
+            })
+            .collect::<Result<_>>()?;
         let text = std::fs::read_to_string(stage.dir.join("heldout.jsonl"))?;
         let held: Vec<Vec<String>> = text.lines().map(|l| Ok(serde_json::from_str::<serde_json::Value>(l)?["responses"].as_array().context("responses")?.iter().map(|v| v.as_str().unwrap_or_default().to_string()).collect())).collect::<Result<_>>()?;
         let f = |k: &str| facts[k].as_f64().unwrap_or(f64::NAN);
@@ -168,19 +178,33 @@ pub fn rm_data(cfg: &PipelineConfig, sft: &Gpt2, train: &[Task], eval: &[Task], 
     let pool = labeler::pool(l.count, l.noise, l.taste_spread, &mut rng);
     let tasks: Vec<&Task> = train.iter().chain(eval).collect();
     let ks: Vec<usize> = tasks.iter().map(|_| labeler::draw_k(l.k_min, l.k_max, &mut rng)).collect();
-    let flat: Vec<Vec<u32>> = tasks.iter().zip(&ks).flat_map(|(t, &k)| std::iter::repeat_n(tok.encode(&t.prompt), k)).collect();
-    progress.begin(stage.name, flat.len() as u64, &format!("{} SFT responses to {} prompts for the labelers", flat.len(), tasks.len()));
-    let gen = gen_config(cfg, cfg.rm_sample_temperature, cfg.seed ^ 0x5a3_01e5);
-    let mut texts = Vec::with_capacity(flat.len());
-    for (i, chunk) in flat.chunks(256).enumerate() {
-        texts.extend(sample_texts(sft, chunk, &GenerateConfig { seed: gen.seed.wrapping_add(i as u64), ..gen.clone() })?);
-        progress.update(texts.len() as u64, String::new());
+    let total: usize = ks.iter().sum();
+    progress.begin(stage.name, total as u64, &format!("{total} SFT responses to {} prompts for the labelers", tasks.len()));
+    // Response j of every prompt is sampled at temperature T_j, spread over the configured range
+    // (golden-ratio steps, so any K covers it): SFT samples of varied care, standing in for the
+    // paper's outputs of several models.
+    let [lo, hi] = cfg.rm_sample_temperatures;
+    let mut texts: Vec<Vec<String>> = vec![Vec::new(); tasks.len()];
+    let mut done = 0;
+    for j in 0..ks.iter().copied().max().unwrap_or(0) {
+        let temperature = lo + (hi - lo) * ((j as f32 * 0.618_034).fract());
+        let rows: Vec<usize> = (0..tasks.len()).filter(|&i| ks[i] > j).collect();
+        for (c, chunk) in rows.chunks(256).enumerate() {
+            let prompts: Vec<Vec<u32>> = chunk.iter().map(|&i| tok.encode(&tasks[i].prompt)).collect();
+            let gen = gen_config(cfg, temperature, (cfg.seed ^ 0x5a3_01e5).wrapping_add((j * 10_007 + c) as u64));
+            for (&i, t) in chunk.iter().zip(sample_texts(sft, &prompts, &gen)?) {
+                texts[i].push(t);
+            }
+            done += chunk.len();
+            progress.update(done as u64, format!("temperature {temperature:.2}"));
+        }
     }
     let mut texts = texts.into_iter();
     let (mut out, mut eval_sets) = (Vec::new(), Vec::new());
     let (mut same, mut pairs, mut gold_same, mut gold_pairs) = (0, 0, 0, 0);
     for (i, (task, &k)) in tasks.iter().zip(&ks).enumerate() {
-        let responses: Vec<String> = texts.by_ref().take(k).collect();
+        let responses = texts.next().expect("one list per task");
+        debug_assert_eq!(responses.len(), k);
         if i >= train.len() {
             eval_sets.push(((*task).clone(), responses));
             continue;
@@ -196,7 +220,7 @@ pub fn rm_data(cfg: &PipelineConfig, sft: &Gpt2, train: &[Task], eval: &[Task], 
     }
     let frac = |a: usize, b: usize| if b == 0 { f64::NAN } else { a as f64 / b as f64 };
     let data = RmData { train: out, eval: eval_sets, labeler_agreement: frac(same, pairs), labeler_gold_agreement: frac(gold_same, gold_pairs) };
-    super::report::write_comparisons(&stage.dir.join("comparisons.jsonl"), &data.train)?;
+    super::report::write_comparisons(&stage.dir.join("comparisons.jsonl"), &data.train, train)?;
     let held: String = data.eval.iter().map(|(t, r)| format!("{}\n", serde_json::json!({ "prompt": t.prompt, "responses": r, "gold": r.iter().map(|x| t.score(x)).collect::<Vec<_>>() }))).collect();
     engine::safetensors::write_atomic(&stage.dir.join("heldout.jsonl"), held.as_bytes())?;
     let s = stage.finish(serde_json::json!({ "labeler_agreement": data.labeler_agreement, "labeler_gold_agreement": data.labeler_gold_agreement }))?;
@@ -280,9 +304,9 @@ pub fn reward_model(cfg: &PipelineConfig, sft: &Gpt2, data: &RmData, stage: &mut
     }
     // SFT's own samples (the rankings' responses) score 0 on average after this.
     let samples: Vec<Vec<u32>> = train.iter().flat_map(|r| r.responses.iter().map(move |x| [r.prompt.as_slice(), x.as_slice()].concat())).take(1024).collect();
-    let norm = rm.fit_normalization(&samples, false, 32)?;
+    let norm = rm.fit_normalization(&samples, cfg.rm_normalize_gain, 32)?;
     rm.save(&stage.dir)?;
-    let s = stage.finish(serde_json::json!({ "gold_accuracy": acc, "normalization_bias": norm.bias }))?;
+    let s = stage.finish(serde_json::json!({ "gold_accuracy": acc, "normalization_bias": norm.bias, "normalization_gain": norm.gain }))?;
     progress.end(format!("held-out gold accuracy {acc:.3}"));
     Ok((rm, acc, s))
 }
