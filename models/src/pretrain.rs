@@ -91,10 +91,11 @@ pub fn pretrain(mut model: Gpt2, data: &TokenFile, cfg: &PretrainConfig, out: &P
     let (train_len, val_start) = split(data, &cfg)?;
     let schedule = LrSchedule { peak: cfg.lr, min_lr: cfg.min_lr, warmup_steps: cfg.warmup, total_steps: cfg.steps, decay: Decay::Cosine };
     let metrics_path = out.join("metrics.jsonl");
+    // Resuming keeps the lines of the steps that stand; a fresh run starts a fresh file.
     if resume {
         checkpoint::keep_metrics_up_to(&metrics_path, start)?;
     }
-    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path)?;
+    let mut metrics = std::fs::OpenOptions::new().create(true).append(resume).write(true).truncate(!resume).open(&metrics_path)?;
     for step in start..cfg.steps {
         let t0 = Instant::now();
         let (ids, targets) = batch(data, train_len, &cfg, step)?;

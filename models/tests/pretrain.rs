@@ -55,6 +55,9 @@ fn loss_falls_and_held_out_loss_is_reported() {
     assert!(pointer.contains("trainer-30"));
     let kept: Vec<_> = std::fs::read_dir(dir.join("run")).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("trainer-")).collect();
     assert_eq!(kept.len(), 1);
+    // A fresh (not resumed) run into the same directory starts a fresh metrics file.
+    pretrain(micro(), &data, &cfg(5), &dir.join("run"), false, |_| true).unwrap();
+    assert_eq!(std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap().lines().count(), 5);
 }
 
 #[test]

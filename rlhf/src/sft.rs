@@ -149,10 +149,11 @@ pub fn train_sft(
     let total = per_epoch * cfg.epochs;
     let schedule = LrSchedule { peak: cfg.lr, min_lr: cfg.min_lr, warmup_steps: (total as f32 * cfg.warmup_frac) as u64, total_steps: total, decay: Decay::Cosine };
     let metrics_path = out.join("metrics.jsonl");
+    // Resuming keeps the lines of the steps that stand; a fresh run starts a fresh file.
     if resume {
         models::checkpoint::keep_metrics_up_to(&metrics_path, start)?;
     }
-    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path)?;
+    let mut metrics = std::fs::OpenOptions::new().create(true).append(resume).write(true).truncate(!resume).open(&metrics_path)?;
     let mut order = (u64::MAX, Vec::new());
     for step in start..total {
         let t0 = Instant::now();

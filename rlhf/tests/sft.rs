@@ -118,6 +118,9 @@ fn loss_falls_on_the_bundled_demonstrations() {
         assert!(out.join(f).exists(), "{f}");
     }
     assert_eq!(std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().count(), 24);
+    // A fresh (not resumed) run into the same directory starts a fresh metrics file.
+    train_sft(small_model(0), &tok, &demos, &quick_cfg(), &out, false, |_| true).unwrap();
+    assert_eq!(std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().count(), 8);
 }
 
 #[test]

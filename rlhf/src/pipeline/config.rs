@@ -59,6 +59,8 @@ pub struct PipelineConfig {
     /// [lo, hi].
     pub rm_sample_temperatures: [f32; 2],
     pub rm: RmConfig,
+    /// Train the reward model from the large SFT model (`paper`'s), not the policy's own.
+    pub rm_from_large_sft: bool,
     /// Also scale the reward model so that SFT samples score with std 1 (not only mean 0): the KL
     /// coefficient then means the same whatever scale the reward model learned.
     pub rm_normalize_gain: bool,
@@ -114,24 +116,25 @@ impl PipelineConfig {
             labelers: LabelerConfig { count: 5, noise: 0.12, taste_spread: 0.05, k_min: 4, k_max: 9 },
             rm_sample_temperatures: [0.5, 1.3],
             rm_normalize_gain: true,
+            rm_from_large_sft: false,
             rm: RmConfig { epochs: 2, batch: 8, lr: 3e-4, min_lr: 3e-5, warmup: 10, weight_decay: 0.0, grad_clip: 1.0, eval_every: 50, seed, ..RmConfig::default() },
             ppo: PpoConfig {
-                iterations: 60,
+                iterations: 100,
                 rollout_batch: 32,
                 minibatch: 8,
                 ppo_epochs: 2,
-                lr: 5e-5,
+                lr: 1e-4,
                 max_new_tokens,
                 temperature: 1.0,
                 eos_token_id: Some(models::tokenizer::BYTES_EOT),
                 no_eos_score: Some(-1.0),
-                init_kl_coef: 0.1,
+                init_kl_coef: 0.2,
                 ptx_batch: 4,
                 ptx_seq_len: 128,
                 seed,
                 ..PpoConfig::default()
             },
-            gamma: 0.05,
+            gamma: 0.02,
             max_new_tokens,
             eval_temperature: 1.0,
             ptx_eval_tokens: 32 * 1024,
@@ -143,7 +146,7 @@ impl PipelineConfig {
                 preset: "paper".into(),
                 large_model: Some(ModelShape { n_layer: 8, n_head: 8, n_embd: 256, n_positions: 128 }),
                 large_pretrain_steps: 1000,
-                ppo: PpoConfig { iterations: 120, ..quick.ppo.clone() },
+                ppo: PpoConfig { iterations: 150, ..quick.ppo.clone() },
                 eval_prompts: 400,
                 ..quick
             },

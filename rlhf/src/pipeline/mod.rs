@@ -113,25 +113,31 @@ pub fn run_until(cfg: &PipelineConfig, out: &Path, progress: &mut dyn Progress, 
     if until == Until::Sft {
         return Ok(None);
     }
-    let large = match &cfg.large_model {
+    let (large, large_key) = match &cfg.large_model {
         Some(shape) => {
             let mut stage = Stage::new(out, "large_pretrained", key_of(&("pretrain", CODE_VERSION, cfg.seed, shape, &cfg.pretrain, cfg.large_pretrain_steps)));
             let (p, s1) = stages::pretrain(cfg, shape, cfg.large_pretrain_steps, &corpus, &mut stage, progress)?;
             let mut stage = Stage::new(out, "large_sft", key_of(&("sft", &stage.key, &world_key, &cfg.sft)));
             let (m, s2) = stages::sft(cfg, &p, &demos, &mut stage, progress)?;
             seconds.insert("large_pretrain_and_sft", s1 + s2);
-            Some(m)
+            (Some(m), Some(stage.key.clone()))
         }
-        None => None,
+        None => (None, None),
     };
 
     // The reward model, from rankings of SFT samples.
     let mut stage = Stage::new(out, "rankings", key_of(&("rankings", &sft_key, world::SCORE_VERSION, &cfg.labelers, cfg.rm_sample_temperatures, cfg.max_new_tokens)));
     let (data, s) = stages::rm_data(cfg, &sft, &rm_tasks, &rm_eval_tasks, &mut stage, progress)?;
     seconds.insert("rankings", s);
-    let rm_key = key_of(&("rm", &stage.key, &cfg.rm, cfg.rm_normalize_gain));
+    // The paper's reward model is its own (6B) SFT model, not the policy's: `rm_from_large_sft`.
+    let (rm_init, rm_init_key) = match (&large, cfg.rm_from_large_sft) {
+        (Some(l), true) => (l, large_key.as_ref().expect("a key with the model")),
+        (None, true) => anyhow::bail!("rm_from_large_sft needs a large_model (the paper preset has one)"),
+        _ => (&sft, &sft_key),
+    };
+    let rm_key = key_of(&("rm", &stage.key, rm_init_key, &cfg.rm, cfg.rm_normalize_gain));
     let mut stage = Stage::new(out, "rm", rm_key.clone());
-    let (rm, rm_accuracy, s) = stages::reward_model(cfg, &sft, &data, &mut stage, progress)?;
+    let (rm, rm_accuracy, s) = stages::reward_model(cfg, rm_init, &data, &mut stage, progress)?;
     seconds.insert("rm", s);
     if until == Until::Rm {
         return Ok(None);
