@@ -398,4 +398,24 @@ mod smoke {
         assert_eq!(ms[0].value_lr, ms[0].lr);
         assert_ne!(values(&ppo.value.named_params()), value0);
     }
+
+    #[test]
+    fn the_reward_model_may_be_larger_than_the_policy_but_must_share_its_vocabulary() {
+        // The paper scores every policy with a 6B reward model; ours may be wider and deeper too.
+        let sft = sft();
+        let big = Gpt2::new(Gpt2Config::custom(2, 2, 48, 48, 64), 12).unwrap();
+        let rm = RewardModel::from_sft(&big, 2).unwrap();
+        let prompts: Vec<Vec<u32>> = (0..6).map(|i| vec![10 + i, 11, 12]).collect();
+        let mut ppo = PpoTrainer::new(&sft, &rm, cfg(0.0, 2)).unwrap();
+        let ms = ppo.train(&prompts, None, |_, _| Ok(true)).unwrap();
+        assert!(ms.iter().all(|m| m.vf_loss.is_finite() && m.pg_loss.is_finite() && m.score_mean.is_finite()), "{ms:?}");
+        assert_ne!(ms[0].vf_loss, ms[1].vf_loss);
+        // Another vocabulary, or a shorter context, is refused with a clear error.
+        for other in [Gpt2Config::custom(1, 2, 32, 40, 64), Gpt2Config::custom(1, 2, 32, 48, 32)] {
+            let rm = RewardModel::from_sft(&Gpt2::new(other.clone(), 13).unwrap(), 2).unwrap();
+            let Err(err) = PpoTrainer::new(&sft, &rm, cfg(0.0, 1)) else { panic!("{other:?} accepted") };
+            let err = err.to_string();
+            assert!(err.contains("vocabulary") && err.contains("context"), "{err}");
+        }
+    }
 }

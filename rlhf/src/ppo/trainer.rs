@@ -280,8 +280,11 @@ impl PpoTrainer {
     /// `sft`: the policy's start and the frozen reference; `reward`: the scorer and the value
     /// model's start.
     pub fn new(sft: &Gpt2, reward: &RewardModel, cfg: PpoConfig) -> Result<PpoTrainer> {
-        if sft.config().n_embd != reward.trunk.config().n_embd || sft.config().vocab_size != reward.trunk.config().vocab_size {
-            bail!("PPO: the policy and the reward model need the same vocabulary and width");
+        // The reward/value model may be another size (the paper: a 6B one for every policy), but
+        // it reads the policy's tokens and whole sequences.
+        let (p, r) = (sft.config(), reward.trunk.config());
+        if p.vocab_size != r.vocab_size || r.n_positions < p.n_positions {
+            bail!("PPO: the reward model needs the policy's vocabulary ({} tokens, it has {}) and at least its context ({} positions, it has {})", p.vocab_size, r.vocab_size, p.n_positions, r.n_positions);
         }
         if let Some(e) = cfg.eos_token_id.filter(|&e| e as usize >= sft.config().vocab_size) {
             bail!("PPO: eos_token_id {e} is outside the policy's vocabulary of {} (its tokenizer's EOT is {})", sft.config().vocab_size, models::Tokenizer::for_config(sft.config()).eot());
