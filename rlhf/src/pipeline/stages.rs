@@ -154,19 +154,9 @@ pub struct RmData {
 pub fn rm_data(cfg: &PipelineConfig, sft: &Gpt2, train: &[Task], eval: &[Task], stage: &mut Stage, progress: &mut dyn Progress) -> Result<(RmData, f64)> {
     if let Some((s, facts)) = stage.reuse() {
         progress.reused(stage.name);
-        // Read back as written (SFT samples may be empty: the strict loader would refuse them).
-        let text = std::fs::read_to_string(stage.dir.join("comparisons.jsonl"))?;
-        let comparisons: Vec<Comparison> = text
-            .lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l)?;
-                let strings = |k: &str| -> Vec<String> { v[k].as_array().map(|a| a.iter().map(|x| x.as_str().unwrap_or_default().to_string()).collect()).unwrap_or_default() };
-                let ranking = v["ranking"].as_array().map(|a| a.iter().filter_map(|x| x.as_u64()).map(|x| x as usize).collect()).unwrap_or_default();
-                Ok(Comparison { prompt: v["prompt"].as_str().unwrap_or_default().to_string(), responses: strings("responses"), ranking })
-            })
-            .collect::<Result<_>>()?;
-        let text = std::fs::read_to_string(stage.dir.join("heldout.jsonl"))?;
-        let held: Vec<Vec<String>> = text.lines().map(|l| Ok(serde_json::from_str::<serde_json::Value>(l)?["responses"].as_array().context("responses")?.iter().map(|v| v.as_str().unwrap_or_default().to_string()).collect())).collect::<Result<_>>()?;
+        // Read back as written (SFT samples may be empty: the strict data loader would refuse them).
+        let comparisons = read_saved(&stage.dir.join("comparisons.jsonl"))?.into_iter().map(|r| Comparison { prompt: r.prompt, responses: r.responses, ranking: r.ranking }).collect();
+        let held: Vec<Vec<String>> = read_saved(&stage.dir.join("heldout.jsonl"))?.into_iter().map(|r| r.responses).collect();
         let f = |k: &str| facts[k].as_f64().unwrap_or(f64::NAN);
         let data = RmData { train: comparisons, eval: eval.iter().cloned().zip(held).collect(), labeler_agreement: f("labeler_agreement"), labeler_gold_agreement: f("labeler_gold_agreement") };
         return Ok((data, s));
@@ -226,6 +216,20 @@ pub fn rm_data(cfg: &PipelineConfig, sft: &Gpt2, train: &[Task], eval: &[Task], 
     let s = stage.finish(serde_json::json!({ "labeler_agreement": data.labeler_agreement, "labeler_gold_agreement": data.labeler_gold_agreement }))?;
     progress.end(format!("labelers agree with each other on {:.3} of pairs, with the gold score on {:.3}", data.labeler_agreement, data.labeler_gold_agreement));
     Ok((data, s))
+}
+
+/// One line of the rankings stage's own files (comparisons.jsonl, heldout.jsonl).
+#[derive(Deserialize)]
+struct SavedResponses {
+    prompt: String,
+    responses: Vec<String>,
+    #[serde(default)]
+    ranking: Vec<usize>,
+}
+
+fn read_saved(path: &Path) -> Result<Vec<SavedResponses>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    text.lines().enumerate().map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{}:{}: not a saved ranking", path.display(), i + 1))).collect()
 }
 
 fn gold_agreement(task: &Task, responses: &[String], ranking: &[usize]) -> (usize, usize) {

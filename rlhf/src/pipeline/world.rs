@@ -88,14 +88,21 @@ impl Form {
         if items.is_empty() {
             return 0.0;
         }
-        let (n, kind): (usize, Box<dyn Fn(&str) -> bool>) = match self {
-            Form::Numbers(n) => (*n, Box::new(|w: &str| w.parse::<i64>().is_ok())),
-            Form::Capitals(n) => (*n, Box::new(|w: &str| w.bytes().all(|b| b.is_ascii_uppercase()))),
-            Form::Words(n, allowed) => (*n, Box::new(move |w: &str| allowed.contains(&w))),
+        let n = match self {
+            Form::Numbers(n) | Form::Capitals(n) | Form::Words(n, _) => *n,
         };
-        let right = items.iter().filter(|w| kind(w)).count() as f64 / items.len() as f64;
+        let right = items.iter().filter(|w| self.fits(w)).count() as f64 / items.len() as f64;
         let count = (1.0 - (items.len() as f64 - n as f64).abs() / n as f64).max(0.0);
         right * count
+    }
+
+    /// Whether one item is of the right kind.
+    fn fits(&self, w: &str) -> bool {
+        match self {
+            Form::Numbers(_) => w.parse::<i64>().is_ok(),
+            Form::Capitals(_) => w.bytes().all(|b| b.is_ascii_uppercase()),
+            Form::Words(_, allowed) => allowed.contains(&w),
+        }
     }
 }
 
