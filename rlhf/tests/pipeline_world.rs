@@ -91,3 +91,23 @@ fn labelers_rank_by_gold_blurred_by_their_noise() {
         assert!((4..=9).contains(&k));
     }
 }
+
+#[test]
+fn demonstrations_slip_into_habits_as_often_as_told_and_habits_cost_gold() {
+    let mut rng = StdRng::seed_from_u64(5);
+    for slip in [0.0, 0.4, 1.0] {
+        let (mut slipped, n) = (0, 800);
+        for i in 0..n {
+            let t = task(Family::ALL[i % 8], &mut rng);
+            let d = labeler::demonstrate(&t, slip, &mut rng);
+            if d == t.answer {
+                continue;
+            }
+            slipped += 1;
+            assert!(labeler::HABITS.iter().any(|(pre, post)| d == format!("{pre}{}{post}", t.answer)), "{d:?} is the answer in a habit");
+            assert!(t.score(&d) < 1.0, "{:?}: the habit {d:?} costs gold", t.family);
+        }
+        let rate = slipped as f64 / n as f64;
+        assert!((rate - slip).abs() < 0.05, "slip {slip}: {rate}");
+    }
+}

@@ -35,6 +35,9 @@ pub struct LabelerConfig {
     /// K responses per ranking, uniform in k_min..=k_max (the paper: 4..9).
     pub k_min: usize,
     pub k_max: usize,
+    /// Share of demonstrations written in one of the labelers' habits (`labeler::HABITS`), not
+    /// in the rubric's terse form.
+    pub demo_slip: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -113,7 +116,7 @@ impl PipelineConfig {
             ppo_prompts: 800,
             eval_prompts: 240,
             sft: SftConfig { epochs: 2, batch: 64, lr: 1e-3, min_lr: 1e-4, warmup_frac: 0.05, weight_decay: 0.1, beta2: 0.95, grad_clip: 1.0, max_len: 0, min_prompt_tokens: 64, val_fraction: 0.05, eval_every: 0, checkpoint_every: 0, seed },
-            labelers: LabelerConfig { count: 5, noise: 0.12, taste_spread: 0.05, k_min: 4, k_max: 9 },
+            labelers: LabelerConfig { count: 5, noise: 0.18, taste_spread: 0.05, k_min: 4, k_max: 9, demo_slip: 0.4 },
             rm_sample_temperatures: [0.5, 1.3],
             rm_normalize_gain: true,
             rm_from_large_sft: false,
@@ -134,7 +137,7 @@ impl PipelineConfig {
                 seed,
                 ..PpoConfig::default()
             },
-            gamma: 0.02,
+            gamma: 0.01,
             max_new_tokens,
             eval_temperature: 1.0,
             ptx_eval_tokens: 32 * 1024,

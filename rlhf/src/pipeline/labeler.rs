@@ -1,6 +1,9 @@
 //! Simulated labelers: each ranks K responses by the gold score as they perceive it, that is,
 //! blurred by their own noise and a taste of their own (a preference for longer or shorter
-//! answers), as the paper's labelers agreed with each other on about 73% of pairs.
+//! answers), as the paper's labelers agreed with each other on about 73% of pairs. They also
+//! write the demonstrations, and there they slip into habits the rubric penalizes (a preamble,
+//! a trailing period, quotes): writing a perfect answer is harder than telling which of two is
+//! better, the reason the paper collects comparisons at all.
 
 use super::world::Task;
 use rand::rngs::StdRng;
@@ -33,6 +36,21 @@ impl Labeler {
         let mut order: Vec<usize> = (0..responses.len()).collect();
         order.sort_by(|&a, &b| seen[b].total_cmp(&seen[a]));
         order
+    }
+}
+
+/// Habits a demonstration may slip into: the answer framed as people write, not as the rubric
+/// asks (just the items).
+pub const HABITS: [(&str, &str); 3] = [("Answer: ", ""), ("", "."), ("\"", "\"")];
+
+/// A labeler's demonstration for `task`: its reference answer, or with probability `slip` that
+/// answer in one of the `HABITS`.
+pub fn demonstrate(task: &Task, slip: f64, rng: &mut StdRng) -> String {
+    if rng.gen_bool(slip.clamp(0.0, 1.0)) {
+        let (pre, post) = HABITS[rng.gen_range(0..HABITS.len())];
+        format!("{pre}{}{post}", task.answer)
+    } else {
+        task.answer.clone()
     }
 }
 

@@ -84,6 +84,28 @@ impl std::str::FromStr for Until {
     }
 }
 
+/// The world's prompts of a run, in disjoint splits.
+pub struct Splits {
+    pub eval: Vec<world::Task>,
+    pub ppo: Vec<world::Task>,
+    pub rm_eval: Vec<world::Task>,
+    pub rm: Vec<world::Task>,
+    pub sft: Vec<world::Task>,
+    /// The sizes above, in that order (part of the stage keys).
+    pub sizes: [usize; 5],
+}
+
+impl Splits {
+    /// Held-out splits first, so their prompts never depend on the other splits' sizes.
+    pub fn of(cfg: &PipelineConfig) -> Splits {
+        let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x0077_0e1d);
+        let sizes = [cfg.eval_prompts, cfg.ppo_prompts, cfg.rm_eval_prompts, cfg.rm_prompts, cfg.sft_prompts];
+        let mut s = world::disjoint_splits(&sizes, &mut rng).into_iter();
+        let mut next = || s.next().expect("one split per size");
+        Splits { eval: next(), ppo: next(), rm_eval: next(), rm: next(), sft: next(), sizes }
+    }
+}
+
 /// `run`, stopping after `until` (no results unless it ran to the end).
 pub fn run_until(cfg: &PipelineConfig, out: &Path, progress: &mut dyn Progress, until: Until) -> Result<Option<Results>> {
     let t0 = Instant::now();
@@ -92,17 +114,14 @@ pub fn run_until(cfg: &PipelineConfig, out: &Path, progress: &mut dyn Progress, 
     let tok = Tokenizer::bytes();
     let mut seconds = std::collections::BTreeMap::new();
 
-    // The world: disjoint prompt splits (held-out ones first, so their size never depends on the others).
-    let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x0077_0e1d);
-    let sizes = [cfg.eval_prompts, cfg.ppo_prompts, cfg.rm_eval_prompts, cfg.rm_prompts, cfg.sft_prompts];
-    let [eval_tasks, ppo_tasks, rm_eval_tasks, rm_tasks, sft_tasks]: [Vec<world::Task>; 5] =
-        world::disjoint_splits(&sizes, &mut rng).try_into().map_err(|_| anyhow::anyhow!("five splits"))?;
-    let demos: Vec<crate::data::Demonstration> = sft_tasks.iter().map(|t| crate::data::Demonstration { prompt: t.prompt.clone(), response: t.answer.clone() }).collect();
-    report::write_data(&out.join("data"), &[("sft", &sft_tasks), ("rm", &rm_tasks), ("rm_eval", &rm_eval_tasks), ("ppo", &ppo_tasks), ("eval", &eval_tasks)])?;
+    let Splits { eval: eval_tasks, ppo: ppo_tasks, rm_eval: rm_eval_tasks, rm: rm_tasks, sft: sft_tasks, sizes } = Splits::of(cfg);
+    let mut demo_rng = StdRng::seed_from_u64(cfg.seed ^ 0xde30);
+    let demos: Vec<crate::data::Demonstration> = sft_tasks.iter().map(|t| crate::data::Demonstration { prompt: t.prompt.clone(), response: labeler::demonstrate(t, cfg.labelers.demo_slip, &mut demo_rng) }).collect();
+    report::write_data(&out.join("data"), &[("sft", &sft_tasks), ("rm", &rm_tasks), ("rm_eval", &rm_eval_tasks), ("ppo", &ppo_tasks), ("eval", &eval_tasks)], &sft_tasks, &demos)?;
     let corpus = Corpus::build(&tok, &out.join("corpus"), cfg.ptx_eval_tokens)?;
 
     // Pretraining and SFT (and, for `paper`, the same for a larger model).
-    let world_key = key_of(&(cfg.seed, sizes, world::VERSION));
+    let world_key = key_of(&(cfg.seed, sizes, world::VERSION, cfg.labelers.demo_slip));
     let mut stage = Stage::new(out, "pretrained", key_of(&("pretrain", CODE_VERSION, cfg.seed, &cfg.model, &cfg.pretrain)));
     let (pretrained, s) = stages::pretrain(cfg, &cfg.model, cfg.pretrain.steps, &corpus, &mut stage, progress)?;
     seconds.insert("pretrain", s);

@@ -5,7 +5,7 @@
 use super::config::PipelineConfig;
 use super::evaluate::{Results, Sample};
 use super::world::Task;
-use crate::data::Comparison;
+use crate::data::{Comparison, Demonstration};
 use anyhow::Result;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -20,16 +20,13 @@ fn write_jsonl(path: &Path, lines: impl Iterator<Item = serde_json::Value>) -> R
     Ok(())
 }
 
-/// `dir/<split>_prompts.jsonl` ({"prompt", "family"}) and `dir/demonstrations.jsonl` (the SFT split).
-pub fn write_data(dir: &Path, splits: &[(&str, &[Task])]) -> Result<()> {
+/// `dir/<split>_prompts.jsonl` ({"prompt", "family"}) and `dir/demonstrations.jsonl` (the SFT split, as the labelers wrote it, with its gold score).
+pub fn write_data(dir: &Path, splits: &[(&str, &[Task])], sft: &[Task], demos: &[Demonstration]) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     for (name, tasks) in splits {
         write_jsonl(&dir.join(format!("{name}_prompts.jsonl")), tasks.iter().map(|t| serde_json::json!({ "prompt": t.prompt, "family": t.family.name() })))?;
-        if *name == "sft" {
-            write_jsonl(&dir.join("demonstrations.jsonl"), tasks.iter().map(|t| serde_json::json!({ "prompt": t.prompt, "response": t.answer })))?;
-        }
     }
-    Ok(())
+    write_jsonl(&dir.join("demonstrations.jsonl"), demos.iter().zip(sft).map(|(d, t)| serde_json::json!({ "prompt": d.prompt, "response": d.response, "gold": t.score(&d.response) })))
 }
 
 /// The labelers' K-wise rankings ({"prompt", "responses", "ranking"}, best first, as `instructgpt

@@ -2,9 +2,10 @@
 //! short instructions, each with a programmatic gold answer and a graded gold score in [0, 1]
 //! (partial credit, never just right or wrong, so that small improvements are visible).
 //!
-//! A prompt is one line ending in '\n'; the response is what follows, up to EOS. The gold scorer
-//! writes the demonstrations and (through noisy labelers, `labeler`) the rankings, and judges the
-//! evaluation; it is never PPO's reward (the reward model is).
+//! A prompt is one line ending in '\n'; the response is what follows, up to EOS. Each task's
+//! reference answer is what a demonstration says (when its labeler does not slip, `labeler`); the
+//! gold scorer is what the labelers perceive when they rank, and it judges the evaluation; it is
+//! never PPO's reward (the reward model is).
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
