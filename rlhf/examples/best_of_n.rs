@@ -8,7 +8,7 @@
 
 use anyhow::{Context, Result};
 use models::{hf, Tokenizer};
-use rlhf::pipeline::{stages, PipelineConfig, Splits};
+use rlhf::pipeline::{evaluate::win_rate, stages, PipelineConfig, Splits};
 use rlhf::reward::RewardModel;
 use std::path::PathBuf;
 
@@ -26,7 +26,7 @@ fn main() -> Result<()> {
     let prompts: Vec<Vec<u32>> = eval.iter().map(|t| tok.encode(&t.prompt)).collect();
     let gold_of = |texts: &[String]| -> Vec<f64> { texts.iter().zip(&eval).map(|(r, t)| t.score(r)).collect() };
     let baseline = gold_of(&stages::sample_texts(&policy, &prompts, &stages::gen_config(&cfg, 1.0, 77))?);
-    let win = |g: &[f64]| g.iter().zip(&baseline).map(|(a, b)| if (a - b).abs() <= 1e-12 { 0.5 } else if a > b { 1.0 } else { 0.0 }).sum::<f64>() / g.len() as f64;
+    let win = |g: &[f64]| win_rate(g, &baseline).rate;
     println!("{model} of {}, {} held-out prompts; win rates against one {model} sample at temperature 1", dir.display(), eval.len());
     println!("{:>11} {:>10} {:>13} {:>10} {:>9} {:>12} {:>10}", "temperature", "mean gold", "best by RM", "oracle", "win: one", "win: RM pick", "win: oracle");
     for temperature in [0.0f32, 0.3, 0.6, 1.0] {
@@ -40,9 +40,7 @@ fn main() -> Result<()> {
         let (mut one, mut picked, mut oracle, mut mean) = (Vec::new(), Vec::new(), Vec::new(), 0.0);
         for (task, texts) in eval.iter().zip(&samples) {
             let gold: Vec<f64> = texts.iter().map(|r| task.score(r)).collect();
-            let p = tok.encode(&task.prompt);
-            let seqs: Vec<Vec<u32>> = texts.iter().map(|r| p.iter().copied().chain(tok.encode(r)).chain([tok.eot()]).collect()).collect();
-            let scores = rm.scores(&seqs)?;
+            let scores = stages::rm_scores(&rm, &task.prompt, texts)?;
             let best = (0..texts.len()).max_by(|&a, &b| scores[a].total_cmp(&scores[b])).expect("k >= 1");
             mean += gold.iter().sum::<f64>() / gold.len() as f64;
             one.push(gold[0]);

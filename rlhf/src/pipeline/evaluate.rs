@@ -69,7 +69,8 @@ pub struct Sample {
     pub responses: BTreeMap<String, (String, f64)>,
 }
 
-fn win_rate(a: &[f64], b: &[f64]) -> WinRate {
+/// How often score `a[i]` beats `b[i]` (equal scores tie).
+pub fn win_rate(a: &[f64], b: &[f64]) -> WinRate {
     let (mut w, mut t, mut l) = (0, 0, 0);
     for (x, y) in a.iter().zip(b) {
         if (x - y).abs() <= 1e-12 {

@@ -248,15 +248,20 @@ fn gold_agreement(task: &Task, responses: &[String], ranking: &[usize]) -> (usiz
     (same, pairs)
 }
 
+/// The reward model's scores of `responses` to `prompt` (each ended by EOS, as PPO scores them).
+pub fn rm_scores(rm: &RewardModel, prompt: &str, responses: &[String]) -> Result<Vec<f32>> {
+    let tok = Tokenizer::for_config(rm.trunk.config());
+    let p = tok.encode(prompt);
+    let seqs: Vec<Vec<u32>> = responses.iter().map(|r| p.iter().copied().chain(tok.encode(r)).chain([tok.eot()]).collect()).collect();
+    Ok(rm.scores(&seqs)?)
+}
+
 /// The reward model's accuracy on held-out pairs ordered by the gold score (pairs whose gold
 /// scores are equal are left out: there is nothing to get right).
 pub fn gold_pair_accuracy(rm: &RewardModel, eval: &[(Task, Vec<String>)]) -> Result<f64> {
-    let tok = Tokenizer::for_config(rm.trunk.config());
     let (mut right, mut pairs) = (0usize, 0usize);
     for (task, responses) in eval {
-        let p = tok.encode(&task.prompt);
-        let seqs: Vec<Vec<u32>> = responses.iter().map(|r| p.iter().copied().chain(tok.encode(r)).chain([tok.eot()]).collect()).collect();
-        let scores = rm.scores(&seqs)?;
+        let scores = rm_scores(rm, &task.prompt, responses)?;
         let gold: Vec<f64> = responses.iter().map(|r| task.score(r)).collect();
         for i in 0..gold.len() {
             for j in i + 1..gold.len() {
