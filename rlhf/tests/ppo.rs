@@ -400,6 +400,31 @@ mod smoke {
     }
 
     #[test]
+    fn the_value_warmup_trains_the_value_model_alone_then_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let sft = sft();
+        let rm = RewardModel::from_sft(&sft, 2).unwrap();
+        let data = ptx_file(dir.path());
+        let prompts: Vec<Vec<u32>> = (0..6).map(|i| vec![10 + i, 11, 12]).collect();
+        let mut ppo = PpoTrainer::new(&sft, &rm, PpoConfig { value_warmup: 2, weight_decay: 0.1, ..cfg(0.5, 3) }).unwrap();
+        let (value0, policy0) = (values(&ppo.value.named_params()), values(ppo.policy.params()));
+        let mut seen = Vec::new();
+        ppo.train(&prompts, Some(&data), |t, m| {
+            seen.push((m.lr, m.ptx_loss, values(t.policy.params()), values(&t.value.named_params())));
+            Ok(true)
+        })
+        .unwrap();
+        for (lr, ptx, policy, value) in &seen[..2] {
+            assert_eq!((*lr, *ptx), (0.0, None), "warm-up: no policy step, no ptx loss");
+            assert_eq!(policy, &policy0, "warm-up: the policy does not move (not even by weight decay)");
+            assert_ne!(value, &value0, "warm-up: the value model trains");
+        }
+        let (lr, ptx, policy, _) = &seen[2];
+        assert!(*lr > 0.0 && ptx.is_some_and(f64::is_finite));
+        assert_ne!(policy, &policy0, "after the warm-up the policy trains");
+    }
+
+    #[test]
     fn the_reward_model_may_be_larger_than_the_policy_but_must_share_its_vocabulary() {
         // The paper scores every policy with a 6B reward model; ours may be wider and deeper too.
         let sft = sft();

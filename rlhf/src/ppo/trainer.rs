@@ -46,6 +46,10 @@ pub struct PpoConfig {
     pub lr: f32,
     /// The value model's peak learning rate, on the same schedule (None: `lr`).
     pub value_lr: Option<f32>,
+    /// The first this many iterations train only the value model: it starts as the reward model,
+    /// which was trained to score whole responses, not prefixes, so its first estimates are poor
+    /// (explained variance below 0) and the first policy steps would follow noisy advantages.
+    pub value_warmup: u64,
     pub warmup: u64,
     pub weight_decay: f32,
     pub grad_clip: f32,
@@ -81,6 +85,7 @@ impl Default for PpoConfig {
             ppo_epochs: 4,
             lr: 1e-5,
             value_lr: None,
+            value_warmup: 0,
             warmup: 0,
             weight_decay: 0.0,
             grad_clip: 1.0,
@@ -416,18 +421,24 @@ impl PpoTrainer {
         let mut lr = 0.0;
         let mut value_lr = 0.0;
         let mut order = all.clone();
+        let train_policy = iteration > c.value_warmup;
         for _ in 0..c.ppo_epochs {
             order.shuffle(&mut rng);
             for mb in order.chunks(c.minibatch) {
                 let (ids, resp, pads) = ro.ids(mb)?;
-                let (new_lp, _) = response_logprobs(&self.policy, &ids, &resp, &pads, prompt_len, time, c.temperature)?;
+                // In the value warm-up the policy gets no gradient (AdamW leaves it and its
+                // moments alone); its log-probs are still computed, for the metrics.
+                let new_lp = {
+                    let _g = (!train_policy).then(engine::no_grad);
+                    response_logprobs(&self.policy, &ids, &resp, &pads, prompt_len, time, c.temperature)?.0
+                };
                 let new_v = response_values(&self.value, &ids, &pads, prompt_len, time)?;
                 let take = |x: &[f64]| -> Vec<f64> { mb.iter().flat_map(|&r| x[r * time..(r + 1) * time].iter().copied()).collect() };
                 let (o_lp, o_v, a_w, ret, m) = (take(&old_lp), take(&adv.values), take(&adv.advantages_whitened), take(&adv.returns), take(&adv.mask));
                 let inp = LossInputs { old_logprobs: &o_lp, old_values: &o_v, advantages_whitened: &a_w, returns: &ret, mask: &m };
                 let out = ppo_loss(&new_lp, &new_v, &inp, &hp)?;
-                let mut loss = out.total.clone();
-                if c.ptx_coef > 0.0 {
+                let mut loss = if train_policy { out.total.clone() } else { out.vf_loss.mul_scalar(c.vf_coef as f32)? };
+                if c.ptx_coef > 0.0 && train_policy {
                     let Some(data) = ptx else { bail!("PPO-ptx: ptx_coef {} needs pretraining data", c.ptx_coef) };
                     let (pi, pt) = self.ptx_batch(data, self.step)?;
                     let ptx_loss = self.policy.loss(&pi, &pt)?;
@@ -437,7 +448,7 @@ impl PpoTrainer {
                 let mut grads = loss.backward()?;
                 grads.clip_global_norm(c.grad_clip)?;
                 let base = self.schedule.lr(self.step);
-                (lr, value_lr) = (base * self.lr_scales.0, base * self.lr_scales.1);
+                (lr, value_lr) = (if train_policy { base * self.lr_scales.0 } else { 0.0 }, base * self.lr_scales.1);
                 self.opt.step(&grads, base)?;
                 self.step += 1;
                 pg_sum += out.pg_loss.to_scalar()? as f64;
@@ -472,7 +483,7 @@ impl PpoTrainer {
             returns_var: masked_var_unbiased(&adv.returns, &adv.mask),
             response_length: gen_tokens as f64 / b as f64,
             eos_rate: ended.iter().filter(|&&e| e).count() as f64 / b as f64,
-            ptx_loss: (c.ptx_coef > 0.0).then(|| ptx_sum / nm),
+            ptx_loss: (c.ptx_coef > 0.0 && train_policy).then(|| ptx_sum / nm),
             lr,
             value_lr,
             rollout_s,
