@@ -43,3 +43,19 @@ fn smoke_pipeline_runs_every_stage_and_is_deterministic() {
     let rd = pipeline::run(&PipelineConfig::preset("smoke", 8).unwrap(), &dir.path().join("d"), &mut Silent).unwrap();
     assert_ne!(strip(&ra), strip(&rd));
 }
+
+#[test]
+fn the_reward_model_can_start_from_its_own_longer_trained_sft_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let (own, policys) = (dir.path().join("own"), dir.path().join("policys"));
+    let mut cfg = PipelineConfig::preset("smoke", 7).unwrap();
+    pipeline::run_until(&cfg, &policys, &mut Silent, pipeline::Until::Rm).unwrap();
+    cfg.rm_sft_epochs = Some(2);
+    pipeline::run_until(&cfg, &own, &mut Silent, pipeline::Until::Rm).unwrap();
+    let bytes = |d: &std::path::Path, f: &str| std::fs::read(d.join(f)).unwrap();
+    assert!(own.join("rm_sft/model.safetensors").is_file() && !policys.join("rm_sft").exists());
+    assert_eq!(bytes(&own, "sft/model.safetensors"), bytes(&policys, "sft/model.safetensors"), "the policy's SFT model is the same");
+    assert_eq!(bytes(&own, "rankings/comparisons.jsonl"), bytes(&policys, "rankings/comparisons.jsonl"), "the labelers rank the policy's samples");
+    assert_ne!(bytes(&own, "rm_sft/model.safetensors"), bytes(&own, "sft/model.safetensors"));
+    assert_ne!(bytes(&own, "rm/model.safetensors"), bytes(&policys, "rm/model.safetensors"), "another start, another reward model");
+}

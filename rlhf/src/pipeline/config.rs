@@ -64,6 +64,11 @@ pub struct PipelineConfig {
     pub rm: RmConfig,
     /// Train the reward model from the large SFT model (`paper`'s), not the policy's own.
     pub rm_from_large_sft: bool,
+    /// Train the reward model from an SFT model of the policy's size trained for this many epochs
+    /// (its own stage, `rm_sft`), not from the policy's SFT model: a stronger judge than the
+    /// policy is a writer, as the paper's 6B reward model is for its 1.3B policy.
+    #[serde(default)]
+    pub rm_sft_epochs: Option<u64>,
     /// Also scale the reward model so that SFT samples score with std 1 (not only mean 0): the KL
     /// coefficient then means the same whatever scale the reward model learned.
     pub rm_normalize_gain: bool,
@@ -120,6 +125,7 @@ impl PipelineConfig {
             rm_sample_temperatures: [0.5, 1.3],
             rm_normalize_gain: true,
             rm_from_large_sft: false,
+            rm_sft_epochs: None,
             rm: RmConfig { epochs: 2, batch: 8, lr: 3e-4, min_lr: 3e-5, warmup: 10, weight_decay: 0.0, grad_clip: 1.0, eval_every: 50, seed, ..RmConfig::default() },
             ppo: PpoConfig {
                 iterations: 100,

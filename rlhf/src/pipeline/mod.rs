@@ -125,8 +125,9 @@ pub fn run_until(cfg: &PipelineConfig, out: &Path, progress: &mut dyn Progress, 
     let mut stage = Stage::new(out, "pretrained", key_of(&("pretrain", CODE_VERSION, cfg.seed, &cfg.model, &cfg.pretrain)));
     let (pretrained, s) = stages::pretrain(cfg, &cfg.model, cfg.pretrain.steps, &corpus, &mut stage, progress)?;
     seconds.insert("pretrain", s);
-    let mut stage = Stage::new(out, "sft", key_of(&("sft", &stage.key, &world_key, &cfg.sft)));
-    let (sft, s) = stages::sft(cfg, &pretrained, &demos, &mut stage, progress)?;
+    let pretrained_key = stage.key.clone();
+    let mut stage = Stage::new(out, "sft", key_of(&("sft", &pretrained_key, &world_key, &cfg.sft)));
+    let (sft, s) = stages::sft(&cfg.sft, &pretrained, &demos, &mut stage, progress)?;
     seconds.insert("sft", s);
     let sft_key = stage.key.clone();
     if until == Until::Sft {
@@ -137,7 +138,7 @@ pub fn run_until(cfg: &PipelineConfig, out: &Path, progress: &mut dyn Progress, 
             let mut stage = Stage::new(out, "large_pretrained", key_of(&("pretrain", CODE_VERSION, cfg.seed, shape, &cfg.pretrain, cfg.large_pretrain_steps)));
             let (p, s1) = stages::pretrain(cfg, shape, cfg.large_pretrain_steps, &corpus, &mut stage, progress)?;
             let mut stage = Stage::new(out, "large_sft", key_of(&("sft", &stage.key, &world_key, &cfg.sft)));
-            let (m, s2) = stages::sft(cfg, &p, &demos, &mut stage, progress)?;
+            let (m, s2) = stages::sft(&cfg.sft, &p, &demos, &mut stage, progress)?;
             seconds.insert("large_pretrain_and_sft", s1 + s2);
             (Some(m), Some(stage.key.clone()))
         }
@@ -148,10 +149,22 @@ pub fn run_until(cfg: &PipelineConfig, out: &Path, progress: &mut dyn Progress, 
     let mut stage = Stage::new(out, "rankings", key_of(&("rankings", &sft_key, world::SCORE_VERSION, &cfg.labelers, cfg.rm_sample_temperatures, cfg.max_new_tokens)));
     let (data, s) = stages::rm_data(cfg, &sft, &rm_tasks, &rm_eval_tasks, &mut stage, progress)?;
     seconds.insert("rankings", s);
-    // The paper's reward model is its own (6B) SFT model, not the policy's: `rm_from_large_sft`.
-    let (rm_init, rm_init_key) = match (&large, cfg.rm_from_large_sft) {
-        (Some(l), true) => (l, large_key.as_ref().expect("a key with the model")),
-        (None, true) => anyhow::bail!("rm_from_large_sft needs a large_model (the paper preset has one)"),
+    // The paper's reward model is its own (6B) SFT model, not the policy's: `rm_from_large_sft`
+    // (the larger model's), or `rm_sft_epochs` (one of the policy's size, trained longer).
+    let rm_sft = match cfg.rm_sft_epochs {
+        Some(epochs) if !cfg.rm_from_large_sft => {
+            let sft_cfg = crate::sft::SftConfig { epochs, ..cfg.sft.clone() };
+            let mut stage = Stage::new(out, "rm_sft", key_of(&("sft", &pretrained_key, &world_key, &sft_cfg)));
+            let (m, s) = stages::sft(&sft_cfg, &pretrained, &demos, &mut stage, progress)?;
+            seconds.insert("rm_sft", s);
+            Some((m, stage.key.clone()))
+        }
+        _ => None,
+    };
+    let (rm_init, rm_init_key) = match (&large, cfg.rm_from_large_sft, &rm_sft) {
+        (Some(l), true, _) => (l, large_key.as_ref().expect("a key with the model")),
+        (None, true, _) => anyhow::bail!("rm_from_large_sft needs a large_model (the paper preset has one)"),
+        (_, false, Some((m, key))) => (m, key),
         _ => (&sft, &sft_key),
     };
     let rm_key = key_of(&("rm", &stage.key, rm_init_key, &cfg.rm, cfg.rm_normalize_gain));

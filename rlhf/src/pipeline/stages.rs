@@ -11,6 +11,7 @@ use super::Progress;
 use crate::data::{Comparison, Demonstration};
 use crate::ppo::trainer::{PpoConfig, PpoTrainer};
 use crate::reward::{self, RewardModel, TokenRanking};
+use crate::sft::SftConfig;
 use anyhow::{Context, Result};
 use models::{hf, GenerateConfig, Gpt2, Tokenizer};
 use rand::rngs::StdRng;
@@ -103,18 +104,18 @@ pub fn pretrain(cfg: &PipelineConfig, shape: &ModelShape, steps: u64, corpus: &C
 }
 
 /// Supervised fine-tuning on the labelers' demonstrations.
-pub fn sft(cfg: &PipelineConfig, base: &Gpt2, demos: &[Demonstration], stage: &mut Stage, progress: &mut dyn Progress) -> Result<(Gpt2, f64)> {
+pub fn sft(sft_cfg: &SftConfig, base: &Gpt2, demos: &[Demonstration], stage: &mut Stage, progress: &mut dyn Progress) -> Result<(Gpt2, f64)> {
     if let Some((s, _)) = stage.reuse() {
         progress.reused(stage.name);
         return Ok((hf::load(&stage.dir)?, s));
     }
     stage.clear()?;
     let tok = Tokenizer::for_config(base.config());
-    let train = demos.len() - (demos.len() as f32 * cfg.sft.val_fraction).round() as usize;
-    let total = train.div_ceil(cfg.sft.batch) as u64 * cfg.sft.epochs;
-    progress.begin(stage.name, total, &format!("{} demonstrations, {} epochs", demos.len(), cfg.sft.epochs));
+    let train = demos.len() - (demos.len() as f32 * sft_cfg.val_fraction).round() as usize;
+    let total = train.div_ceil(sft_cfg.batch) as u64 * sft_cfg.epochs;
+    progress.begin(stage.name, total, &format!("{} demonstrations, {} epochs", demos.len(), sft_cfg.epochs));
     let mut val = f32::NAN;
-    let model = crate::sft::train_sft(base.copy()?, &tok, demos, &cfg.sft, &stage.dir, false, |m| {
+    let model = crate::sft::train_sft(base.copy()?, &tok, demos, sft_cfg, &stage.dir, false, |m| {
         if let Some(v) = m.val_loss {
             val = v;
         }
