@@ -2,7 +2,8 @@
 # ONE prepared run on the GPU machine (H100/H200, driver 580, CUDA 13.0, PyTorch; no
 # Rust, no network). Needs a prebuilt `target/release/instructgpt` built with
 # `--features cuda` (override with $IGPT_BIN). Writes to $OUT (<= 8 files):
-#   gpu-check.md (report), env.log, compile.log, selftest.log, selftest.json, torch.log
+#   gpu-check.md (report), env.log, compile.log, selftest.log, selftest.json, bench.log,
+#   alloc.log, torch.log
 # Every step runs under `timeout`; a failed step is recorded and the script goes on.
 # The summary is printed last (the caller sees only the tail of stdout). ~2-4 minutes.
 set -u
@@ -75,6 +76,8 @@ bench_all() {
 export BIN; export -f bench_all
 step "kernel bandwidth (bench --device cuda)" 120 "$OUT/bench.log" bash -c bench_all
 { echo; echo '## bench <op> --device cuda'; echo; cat "$OUT/bench.log"; } >>"$REPORT"
+step "allocators (bench alloc --device cuda)" 60 "$OUT/alloc.log" "$BIN" bench alloc --device cuda
+{ echo; echo '## bench alloc --device cuda'; echo; cat "$OUT/alloc.log"; } >>"$REPORT"
 step "torch baseline" 150 "$OUT/torch.log" python3 scripts/torch_baseline.py
 { echo; echo '## PyTorch baseline'; echo; cat "$OUT/torch.log"; } >>"$REPORT"
 
@@ -91,6 +94,7 @@ step "torch baseline" 150 "$OUT/torch.log" python3 scripts/torch_baseline.py
   sed -n '/^| kernel | M x N x K/,/^$/p' "$OUT/selftest.log" 2>/dev/null
   grep -E '^\| attention' "$OUT/selftest.log" 2>/dev/null
   grep -E '^\| [a-z_]+.*%' "$OUT/bench.log" 2>/dev/null | grep -v '^| kernel' | head -40
+  grep -E '^\| (cuMemAlloc|pool|caching)' "$OUT/alloc.log" 2>/dev/null
   grep -E '^selftest:|^error' "$OUT/selftest.log" 2>/dev/null
   grep -E '^\| (torch|device|SDPA)' "$OUT/torch.log" 2>/dev/null
 } >"$OUT/summary.tmp"

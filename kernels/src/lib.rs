@@ -19,6 +19,8 @@ pub mod selftest;
 pub mod toolkit;
 
 #[cfg(feature = "cuda")]
+pub mod alloc_bench;
+#[cfg(feature = "cuda")]
 pub mod bench;
 #[cfg(feature = "cuda")]
 pub mod device;

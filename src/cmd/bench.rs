@@ -32,6 +32,9 @@ pub enum Op {
     L2norm,
     /// RxC: add/sub/mul/div/min/max, same shape and broadcast (GB/s, cuda only).
     Binary,
+    /// N tokens: a GPT-2 124M train step's device allocations under each allocator: cuMemAlloc,
+    /// the stream-ordered pool (release threshold 0 and max), our caching allocator (cuda only).
+    Alloc,
     /// GPT-2 train step (forward, loss, backward, AdamW) on --model, --batch x --seq-len (tokens/s).
     TrainStep,
     /// Greedy KV-cache generation on --model, --prompts x --prompt-len, --new-tokens (tokens/s).
@@ -95,6 +98,7 @@ fn default_shape(op: Op) -> &'static str {
         Op::SumRows => "8192x3072",
         Op::L2norm => "64x1966081",
         Op::Binary => "8192x3072",
+        Op::Alloc => "8192",
         Op::TrainStep | Op::Generate => "0",
     }
 }
@@ -243,7 +247,7 @@ fn measure_cpu(args: &BenchArgs, s: &[usize]) -> Result<Measured> {
         }
         Op::Adamw => return bench_adamw(args, s),
         Op::TrainStep | Op::Generate => unreachable!("handled in run"),
-        Op::Embedding | Op::SumRows | Op::L2norm | Op::Binary => bail!("{:?}: only benchmarked with --device cuda", args.op),
+        Op::Embedding | Op::SumRows | Op::L2norm | Op::Binary | Op::Alloc => bail!("{:?}: only benchmarked with --device cuda", args.op),
     };
     let (median_ms, min_ms, reps) = time(args.reps, || run_op(&inputs, &*f))?;
     Ok(Measured { median_ms, min_ms, reps, flops, bytes })
@@ -269,6 +273,24 @@ fn run_cuda(_: &BenchArgs, _: &[usize]) -> Result<()> {
 #[cfg(feature = "cuda")]
 fn run_cuda(args: &BenchArgs, s: &[usize]) -> Result<()> {
     let gpu = kernels::device::Gpu::new(0)?;
+    if args.op == Op::Alloc {
+        need(s, 1, "N")?;
+        // GPT-2 124M: 12 layers, width 768, vocabulary 50257; logits in chunks of 1024 rows.
+        let sizes = kernels::alloc_bench::step_buffers(12, s[0], 768, 50257, 1024);
+        let timings = kernels::alloc_bench::alloc_bench(&gpu, &sizes, args.reps.unwrap_or(20))?;
+        if args.json {
+            println!("{}", serde_json::json!({ "op": "alloc", "device": "cuda", "gpu": gpu.info.name, "tokens": s[0], "results": timings }));
+        } else {
+            println!("{}: a GPT-2 124M train step's allocations, {} tokens ({} buffers, {:.0} MiB per step)", gpu.info.name, s[0], timings[0].buffers_per_step, timings[0].mib_per_step);
+            println!("| allocator | first step us | step us (median) |");
+            println!("|---|---:|---:|");
+            for t in &timings {
+                let err = t.error.as_ref().map(|e| format!(" ERROR: {e}")).unwrap_or_default();
+                println!("| {} | {:.0} | {:.0}{err} |", t.strategy, t.first_step_us, t.step_us);
+            }
+        }
+        return Ok(());
+    }
     if args.op == Op::Matmul {
         need(s, 3, "MxNxK")?;
         let timings = kernels::bench::matmul_bench(&gpu, &[(s[0], s[1], s[2])])?;
@@ -292,7 +314,7 @@ fn run_cuda(args: &BenchArgs, s: &[usize]) -> Result<()> {
         Op::SumRows => "sum-rows",
         Op::L2norm => "l2norm",
         Op::Binary => "binary",
-        Op::Matmul | Op::Attention | Op::TrainStep | Op::Generate => bail!("--device cuda: {:?} is benchmarked by `instructgpt selftest --device cuda`", args.op),
+        Op::Matmul | Op::Alloc | Op::Attention | Op::TrainStep | Op::Generate => bail!("--device cuda: {:?} is benchmarked by `instructgpt selftest --device cuda`", args.op),
     };
     // The ceiling, measured in this process: a device-to-device copy, bytes read + written.
     let copy = kernels::memops::copy_bandwidth(&gpu)?;
