@@ -39,6 +39,12 @@ fn smoke_pipeline_runs_every_stage_and_is_deterministic() {
     let rc = pipeline::run(&cfg, &a, &mut Silent).unwrap();
     assert_eq!(strip(&ra), strip(&rc));
     assert_eq!(std::fs::metadata(a.join("sft/model.safetensors")).unwrap().modified().unwrap(), sft_weights, "sft was reused, not retrained");
+    // Two responses per prompt and model: every pair counts, and the stages are reused.
+    let count = |r: &pipeline::Results| r.win_counts.values().map(|w| w.wins + w.ties + w.losses).collect::<Vec<_>>();
+    assert_eq!(count(&ra), vec![cfg.eval_prompts; 2]);
+    let r2 = pipeline::run(&PipelineConfig { eval_samples: 2, ..cfg.clone() }, &a, &mut Silent).unwrap();
+    assert_eq!((count(&r2), r2.eval_samples), (vec![2 * cfg.eval_prompts; 2], 2));
+    assert_eq!(std::fs::metadata(a.join("sft/model.safetensors")).unwrap().modified().unwrap(), sft_weights);
     // Another seed: another run.
     let rd = pipeline::run(&PipelineConfig::preset("smoke", 8).unwrap(), &dir.path().join("d"), &mut Silent).unwrap();
     assert_ne!(strip(&ra), strip(&rd));

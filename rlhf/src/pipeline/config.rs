@@ -80,10 +80,18 @@ pub struct PipelineConfig {
     pub max_new_tokens: usize,
     /// Sampling temperature of the evaluation (0 = greedy).
     pub eval_temperature: f32,
+    /// Responses each model samples per held-out prompt: every figure of the evaluation is a mean
+    /// over all of them (more samples, less sampling noise in the win rates).
+    #[serde(default = "one")]
+    pub eval_samples: usize,
     /// Held-out pretraining tokens for the ptx loss (the alignment tax).
     pub ptx_eval_tokens: usize,
     /// Every this many PPO iterations, the held-out ptx loss for the curves (0 = only at the end).
     pub ptx_curve_every: u64,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl PipelineConfig {
@@ -146,6 +154,7 @@ impl PipelineConfig {
             gamma: 0.01,
             max_new_tokens,
             eval_temperature: 1.0,
+            eval_samples: 4,
             ptx_eval_tokens: 32 * 1024,
             ptx_curve_every: 10,
         };
@@ -174,6 +183,7 @@ impl PipelineConfig {
                 max_new_tokens: 16,
                 ptx_eval_tokens: 2048,
                 ptx_curve_every: 1,
+                eval_samples: 1,
                 ..quick
             },
             other => bail!("--preset {other:?}: expected quick, paper or smoke"),

@@ -48,6 +48,9 @@ pub struct Results {
     /// Mean response length in bytes.
     pub response_length: BTreeMap<String, f64>,
     pub eval_prompts: usize,
+    /// Responses per prompt and model (`eval_samples`): the win rates count every pair.
+    #[serde(default)]
+    pub eval_samples: usize,
     /// Wall time per stage and in total (the only field that differs between runs of one seed).
     pub seconds: BTreeMap<String, f64>,
 }
@@ -93,18 +96,24 @@ pub fn evaluate(cfg: &PipelineConfig, m: &Models, tasks: &[Task], corpus: &Corpu
     }
     // Each model samples with its own seed, as independent outputs are compared in the paper
     // (shared random numbers would make similar policies give identical answers: ties).
-    let gen_of = |i: usize| gen_config(cfg, cfg.eval_temperature, (cfg.seed ^ 0xe7a1).wrapping_add(1_000_003 * i as u64));
-    progress.begin("eval", named.len() as u64 * 2, &format!("{} held-out prompts", tasks.len()));
-    let mut r = Results { preset: cfg.preset.clone(), seed: cfg.seed, eval_prompts: tasks.len(), ..Default::default() };
+    // Sample k of model i: its own seed (k = 0 keeps the seeds of a one-sample evaluation).
+    let gen_of = |i: usize, k: usize| gen_config(cfg, cfg.eval_temperature, (cfg.seed ^ 0xe7a1).wrapping_add(1_000_003 * i as u64).wrapping_add(7_919 * k as u64));
+    let per_prompt = cfg.eval_samples.max(1);
+    progress.begin("eval", named.len() as u64 * 2, &format!("{} held-out prompts, {per_prompt} responses each", tasks.len()));
+    let mut r = Results { preset: cfg.preset.clone(), seed: cfg.seed, eval_prompts: tasks.len(), eval_samples: per_prompt, ..Default::default() };
+    // Per model: every response, sample by sample (prompt order within each), and its score.
     let mut scores: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut texts: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let all_tasks: Vec<&Task> = (0..per_prompt).flat_map(|_| tasks.iter()).collect();
     for (i, (name, model)) in named.iter().enumerate() {
-        let gen = gen_of(i);
-        let t = sample_texts(model, &prompts, &gen)?;
-        let s: Vec<f64> = tasks.iter().zip(&t).map(|(task, x)| task.score(x)).collect();
+        let mut t = Vec::with_capacity(all_tasks.len());
+        for k in 0..per_prompt {
+            t.extend(sample_texts(model, &prompts, &gen_of(i, k))?);
+        }
+        let s: Vec<f64> = all_tasks.iter().zip(&t).map(|(task, x)| task.score(x)).collect();
         r.gold_score.insert(name.to_string(), mean(&s));
         let mut fam: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-        for (task, &x) in tasks.iter().zip(&s) {
+        for (task, &x) in all_tasks.iter().zip(&s) {
             fam.entry(task.family.name().to_string()).or_default().push(x);
         }
         r.gold_score_by_family.insert(name.to_string(), fam.into_iter().map(|(k, v)| (k, mean(&v))).collect());
@@ -112,7 +121,7 @@ pub fn evaluate(cfg: &PipelineConfig, m: &Models, tasks: &[Task], corpus: &Corpu
         r.ptx_loss.insert(name.to_string(), lm_loss(model, &corpus.held_out, model.config().n_positions)?);
         progress.update(2 * i as u64 + 1, format!("{name}: gold {:.3}", r.gold_score[*name]));
         if matches!(*name, "ppo" | "ppo_ptx") {
-            r.kl.insert(name.to_string(), kl_to_reference(model, m.sft, &prompts, &gen)?);
+            r.kl.insert(name.to_string(), kl_to_reference(model, m.sft, &prompts, &gen_of(i, 0))?);
         }
         progress.update(2 * i as u64 + 2, String::new());
         scores.insert(name, s);

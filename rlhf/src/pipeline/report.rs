@@ -49,7 +49,7 @@ pub fn table(r: &Results) -> String {
         let _ = writeln!(s, "{:<12} {:>10} {:>14} {:>10} {:>8}", m, cell(r.gold_score.get(*m), 3), cell(r.ptx_loss.get(*m), 4), cell(r.kl.get(*m), 3), cell(r.response_length.get(*m), 1));
     }
     for (k, w) in &r.win_counts {
-        let _ = writeln!(s, "win rate {k:<28} {:.3}  ({} wins, {} ties, {} losses; gold judge, {} held-out prompts)", w.rate, w.wins, w.ties, w.losses, r.eval_prompts);
+        let _ = writeln!(s, "win rate {k:<28} {:.3}  ({} wins, {} ties, {} losses; gold judge, {} held-out prompts x {})", w.rate, w.wins, w.ties, w.losses, r.eval_prompts, r.eval_samples.max(1));
     }
     let _ = writeln!(s, "reward model held-out accuracy {:.3}  (labelers agree with each other on {:.3} of pairs, with the gold score on {:.3})", r.rm_accuracy, r.labeler_agreement, r.labeler_gold_agreement);
     let (ps, pt, sf) = (r.ptx_loss.get("ppo"), r.ptx_loss.get("ppo_ptx"), r.ptx_loss.get("sft"));
