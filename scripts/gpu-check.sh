@@ -96,7 +96,7 @@ step "torch baseline" 150 "$OUT/torch.log" python3 scripts/torch_baseline.py
   grep -E '^\| [a-z_]+.*%' "$OUT/bench.log" 2>/dev/null | grep -v '^| kernel' | head -40
   grep -E '^\| (cuMemAlloc|pool|caching)' "$OUT/alloc.log" 2>/dev/null
   grep -E '^selftest:|^error' "$OUT/selftest.log" 2>/dev/null
-  grep -E '^\| (torch|device|SDPA)' "$OUT/torch.log" 2>/dev/null
+  grep -E '^\| (torch|device|SDPA|GPT-2)' "$OUT/torch.log" 2>/dev/null
 } >"$OUT/summary.tmp"
 cat "$OUT/summary.tmp" >>"$REPORT"
 cat "$OUT/summary.tmp"; rm -f "$OUT/summary.tmp"
