@@ -100,6 +100,7 @@ fn demonstrations_slip_into_habits_as_often_as_told_and_habits_cost_gold() {
         for i in 0..n {
             let t = task(Family::ALL[i % 8], &mut rng);
             let d = labeler::demonstrate(&t, slip, &mut rng);
+            assert_eq!(labeler::has_habit(&d), d != t.answer, "{d:?} (answer {:?}): the evaluation's habit count sees it", t.answer);
             if d == t.answer {
                 continue;
             }

@@ -47,6 +47,10 @@ pub struct Results {
     pub kl: BTreeMap<String, f64>,
     /// Mean response length in bytes.
     pub response_length: BTreeMap<String, f64>,
+    /// Share of responses framed in one of the labelers' habits (`labeler::HABITS`: a preamble, a
+    /// trailing period, quotes), which 40% of the demonstrations have and the rubric penalizes.
+    #[serde(default)]
+    pub habit_rate: BTreeMap<String, f64>,
     pub eval_prompts: usize,
     /// Responses per prompt and model (`eval_samples`): the win rates count every pair.
     #[serde(default)]
@@ -118,6 +122,7 @@ pub fn evaluate(cfg: &PipelineConfig, m: &Models, tasks: &[Task], corpus: &Corpu
         }
         r.gold_score_by_family.insert(name.to_string(), fam.into_iter().map(|(k, v)| (k, mean(&v))).collect());
         r.response_length.insert(name.to_string(), mean(&t.iter().map(|x| x.len() as f64).collect::<Vec<_>>()));
+        r.habit_rate.insert(name.to_string(), mean(&t.iter().map(|x| super::labeler::has_habit(x) as u8 as f64).collect::<Vec<_>>()));
         r.ptx_loss.insert(name.to_string(), lm_loss(model, &corpus.held_out, model.config().n_positions)?);
         progress.update(2 * i as u64 + 1, format!("{name}: gold {:.3}", r.gold_score[*name]));
         if matches!(*name, "ppo" | "ppo_ptx") {

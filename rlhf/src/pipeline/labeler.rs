@@ -43,6 +43,12 @@ impl Labeler {
 /// asks (just the items).
 pub const HABITS: [(&str, &str); 3] = [("Answer: ", ""), ("", "."), ("\"", "\"")];
 
+/// Whether a response is framed in one of the `HABITS` (what SFT imitates and RLHF should drop).
+pub fn has_habit(response: &str) -> bool {
+    let r = response.trim();
+    HABITS.iter().any(|&(pre, post)| (!pre.is_empty() && r.starts_with(pre)) || (!post.is_empty() && r.ends_with(post)))
+}
+
 /// A labeler's demonstration for `task`: its reference answer, or with probability `slip` that
 /// answer in one of the `HABITS`.
 pub fn demonstrate(task: &Task, slip: f64, rng: &mut StdRng) -> String {

@@ -44,9 +44,9 @@ fn cell(v: Option<&f64>, digits: usize) -> String {
 /// The results as the table the CLI prints.
 pub fn table(r: &Results) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "{:<12} {:>10} {:>14} {:>10} {:>8}", "model", "gold score", "ptx loss", "KL to SFT", "length");
+    let _ = writeln!(s, "{:<12} {:>10} {:>14} {:>10} {:>8} {:>8}", "model", "gold score", "ptx loss", "KL to SFT", "length", "habits");
     for m in MODELS.iter().filter(|m| r.gold_score.contains_key(**m)) {
-        let _ = writeln!(s, "{:<12} {:>10} {:>14} {:>10} {:>8}", m, cell(r.gold_score.get(*m), 3), cell(r.ptx_loss.get(*m), 4), cell(r.kl.get(*m), 3), cell(r.response_length.get(*m), 1));
+        let _ = writeln!(s, "{:<12} {:>10} {:>14} {:>10} {:>8} {:>8}", m, cell(r.gold_score.get(*m), 3), cell(r.ptx_loss.get(*m), 4), cell(r.kl.get(*m), 3), cell(r.response_length.get(*m), 1), cell(r.habit_rate.get(*m), 3));
     }
     for (k, w) in &r.win_counts {
         let _ = writeln!(s, "win rate {k:<28} {:.3}  ({} wins, {} ties, {} losses; gold judge, {} held-out prompts x {})", w.rate, w.wins, w.ties, w.losses, r.eval_prompts, r.eval_samples.max(1));
