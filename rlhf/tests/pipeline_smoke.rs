@@ -65,3 +65,17 @@ fn the_reward_model_can_start_from_its_own_longer_trained_sft_model() {
     assert_ne!(bytes(&own, "rm_sft/model.safetensors"), bytes(&own, "sft/model.safetensors"));
     assert_ne!(bytes(&own, "rm/model.safetensors"), bytes(&policys, "rm/model.safetensors"), "another start, another reward model");
 }
+
+#[test]
+fn contradictory_reward_model_starts_are_refused_before_any_stage_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = PipelineConfig::preset("smoke", 7).unwrap();
+    cfg.rm_from_large_sft = true;
+    let err = pipeline::run(&cfg, dir.path(), &mut Silent).unwrap_err().to_string();
+    assert!(err.contains("large_model"), "{err}");
+    cfg.large_model = Some(cfg.model);
+    cfg.rm_sft_epochs = Some(2);
+    let err = pipeline::run(&cfg, dir.path(), &mut Silent).unwrap_err().to_string();
+    assert!(err.contains("rm_sft_epochs") && err.contains("set one"), "{err}");
+    assert!(!dir.path().join("pretrained").exists(), "nothing was trained");
+}

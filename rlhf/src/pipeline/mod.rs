@@ -109,6 +109,13 @@ impl Splits {
 /// `run`, stopping after `until` (no results unless it ran to the end).
 pub fn run_until(cfg: &PipelineConfig, out: &Path, progress: &mut dyn Progress, until: Until) -> Result<Option<Results>> {
     let t0 = Instant::now();
+    // Settings that contradict each other fail before any stage runs.
+    if cfg.rm_from_large_sft && cfg.large_model.is_none() {
+        anyhow::bail!("rm_from_large_sft needs a large_model (the paper preset has one)");
+    }
+    if cfg.rm_from_large_sft && cfg.rm_sft_epochs.is_some() {
+        anyhow::bail!("rm_sft_epochs and rm_from_large_sft both choose the reward model's start: set one");
+    }
     std::fs::create_dir_all(out)?;
     engine::safetensors::write_atomic(&out.join("pipeline.json"), serde_json::to_string_pretty(cfg)?.as_bytes())?;
     let tok = Tokenizer::bytes();
@@ -152,19 +159,18 @@ pub fn run_until(cfg: &PipelineConfig, out: &Path, progress: &mut dyn Progress, 
     // The paper's reward model is its own (6B) SFT model, not the policy's: `rm_from_large_sft`
     // (the larger model's), or `rm_sft_epochs` (one of the policy's size, trained longer).
     let rm_sft = match cfg.rm_sft_epochs {
-        Some(epochs) if !cfg.rm_from_large_sft => {
+        Some(epochs) => {
             let sft_cfg = crate::sft::SftConfig { epochs, ..cfg.sft.clone() };
             let mut stage = Stage::new(out, "rm_sft", key_of(&("sft", &pretrained_key, &world_key, &sft_cfg)));
             let (m, s) = stages::sft(&sft_cfg, &pretrained, &demos, &mut stage, progress)?;
             seconds.insert("rm_sft", s);
             Some((m, stage.key.clone()))
         }
-        _ => None,
+        None => None,
     };
     let (rm_init, rm_init_key) = match (&large, cfg.rm_from_large_sft, &rm_sft) {
         (Some(l), true, _) => (l, large_key.as_ref().expect("a key with the model")),
-        (None, true, _) => anyhow::bail!("rm_from_large_sft needs a large_model (the paper preset has one)"),
-        (_, false, Some((m, key))) => (m, key),
+        (_, _, Some((m, key))) => (m, key),
         _ => (&sft, &sft_key),
     };
     let rm_key = key_of(&("rm", &stage.key, rm_init_key, &cfg.rm, cfg.rm_normalize_gain));
