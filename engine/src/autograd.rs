@@ -75,10 +75,11 @@ pub(crate) enum Op {
     Matmul(Tensor, Tensor, Option<Tensor>),
     Softmax(Tensor, Tensor),
     LogSoftmax(Tensor, Tensor),
-    LayerNorm { x: Tensor, w: Tensor, b: Tensor, mean: Vec<f32>, rstd: Vec<f32> },
-    CrossEntropy { logits: Tensor, targets: Tensor, lse: Vec<f32>, n_valid: usize },
+    // Row statistics saved for backward are tensors, so that they live where the inputs do.
+    LayerNorm { x: Tensor, w: Tensor, b: Tensor, mean: Tensor, rstd: Tensor },
+    CrossEntropy { logits: Tensor, targets: Tensor, lse: Tensor, n_valid: usize },
     /// `key_pad`: leading padding keys per batch row (empty: none).
-    Attention { q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Vec<f32>, key_pad: Vec<usize> },
+    Attention { q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, key_pad: Vec<usize> },
 }
 
 impl Op {
@@ -108,9 +109,9 @@ impl Op {
             Where(c, a, b) => vec![c, a, b],
             Cat(xs, _) => xs,
             Matmul(a, b, bias) => [Some(a), Some(b), bias].into_iter().flatten().collect(),
-            LayerNorm { x, w, b, .. } => vec![x, w, b],
-            CrossEntropy { logits, targets, .. } => vec![logits, targets],
-            Attention { q, k, v, out, .. } => vec![q, k, v, out],
+            LayerNorm { x, w, b, mean, rstd } => vec![x, w, b, mean, rstd],
+            CrossEntropy { logits, targets, lse, .. } => vec![logits, targets, lse],
+            Attention { q, k, v, out, lse, .. } => vec![q, k, v, out, lse],
         }
     }
 

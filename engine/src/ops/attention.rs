@@ -47,6 +47,7 @@ fn attention(q: &Tensor, k: &Tensor, v: &Tensor, key_pad: Vec<usize>) -> Result<
         }
         _ => k::forward_padded(&q.cpu_f32("attention")?, &k.cpu_f32("attention")?, &v.cpu_f32("attention")?, dims, &key_pad),
     };
+    let lse = f32_tensor(lse, &q.shape()[..q.rank() - 1]);
     let out = f32_tensor(out, q.shape());
     let saved = out.detach();
     Ok(out.with_op(&[q, k, v], || Op::Attention { q: q.clone(), k: k.clone(), v: v.clone(), out: saved, lse, key_pad }))
@@ -87,10 +88,10 @@ pub fn causal_attention_naive(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tens
     masked.softmax()?.matmul(v)
 }
 
-pub(crate) fn backward(q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, lse: &[f32], key_pad: &[usize], g: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+pub(crate) fn backward(q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, lse: &Tensor, key_pad: &[usize], g: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
     let dims = dims(q, k, v)?;
     let (qv, kv, vv) = (q.cpu_f32("attention backward")?, k.cpu_f32("attention backward")?, v.cpu_f32("attention backward")?);
-    let (dq, dk, dv) = k::backward_padded(&qv, &kv, &vv, &out.cpu_f32("attention backward")?, lse, &g.cpu_f32("attention backward")?, dims, key_pad);
+    let (dq, dk, dv) = k::backward_padded(&qv, &kv, &vv, &out.cpu_f32("attention backward")?, &lse.cpu_f32("attention backward")?, &g.cpu_f32("attention backward")?, dims, key_pad);
     Ok((f32_tensor(dq, q.shape()), f32_tensor(dk, k.shape()), f32_tensor(dv, v.shape())))
 }
 

@@ -21,13 +21,14 @@ impl Tensor {
         let n_valid = t.iter().filter(|&&i| i >= 0).count();
         let loss = losses.iter().map(|&l| l as f64).sum::<f64>() / n_valid.max(1) as f64;
         let targets = targets.detach();
+        let lse = f32_tensor(lse, &[t.len()]);
         Ok(f32_tensor(vec![loss as f32], &[]).with_op(&[self], || Op::CrossEntropy { logits: self.clone(), targets, lse, n_valid }))
     }
 }
 
-pub(crate) fn backward(logits: &Tensor, targets: &Tensor, lse: &[f32], n_valid: usize, g: f32) -> Result<Tensor> {
+pub(crate) fn backward(logits: &Tensor, targets: &Tensor, lse: &Tensor, n_valid: usize, g: f32) -> Result<Tensor> {
     let v = logits.shape()[logits.rank() - 1];
     let t = targets.cpu_i64("cross_entropy backward")?;
-    let d = k::backward(&logits.cpu_f32("cross_entropy backward")?, &t, lse, v, g / n_valid.max(1) as f32);
+    let d = k::backward(&logits.cpu_f32("cross_entropy backward")?, &t, &lse.cpu_f32("cross_entropy backward")?, v, g / n_valid.max(1) as f32);
     Ok(f32_tensor(d, logits.shape()))
 }
