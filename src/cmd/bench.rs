@@ -272,7 +272,7 @@ fn run_cuda(_: &BenchArgs, _: &[usize]) -> Result<()> {
 
 #[cfg(feature = "cuda")]
 fn run_cuda(args: &BenchArgs, s: &[usize]) -> Result<()> {
-    let gpu = kernels::device::Gpu::new(0)?;
+    let gpu = engine::cuda::gpu(0)?;
     if args.op == Op::Alloc {
         need(s, 1, "N")?;
         // GPT-2 124M: 12 layers, width 768, vocabulary 50257; logits in chunks of 1024 rows.

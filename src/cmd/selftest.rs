@@ -34,7 +34,7 @@ mod imp {
 mod imp {
     use super::SelftestArgs;
     use anyhow::{bail, Result};
-    use kernels::{bench, compile, device::Gpu, selftest, toolkit};
+    use kernels::{bench, compile, selftest, toolkit};
 
     fn libs(prefix: &str) -> String {
         let l = toolkit::find_libs(prefix);
@@ -66,7 +66,8 @@ mod imp {
     }
 
     pub fn run(args: SelftestArgs) -> Result<()> {
-        let gpu = Gpu::new(0)?; // clear errors: no libcuda / no device / no libnvrtc / compile log
+        // Shared with the engine (one stream). Clear errors: no libcuda / no device / no libnvrtc / compile log.
+        let gpu = engine::cuda::gpu(0)?;
         let nvrtc = compile::nvrtc_version()?;
         let include = toolkit::find_include_dir().map(|p| p.display().to_string()).unwrap_or_else(|e| e.to_string());
         let mut checks = selftest::run_checks(&gpu)?;

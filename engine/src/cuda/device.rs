@@ -1,9 +1,10 @@
 //! CUDA contexts and device buffers through cudarc (dynamic loading: nothing is linked at build time).
-//! Ops on CUDA tensors are the CUDA-backend issue's work; here tensors can move to and from a device.
+//! One shared `kernels::device::Gpu` per device: its stream carries uploads, downloads and kernels.
 
 use crate::storage::CpuStorage;
 use crate::{DType, Device, Error, Result};
 use cudarc::driver::{CudaContext, CudaSlice};
+use kernels::device::Gpu;
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Device memory, one variant per dtype (bf16 and f16 stored as raw u16).
@@ -33,9 +34,8 @@ pub fn probe() -> std::result::Result<String, String> {
     if !driver_present() {
         return Err("no CUDA driver: libcuda.so not found".into());
     }
-    let ctx = context(0).map_err(|e| e.to_string())?;
-    let name = ctx.name().unwrap_or_else(|_| "unknown".into());
-    Ok(format!("cuda:0 {name}"))
+    let g = gpu(0).map_err(|e| e.to_string())?;
+    Ok(format!("cuda:0 {} ({}, driver {})", g.info.name, g.info.arch, g.info.driver_version))
 }
 
 fn driver_present() -> bool {
@@ -43,26 +43,29 @@ fn driver_present() -> bool {
     unsafe { cudarc::driver::sys::is_culib_present() }
 }
 
-/// One context per ordinal, created on first use and shared.
-pub fn context(ordinal: usize) -> Result<Arc<CudaContext>> {
-    static CONTEXTS: OnceLock<Mutex<Vec<Option<Arc<CudaContext>>>>> = OnceLock::new();
+/// One [`Gpu`] per ordinal (its context, its one stream, every kernel module loaded), created on
+/// first use and shared: tensors, the engine's ops and the CLI's kernel tools all run on the same
+/// stream, so work on it is ordered without events.
+pub fn gpu(ordinal: usize) -> Result<Arc<Gpu>> {
+    static GPUS: OnceLock<Mutex<Vec<Option<Arc<Gpu>>>>> = OnceLock::new();
     if !driver_present() {
         return Err(Error::Cuda(format!("cuda:{ordinal} requested, but no CUDA driver (libcuda.so) was found")));
     }
-    let mut all = CONTEXTS.get_or_init(|| Mutex::new(Vec::new())).lock().unwrap();
+    let mut all = GPUS.get_or_init(|| Mutex::new(Vec::new())).lock().unwrap_or_else(|e| e.into_inner());
     if all.len() <= ordinal {
         all.resize(ordinal + 1, None);
     }
-    if let Some(ctx) = &all[ordinal] {
-        return Ok(ctx.clone());
+    if let Some(g) = &all[ordinal] {
+        return Ok(g.clone());
     }
-    let count = CudaContext::device_count().map_err(|e| Error::Cuda(format!("device count: {e:?}")))?;
-    if ordinal >= count as usize {
-        return Err(Error::Cuda(format!("cuda:{ordinal} requested, but {count} CUDA device(s) found")));
-    }
-    let ctx = CudaContext::new(ordinal).map_err(|e| Error::Cuda(format!("cuda:{ordinal}: {e:?}")))?;
-    all[ordinal] = Some(ctx.clone());
-    Ok(ctx)
+    let g = Arc::new(Gpu::new(ordinal).map_err(|e| Error::Cuda(format!("cuda:{ordinal}: {e}")))?);
+    all[ordinal] = Some(g.clone());
+    Ok(g)
+}
+
+/// The CUDA context of device `ordinal` (that of [`gpu`]).
+pub fn context(ordinal: usize) -> Result<Arc<CudaContext>> {
+    Ok(gpu(ordinal)?.ctx.clone())
 }
 
 fn err(e: impl std::fmt::Debug) -> Error {
@@ -70,7 +73,7 @@ fn err(e: impl std::fmt::Debug) -> Error {
 }
 
 pub fn upload(src: &CpuStorage, ordinal: usize) -> Result<CudaStorage> {
-    let stream = context(ordinal)?.default_stream();
+    let stream = gpu(ordinal)?.stream.clone();
     Ok(match src {
         CpuStorage::F32(v) => CudaStorage::F32(stream.clone_htod(v).map_err(err)?, ordinal),
         CpuStorage::BF16(v) => {
@@ -85,7 +88,7 @@ pub fn upload(src: &CpuStorage, ordinal: usize) -> Result<CudaStorage> {
 
 pub fn download(src: &CudaStorage) -> Result<CpuStorage> {
     let Device::Cuda(ordinal) = src.device() else { unreachable!() };
-    let stream = context(ordinal)?.default_stream();
+    let stream = gpu(ordinal)?.stream.clone();
     Ok(match src {
         CudaStorage::F32(s, _) => CpuStorage::F32(stream.clone_dtoh(s).map_err(err)?),
         CudaStorage::U16(s, dtype, _) => {

@@ -4,7 +4,7 @@
 #[cfg(feature = "cuda")]
 mod device;
 #[cfg(feature = "cuda")]
-pub use device::{context, CudaStorage};
+pub use device::{context, gpu, CudaStorage};
 
 #[cfg(not(feature = "cuda"))]
 mod stub {
