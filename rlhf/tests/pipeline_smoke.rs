@@ -77,5 +77,9 @@ fn contradictory_reward_model_starts_are_refused_before_any_stage_runs() {
     cfg.rm_sft_epochs = Some(2);
     let err = pipeline::run(&cfg, dir.path(), &mut Silent).unwrap_err().to_string();
     assert!(err.contains("rm_sft_epochs") && err.contains("set one"), "{err}");
+    let (mut cfg, epochs) = (PipelineConfig::preset("smoke", 7).unwrap(), Some(0));
+    cfg.rm_sft_epochs = epochs;
+    let err = pipeline::run(&cfg, dir.path(), &mut Silent).unwrap_err().to_string();
+    assert!(err.contains("rm_sft_epochs = 0"), "{err}");
     assert!(!dir.path().join("pretrained").exists(), "nothing was trained");
 }

@@ -36,7 +36,9 @@ pub struct LabelerConfig {
     pub k_min: usize,
     pub k_max: usize,
     /// Share of demonstrations written in one of the labelers' habits (`labeler::HABITS`), not
-    /// in the rubric's terse form.
+    /// in the rubric's terse form. Missing in pipeline.json files written before it existed:
+    /// those worlds had none.
+    #[serde(default)]
     pub demo_slip: f64,
 }
 
@@ -189,5 +191,23 @@ impl PipelineConfig {
             other => bail!("--preset {other:?}: expected quick, paper or smoke"),
         };
         Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pipeline.json written before a setting existed still reads, with the value that setting
+    /// had then (no demonstration slips, one answer per prompt, the policy's SFT as RM start).
+    #[test]
+    fn older_pipeline_json_reads_with_the_old_behaviour() {
+        let mut json = serde_json::to_value(PipelineConfig::preset("quick", 3).unwrap()).unwrap();
+        json["labelers"].as_object_mut().unwrap().remove("demo_slip");
+        json.as_object_mut().unwrap().remove("eval_samples");
+        json.as_object_mut().unwrap().remove("rm_sft_epochs");
+        let old: PipelineConfig = serde_json::from_value(json).unwrap();
+        assert_eq!((old.labelers.demo_slip, old.eval_samples, old.rm_sft_epochs), (0.0, 1, None));
+        assert_eq!(PipelineConfig::preset("quick", 3).unwrap().labelers.demo_slip, 0.4, "today's default differs");
     }
 }

@@ -116,6 +116,9 @@ pub fn run_until(cfg: &PipelineConfig, out: &Path, progress: &mut dyn Progress, 
     if cfg.rm_from_large_sft && cfg.rm_sft_epochs.is_some() {
         anyhow::bail!("rm_sft_epochs and rm_from_large_sft both choose the reward model's start: set one");
     }
+    if cfg.rm_sft_epochs == Some(0) {
+        anyhow::bail!("rm_sft_epochs = 0: the reward model's own SFT model needs at least 1 epoch (or leave it unset)");
+    }
     std::fs::create_dir_all(out)?;
     engine::safetensors::write_atomic(&out.join("pipeline.json"), serde_json::to_string_pretty(cfg)?.as_bytes())?;
     let tok = Tokenizer::bytes();
