@@ -83,3 +83,37 @@ fn contradictory_reward_model_starts_are_refused_before_any_stage_runs() {
     assert!(err.contains("rm_sft_epochs = 0"), "{err}");
     assert!(!dir.path().join("pretrained").exists(), "nothing was trained");
 }
+
+#[test]
+fn a_second_round_ranks_the_policys_answers_and_trains_a_new_reward_model_on_all_rankings() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let cfg = PipelineConfig::preset("smoke", 7).unwrap();
+    pipeline::run_until(&cfg, &out, &mut Silent, pipeline::Until::Rm).unwrap();
+    let bytes = |f: &str| std::fs::read(out.join(f)).unwrap();
+    let (sft, rankings, rm) = (bytes("sft/model.safetensors"), bytes("rankings/comparisons.jsonl"), bytes("rm/model.safetensors"));
+    assert!(!out.join("ppo_round1").exists());
+
+    let two = PipelineConfig { rlhf_rounds: 2, ..cfg.clone() };
+    pipeline::run_until(&two, &out, &mut Silent, pipeline::Until::Rm).unwrap();
+    // Round 1 is reused as it was; round 2 adds a policy, its rankings and a new reward model.
+    assert_eq!((bytes("sft/model.safetensors"), bytes("rankings/comparisons.jsonl"), bytes("rm/model.safetensors")), (sft, rankings.clone(), rm.clone()));
+    assert!(out.join("ppo_round1/policy/model.safetensors").is_file());
+    let lines = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).collect::<Vec<_>>();
+    let (first, second) = (lines(&rankings), lines(&bytes("rankings_round2/comparisons.jsonl")));
+    assert_eq!(first.len(), second.len(), "one ranking per reward-model prompt again");
+    assert!(first.iter().zip(&second).all(|(a, b)| a["prompt"] == b["prompt"]), "the same prompts");
+    let differ = first.iter().zip(&second).filter(|(a, b)| a["responses"] != b["responses"]).count();
+    assert!(differ > first.len() / 2, "new answers, from the policy: {differ} of {} differ", first.len());
+    assert_ne!(bytes("rm_round2/model.safetensors"), rm, "a new reward model");
+    let facts: serde_json::Value = serde_json::from_slice(&bytes("rm_round2/stage.json")).unwrap();
+    let metrics = String::from_utf8(bytes("rm_round2/metrics.jsonl")).unwrap();
+    let steps_one = String::from_utf8(bytes("rm/metrics.jsonl")).unwrap().lines().count();
+    assert!(metrics.lines().count() >= 2 * steps_one - 1, "it trains on both rounds' rankings ({} steps, {steps_one} in round 1)", metrics.lines().count());
+    assert!(facts["facts"]["gold_accuracy"].as_f64().is_some());
+
+    // To the end: PPO and PPO-ptx learn against the round-2 reward model.
+    let r = pipeline::run(&two, &out, &mut Silent).unwrap();
+    assert!(r.seconds.contains_key("rm_round2") && r.seconds.contains_key("ppo_round1"));
+    assert!((0.0..=1.0).contains(&r.win_rate["ppo_ptx_vs_sft"]));
+}

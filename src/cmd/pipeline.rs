@@ -67,6 +67,9 @@ impl Progress for Bars {
     fn reused(&mut self, stage: &str) {
         eprintln!("== {stage}: finished earlier with the same settings, reused");
     }
+    fn note(&mut self, line: &str) {
+        eprintln!("   {line}");
+    }
 }
 
 pub fn run(args: PipelineArgs) -> Result<()> {

@@ -74,6 +74,11 @@ pub struct PipelineConfig {
     /// Also scale the reward model so that SFT samples score with std 1 (not only mean 0): the KL
     /// coefficient then means the same whatever scale the reward model learned.
     pub rm_normalize_gain: bool,
+    /// The paper's steps 2 and 3, iterated: after each round but the last, PPO's policy answers
+    /// the reward-model prompts, the labelers rank those answers too, and a new reward model
+    /// learns from every ranking so far (1: one round, the reward model sees SFT samples only).
+    #[serde(default = "one_u64")]
+    pub rlhf_rounds: u64,
     /// PPO settings; PPO-ptx is the same with `ptx_coef` set to `gamma`.
     pub ppo: PpoConfig,
     /// PPO-ptx's gamma.
@@ -90,6 +95,10 @@ pub struct PipelineConfig {
     pub ptx_eval_tokens: usize,
     /// Every this many PPO iterations, the held-out ptx loss for the curves (0 = only at the end).
     pub ptx_curve_every: u64,
+}
+
+fn one_u64() -> u64 {
+    1
 }
 
 fn one() -> usize {
@@ -134,6 +143,7 @@ impl PipelineConfig {
             labelers: LabelerConfig { count: 5, noise: 0.18, taste_spread: 0.05, k_min: 4, k_max: 9, demo_slip: 0.4 },
             rm_sample_temperatures: [0.5, 1.3],
             rm_normalize_gain: true,
+            rlhf_rounds: 1,
             rm_from_large_sft: false,
             rm_sft_epochs: None,
             rm: RmConfig { epochs: 2, batch: 8, lr: 3e-4, min_lr: 3e-5, warmup: 10, weight_decay: 0.0, grad_clip: 1.0, eval_every: 50, seed, ..RmConfig::default() },
@@ -206,8 +216,9 @@ mod tests {
         json["labelers"].as_object_mut().unwrap().remove("demo_slip");
         json.as_object_mut().unwrap().remove("eval_samples");
         json.as_object_mut().unwrap().remove("rm_sft_epochs");
+        json.as_object_mut().unwrap().remove("rlhf_rounds");
         let old: PipelineConfig = serde_json::from_value(json).unwrap();
-        assert_eq!((old.labelers.demo_slip, old.eval_samples, old.rm_sft_epochs), (0.0, 1, None));
+        assert_eq!((old.labelers.demo_slip, old.eval_samples, old.rm_sft_epochs, old.rlhf_rounds), (0.0, 1, None, 1));
         assert_eq!(PipelineConfig::preset("quick", 3).unwrap().labelers.demo_slip, 0.4, "today's default differs");
     }
 }

@@ -46,6 +46,8 @@ pub trait Progress {
     fn end(&mut self, summary: String);
     /// A stage found finished in the output directory with the same settings.
     fn reused(&mut self, stage: &str);
+    /// A finding worth a line of its own between stages.
+    fn note(&mut self, _line: &str) {}
 }
 
 /// No output.
@@ -122,7 +124,7 @@ pub fn run_until(cfg: &PipelineConfig, out: &Path, progress: &mut dyn Progress, 
     std::fs::create_dir_all(out)?;
     engine::safetensors::write_atomic(&out.join("pipeline.json"), serde_json::to_string_pretty(cfg)?.as_bytes())?;
     let tok = Tokenizer::bytes();
-    let mut seconds = std::collections::BTreeMap::new();
+    let mut seconds: std::collections::BTreeMap<String, f64> = std::collections::BTreeMap::new();
 
     let Splits { eval: eval_tasks, ppo: ppo_tasks, rm_eval: rm_eval_tasks, rm: rm_tasks, sft: sft_tasks, sizes } = Splits::of(cfg);
     let mut demo_rng = StdRng::seed_from_u64(cfg.seed ^ 0xde30);
@@ -134,11 +136,11 @@ pub fn run_until(cfg: &PipelineConfig, out: &Path, progress: &mut dyn Progress, 
     let world_key = key_of(&(cfg.seed, sizes, world::VERSION, cfg.labelers.demo_slip));
     let mut stage = Stage::new(out, "pretrained", key_of(&("pretrain", CODE_VERSION, cfg.seed, &cfg.model, &cfg.pretrain)));
     let (pretrained, s) = stages::pretrain(cfg, &cfg.model, cfg.pretrain.steps, &corpus, &mut stage, progress)?;
-    seconds.insert("pretrain", s);
+    seconds.insert("pretrain".into(), s);
     let pretrained_key = stage.key.clone();
     let mut stage = Stage::new(out, "sft", key_of(&("sft", &pretrained_key, &world_key, &cfg.sft)));
     let (sft, s) = stages::sft(&cfg.sft, &pretrained, &demos, &mut stage, progress)?;
-    seconds.insert("sft", s);
+    seconds.insert("sft".into(), s);
     let sft_key = stage.key.clone();
     if until == Until::Sft {
         return Ok(None);
@@ -149,7 +151,7 @@ pub fn run_until(cfg: &PipelineConfig, out: &Path, progress: &mut dyn Progress, 
             let (p, s1) = stages::pretrain(cfg, shape, cfg.large_pretrain_steps, &corpus, &mut stage, progress)?;
             let mut stage = Stage::new(out, "large_sft", key_of(&("sft", &stage.key, &world_key, &cfg.sft)));
             let (m, s2) = stages::sft(&cfg.sft, &p, &demos, &mut stage, progress)?;
-            seconds.insert("large_pretrain_and_sft", s1 + s2);
+            seconds.insert("large_pretrain_and_sft".into(), s1 + s2);
             (Some(m), Some(stage.key.clone()))
         }
         None => (None, None),
@@ -157,8 +159,9 @@ pub fn run_until(cfg: &PipelineConfig, out: &Path, progress: &mut dyn Progress, 
 
     // The reward model, from rankings of SFT samples.
     let mut stage = Stage::new(out, "rankings", key_of(&("rankings", &sft_key, world::SCORE_VERSION, &cfg.labelers, cfg.rm_sample_temperatures, cfg.max_new_tokens)));
-    let (data, s) = stages::rm_data(cfg, &sft, &rm_tasks, &rm_eval_tasks, &mut stage, progress)?;
-    seconds.insert("rankings", s);
+    let (data, s) = stages::rm_data(cfg, &sft, 1, &rm_tasks, &rm_eval_tasks, &mut stage, progress)?;
+    let stage_key_of_rankings = stage.key.clone();
+    seconds.insert("rankings".into(), s);
     // The paper's reward model is its own (6B) SFT model, not the policy's: `rm_from_large_sft`
     // (the larger model's), or `rm_sft_epochs` (one of the policy's size, trained longer).
     let rm_sft = match cfg.rm_sft_epochs {
@@ -166,7 +169,7 @@ pub fn run_until(cfg: &PipelineConfig, out: &Path, progress: &mut dyn Progress, 
             let sft_cfg = crate::sft::SftConfig { epochs, ..cfg.sft.clone() };
             let mut stage = Stage::new(out, "rm_sft", key_of(&("sft", &pretrained_key, &world_key, &sft_cfg)));
             let (m, s) = stages::sft(&sft_cfg, &pretrained, &demos, &mut stage, progress)?;
-            seconds.insert("rm_sft", s);
+            seconds.insert("rm_sft".into(), s);
             Some((m, stage.key.clone()))
         }
         None => None,
@@ -178,19 +181,50 @@ pub fn run_until(cfg: &PipelineConfig, out: &Path, progress: &mut dyn Progress, 
     };
     let rm_key = key_of(&("rm", &stage.key, rm_init_key, &cfg.rm, cfg.rm_normalize_gain));
     let mut stage = Stage::new(out, "rm", rm_key.clone());
-    let (rm, rm_accuracy, s) = stages::reward_model(cfg, rm_init, &data, &mut stage, progress)?;
-    seconds.insert("rm", s);
+    let (mut rm, mut rm_accuracy, s) = stages::reward_model(cfg, rm_init, &data, &mut stage, progress)?;
+    seconds.insert("rm".into(), s);
+    if until == Until::Rm && cfg.rlhf_rounds <= 1 {
+        return Ok(None);
+    }
+
+    // The paper's steps 2 and 3, iterated (`rlhf_rounds`): the current policy's answers are ranked
+    // too, and the next reward model learns from every ranking so far (SFT's first, so that its
+    // normalization is still fitted on SFT samples). Its accuracy is still measured on the held-out
+    // SFT samples; the policy's held-out samples show what the new rankings taught it.
+    let prompts: Vec<Vec<u32>> = ppo_tasks.iter().map(|t| tok.encode(&t.prompt)).collect();
+    let ppo_key = |rm_key: &str, gamma: f32, name: &str| key_of(&(name, rm_key, &cfg.ppo, gamma, cfg.ptx_curve_every, cfg.ptx_eval_tokens));
+    let (mut rm_key, mut rankings_key, mut rankings) = (rm_key, stage_key_of_rankings, data.train.clone());
+    for round in 2..=cfg.rlhf_rounds {
+        let name = format!("ppo_round{}", round - 1);
+        let mut stage = Stage::new(out, &name, ppo_key(&rm_key, 0.0, "ppo"));
+        let (policy, s) = stages::ppo(cfg, 0.0, &sft, &rm, &prompts, &corpus, &mut stage, progress)?;
+        seconds.insert(name, s);
+        let name = format!("rankings_round{round}");
+        let mut stage = Stage::new(out, &name, key_of(&("rankings", round, &stage.key, &rankings_key, world::SCORE_VERSION, &cfg.labelers, cfg.rm_sample_temperatures, cfg.max_new_tokens)));
+        let (more, s) = stages::rm_data(cfg, &policy, round, &rm_tasks, &rm_eval_tasks, &mut stage, progress)?;
+        seconds.insert(name, s);
+        rankings_key = stage.key.clone();
+        rankings.extend(more.train);
+        let all = stages::RmData { train: rankings, eval: data.eval.clone(), labeler_agreement: data.labeler_agreement, labeler_gold_agreement: data.labeler_gold_agreement };
+        let name = format!("rm_round{round}");
+        rm_key = key_of(&("rm", round, &rankings_key, rm_init_key, &cfg.rm, cfg.rm_normalize_gain));
+        let mut stage = Stage::new(out, &name, rm_key.clone());
+        let (next, acc, s) = stages::reward_model(cfg, rm_init, &all, &mut stage, progress)?;
+        seconds.insert(name, s);
+        let (before, after) = (stages::gold_pair_accuracy(&rm, &more.eval)?, stages::gold_pair_accuracy(&next, &more.eval)?);
+        progress.note(&format!("round {round}: on the policy's held-out samples the reward model orders {after:.3} of pairs as the gold score does ({before:.3} before)"));
+        (rm, rm_accuracy, rankings) = (next, acc, all.train);
+    }
     if until == Until::Rm {
         return Ok(None);
     }
 
-    // PPO and PPO-ptx, from the same SFT model and reward model.
-    let prompts: Vec<Vec<u32>> = ppo_tasks.iter().map(|t| tok.encode(&t.prompt)).collect();
+    // PPO and PPO-ptx, from the same SFT model and the last reward model.
     let mut runs = Vec::new();
     for (name, gamma) in [("ppo", 0.0), ("ppo_ptx", cfg.gamma)] {
-        let mut stage = Stage::new(out, name, key_of(&(name, &rm_key, &cfg.ppo, gamma, cfg.ptx_curve_every, cfg.ptx_eval_tokens)));
+        let mut stage = Stage::new(out, name, ppo_key(&rm_key, gamma, name));
         let (policy, s) = stages::ppo(cfg, gamma, &sft, &rm, &prompts, &corpus, &mut stage, progress)?;
-        seconds.insert(name, s);
+        seconds.insert(name.into(), s);
         runs.push(policy);
     }
     let [ppo, ppo_ptx]: [models::Gpt2; 2] = runs.try_into().map_err(|_| anyhow::anyhow!("two policies"))?;
@@ -202,9 +236,9 @@ pub fn run_until(cfg: &PipelineConfig, out: &Path, progress: &mut dyn Progress, 
     results.rm_accuracy = rm_accuracy;
     results.labeler_agreement = data.labeler_agreement;
     results.labeler_gold_agreement = data.labeler_gold_agreement;
-    seconds.insert("eval", t.elapsed().as_secs_f64());
-    seconds.insert("total", t0.elapsed().as_secs_f64());
-    results.seconds = seconds.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    seconds.insert("eval".into(), t.elapsed().as_secs_f64());
+    seconds.insert("total".into(), t0.elapsed().as_secs_f64());
+    results.seconds = seconds.into_iter().collect();
     results.save(out)?;
     engine::safetensors::write_atomic(&out.join("samples.json"), serde_json::to_string_pretty(&samples)?.as_bytes())?;
     report::write_html(out, cfg, &results, &samples)?;

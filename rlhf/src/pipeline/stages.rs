@@ -43,15 +43,15 @@ pub fn key_of(value: &impl Serialize) -> String {
 
 /// One stage's directory and key; `reuse` says whether it already finished with this key.
 pub struct Stage {
-    pub name: &'static str,
+    pub name: String,
     pub dir: PathBuf,
     pub key: String,
     t0: Instant,
 }
 
 impl Stage {
-    pub fn new(out: &Path, name: &'static str, key: String) -> Stage {
-        Stage { name, dir: out.join(name), key, t0: Instant::now() }
+    pub fn new(out: &Path, name: &str, key: String) -> Stage {
+        Stage { name: name.to_string(), dir: out.join(name), key, t0: Instant::now() }
     }
 
     /// The seconds and facts of an earlier finished run of this stage with the same key.
@@ -83,13 +83,13 @@ impl Stage {
 /// Pretrain a fresh model of `shape` on the corpus for `steps`.
 pub fn pretrain(cfg: &PipelineConfig, shape: &ModelShape, steps: u64, corpus: &Corpus, stage: &mut Stage, progress: &mut dyn Progress) -> Result<(Gpt2, f64)> {
     if let Some((s, _)) = stage.reuse() {
-        progress.reused(stage.name);
+        progress.reused(&stage.name);
         return Ok((hf::load(&stage.dir)?, s));
     }
     stage.clear()?;
     let pc = models::pretrain::PretrainConfig { steps, ..cfg.pretrain.clone() };
     let model = Gpt2::new(shape.config(), cfg.seed)?;
-    progress.begin(stage.name, steps, &format!("{} parameters, {} training tokens", model.num_params(), corpus.train.len()));
+    progress.begin(&stage.name, steps, &format!("{} parameters, {} training tokens", model.num_params(), corpus.train.len()));
     let mut val = f32::NAN;
     let model = models::pretrain::pretrain(model, &corpus.train, &pc, &stage.dir, false, |m| {
         if let Some(v) = m.val_loss {
@@ -106,14 +106,14 @@ pub fn pretrain(cfg: &PipelineConfig, shape: &ModelShape, steps: u64, corpus: &C
 /// Supervised fine-tuning on the labelers' demonstrations.
 pub fn sft(sft_cfg: &SftConfig, base: &Gpt2, demos: &[Demonstration], stage: &mut Stage, progress: &mut dyn Progress) -> Result<(Gpt2, f64)> {
     if let Some((s, _)) = stage.reuse() {
-        progress.reused(stage.name);
+        progress.reused(&stage.name);
         return Ok((hf::load(&stage.dir)?, s));
     }
     stage.clear()?;
     let tok = Tokenizer::for_config(base.config());
     let train = demos.len() - (demos.len() as f32 * sft_cfg.val_fraction).round() as usize;
     let total = train.div_ceil(sft_cfg.batch) as u64 * sft_cfg.epochs;
-    progress.begin(stage.name, total, &format!("{} demonstrations, {} epochs", demos.len(), sft_cfg.epochs));
+    progress.begin(&stage.name, total, &format!("{} demonstrations, {} epochs", demos.len(), sft_cfg.epochs));
     let mut val = f32::NAN;
     let model = crate::sft::train_sft(base.copy()?, &tok, demos, sft_cfg, &stage.dir, false, |m| {
         if let Some(v) = m.val_loss {
@@ -150,11 +150,13 @@ pub struct RmData {
     pub labeler_gold_agreement: f64,
 }
 
-/// SFT samples, K per prompt (K in k_min..=k_max), ranked by simulated labelers. Saved in the
+/// Samples of `sampler` (SFT in round 1, the last round's PPO policy after it), K per prompt (K in
+/// k_min..=k_max), ranked by simulated labelers, the same people every round. Saved in the
 /// stage's directory (`comparisons.jsonl`, the rankings; `heldout.jsonl`, the held-out samples).
-pub fn rm_data(cfg: &PipelineConfig, sft: &Gpt2, train: &[Task], eval: &[Task], stage: &mut Stage, progress: &mut dyn Progress) -> Result<(RmData, f64)> {
+#[allow(clippy::too_many_arguments)]
+pub fn rm_data(cfg: &PipelineConfig, sampler: &Gpt2, round: u64, train: &[Task], eval: &[Task], stage: &mut Stage, progress: &mut dyn Progress) -> Result<(RmData, f64)> {
     if let Some((s, facts)) = stage.reuse() {
-        progress.reused(stage.name);
+        progress.reused(&stage.name);
         // Read back as written (SFT samples may be empty: the strict data loader would refuse them).
         let comparisons = read_saved(&stage.dir.join("comparisons.jsonl"))?.into_iter().map(|r| Comparison { prompt: r.prompt, responses: r.responses, ranking: r.ranking }).collect();
         let held: Vec<Vec<String>> = read_saved(&stage.dir.join("heldout.jsonl"))?.into_iter().map(|r| r.responses).collect();
@@ -163,14 +165,20 @@ pub fn rm_data(cfg: &PipelineConfig, sft: &Gpt2, train: &[Task], eval: &[Task], 
         return Ok((data, s));
     }
     stage.clear()?;
-    let tok = Tokenizer::for_config(sft.config());
+    let tok = Tokenizer::for_config(sampler.config());
     let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x1abe_1e25);
     let l = &cfg.labelers;
     let pool = labeler::pool(l.count, l.noise, l.taste_spread, &mut rng);
+    // Later rounds: the same labelers, fresh draws of K, samples and ranking noise.
+    let salt = (round - 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    if round > 1 {
+        rng = StdRng::seed_from_u64(cfg.seed ^ 0x1abe_1e25 ^ salt);
+    }
+    let who = if round == 1 { "SFT" } else { "policy" };
     let tasks: Vec<&Task> = train.iter().chain(eval).collect();
     let ks: Vec<usize> = tasks.iter().map(|_| labeler::draw_k(l.k_min, l.k_max, &mut rng)).collect();
     let total: usize = ks.iter().sum();
-    progress.begin(stage.name, total as u64, &format!("{total} SFT responses to {} prompts for the labelers", tasks.len()));
+    progress.begin(&stage.name, total as u64, &format!("{total} {who} responses to {} prompts for the labelers", tasks.len()));
     // Response j of every prompt is sampled at temperature T_j, spread over the configured range
     // (golden-ratio steps, so any K covers it): SFT samples of varied care, standing in for the
     // paper's outputs of several models.
@@ -182,8 +190,8 @@ pub fn rm_data(cfg: &PipelineConfig, sft: &Gpt2, train: &[Task], eval: &[Task], 
         let rows: Vec<usize> = (0..tasks.len()).filter(|&i| ks[i] > j).collect();
         for (c, chunk) in rows.chunks(256).enumerate() {
             let prompts: Vec<Vec<u32>> = chunk.iter().map(|&i| tok.encode(&tasks[i].prompt)).collect();
-            let gen = gen_config(cfg, temperature, (cfg.seed ^ 0x5a3_01e5).wrapping_add((j * 10_007 + c) as u64));
-            for (&i, t) in chunk.iter().zip(sample_texts(sft, &prompts, &gen)?) {
+            let gen = gen_config(cfg, temperature, (cfg.seed ^ 0x5a3_01e5 ^ salt).wrapping_add((j * 10_007 + c) as u64));
+            for (&i, t) in chunk.iter().zip(sample_texts(sampler, &prompts, &gen)?) {
                 texts[i].push(t);
             }
             done += chunk.len();
@@ -280,7 +288,7 @@ pub fn gold_pair_accuracy(rm: &RewardModel, eval: &[(Task, Vec<String>)]) -> Res
 /// score 0 on average. Held-out gold accuracy goes to `heldout.jsonl` as it trains.
 pub fn reward_model(cfg: &PipelineConfig, sft: &Gpt2, data: &RmData, stage: &mut Stage, progress: &mut dyn Progress) -> Result<(RewardModel, f64, f64)> {
     if let Some((s, facts)) = stage.reuse() {
-        progress.reused(stage.name);
+        progress.reused(&stage.name);
         return Ok((RewardModel::load(&stage.dir)?, facts["gold_accuracy"].as_f64().unwrap_or(f64::NAN), s));
     }
     stage.clear()?;
@@ -289,7 +297,7 @@ pub fn reward_model(cfg: &PipelineConfig, sft: &Gpt2, data: &RmData, stage: &mut
     let mut rm = RewardModel::from_sft(sft, cfg.seed ^ 0x4e5d)?;
     let total = train.len().div_ceil(cfg.rm.batch) as u64 * cfg.rm.epochs as u64;
     let pairs: usize = data.train.iter().map(|c| c.responses.len() * (c.responses.len() - 1) / 2).sum();
-    progress.begin(stage.name, total, &format!("{} rankings ({pairs} pairs)", train.len()));
+    progress.begin(&stage.name, total, &format!("{} rankings ({pairs} pairs)", train.len()));
     let mut metrics = std::fs::File::create(stage.dir.join("metrics.jsonl"))?;
     let mut heldout = std::fs::File::create(stage.dir.join("heldout.jsonl"))?;
     let shared = rm.clone();
@@ -326,13 +334,13 @@ pub fn reward_model(cfg: &PipelineConfig, sft: &Gpt2, data: &RmData, stage: &mut
 #[allow(clippy::too_many_arguments)]
 pub fn ppo(cfg: &PipelineConfig, gamma: f32, sft: &Gpt2, rm: &RewardModel, prompts: &[Vec<u32>], corpus: &Corpus, stage: &mut Stage, progress: &mut dyn Progress) -> Result<(Gpt2, f64)> {
     if let Some((s, _)) = stage.reuse() {
-        progress.reused(stage.name);
+        progress.reused(&stage.name);
         return Ok((hf::load(stage.dir.join("policy"))?, s));
     }
     stage.clear()?;
     let pc = PpoConfig { ptx_coef: gamma, max_new_tokens: cfg.max_new_tokens, seed: cfg.seed, ..cfg.ppo.clone() };
     let mut trainer = PpoTrainer::new(sft, rm, pc.clone())?;
-    progress.begin(stage.name, pc.iterations, &format!("{} iterations of {} rollouts, gamma {gamma}", pc.iterations, pc.rollout_batch));
+    progress.begin(&stage.name, pc.iterations, &format!("{} iterations of {} rollouts, gamma {gamma}", pc.iterations, pc.rollout_batch));
     let mut metrics = std::fs::File::create(stage.dir.join("metrics.jsonl"))?;
     let curve_tokens = &corpus.held_out[..corpus.held_out.len().min(cfg.ptx_eval_tokens / 4).max(2)];
     let seq = sft.config().n_positions;
