@@ -9,6 +9,7 @@
 pub mod attention;
 pub mod cache;
 pub mod compile;
+pub mod copy;
 pub mod error;
 pub mod matmul_tc;
 pub mod memops;

@@ -104,6 +104,13 @@ pub const MODULES: &[Module] = &[
         entries: crate::memops::BINARY_ENTRIES,
         needs_headers: false,
     },
+    Module {
+        name: "copy",
+        file: "cu/copy.cu",
+        source: include_str!("cu/copy.cu"),
+        entries: &["strided_copy_f32"],
+        needs_headers: false,
+    },
 ];
 
 pub fn module(name: &str) -> Option<&'static Module> {

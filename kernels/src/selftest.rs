@@ -218,6 +218,7 @@ mod imp {
         out.extend(crate::attention::checks(gpu));
         out.extend(crate::memops::checks(gpu));
         out.extend(crate::matmul_tc::checks(gpu));
+        out.extend(crate::copy::checks(gpu));
         Ok(out)
     }
 }
