@@ -264,7 +264,7 @@ impl Tensor {
         let _guard = no_grad();
         let order = topological_order(self);
         let mut grads: HashMap<TensorId, Tensor> = HashMap::new();
-        grads.insert(self.id(), Tensor::ones(self.shape()));
+        grads.insert(self.id(), Tensor::ones(self.shape()).to_device(self.device())?);
         for node in order.iter().rev() {
             let Some(g) = grads.remove(&node.id()) else { continue };
             if node.is_var() {

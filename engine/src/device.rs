@@ -8,6 +8,12 @@ pub enum Device {
     Cuda(usize),
 }
 
+impl Device {
+    pub fn is_cuda(self) -> bool {
+        matches!(self, Device::Cuda(_))
+    }
+}
+
 impl std::str::FromStr for Device {
     type Err = crate::Error;
     /// Parses `cpu`, `cuda` (device 0) or `cuda:N`.

@@ -39,7 +39,10 @@ struct Slot {
     group: usize,
     /// This parameter's learning rate is `lr_scale` times the one `step` gets (1 unless set).
     lr_scale: f32,
+    /// The parameter's step count; its moments are `state.m`/`state.v` on the CPU, or
+    /// `moments` on the parameter's CUDA device (read back only for `state`).
     state: ParamState,
+    moments: Option<(Tensor, Tensor)>,
 }
 
 pub struct AdamW {
@@ -59,7 +62,13 @@ impl AdamW {
                     return Err(Error::Msg(format!("AdamW: parameters must be contiguous f32 vars, got {p:?}")));
                 }
                 let n = p.numel();
-                slots.push(Slot { param: p, weight_decay: g.weight_decay, group: gi, lr_scale: 1.0, state: ParamState { step: 0, m: vec![0.0; n], v: vec![0.0; n] } });
+                let (state, moments) = if p.device().is_cuda() {
+                    let zeros = || Tensor::zeros(&[n]).to_device(p.device());
+                    (ParamState { step: 0, m: Vec::new(), v: Vec::new() }, Some((zeros()?, zeros()?)))
+                } else {
+                    (ParamState { step: 0, m: vec![0.0; n], v: vec![0.0; n] }, None)
+                };
+                slots.push(Slot { param: p, weight_decay: g.weight_decay, group: gi, lr_scale: 1.0, state, moments });
             }
         }
         Ok(AdamW { cfg, slots, step: 0, groups: n_groups })
@@ -98,6 +107,10 @@ impl AdamW {
             let t = st.step as i32;
             let (bc1, bc2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
             let lr = lr * s.lr_scale;
+            if let Some((m, v)) = &s.moments {
+                crate::cuda::ops::adamw(&s.param, g, m, v, lr, beta1, beta2, eps, s.weight_decay, st.step)?;
+                continue;
+            }
             let k = adamw::Step { decay: 1.0 - lr * s.weight_decay, beta1, beta2, step_size: lr / bc1, bc2_sqrt: bc2.sqrt(), eps };
             let g = g.cpu_f32("AdamW gradient")?;
             let (m, v) = (&mut st.m, &mut st.v);
@@ -112,19 +125,29 @@ impl AdamW {
     }
 
     /// The optimizer's step count and each parameter's state, in `params` order (checkpoints).
-    pub fn state(&self) -> (u64, Vec<ParamState>) {
-        (self.step, self.slots.iter().map(|s| s.state.clone()).collect())
+    pub fn state(&self) -> Result<(u64, Vec<ParamState>)> {
+        let states = self.slots.iter().map(|s| match &s.moments {
+            Some((m, v)) => Ok(ParamState { step: s.state.step, m: m.to_vec_f32()?, v: v.to_vec_f32()? }),
+            None => Ok(s.state.clone()),
+        });
+        Ok((self.step, states.collect::<Result<_>>()?))
     }
 
     /// Restore what `state` returned.
     pub fn load_state(&mut self, step: u64, states: Vec<ParamState>) -> Result<()> {
-        let fits = states.len() == self.slots.len()
-            && self.slots.iter().zip(&states).all(|(s, st)| st.m.len() == s.state.m.len() && st.v.len() == s.state.v.len());
+        let fits = states.len() == self.slots.len() && self.slots.iter().zip(&states).all(|(s, st)| st.m.len() == s.param.numel() && st.v.len() == s.param.numel());
         if !fits {
             return Err(Error::Msg("AdamW state does not match the parameters".into()));
         }
         for (s, st) in self.slots.iter_mut().zip(states) {
-            s.state = st;
+            if s.moments.is_some() {
+                let n = st.m.len();
+                let on = |x: Vec<f32>| Tensor::new(x, &[n])?.to_device(s.param.device());
+                s.moments = Some((on(st.m)?, on(st.v)?));
+                s.state = ParamState { step: st.step, m: Vec::new(), v: Vec::new() };
+            } else {
+                s.state = st;
+            }
         }
         self.step = step;
         Ok(())

@@ -306,6 +306,14 @@ impl Tensor {
         Ok(self.layout().offsets().map(|o| v[o]).collect())
     }
 
+    /// This tensor, if its elements are i64 ids (on any device).
+    pub(crate) fn expect_i64(&self, op: &'static str) -> Result<&Tensor> {
+        if self.dtype() != DType::I64 {
+            return Err(Error::DType { op, expected: DType::I64, got: self.dtype() });
+        }
+        Ok(self)
+    }
+
     pub(crate) fn expect(&self, op: &'static str, dtype: DType) -> Result<()> {
         if self.device() != Device::Cpu {
             return Err(Error::NotOnDevice { op, device: self.device() });

@@ -85,7 +85,7 @@ pub fn read_run<R: DeserializeOwned>(out: &Path) -> Result<R> {
 /// trainer-<step>/ (weights by `write_weights`, then the moments), then the pointer, atomically;
 /// older trainer-* directories go last.
 fn write<R: Serialize>(opt: &AdamW, run: &R, out: &Path, name_of: impl Fn(&Tensor) -> Result<String>, write_weights: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let (step, states) = opt.state();
+    let (step, states) = opt.state()?;
     let name = format!("trainer-{step}");
     let dir = out.join(&name);
     std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;

@@ -38,6 +38,9 @@ pub fn causal_attention_padded(q: &Tensor, k: &Tensor, v: &Tensor, key_pad: &[us
 
 fn attention(q: &Tensor, k: &Tensor, v: &Tensor, key_pad: Vec<usize>) -> Result<Tensor> {
     let dims = dims(q, k, v)?;
+    if q.device().is_cuda() {
+        return attention_cuda(q, k, v, key_pad, dims);
+    }
     let (out, lse) = match (head_stride(k), head_stride(v)) {
         // Keys and values read where they are (a KV cache's buffers viewed up to its length).
         (Some(sk), Some(sv)) if sk == sv => {
@@ -51,6 +54,23 @@ fn attention(q: &Tensor, k: &Tensor, v: &Tensor, key_pad: Vec<usize>) -> Result<
     let out = f32_tensor(out, q.shape());
     let saved = out.detach();
     Ok(out.with_op(&[q, k, v], || Op::Attention { q: q.clone(), k: k.clone(), v: v.clone(), out: saved, lse, key_pad }))
+}
+
+/// On CUDA: the flash-attention kernels where they fit the head dim; otherwise the same function
+/// from ops that have CUDA kernels (an additive causal mask, softmax, two matmuls).
+fn attention_cuda(q: &Tensor, k: &Tensor, v: &Tensor, key_pad: Vec<usize>, dims: Dims) -> Result<Tensor> {
+    if key_pad.iter().any(|&p| p > 0) {
+        return Err(Error::NotOnDevice { op: "attention with padded keys", device: q.device() });
+    }
+    let Dims { heads, tq, tk, d } = dims;
+    if !crate::cuda::ops::attention_kernel_fits(d) {
+        let scores = q.matmul(&k.t()?)?.mul_scalar(1.0 / (d as f32).sqrt())?;
+        let mask: Vec<f32> = (0..tq).flat_map(|i| (0..tk).map(move |j| if j <= i + tk - tq { 0.0 } else { f32::NEG_INFINITY })).collect();
+        return scores.add(&f32_tensor(mask, &[tq, tk]).to_device(q.device())?)?.softmax()?.matmul(v);
+    }
+    let (out, lse) = crate::cuda::ops::attention(q, k, v, heads, tq, tk, d)?;
+    let saved = out.detach();
+    Ok(out.with_op(&[q, k, v], || Op::Attention { q: q.clone(), k: k.clone(), v: v.clone(), out: saved, lse, key_pad: Vec::new() }))
 }
 
 /// Distance between consecutive heads' [tk, d] blocks when each is row-major and the leading
@@ -90,6 +110,10 @@ pub fn causal_attention_naive(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tens
 
 pub(crate) fn backward(q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, lse: &Tensor, key_pad: &[usize], g: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
     let dims = dims(q, k, v)?;
+    if q.device().is_cuda() {
+        let Dims { heads, tq, tk, d } = dims;
+        return crate::cuda::ops::attention_backward(q, k, v, out, lse, g, heads, tq, tk, d);
+    }
     let (qv, kv, vv) = (q.cpu_f32("attention backward")?, k.cpu_f32("attention backward")?, v.cpu_f32("attention backward")?);
     let (dq, dk, dv) = k::backward_padded(&qv, &kv, &vv, &out.cpu_f32("attention backward")?, &lse.cpu_f32("attention backward")?, &g.cpu_f32("attention backward")?, dims, key_pad);
     Ok((f32_tensor(dq, q.shape()), f32_tensor(dk, k.shape()), f32_tensor(dv, v.shape())))

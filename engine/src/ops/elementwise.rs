@@ -6,6 +6,7 @@ use crate::cpu::elementwise::{self as k, binary_map, ternary_map, unary_map};
 use crate::shape::broadcast_shape;
 use crate::storage::CpuStorage;
 use crate::{Error, Result, Tensor};
+use kernels::memops::BinaryOp;
 use rand::Rng;
 
 #[derive(Clone, Copy)]
@@ -29,6 +30,17 @@ impl Binary {
             Binary::Max => "maximum",
         }
     }
+
+    fn kernel(self) -> BinaryOp {
+        match self {
+            Binary::Add => BinaryOp::Add,
+            Binary::Sub => BinaryOp::Sub,
+            Binary::Mul => BinaryOp::Mul,
+            Binary::Div => BinaryOp::Div,
+            Binary::Min => BinaryOp::Min,
+            Binary::Max => BinaryOp::Max,
+        }
+    }
 }
 
 /// Broadcast two operands to their common shape, as recorded views.
@@ -43,6 +55,18 @@ fn broadcast_pair(op: &'static str, a: &Tensor, b: &Tensor) -> Result<(Tensor, T
 fn binary(a: &Tensor, b: &Tensor, kind: Binary) -> Result<Tensor> {
     let op = kind.name();
     let (a, b) = broadcast_pair(op, a, b)?;
+    let (ca, cb) = (a.clone(), b.clone());
+    let record = move || match kind {
+        Binary::Add => Op::Add(ca, cb),
+        Binary::Sub => Op::Sub(ca, cb),
+        Binary::Mul => Op::Mul(ca, cb),
+        Binary::Div => Op::Div(ca, cb),
+        Binary::Min => Op::Minimum(ca, cb),
+        Binary::Max => Op::Maximum(ca, cb),
+    };
+    if a.device().is_cuda() {
+        return Ok(crate::cuda::ops::binary(kind.kernel(), &a, &b)?.with_op(&[&a, &b], record));
+    }
     let data = {
         let (sa, sb) = (a.cpu_f32_storage(op)?, b.cpu_f32_storage(op)?);
         let (la, lb) = (a.layout(), b.layout());
@@ -55,18 +79,18 @@ fn binary(a: &Tensor, b: &Tensor, kind: Binary) -> Result<Tensor> {
             Binary::Max => binary_map(&sa, la, &sb, lb, f32::max),
         }
     };
-    let (ca, cb) = (a.clone(), b.clone());
-    Ok(Tensor::from_op(CpuStorage::F32(data), a.shape(), &[&a, &b], move || match kind {
-        Binary::Add => Op::Add(ca, cb),
-        Binary::Sub => Op::Sub(ca, cb),
-        Binary::Mul => Op::Mul(ca, cb),
-        Binary::Div => Op::Div(ca, cb),
-        Binary::Min => Op::Minimum(ca, cb),
-        Binary::Max => Op::Maximum(ca, cb),
-    }))
+    Ok(Tensor::from_op(CpuStorage::F32(data), a.shape(), &[&a, &b], record))
 }
 
 fn unary(x: &Tensor, op: UnaryOp) -> Result<Tensor> {
+    if x.device().is_cuda() {
+        if op != UnaryOp::Gelu {
+            return Err(Error::NotOnDevice { op: "unary (only gelu has a CUDA kernel yet)", device: x.device() });
+        }
+        let out = crate::cuda::ops::gelu(x)?;
+        let saved = out.detach();
+        return Ok(out.with_op(&[x], || Op::Unary(op, x.clone(), saved)));
+    }
     let data = {
         let v = x.cpu_f32("unary")?;
         match op {
@@ -88,6 +112,9 @@ fn unary(x: &Tensor, op: UnaryOp) -> Result<Tensor> {
 
 /// d(loss)/dx for a unary op, from its input `x`, output `y` and upstream gradient `g`.
 pub(crate) fn unary_backward(op: UnaryOp, x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Tensor> {
+    if x.device().is_cuda() && op == UnaryOp::Gelu {
+        return crate::cuda::ops::gelu_backward(x, g);
+    }
     let (xv, yv, gv) = (x.cpu_f32("unary backward")?, y.cpu_f32("unary backward")?, g.cpu_f32("unary backward")?);
     let data = match op {
         UnaryOp::Exp => ternary_map(&xv, &yv, &gv, |_, y, g| g * y),
@@ -152,6 +179,9 @@ impl Tensor {
 
     /// `x·mul + add`.
     pub fn affine(&self, mul: f32, add: f32) -> Result<Tensor> {
+        if self.device().is_cuda() {
+            return Ok(crate::cuda::ops::affine(self, mul, add)?.with_op(&[self], || Op::Affine(self.clone(), mul)));
+        }
         let data = unary_map(&self.cpu_f32("affine")?, |x| x * mul + add);
         Ok(f32_tensor(data, self.shape()).with_op(&[self], || Op::Affine(self.clone(), mul)))
     }

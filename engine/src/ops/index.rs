@@ -54,6 +54,15 @@ impl Tensor {
         if dim >= self.rank() || ids.rank() != 1 {
             return Err(Error::shape("index_select", format!("dim {dim} of {:?} with ids {:?}", self.shape(), ids.shape())));
         }
+        if self.device().is_cuda() {
+            if dim != 0 || ids.dtype() != crate::DType::I64 {
+                return Err(Error::NotOnDevice { op: "index_select (CUDA: dim 0, i64 ids)", device: self.device() });
+            }
+            let idv = ids.to_vec_i64()?;
+            check_ids("index_select", &idv, self.shape()[0])?;
+            let ids = ids.detach();
+            return Ok(crate::cuda::ops::embedding(self, &idv)?.with_op(&[self], || Op::IndexSelect(self.clone(), dim, ids)));
+        }
         let idv = ids.cpu_i64("index_select")?;
         check_ids("index_select", &idv, self.shape()[dim])?;
         let x = self.cpu_f32("index_select")?;
@@ -103,6 +112,9 @@ pub fn embedding(ids: &Tensor, table: &Tensor) -> Result<Tensor> {
 
 /// Gradient of index_select: `g` added into zeros of `shape` at rows `ids` (scatter-add).
 pub(crate) fn index_add(g: &Tensor, shape: &[usize], dim: usize, ids: &Tensor) -> Result<Tensor> {
+    if g.device().is_cuda() && dim == 0 {
+        return crate::cuda::ops::embedding_backward(g, shape, &ids.to_vec_i64()?);
+    }
     let idv = ids.cpu_i64("index_add")?;
     let gv = g.cpu_f32("index_add")?;
     let (outer, inner) = outer_inner(shape, dim);

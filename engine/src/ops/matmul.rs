@@ -45,6 +45,13 @@ fn matmul(a: &Tensor, b: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let mut out_shape = batch_shape.to_vec();
     out_shape.extend([m, n]);
 
+    if a.device().is_cuda() {
+        let out = crate::cuda::ops::matmul(a, b, bias, &out_shape)?;
+        let (ca, cb, cbias) = (a.clone(), b.clone(), bias.cloned());
+        let inputs: Vec<&Tensor> = [Some(a), Some(b), bias].into_iter().flatten().collect();
+        return Ok(out.with_op(&inputs, move || Op::Matmul(ca, cb, cbias)));
+    }
+
     // C starts as the bias rows (beta = 1) or is written fresh (beta = 0).
     let (mut out, beta) = match bias {
         Some(bias) => (bias.cpu_f32("matmul bias")?.repeat(batches * m), 1.0),

@@ -25,15 +25,24 @@ impl Tensor {
 
     /// Sum over `dims`; keeps them as size 1 when `keepdim`.
     pub fn sum(&self, dims: &[usize], keepdim: bool) -> Result<Tensor> {
-        let (rows, row_len, keep) = self.rows_over("sum", dims)?;
-        let v = rows.cpu_f32("sum")?;
-        let data: Vec<f32> = if row_len == 0 {
-            vec![0.0; keep.iter().product()]
+        let out = if self.device().is_cuda() {
+            let keep: Vec<usize> = self.shape().iter().enumerate().map(|(d, &s)| if dims.contains(&d) { 1 } else { s }).collect();
+            if let Some(&d) = dims.iter().find(|&&d| d >= self.rank()) {
+                return Err(Error::shape("sum", format!("dim {d} out of range for {:?}", self.shape())));
+            }
+            crate::cuda::ops::sum(self, dims, &keep)?
         } else {
-            v.chunks(row_len).map(|r| r.iter().map(|&x| x as f64).sum::<f64>() as f32).collect()
+            let (rows, row_len, keep) = self.rows_over("sum", dims)?;
+            let v = rows.cpu_f32("sum")?;
+            let data: Vec<f32> = if row_len == 0 {
+                vec![0.0; keep.iter().product()]
+            } else {
+                v.chunks(row_len).map(|r| r.iter().map(|&x| x as f64).sum::<f64>() as f32).collect()
+            };
+            f32_tensor(data, &keep)
         };
-        let keep_shape = keep.clone();
-        let out = f32_tensor(data, &keep).with_op(&[self], || Op::Sum(self.clone(), keep_shape));
+        let keep_shape = out.shape().to_vec();
+        let out = out.with_op(&[self], || Op::Sum(self.clone(), keep_shape));
         if keepdim {
             Ok(out)
         } else {

@@ -12,7 +12,11 @@ fn last_dim(x: &Tensor, op: &'static str) -> Result<usize> {
 impl Tensor {
     pub fn softmax(&self) -> Result<Tensor> {
         let cols = last_dim(self, "softmax")?;
-        let y = f32_tensor(k::softmax(&self.cpu_f32("softmax")?, cols), self.shape());
+        let y = if self.device().is_cuda() {
+            crate::cuda::ops::softmax(self, cols)?
+        } else {
+            f32_tensor(k::softmax(&self.cpu_f32("softmax")?, cols), self.shape())
+        };
         let saved = y.detach();
         Ok(y.with_op(&[self], || Op::Softmax(self.clone(), saved)))
     }
@@ -27,6 +31,11 @@ impl Tensor {
 
 pub(crate) fn softmax_backward(y: &Tensor, g: &Tensor) -> Result<Tensor> {
     let cols = last_dim(y, "softmax backward")?;
+    if y.device().is_cuda() {
+        // dx = y ⊙ (g − Σ_row y⊙g), from ops that have CUDA kernels.
+        let last = y.rank() - 1;
+        return y.mul(&g.sub(&y.mul(g)?.sum(&[last], true)?)?);
+    }
     Ok(f32_tensor(k::backward(&y.cpu_f32("softmax backward")?, &g.cpu_f32("softmax backward")?, cols, false), y.shape()))
 }
 

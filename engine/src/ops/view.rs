@@ -100,6 +100,9 @@ impl Tensor {
         if self.is_contiguous() {
             return Ok(self.clone());
         }
+        if self.device().is_cuda() {
+            return Ok(crate::cuda::ops::contiguous(self)?.with_op(&[self], || Op::Copy(self.clone())));
+        }
         let data = self.contiguous_storage()?;
         let out = match self.device() {
             crate::Device::Cpu => Tensor::from_cpu(data, self.shape()),
@@ -111,6 +114,9 @@ impl Tensor {
 
 /// Gradient of `narrow`: `g` placed into zeros of the input's shape.
 pub(crate) fn narrow_backward(g: &Tensor, shape: &[usize], dim: usize, start: usize) -> Result<Tensor> {
+    if g.device().is_cuda() {
+        return crate::cuda::ops::narrow_backward(g, shape, dim, start);
+    }
     let out = Tensor::zeros(shape);
     out.narrow(dim, start, g.shape()[dim])?.assign(g)?;
     Ok(out)

@@ -1,0 +1,372 @@
+//! The engine's ops on CUDA tensors (f32), each a launch of a kernel from `kernels/` on the
+//! device's one stream. The ops in `crate::ops` check shapes, call these for CUDA inputs and
+//! record the same `Op` for backward as on the CPU, so the gradient rules stay one table.
+//! Ops without a CUDA version here fail with `Error::NotOnDevice`, naming the op.
+
+use super::device::{gpu, CudaStorage};
+use crate::shape::Layout;
+use crate::storage::Storage;
+use crate::{DType, Device, Error, Result, Tensor};
+use cudarc::driver::CudaSlice;
+use kernels::device::{Gpu, MatmulF32};
+use kernels::attention::AttnShape;
+use kernels::memops::{BinaryOp, CeGroup};
+use std::ops::Deref;
+use std::sync::RwLockReadGuard;
+
+fn err(what: impl std::fmt::Display) -> impl FnOnce(kernels::Error) -> Error {
+    move |e| Error::Cuda(format!("{what}: {e}"))
+}
+
+fn ordinal(t: &Tensor) -> usize {
+    match t.device() {
+        Device::Cuda(n) => n,
+        Device::Cpu => unreachable!("called for CUDA tensors only"),
+    }
+}
+
+/// A tensor's f32 elements on its device, row-major from element 0: its own buffer when it
+/// already is exactly that, else a gathered copy.
+pub(crate) enum DevF32<'a> {
+    Whole(RwLockReadGuard<'a, Storage>),
+    Gathered(CudaSlice<f32>),
+}
+
+impl Deref for DevF32<'_> {
+    type Target = CudaSlice<f32>;
+    fn deref(&self) -> &CudaSlice<f32> {
+        match self {
+            DevF32::Whole(g) => match &**g {
+                Storage::Cuda(CudaStorage::F32(s, _)) => s,
+                _ => unreachable!("checked in f32_of"),
+            },
+            DevF32::Gathered(s) => s,
+        }
+    }
+}
+
+fn alloc(g: &Gpu, n: usize, what: &str) -> Result<CudaSlice<f32>> {
+    // Zeroed, not uninitialized: a kernel that skips an element leaves 0, never stale memory.
+    g.stream.alloc_zeros::<f32>(n.max(1)).map_err(|e| Error::Cuda(format!("{what}: allocating {n} floats: {e:?}")))
+}
+
+pub(crate) fn f32_of<'a>(t: &'a Tensor, op: &'static str) -> Result<DevF32<'a>> {
+    if t.dtype() != DType::F32 {
+        return Err(Error::DType { op, expected: DType::F32, got: t.dtype() });
+    }
+    let guard = t.read();
+    let Storage::Cuda(CudaStorage::F32(src, _)) = &*guard else {
+        return Err(Error::NotOnDevice { op, device: t.device() });
+    };
+    let l = t.layout();
+    if l.is_contiguous() && l.offset == 0 && src.len() == l.numel() {
+        return Ok(DevF32::Whole(guard));
+    }
+    let g = gpu(ordinal(t))?;
+    let mut dst = alloc(&g, l.numel(), op)?;
+    let (shape, strides) = merged(l);
+    g.strided_copy_f32(src, l.offset, &shape, &strides, &mut dst).map_err(err(op))?;
+    Ok(DevF32::Gathered(dst))
+}
+
+/// The layout's dims without size-1 dims and with neighbours that step evenly merged: the same
+/// elements in the same order, in as few dims as the copy kernel can take.
+fn merged(l: &Layout) -> (Vec<usize>, Vec<usize>) {
+    let (mut shape, mut strides): (Vec<usize>, Vec<usize>) = (Vec::new(), Vec::new());
+    for (&d, &s) in l.shape.iter().zip(&l.strides) {
+        if d == 1 {
+            continue;
+        }
+        match (shape.last_mut(), strides.last_mut()) {
+            (Some(ld), Some(ls)) if *ls == s * d => {
+                *ld *= d;
+                *ls = s;
+            }
+            _ => {
+                shape.push(d);
+                strides.push(s);
+            }
+        }
+    }
+    if shape.is_empty() {
+        (vec![1], vec![0])
+    } else {
+        (shape, strides)
+    }
+}
+
+/// A fresh contiguous CUDA tensor around `buf`.
+fn tensor(buf: CudaSlice<f32>, shape: &[usize], device: usize) -> Tensor {
+    Tensor::from_parts(Storage::Cuda(CudaStorage::F32(buf, device)), Layout::contiguous(shape), false, None, false)
+}
+
+/// A row-major copy of any view.
+pub(crate) fn contiguous(x: &Tensor) -> Result<Tensor> {
+    let g = gpu(ordinal(x))?;
+    let v = f32_of(x, "contiguous")?;
+    let buf = match v {
+        DevF32::Gathered(s) => s,
+        DevF32::Whole(_) => g.stream.clone_dtod(&*v).map_err(|e| Error::Cuda(format!("contiguous: copy: {e:?}")))?,
+    };
+    Ok(tensor(buf, x.shape(), ordinal(x)))
+}
+
+/// `op(a, b)` elementwise; `a` and `b` already broadcast to one shape (views with 0 strides).
+pub(crate) fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let name = "binary";
+    let g = gpu(ordinal(a))?;
+    let shape = a.shape().to_vec();
+    let n: usize = shape.iter().product();
+    let mut out = alloc(&g, n, name)?;
+    let (la, lb) = (a.layout(), b.layout());
+    // Broadcast views at offset 0 go straight to the kernel (it reads stride 0 in place);
+    // anything else is gathered first.
+    let direct = shape.len() <= 4 && la.offset == 0 && lb.offset == 0 && a.dtype() == DType::F32 && b.dtype() == DType::F32;
+    if direct {
+        let (ga, gb) = (a.read(), b.read());
+        if let (Storage::Cuda(CudaStorage::F32(sa, _)), Storage::Cuda(CudaStorage::F32(sb, _))) = (&*ga, &*gb) {
+            g.binary(op, sa, &la.strides, sb, &lb.strides, &mut out, &shape).map_err(err(op.name()))?;
+            return Ok(tensor(out, &shape, ordinal(a)));
+        }
+    }
+    let (va, vb) = (f32_of(a, name)?, f32_of(b, name)?);
+    g.binary(op, &va, &[1], &vb, &[1], &mut out, &[n]).map_err(err(op.name()))?;
+    Ok(tensor(out, &shape, ordinal(a)))
+}
+
+/// A one-element tensor on `device` (a scalar operand, broadcast by `binary`).
+fn scalar_on(v: f32, device: Device) -> Result<Tensor> {
+    Tensor::scalar(v).to_device(device)
+}
+
+/// `x·mul + add`, as two broadcast binary launches (one when `add` is 0).
+pub(crate) fn affine(x: &Tensor, mul: f32, add: f32) -> Result<Tensor> {
+    let m = scalar_on(mul, x.device())?.broadcast_as(x.shape())?;
+    let y = binary(BinaryOp::Mul, x, &m)?;
+    if add == 0.0 {
+        return Ok(y);
+    }
+    let a = scalar_on(add, x.device())?.broadcast_as(x.shape())?;
+    binary(BinaryOp::Add, &y, &a)
+}
+
+pub(crate) fn gelu(x: &Tensor) -> Result<Tensor> {
+    let g = gpu(ordinal(x))?;
+    let v = f32_of(x, "gelu")?;
+    let mut y = alloc(&g, x.numel(), "gelu")?;
+    g.gelu_fwd(&v, &mut y).map_err(err("gelu"))?;
+    Ok(tensor(y, x.shape(), ordinal(x)))
+}
+
+pub(crate) fn gelu_backward(x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    let g = gpu(ordinal(x))?;
+    let (xv, dyv) = (f32_of(x, "gelu backward")?, f32_of(dy, "gelu backward")?);
+    let mut dx = alloc(&g, x.numel(), "gelu backward")?;
+    g.gelu_bwd(&xv, &dyv, &mut dx).map_err(err("gelu backward"))?;
+    Ok(tensor(dx, x.shape(), ordinal(x)))
+}
+
+/// Softmax over the last dim.
+pub(crate) fn softmax(x: &Tensor, cols: usize) -> Result<Tensor> {
+    let g = gpu(ordinal(x))?;
+    let v = f32_of(x, "softmax")?;
+    let rows = x.numel() / cols.max(1);
+    let mut y = alloc(&g, x.numel(), "softmax")?;
+    g.softmax_fwd(&v, &mut y, rows, cols).map_err(err("softmax"))?;
+    Ok(tensor(y, x.shape(), ordinal(x)))
+}
+
+/// (y, mean [rows], rstd [rows]).
+pub(crate) fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, d: usize, eps: f32) -> Result<(Tensor, Tensor, Tensor)> {
+    let (dev, op) = (ordinal(x), "layer_norm");
+    let g = gpu(dev)?;
+    let (xv, wv, bv) = (f32_of(x, op)?, f32_of(w, op)?, f32_of(b, op)?);
+    let rows = x.numel() / d.max(1);
+    let (mut y, mut mean, mut rstd) = (alloc(&g, x.numel(), op)?, alloc(&g, rows, op)?, alloc(&g, rows, op)?);
+    g.layernorm_fwd(&xv, &wv, &bv, &mut y, &mut mean, &mut rstd, rows, d, eps).map_err(err(op))?;
+    Ok((tensor(y, x.shape(), dev), tensor(mean, &[rows], dev), tensor(rstd, &[rows], dev)))
+}
+
+/// (dx, dw, db).
+pub(crate) fn layer_norm_backward(x: &Tensor, w: &Tensor, mean: &Tensor, rstd: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+    let (dev, op) = (ordinal(x), "layer_norm backward");
+    let g = gpu(dev)?;
+    let d = w.numel();
+    let rows = x.numel() / d.max(1);
+    let (xv, wv, mv, rv, dyv) = (f32_of(x, op)?, f32_of(w, op)?, f32_of(mean, op)?, f32_of(rstd, op)?, f32_of(dy, op)?);
+    let (mut dx, mut dw, mut db) = (alloc(&g, x.numel(), op)?, alloc(&g, d, op)?, alloc(&g, d, op)?);
+    g.layernorm_bwd(&xv, &wv, &mv, &rv, &dyv, &mut dx, &mut dw, &mut db, rows, d).map_err(err(op))?;
+    Ok((tensor(dx, x.shape(), dev), tensor(dw, &[d], dev), tensor(db, &[d], dev)))
+}
+
+/// `a` [.., M, K] · `b` [.., K, N] or [K, N] (+ `bias` [N]) → [.., M, N]. A shared `b` makes
+/// one GEMM over all rows of `a`; batched operands one GEMM per batch.
+pub(crate) fn matmul(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, out_shape: &[usize]) -> Result<Tensor> {
+    let (dev, op) = (ordinal(a), "matmul");
+    let g = gpu(dev)?;
+    let (ra, rb) = (a.rank(), b.rank());
+    let (m, k, n) = (a.shape()[ra - 2], a.shape()[ra - 1], b.shape()[rb - 1]);
+    let batches: usize = a.shape()[..ra - 2].iter().product();
+    let biasv = bias.map(|t| f32_of(t, op)).transpose()?;
+    let mut out = alloc(&g, batches * m * n, op)?;
+    if rb == 2 || batches == 1 {
+        let (av, bv) = (f32_of(a, op)?, f32_of(b, op)?);
+        g.matmul_f32(MatmulF32::V2Register, &av, &bv, biasv.as_deref(), &mut out, batches * m, n, k).map_err(err(op))?;
+        return Ok(tensor(out, out_shape, dev));
+    }
+    // Batched: each batch's operands gathered, its product copied into place.
+    let (a3, b3) = (a.reshape(&[batches, m, k])?, b.reshape(&[batches, k, n])?);
+    let mut c = alloc(&g, m * n, op)?;
+    for i in 0..batches {
+        let (ai, bi) = (a3.narrow(0, i, 1)?, b3.narrow(0, i, 1)?);
+        let (av, bv) = (f32_of(&ai, op)?, f32_of(&bi, op)?);
+        g.matmul_f32(MatmulF32::V2Register, &av, &bv, biasv.as_deref(), &mut c, m, n, k).map_err(err(op))?;
+        let mut dst = out.slice_mut(i * m * n..(i + 1) * m * n);
+        g.stream.memcpy_dtod(&c, &mut dst).map_err(|e| Error::Cuda(format!("{op}: copy batch {i}: {e:?}")))?;
+    }
+    Ok(tensor(out, out_shape, dev))
+}
+
+/// Sum over `dims` (kept as size 1): the reduced dims are moved to the front and gathered, so
+/// that the sum is one column reduction over [reduced, kept].
+pub(crate) fn sum(x: &Tensor, dims: &[usize], keep_shape: &[usize]) -> Result<Tensor> {
+    let (dev, op) = (ordinal(x), "sum");
+    let g = gpu(dev)?;
+    let mut perm: Vec<usize> = dims.to_vec();
+    perm.extend((0..x.rank()).filter(|d| !dims.contains(d)));
+    let reduced: usize = dims.iter().map(|&d| x.shape()[d]).product();
+    let kept = x.numel() / reduced.max(1);
+    let moved = x.detach().permute(&perm)?;
+    let v = f32_of(&moved, op)?;
+    let mut out = alloc(&g, kept, op)?;
+    if reduced == 0 {
+        return Ok(tensor(out, keep_shape, dev));
+    }
+    let mut scratch = alloc(&g, g.sum_rows_scratch_len(reduced, kept), op)?;
+    g.sum_rows(&v, &mut out, &mut scratch, reduced, kept).map_err(err(op))?;
+    Ok(tensor(out, keep_shape, dev))
+}
+
+/// i64 ids on `device`, from wherever they are (host ids are what callers usually build).
+fn ids_on(g: &Gpu, ids: &[i64], op: &str) -> Result<CudaSlice<i64>> {
+    g.stream.clone_htod(ids).map_err(|e| Error::Cuda(format!("{op}: uploading {} ids: {e:?}", ids.len())))
+}
+
+/// Rows `ids` of `table` [V, D] (validated on the host: the kernel gives NaN for a bad id).
+pub(crate) fn embedding(table: &Tensor, ids: &[i64]) -> Result<Tensor> {
+    let (dev, op) = (ordinal(table), "index_select");
+    let g = gpu(dev)?;
+    let (v, d) = (table.shape()[0], table.numel() / table.shape()[0].max(1));
+    let tv = f32_of(table, op)?;
+    let gids = ids_on(&g, ids, op)?;
+    let mut out = alloc(&g, ids.len() * d, op)?;
+    g.embedding_fwd(&gids, &tv, &mut out, ids.len(), v, d).map_err(err(op))?;
+    let mut shape = table.shape().to_vec();
+    shape[0] = ids.len();
+    Ok(tensor(out, &shape, dev))
+}
+
+/// The gradient of `embedding`: `dout` rows added into zeros of `shape` at rows `ids`.
+pub(crate) fn embedding_backward(dout: &Tensor, shape: &[usize], ids: &[i64]) -> Result<Tensor> {
+    let (dev, op) = (ordinal(dout), "index_add");
+    let g = gpu(dev)?;
+    let (v, d) = (shape[0], shape.iter().skip(1).product::<usize>());
+    let dv = f32_of(dout, op)?;
+    let gids = ids_on(&g, ids, op)?;
+    let mut dtable = alloc(&g, v * d, op)?; // zeroed: the kernel adds into it
+    g.embedding_bwd_atomic(&gids, &dv, &mut dtable, ids.len(), v, d).map_err(err(op))?;
+    Ok(tensor(dtable, shape, dev))
+}
+
+/// Mean cross-entropy over the rows whose target is kept: (loss [], lse [rows]).
+pub(crate) fn cross_entropy(logits: &Tensor, targets: &[i64], v: usize) -> Result<(Tensor, Tensor)> {
+    let (dev, op) = (ordinal(logits), "cross_entropy");
+    let g = gpu(dev)?;
+    let n = targets.len();
+    let x = f32_of(logits, op)?;
+    let t = ids_on(&g, targets, op)?;
+    let (mut loss, mut lse, mut mean) = (alloc(&g, n, op)?, alloc(&g, n, op)?, alloc(&g, 2, op)?);
+    g.cross_entropy_fwd_f32(CeGroup::Auto, &x, &t, &mut loss, &mut lse, n, v).map_err(err(op))?;
+    g.cross_entropy_mean(&loss, &t, n, &mut mean).map_err(err(op))?;
+    // `mean` holds [mean, kept rows]: the scalar is its first element.
+    let loss = Tensor::from_parts(Storage::Cuda(CudaStorage::F32(mean, dev)), Layout::contiguous(&[]), false, None, false);
+    Ok((loss, tensor(lse, &[n], dev)))
+}
+
+/// d(logits) = scale · (softmax − onehot), rows with ignored targets 0.
+pub(crate) fn cross_entropy_backward(logits: &Tensor, targets: &[i64], lse: &Tensor, scale: f32) -> Result<Tensor> {
+    let (dev, op) = (ordinal(logits), "cross_entropy backward");
+    let g = gpu(dev)?;
+    let (n, v) = (targets.len(), *logits.shape().last().expect("rank >= 1"));
+    let (x, l) = (f32_of(logits, op)?, f32_of(lse, op)?);
+    let t = ids_on(&g, targets, op)?;
+    let mut dx = alloc(&g, n * v, op)?;
+    g.cross_entropy_bwd_f32(CeGroup::Auto, &x, &t, &l, &mut dx, n, v, scale).map_err(err(op))?;
+    Ok(tensor(dx, logits.shape(), dev))
+}
+
+/// Whether the flash-attention kernels take this head dim.
+pub(crate) fn attention_kernel_fits(d: usize) -> bool {
+    d == 64 || d == 128
+}
+
+/// Causal attention without padding, q [.., tq, d], k and v [.., tk, d]: (out, lse [.., tq]).
+pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, tq: usize, tk: usize, d: usize) -> Result<(Tensor, Tensor)> {
+    let (dev, op) = (ordinal(q), "attention");
+    let g = gpu(dev)?;
+    let s = AttnShape { heads, tq, tk, d };
+    let (qv, kv, vv) = (f32_of(q, op)?, f32_of(k, op)?, f32_of(v, op)?);
+    let (mut out, mut lse) = (alloc(&g, heads * tq * d, op)?, alloc(&g, heads * tq, op)?);
+    g.attention_fwd_f32(&qv, &kv, &vv, &mut out, &mut lse, s).map_err(err(op))?;
+    Ok((tensor(out, q.shape(), dev), tensor(lse, &q.shape()[..q.rank() - 1], dev)))
+}
+
+/// (dq, dk, dv) of `attention`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention_backward(q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, lse: &Tensor, dout: &Tensor, heads: usize, tq: usize, tk: usize, d: usize) -> Result<(Tensor, Tensor, Tensor)> {
+    let (dev, op) = (ordinal(q), "attention backward");
+    let g = gpu(dev)?;
+    let s = AttnShape { heads, tq, tk, d };
+    let (qv, kv, vv, ov, lv, dov) = (f32_of(q, op)?, f32_of(k, op)?, f32_of(v, op)?, f32_of(out, op)?, f32_of(lse, op)?, f32_of(dout, op)?);
+    let (mut dq, mut dk, mut dv, mut delta) = (alloc(&g, q.numel(), op)?, alloc(&g, k.numel(), op)?, alloc(&g, v.numel(), op)?, alloc(&g, heads * tq, op)?);
+    g.attention_bwd_f32(&qv, &kv, &vv, &ov, &lv, &dov, &mut dq, &mut dk, &mut dv, &mut delta, s).map_err(err(op))?;
+    Ok((tensor(dq, q.shape(), dev), tensor(dk, k.shape(), dev), tensor(dv, v.shape(), dev)))
+}
+
+/// One AdamW step in place on the device: `param`, `m` and `v` (contiguous, each its whole
+/// buffer) updated from `grad`; `step` is the parameter's own 1-based count.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn adamw(param: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32, step: u64) -> Result<()> {
+    let op = "AdamW";
+    let g = gpu(ordinal(param))?;
+    let gv = f32_of(grad, op)?;
+    let h = kernels::reference::AdamWParams { lr: lr as f64, b1: beta1 as f64, b2: beta2 as f64, eps: eps as f64, wd: weight_decay as f64, step: step as i32 };
+    let whole = |t: &Tensor| t.is_contiguous() && t.layout().offset == 0;
+    if !(whole(param) && whole(m) && whole(v)) {
+        return Err(Error::Msg(format!("{op}: a parameter on CUDA must own its whole buffer, got {param:?}")));
+    }
+    let (mut pw, mut mw, mut vw) = (param.write(), m.write(), v.write());
+    match (&mut *pw, &mut *mw, &mut *vw) {
+        (Storage::Cuda(CudaStorage::F32(p, _)), Storage::Cuda(CudaStorage::F32(ms, _)), Storage::Cuda(CudaStorage::F32(vs, _))) => {
+            g.adamw(p, &gv, ms, vs, h).map_err(err(op))
+        }
+        _ => Err(Error::Msg(format!("{op}: parameter and moments must be f32 on the same CUDA device"))),
+    }
+}
+
+/// The gradient of `narrow`: `g` placed at `start..start+len` along `dim` of zeros of `shape`,
+/// one block copy per index of the dims before `dim`.
+pub(crate) fn narrow_backward(g: &Tensor, shape: &[usize], dim: usize, start: usize) -> Result<Tensor> {
+    let (dev, op) = (ordinal(g), "narrow backward");
+    let gpu = gpu(dev)?;
+    let (outer, n, inner): (usize, usize, usize) = (shape[..dim].iter().product(), shape[dim], shape[dim + 1..].iter().product());
+    let len = g.shape()[dim];
+    let gv = f32_of(g, op)?;
+    let mut out = alloc(&gpu, shape.iter().product(), op)?;
+    for o in 0..outer {
+        let src = gv.slice(o * len * inner..(o + 1) * len * inner);
+        let mut dst = out.slice_mut((o * n + start) * inner..(o * n + start + len) * inner);
+        gpu.stream.memcpy_dtod(&src, &mut dst).map_err(|e| Error::Cuda(format!("{op}: copy: {e:?}")))?;
+    }
+    Ok(tensor(out, shape, dev))
+}
