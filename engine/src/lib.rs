@@ -3,6 +3,7 @@
 
 pub mod alloc;
 pub mod autograd;
+pub mod conformance;
 pub mod cpu;
 pub mod cuda;
 mod device;

@@ -548,7 +548,7 @@ mod imp {
 
         /// (vector width, column blocks, splits, rows per split) for sum_rows.
         fn sum_rows_geometry(&self, r: usize, c: usize) -> (usize, usize, usize, usize) {
-            let vw = if c % 4 == 0 { 4 } else { 1 };
+            let vw = if c.is_multiple_of(4) { 4 } else { 1 };
             let gx = c.div_ceil(32 * vw).max(1);
             let target = (self.info.sm_count.max(1) as usize) * 8;
             let splits = target.div_ceil(gx).min(r.div_ceil(64)).clamp(1, 65535);
@@ -896,7 +896,8 @@ mod imp {
         }
 
         // Broadcast binary ops: (shape, a strides, b strides, a len, b len).
-        let layouts: Vec<(&str, Vec<usize>, Vec<usize>, Vec<usize>, usize, usize)> = vec![
+        type Case<'a> = (&'a str, Vec<usize>, Vec<usize>, Vec<usize>, usize, usize);
+        let layouts: Vec<Case> = vec![
             ("contiguous 1", vec![1], vec![1], vec![1], 1, 1),
             ("contiguous 33x1000", vec![33, 1000], vec![1000, 1], vec![1000, 1], 33_000, 33_000),
             ("contiguous 2^20+3", vec![(1 << 20) + 3], vec![1], vec![1], (1 << 20) + 3, (1 << 20) + 3),
@@ -1008,7 +1009,7 @@ mod imp {
     }
 
     fn dims(shape: &[usize], n: usize, form: &str, op: &str) -> Result<()> {
-        if shape.len() != n || shape.iter().any(|&d| d == 0) {
+        if shape.len() != n || shape.contains(&0) {
             return Err(Error::Other(format!("bench {op}: shape must be {form} with sizes > 0, got {shape:?}")));
         }
         Ok(())

@@ -226,6 +226,12 @@ impl Gpt2 {
         Gpt2::from_tensors(self.config.clone(), tensors)
     }
 
+    /// The same model with its parameters on `device` (copied there; shared when already there).
+    pub fn to_device(&self, device: engine::Device) -> Result<Gpt2> {
+        let tensors = self.params.iter().map(|(n, t)| Ok((n.clone(), t.to_device(device)?))).collect::<Result<Vec<_>>>()?;
+        Gpt2::from_tensors(self.config.clone(), tensors)
+    }
+
     pub fn config(&self) -> &Gpt2Config {
         &self.config
     }

@@ -14,6 +14,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod device_check;
 pub mod generate;
 pub mod gpt2;
 pub mod hf;

@@ -65,6 +65,58 @@ mod imp {
         }
     }
 
+    /// The engine's ops on cuda:0 against the same ops on the CPU (engine::conformance): each
+    /// output and input gradient, error relative to the largest CPU value of that tensor.
+    fn engine_ops() -> Vec<selftest::Check> {
+        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
+        let mut out = Vec::new();
+        for case in engine::conformance::compare_devices(engine::Device::Cuda(0), seed) {
+            let name = format!("engine {}", case.op);
+            match case.results {
+                Err(e) => out.push(selftest::Check::failed(&name, case.shape, "f32", e.to_string())),
+                Ok(rows) => {
+                    for (what, got, want) in rows {
+                        if got.len() != want.len() {
+                            out.push(selftest::Check::failed(&format!("{name} ({what})"), case.shape.clone(), "f32", format!("{} elements, the CPU gives {}", got.len(), want.len())));
+                            continue;
+                        }
+                        let peak = want.iter().fold(0f64, |m, &x| m.max((x as f64).abs()));
+                        let r = kernels::reference::Ref { value: want.iter().map(|&x| x as f64).collect(), scale: vec![peak; want.len()] };
+                        out.push(selftest::Check::new(&format!("{name} ({what})"), case.shape.clone(), "f32", kernels::reference::compare(&got, &r), selftest::TOL_F32));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// One GPT-2 training step (2 layers, head dim 64: the flash kernels) on cuda:0 against the
+    /// CPU: the loss, the worst gradient and the worst parameter after AdamW, each by max error.
+    fn gpt2_step() -> Vec<selftest::Check> {
+        let shape = "2 layers, 2 heads of 64, B2 x T33, vocab 300".to_string();
+        let config = models::Gpt2Config::custom(2, 2, 128, 64, 300);
+        let rows = match models::device_check::train_step(engine::Device::Cuda(0), config, 2, 33, 11) {
+            Ok(rows) => rows,
+            Err(e) => return vec![selftest::Check::failed("engine GPT-2 train step", shape, "f32", e.to_string())],
+        };
+        let mut worst: std::collections::BTreeMap<&str, (kernels::reference::ErrStats, String)> = Default::default();
+        for (what, got, want) in &rows {
+            let group = if what == "loss" { "loss" } else if what.starts_with("grad") { "gradients" } else { "parameters after AdamW" };
+            if got.len() != want.len() {
+                return vec![selftest::Check::failed("engine GPT-2 train step", format!("{shape}; {what}"), "f32", format!("{} elements, the CPU gives {}", got.len(), want.len()))];
+            }
+            let peak = want.iter().fold(0f64, |m, &x| m.max((x as f64).abs()));
+            let r = kernels::reference::Ref { value: want.iter().map(|&x| x as f64).collect(), scale: vec![peak; want.len()] };
+            let st = kernels::reference::compare(got, &r);
+            let e = worst.entry(group).or_insert((st.clone(), what.clone()));
+            if st.max_rel > e.0.max_rel || st.non_finite > 0 {
+                *e = (st, what.clone());
+            }
+        }
+        // Summation order differs between devices (atomics, tiles): 1e-4 relative to the tensor's peak.
+        worst.into_iter().map(|(group, (st, what))| selftest::Check::new(&format!("engine GPT-2 train step ({group})"), format!("{shape}; worst: {what}"), "f32", st, 1e-4)).collect()
+    }
+
     pub fn run(args: SelftestArgs) -> Result<()> {
         // Shared with the engine (one stream). Clear errors: no libcuda / no device / no libnvrtc / compile log.
         let gpu = engine::cuda::gpu(0)?;
@@ -72,6 +124,8 @@ mod imp {
         let include = toolkit::find_include_dir().map(|p| p.display().to_string()).unwrap_or_else(|e| e.to_string());
         let mut checks = selftest::run_checks(&gpu)?;
         checks.push(engine_round_trip());
+        checks.extend(engine_ops());
+        checks.extend(gpt2_step());
         let timings = if args.no_bench {
             Vec::new()
         } else {

@@ -1,0 +1,152 @@
+//! The engine on another device against itself on the CPU: each case builds its inputs on the
+//! CPU (fresh random values, never zeros), runs the same ops on both devices, takes a weighted
+//! sum of the output and its backward, and returns every output and input gradient from both.
+//! `instructgpt selftest --device cuda` turns these into its table of errors.
+
+use crate::{Device, Result, Tensor};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+/// One result on both devices: (what, e.g. "out" or "d0", on the device, on the CPU).
+pub type Compared = (String, Vec<f32>, Vec<f32>);
+
+/// One case: what it computes, on which shapes, and its results, or why it could not run.
+pub struct DeviceCase {
+    pub op: &'static str,
+    pub shape: String,
+    pub results: Result<Vec<Compared>>,
+}
+
+type Build = fn(&[Tensor]) -> Result<Tensor>;
+
+/// (op, input shapes, f, whether to check gradients).
+fn cases() -> Vec<(&'static str, Vec<Vec<usize>>, Build, bool)> {
+    let cases: Vec<(&'static str, Vec<Vec<usize>>, Build, bool)> = vec![
+        ("add (broadcast)", vec![vec![7, 33], vec![33]], |x| x[0].add(&x[1]), true),
+        ("sub (broadcast)", vec![vec![3, 1, 5], vec![4, 5]], |x| x[0].sub(&x[1]), true),
+        ("mul", vec![vec![1000 + 3]], |x| x[0].mul(&x[0].affine(0.5, 1.0)?), true),
+        ("div (broadcast)", vec![vec![6, 129], vec![6, 1]], |x| x[0].div(&x[1].affine(0.1, 3.0)?), true),
+        ("minimum / maximum", vec![vec![5, 17], vec![17]], |x| x[0].minimum(&x[1])?.add(&x[0].maximum(&x[1])?), false),
+        ("affine", vec![vec![4, 9, 10]], |x| x[0].affine(1.5, -0.25), true),
+        ("gelu", vec![vec![3, 1001]], |x| x[0].gelu(), true),
+        ("softmax", vec![vec![7, 129]], |x| x[0].softmax(), true),
+        ("layer_norm", vec![vec![5, 7, 96], vec![96], vec![96]], |x| x[0].layer_norm(&x[1], &x[2], 1e-5), true),
+        ("matmul + bias", vec![vec![65, 33], vec![33, 47], vec![47]], |x| x[0].matmul_bias(&x[1], &x[2]), true),
+        ("matmul, shared weight", vec![vec![2, 9, 33], vec![33, 20]], |x| x[0].matmul(&x[1]), true),
+        ("matmul, transposed view", vec![vec![33, 65], vec![47, 33]], |x| x[0].t()?.matmul(&x[1].t()?), true),
+        ("matmul, batched", vec![vec![3, 17, 9], vec![3, 9, 11]], |x| x[0].matmul(&x[1]), true),
+        ("sum (dims 0, 2)", vec![vec![4, 5, 6]], |x| x[0].sum(&[0, 2], true), true),
+        ("narrow (its gradient)", vec![vec![3, 4, 10]], |x| x[0].narrow(1, 1, 2)?.narrow(2, 3, 5)?.affine(2.0, 0.0), true),
+        ("contiguous (permuted, narrowed)", vec![vec![6, 5, 8]], |x| x[0].permute(&[2, 0, 1])?.narrow(1, 1, 4)?.contiguous(), true),
+        ("embedding", vec![vec![50, 24]], |x| {
+            let ids = Tensor::new(vec![3i64, 0, 49, 3, 7, 3, 21], &[7])?;
+            crate::embedding(&ids.reshape(&[7])?, &x[0])
+        }, true),
+        ("cross_entropy (one target ignored)", vec![vec![9, 257]], |x| {
+            let targets = Tensor::new(vec![5i64, 256, 0, -100, 17, 17, 100, 3, 200], &[9])?;
+            x[0].cross_entropy(&targets)
+        }, true),
+        ("attention, flash kernels (head dim 64)", vec![vec![2, 3, 40, 64]; 3], |x| crate::causal_attention(&x[0], &x[1], &x[2]), true),
+        ("attention, composed (head dim 16)", vec![vec![2, 2, 33, 16]; 3], |x| crate::causal_attention(&x[0], &x[1], &x[2]), true),
+        ("mlp block", vec![vec![2, 5, 32], vec![32], vec![32], vec![32, 64], vec![64], vec![64, 32]], |x| {
+            let h = x[0].layer_norm(&x[1], &x[2], 1e-5)?.matmul_bias(&x[3], &x[4])?.gelu()?.matmul(&x[5])?;
+            x[0].add(&h)
+        }, true),
+    ];
+    cases
+}
+
+fn run_on(device: Device, inputs: &[Tensor], weights: &Tensor, f: Build, grads: bool) -> Result<Vec<(String, Vec<f32>)>> {
+    let xs: Vec<Tensor> = inputs.iter().map(|t| Ok(t.to_device(device)?.var())).collect::<Result<_>>()?;
+    let y = f(&xs)?;
+    let mut out = vec![("out".to_string(), y.to_vec_f32()?)];
+    if grads {
+        let loss = y.mul(&weights.to_device(device)?)?.sum_all()?;
+        let g = loss.backward()?;
+        for (i, x) in xs.iter().enumerate() {
+            let gi = g.get(x).map(|t| t.to_vec_f32()).transpose()?.unwrap_or_else(|| vec![0.0; x.numel()]);
+            out.push((format!("d{i}"), gi));
+        }
+    }
+    Ok(out)
+}
+
+/// Every case on `device` and on the CPU, inputs drawn from `seed`.
+pub fn compare_devices(device: Device, seed: u64) -> Vec<DeviceCase> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut adamw_rng = StdRng::seed_from_u64(seed ^ 0xada);
+    let mut nonzero = |shape: &[usize]| -> Tensor {
+        let n = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| rng.gen_range(0.1f32..1.0) * if rng.gen() { 1.0 } else { -1.0 }).collect();
+        Tensor::new(v, shape).expect("sizes match")
+    };
+    cases()
+        .into_iter()
+        .map(|(op, shapes, f, grads)| {
+            let inputs: Vec<Tensor> = shapes.iter().map(|s| nonzero(s)).collect();
+            let shape = shapes.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(" ");
+            let results = (|| {
+                let want_shape = crate::autograd::with_no_grad(|| f(&inputs))?.shape().to_vec();
+                let weights = nonzero(&want_shape);
+                let got = run_on(device, &inputs, &weights, f, grads)?;
+                let want = run_on(Device::Cpu, &inputs, &weights, f, grads)?;
+                Ok(got.into_iter().zip(want).map(|((name, g), (_, w))| (name, g, w)).collect())
+            })();
+            DeviceCase { op, shape, results }
+        })
+        .chain([adamw_case(device, &mut adamw_rng)])
+        .collect()
+}
+
+/// Three AdamW steps (weight decay, a second group at another learning rate) on a parameter on
+/// each device, from the same gradients: parameters and moments after them.
+fn adamw_case(device: Device, rng: &mut StdRng) -> DeviceCase {
+    use crate::optim::{AdamW, AdamWConfig, ParamGroup};
+    let shapes = [vec![37, 11], vec![300]];
+    let init: Vec<Vec<f32>> = shapes.iter().map(|s| (0..s.iter().product()).map(|_| rng.gen_range(-1.0f32..1.0)).collect()).collect();
+    let grads: Vec<Vec<Vec<f32>>> = (0..3).map(|_| init.iter().map(|p| p.iter().map(|_| rng.gen_range(-2.0f32..2.0)).collect()).collect()).collect();
+    let run = |device: Device| -> Result<Vec<(String, Vec<f32>)>> {
+        let params: Vec<Tensor> = init.iter().zip(&shapes).map(|(v, s)| Ok(Tensor::new(v.clone(), s)?.to_device(device)?.var())).collect::<Result<_>>()?;
+        let groups = vec![ParamGroup { params: vec![params[0].clone()], weight_decay: 0.1 }, ParamGroup { params: vec![params[1].clone()], weight_decay: 0.0 }];
+        let mut opt = AdamW::new(groups, AdamWConfig::default())?;
+        opt.set_lr_scales(&[1.0, 0.5])?;
+        for step in &grads {
+            let mut store = crate::GradStore::new();
+            for ((p, g), s) in params.iter().zip(step).zip(&shapes) {
+                store.insert(p, Tensor::new(g.clone(), s)?.to_device(device)?);
+            }
+            opt.step(&store, 1e-2)?;
+        }
+        let (_, states) = opt.state()?;
+        let mut out = Vec::new();
+        for (i, (p, st)) in params.iter().zip(states).enumerate() {
+            out.extend([(format!("param {i}"), p.to_vec_f32()?), (format!("m {i}"), st.m), (format!("v {i}"), st.v)]);
+        }
+        Ok(out)
+    };
+    let results = (|| Ok(run(device)?.into_iter().zip(run(Device::Cpu)?).map(|((name, g), (_, w))| (name, g, w)).collect()))();
+    DeviceCase { op: "AdamW (3 steps, two groups)", shape: "[37, 11] [300]".into(), results }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On the CPU against itself every case runs, checks gradients where it says so, and agrees
+    /// exactly: the harness itself works, so a GPU run's failures are the GPU's.
+    #[test]
+    fn every_case_runs_on_the_cpu_and_agrees_with_itself() {
+        let cases = compare_devices(Device::Cpu, 1);
+        assert!(cases.len() >= 20);
+        for c in cases {
+            let results = c.results.unwrap_or_else(|e| panic!("{}: {e}", c.op));
+            assert!(results.len() >= 2 || c.op.starts_with("minimum"), "{}: gradients checked", c.op);
+            if c.op.starts_with("AdamW") {
+                assert!(results.iter().any(|(w, g, _)| w == "v 1" && g.iter().all(|&x| x > 0.0)), "the moments moved");
+            }
+            for (what, got, want) in results {
+                assert!(!want.is_empty() && want.iter().all(|x| x.is_finite()), "{} {what}", c.op);
+                assert_eq!(got, want, "{} {what}", c.op);
+            }
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! A GPT-2 training step on another device against the same step on the CPU: the loss, every
+//! parameter's gradient and the parameters after one AdamW step, from the same weights and
+//! tokens. `instructgpt selftest --device cuda` reports it; on the CPU it checks itself.
+
+use crate::{lm_targets, Gpt2, Gpt2Config};
+use engine::optim::{AdamW, AdamWConfig};
+use engine::conformance::Compared;
+use engine::{Device, Result, Tensor};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+/// (what, on `device`, on the CPU) for: the loss, each gradient, each parameter after the step.
+pub fn train_step(device: Device, config: Gpt2Config, batch: usize, time: usize, seed: u64) -> Result<Vec<Compared>> {
+    let model = Gpt2::new(config.clone(), seed)?;
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+    let ids: Vec<i64> = (0..batch * time).map(|_| rng.gen_range(0..config.vocab_size as i64)).collect();
+    let ids = Tensor::new(ids, &[batch, time])?;
+    let targets = lm_targets(&ids)?;
+    let run = |m: &Gpt2| -> Result<Vec<(String, Vec<f32>)>> {
+        let loss = m.loss(&ids, &targets)?;
+        let grads = loss.backward()?;
+        let mut out = vec![("loss".to_string(), loss.to_vec_f32()?)];
+        for (name, p) in m.params() {
+            let g = grads.get(p).map(|g| g.to_vec_f32()).transpose()?.unwrap_or_default();
+            out.push((format!("grad {name}"), g));
+        }
+        // A large eps keeps the first step smooth in g: with 1e-8 it is lr·sign(g), and a
+        // gradient at rounding level could flip sign between devices.
+        let mut opt = AdamW::new(m.param_groups(0.1), AdamWConfig { eps: 1e-2, ..AdamWConfig::default() })?;
+        opt.step(&grads, 1e-3)?;
+        for (name, p) in m.params() {
+            out.push((format!("after AdamW {name}"), p.to_vec_f32()?));
+        }
+        Ok(out)
+    };
+    let got = run(&model.copy()?.to_device(device)?)?; // its own weights: the step changes them
+    let want = run(&model)?;
+    Ok(got.into_iter().zip(want).map(|((name, g), (_, w))| (name, g, w)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn on_the_cpu_the_step_agrees_with_itself_and_covers_every_parameter() {
+        let config = Gpt2Config::custom(2, 2, 32, 16, 50);
+        let rows = train_step(Device::Cpu, config.clone(), 2, 9, 3).unwrap();
+        let n = Gpt2::new(config, 3).unwrap().params().len();
+        assert_eq!(rows.len(), 1 + 2 * n);
+        for (what, got, want) in rows {
+            assert!(!got.is_empty() && got == want, "{what}");
+            if what.starts_with("grad") {
+                assert!(got.iter().any(|&x| x != 0.0), "{what}: a gradient reaches it");
+            }
+        }
+    }
+}
