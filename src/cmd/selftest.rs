@@ -109,7 +109,8 @@ mod imp {
             let r = kernels::reference::Ref { value: want.iter().map(|&x| x as f64).collect(), scale: vec![peak; want.len()] };
             let st = kernels::reference::compare(got, &r);
             let e = worst.entry(group).or_insert((st.clone(), what.clone()));
-            if st.max_rel > e.0.max_rel || st.non_finite > 0 {
+            // A tensor with NaN/inf stays the group's worst whatever comes after it.
+            if (st.non_finite > 0, st.max_rel) > (e.0.non_finite > 0, e.0.max_rel) {
                 *e = (st, what.clone());
             }
         }

@@ -249,6 +249,8 @@ pub(crate) fn sum(x: &Tensor, dims: &[usize], keep_shape: &[usize]) -> Result<Te
 
 /// i64 ids on `device`, from wherever they are (host ids are what callers usually build).
 fn ids_on(g: &Gpu, ids: &[i64], op: &str) -> Result<CudaSlice<i64>> {
+    // Never an empty allocation: the kernels read none of it when there are no ids.
+    let ids = if ids.is_empty() { &[0i64][..] } else { ids };
     g.stream.clone_htod(ids).map_err(|e| Error::Cuda(format!("{op}: uploading {} ids: {e:?}", ids.len())))
 }
 
@@ -339,6 +341,10 @@ pub(crate) fn attention_backward(q: &Tensor, k: &Tensor, v: &Tensor, out: &Tenso
 pub(crate) fn adamw(param: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32, step: u64) -> Result<()> {
     let op = "AdamW";
     let g = gpu(ordinal(param))?;
+    if param.same_storage(grad) || param.same_storage(m) || param.same_storage(v) {
+        // The update takes the parameter's write lock: a gradient reading the same buffer would deadlock.
+        return Err(Error::Msg(format!("{op}: the gradient or a moment of {param:?} shares the parameter's buffer")));
+    }
     let gv = f32_of(grad, op)?;
     let h = kernels::reference::AdamWParams { lr: lr as f64, b1: beta1 as f64, b2: beta2 as f64, eps: eps as f64, wd: weight_decay as f64, step: step as i32 };
     let whole = |t: &Tensor| t.is_contiguous() && t.layout().offset == 0;
