@@ -208,3 +208,15 @@ impl Gpt2Config {
         engine::safetensors::write_atomic(path.as_ref(), self.to_json()?.as_bytes())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads_must_divide_the_width() {
+        let err = Gpt2Config::custom(2, 3, 32, 16, 50).validate().unwrap_err().to_string();
+        assert!(err.contains("not divisible by n_head 3"), "{err}");
+        Gpt2Config::custom(2, 4, 32, 16, 50).validate().unwrap();
+    }
+}
