@@ -76,6 +76,8 @@ bench_all() {
 export BIN; export -f bench_all
 step "kernel bandwidth (bench --device cuda)" 120 "$OUT/bench.log" bash -c bench_all
 { echo; echo '## bench <op> --device cuda'; echo; cat "$OUT/bench.log"; } >>"$REPORT"
+step "engine GPT-2 124M train step (bench train-step --device cuda)" 90 "$OUT/train_step.log" "$BIN" bench train-step --device cuda --model gpt2 --batch 8 --seq-len 1024 --reps 3
+{ echo; echo '## bench train-step --device cuda (our engine, f32)'; echo; cat "$OUT/train_step.log"; } >>"$REPORT"
 step "allocators (bench alloc --device cuda)" 60 "$OUT/alloc.log" "$BIN" bench alloc --device cuda
 { echo; echo '## bench alloc --device cuda'; echo; cat "$OUT/alloc.log"; } >>"$REPORT"
 step "torch baseline" 150 "$OUT/torch.log" python3 scripts/torch_baseline.py
@@ -94,6 +96,7 @@ step "torch baseline" 150 "$OUT/torch.log" python3 scripts/torch_baseline.py
   sed -n '/^| kernel | M x N x K/,/^$/p' "$OUT/selftest.log" 2>/dev/null
   grep -E '^\| attention' "$OUT/selftest.log" 2>/dev/null
   grep -E '^\| [a-z_]+.*%' "$OUT/bench.log" 2>/dev/null | grep -v '^| kernel' | head -40
+  grep -E '^train-step' "$OUT/train_step.log" 2>/dev/null
   grep -E '^\| (cuMemAlloc|pool|caching)' "$OUT/alloc.log" 2>/dev/null
   grep -E '^selftest:|^error' "$OUT/selftest.log" 2>/dev/null
   grep -E '^\| (torch|device|SDPA|GPT-2)' "$OUT/torch.log" 2>/dev/null

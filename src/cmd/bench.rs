@@ -117,7 +117,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let threads = args.threads.unwrap_or_else(num_cores);
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
     match args.op {
-        Op::TrainStep => return pool.install(|| super::bench_model::train_step(&args, threads)),
+        Op::TrainStep => return pool.install(|| super::bench_model::train_step(&args, threads, engine::Device::Cpu)),
         Op::Generate => return pool.install(|| super::bench_model::generate_bench(&args, threads)),
         _ => {}
     }
@@ -273,6 +273,9 @@ fn run_cuda(_: &BenchArgs, _: &[usize]) -> Result<()> {
 #[cfg(feature = "cuda")]
 fn run_cuda(args: &BenchArgs, s: &[usize]) -> Result<()> {
     let gpu = engine::cuda::gpu(0)?;
+    if args.op == Op::TrainStep {
+        return super::bench_model::train_step(args, 0, engine::Device::Cuda(0));
+    }
     if args.op == Op::Alloc {
         need(s, 1, "N")?;
         // GPT-2 124M: 12 layers, width 768, vocabulary 50257; logits in chunks of 1024 rows.

@@ -1,10 +1,11 @@
 //! `instructgpt bench train-step` and `instructgpt bench generate`: whole-model figures (tokens/s)
-//! for GPT-2 on the CPU, to set beside PyTorch/transformers (`scripts/compare_gpt2.py`).
+//! for GPT-2 on the CPU (and the training step on CUDA), to set beside PyTorch/transformers
+//! (`scripts/compare_gpt2.py`, `scripts/torch_baseline.py`).
 
 use super::bench::BenchArgs;
 use anyhow::{anyhow, Result};
 use engine::optim::{AdamW, AdamWConfig};
-use engine::Tensor;
+use engine::{Device, Tensor};
 use models::{generate, lm_targets, GenerateConfig, Gpt2, Gpt2Config};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -24,8 +25,9 @@ fn random_ids(rng: &mut StdRng, n: usize, vocab: usize) -> Vec<i64> {
 }
 
 /// Forward, loss, backward and one AdamW step on random tokens; tokens/s = B·T / step time.
-pub fn train_step(args: &BenchArgs, threads: usize) -> Result<()> {
-    let model = model_of(&args.model)?;
+/// On CUDA, reading the loss back waits for the step's last launch, so each time is the whole step.
+pub fn train_step(args: &BenchArgs, threads: usize, device: Device) -> Result<()> {
+    let model = model_of(&args.model)?.to_device(device)?;
     let cfg: &Gpt2Config = model.config();
     let (b, t) = (args.batch, args.seq_len);
     let mut rng = StdRng::seed_from_u64(1);
@@ -56,12 +58,13 @@ pub fn train_step(args: &BenchArgs, threads: usize) -> Result<()> {
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"op": "train-step", "model": args.model, "batch": b, "seq_len": t, "threads": threads,
+            serde_json::json!({"op": "train-step", "model": args.model, "device": format!("{device:?}"), "batch": b, "seq_len": t, "threads": threads,
                 "params": model.num_params(), "ms": med * 1e3, "ms_min": min * 1e3, "reps": reps, "tokens_per_s": tok_s, "loss": loss})
         );
     } else {
+        let on = if device.is_cuda() { format!("{device:?}") } else { format!("cpu ({threads} threads)") };
         println!(
-            "train-step {} {b}x{t} cpu ({threads} threads): median {:.1} ms (min {:.1}, {reps} reps), {tok_s:.1} tokens/s, loss {loss:.3}",
+            "train-step {} {b}x{t} {on}: median {:.1} ms (min {:.1}, {reps} reps), {tok_s:.1} tokens/s, loss {loss:.3}",
             args.model,
             med * 1e3,
             min * 1e3

@@ -75,7 +75,7 @@ impl Progress for Bars {
 pub fn run(args: PipelineArgs) -> Result<()> {
     match args.device.as_str() {
         "cpu" => {}
-        "cuda" => bail!("--device cuda: the engine's CUDA ops are not wired into the models yet (issue 3); use --device cpu"),
+        "cuda" => bail!("--device cuda: the engine runs a GPT-2 training step on CUDA (bench train-step --device cuda), but sampling (the KV cache) and PPO's ops are CPU-only so far (issue 3); use --device cpu"),
         other => bail!("unknown device {other:?}: expected cpu or cuda"),
     }
     let mut cfg = PipelineConfig::preset(&args.preset, args.seed)?;
