@@ -67,6 +67,17 @@ mod imp {
 
     /// The engine's ops on cuda:0 against the same ops on the CPU (engine::conformance): each
     /// output and input gradient, error relative to the largest CPU value of that tensor.
+    /// Errors of a device result against the CPU's, relative to the CPU tensor's peak; a length
+    /// mismatch is an error.
+    fn against_cpu(got: &[f32], want: &[f32]) -> std::result::Result<kernels::reference::ErrStats, String> {
+        if got.len() != want.len() {
+            return Err(format!("{} elements, the CPU gives {}", got.len(), want.len()));
+        }
+        let peak = want.iter().fold(0f64, |m, &x| m.max((x as f64).abs()));
+        let r = kernels::reference::Ref { value: want.iter().map(|&x| x as f64).collect(), scale: vec![peak; want.len()] };
+        Ok(kernels::reference::compare(got, &r))
+    }
+
     fn engine_ops() -> Vec<selftest::Check> {
         let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
         let mut out = Vec::new();
@@ -76,13 +87,11 @@ mod imp {
                 Err(e) => out.push(selftest::Check::failed(&name, case.shape, "f32", e.to_string())),
                 Ok(rows) => {
                     for (what, got, want) in rows {
-                        if got.len() != want.len() {
-                            out.push(selftest::Check::failed(&format!("{name} ({what})"), case.shape.clone(), "f32", format!("{} elements, the CPU gives {}", got.len(), want.len())));
-                            continue;
-                        }
-                        let peak = want.iter().fold(0f64, |m, &x| m.max((x as f64).abs()));
-                        let r = kernels::reference::Ref { value: want.iter().map(|&x| x as f64).collect(), scale: vec![peak; want.len()] };
-                        out.push(selftest::Check::new(&format!("{name} ({what})"), case.shape.clone(), "f32", kernels::reference::compare(&got, &r), selftest::TOL_F32));
+                        let row = format!("{name} ({what})");
+                        out.push(match against_cpu(&got, &want) {
+                            Ok(st) => selftest::Check::new(&row, case.shape.clone(), "f32", st, selftest::TOL_F32),
+                            Err(e) => selftest::Check::failed(&row, case.shape.clone(), "f32", e),
+                        });
                     }
                 }
             }
@@ -102,13 +111,11 @@ mod imp {
         let mut worst: std::collections::BTreeMap<&str, (kernels::reference::ErrStats, String)> = Default::default();
         for (what, got, want) in &rows {
             let group = if what == "loss" { "loss" } else if what.starts_with("grad") { "gradients" } else { "parameters after AdamW" };
-            if got.len() != want.len() {
-                return vec![selftest::Check::failed("engine GPT-2 train step", format!("{shape}; {what}"), "f32", format!("{} elements, the CPU gives {}", got.len(), want.len()))];
-            }
-            let peak = want.iter().fold(0f64, |m, &x| m.max((x as f64).abs()));
-            let r = kernels::reference::Ref { value: want.iter().map(|&x| x as f64).collect(), scale: vec![peak; want.len()] };
-            let st = kernels::reference::compare(got, &r);
-            let e = worst.entry(group).or_insert((st.clone(), what.clone()));
+            let st = match against_cpu(got, want) {
+                Ok(st) => st,
+                Err(e) => return vec![selftest::Check::failed("engine GPT-2 train step", format!("{shape}; {what}"), "f32", e)],
+            };
+            let e = worst.entry(group).or_insert((st, what.clone()));
             // A tensor with NaN/inf stays the group's worst whatever comes after it.
             if (st.non_finite > 0, st.max_rel) > (e.0.non_finite > 0, e.0.max_rel) {
                 *e = (st, what.clone());
