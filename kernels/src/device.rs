@@ -51,24 +51,24 @@ fn cfg(grid: Dim, block: Dim) -> LaunchConfig {
 }
 
 /// Grid for grid-stride elementwise kernels: enough blocks to fill the chip, never more than needed.
-fn elementwise_cfg(n: usize, sm_count: i32) -> LaunchConfig {
+pub(crate) fn elementwise_cfg(n: usize, sm_count: i32) -> LaunchConfig {
     let blocks = n.div_ceil(256).clamp(1, (sm_count.max(1) as usize) * 16);
     cfg((blocks as u32, 1, 1), (256, 1, 1))
 }
 
 /// One warp per row, 4 warps per block.
-fn row_cfg(rows: usize) -> LaunchConfig {
+pub(crate) fn row_cfg(rows: usize) -> LaunchConfig {
     cfg((rows.div_ceil(4).max(1) as u32, 1, 1), (128, 1, 1))
 }
 
-fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
+pub(crate) fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
     if got < want {
         return Err(Error::Other(format!("{what}: buffer has {got} elements, shape needs {want}")));
     }
     Ok(())
 }
 
-fn to_i32(what: &str, v: usize) -> Result<i32> {
+pub(crate) fn to_i32(what: &str, v: usize) -> Result<i32> {
     i32::try_from(v).map_err(|_| Error::Other(format!("{what} = {v} does not fit in i32")))
 }
 

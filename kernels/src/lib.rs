@@ -13,6 +13,7 @@ pub mod copy;
 pub mod error;
 pub mod matmul_tc;
 pub mod memops;
+pub mod pointwise;
 pub mod ptxas;
 pub mod reference;
 pub mod registry;

@@ -111,6 +111,13 @@ pub const MODULES: &[Module] = &[
         entries: &["strided_copy_f32"],
         needs_headers: false,
     },
+    Module {
+        name: "pointwise",
+        file: "cu/pointwise.cu",
+        source: include_str!("cu/pointwise.cu"),
+        entries: crate::pointwise::ENTRIES,
+        needs_headers: false,
+    },
 ];
 
 pub fn module(name: &str) -> Option<&'static Module> {

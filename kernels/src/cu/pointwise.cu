@@ -1,0 +1,216 @@
+// The engine's remaining f32 ops, each the CPU backend's formula (engine/src/cpu, engine/src/ops):
+// unary functions and clamp with their gradients, where, the gradient of minimum/maximum, a fill,
+// a strided copy between two views (assign, cat), max/argmax over rows, gather/scatter along
+// rows, and log-softmax with the softmax/log-softmax backward. Memory-bound and simple:
+// grid-stride loops for pointwise work, one warp per row for row work.
+
+#define FULL_MASK 0xffffffffu
+#define NEG_INF (-__int_as_float(0x7f800000))
+#define QNAN __int_as_float(0x7fc00000)
+
+#define GRID_STRIDE(i, n) \
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (long long)gridDim.x * blockDim.x)
+
+// Unary op codes: kernels::pointwise::Unary's discriminants.
+#define U_EXP 0
+#define U_LOG 1
+#define U_TANH 2
+#define U_SIGMOID 3
+#define U_LOGSIGMOID 4
+#define U_SQR 5
+#define U_SQRT 6
+#define U_RELU 7
+#define U_CLAMP 8
+
+__device__ __forceinline__ float sigmoid_f(float x) {
+    if (x >= 0.0f) return 1.0f / (1.0f + expf(-x));
+    const float e = expf(x);
+    return e / (1.0f + e);
+}
+
+__device__ __forceinline__ float log_sigmoid_f(float x) {
+    return x >= 0.0f ? -log1pf(expf(-x)) : x - log1pf(expf(x));
+}
+
+// y = op(x); `lo`, `hi` are clamp's bounds (unused otherwise). `op` is uniform: no divergence.
+extern "C" __global__ void __launch_bounds__(256) unary_fwd_f32(const float* __restrict__ x, float* __restrict__ y,
+                                                                 long long n, int op, float lo, float hi) {
+    GRID_STRIDE(i, n) {
+        const float v = x[i];
+        float r;
+        switch (op) {
+            case U_EXP: r = expf(v); break;
+            case U_LOG: r = logf(v); break;
+            case U_TANH: r = tanhf(v); break;
+            case U_SIGMOID: r = sigmoid_f(v); break;
+            case U_LOGSIGMOID: r = log_sigmoid_f(v); break;
+            case U_SQR: r = v * v; break;
+            case U_SQRT: r = sqrtf(v); break;
+            case U_RELU: r = fmaxf(v, 0.0f); break;
+            default: r = v < lo ? lo : (v > hi ? hi : v); break;  // U_CLAMP (NaN stays NaN)
+        }
+        y[i] = r;
+    }
+}
+
+// dx = g · op'(x), from the input x and the forward's output y (whichever the rule reads).
+extern "C" __global__ void __launch_bounds__(256) unary_bwd_f32(const float* __restrict__ x, const float* __restrict__ y,
+                                                                 const float* __restrict__ g, float* __restrict__ dx,
+                                                                 long long n, int op, float lo, float hi) {
+    GRID_STRIDE(i, n) {
+        const float gv = g[i];
+        float r;
+        switch (op) {
+            case U_EXP: r = gv * y[i]; break;
+            case U_LOG: r = gv / x[i]; break;
+            case U_TANH: { const float t = y[i]; r = gv * (1.0f - t * t); } break;
+            case U_SIGMOID: { const float s = y[i]; r = gv * s * (1.0f - s); } break;
+            case U_LOGSIGMOID: r = gv * sigmoid_f(-x[i]); break;
+            case U_SQR: r = 2.0f * x[i] * gv; break;
+            case U_SQRT: r = gv / (2.0f * y[i]); break;
+            case U_RELU: r = x[i] > 0.0f ? gv : 0.0f; break;
+            default: { const float v = x[i]; r = (v >= lo && v <= hi) ? gv : 0.0f; } break;  // U_CLAMP
+        }
+        dx[i] = r;
+    }
+}
+
+// out = cond != 0 ? a : b.
+extern "C" __global__ void __launch_bounds__(256) where_f32(const float* __restrict__ c, const float* __restrict__ a,
+                                                             const float* __restrict__ b, float* __restrict__ out, long long n) {
+    GRID_STRIDE(i, n) { out[i] = c[i] != 0.0f ? a[i] : b[i]; }
+}
+
+// The gradient of minimum (is_max = 0) or maximum (is_max = 1): to the selected operand, a tie
+// split evenly (as torch does).
+extern "C" __global__ void __launch_bounds__(256) minmax_bwd_f32(const float* __restrict__ a, const float* __restrict__ b,
+                                                                  const float* __restrict__ g, float* __restrict__ da,
+                                                                  float* __restrict__ db, long long n, int is_max) {
+    GRID_STRIDE(i, n) {
+        const float x = a[i], y = b[i], gv = g[i];
+        if (x == y) {
+            da[i] = 0.5f * gv;
+            db[i] = 0.5f * gv;
+        } else {
+            const bool a_wins = (x > y) == (is_max != 0);
+            da[i] = a_wins ? gv : 0.0f;
+            db[i] = a_wins ? 0.0f : gv;
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256) fill_f32(float* __restrict__ dst, long long n, float value) {
+    GRID_STRIDE(i, n) { dst[i] = value; }
+}
+
+// dst view = src view, both over `shape` (rank <= 6, leading dims padded with size 1) with their
+// own strides (elements; a source stride may be 0). Offsets are applied by the launcher.
+extern "C" __global__ void __launch_bounds__(256) strided_assign_f32(
+    const float* __restrict__ src, float* __restrict__ dst, long long n,
+    long long d1, long long d2, long long d3, long long d4, long long d5,
+    long long s0, long long s1, long long s2, long long s3, long long s4, long long s5,
+    long long t0, long long t1, long long t2, long long t3, long long t4, long long t5) {
+    GRID_STRIDE(i, n) {
+        long long r = i, so = 0, to = 0, c;
+        c = r % d5; so += c * s5; to += c * t5; r /= d5;
+        c = r % d4; so += c * s4; to += c * t4; r /= d4;
+        c = r % d3; so += c * s3; to += c * t3; r /= d3;
+        c = r % d2; so += c * s2; to += c * t2; r /= d2;
+        c = r % d1; so += c * s1; to += c * t1; r /= d1;
+        so += r * s0; to += r * t0;
+        dst[to] = __ldg(src + so);
+    }
+}
+
+// Row max and the index of its first maximum (the CPU's fold from element 0: strictly greater
+// replaces, so a NaN is skipped unless it is element 0, which then stays), one warp per row.
+extern "C" __global__ void __launch_bounds__(128) max_rows_f32(const float* __restrict__ x, float* __restrict__ vals,
+                                                                long long* __restrict__ idx, int rows, int cols) {
+    const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (row >= rows) return;  // warp-uniform
+    const float* xr = x + (long long)row * cols;
+    const float x0 = xr[0];
+    if (x0 != x0) {  // warp-uniform: every lane read the same element
+        if (lane == 0) { vals[row] = x0; idx[row] = 0; }
+        return;
+    }
+    float best = NEG_INF;
+    int at = cols;  // "none yet": loses every tie
+    for (int c = lane; c < cols; c += 32) {
+        const float v = xr[c];
+        if (v == v && (at == cols || v > best)) { best = v; at = c; }
+    }
+    for (int off = 16; off > 0; off >>= 1) {
+        const float b2 = __shfl_xor_sync(FULL_MASK, best, off);
+        const int a2 = __shfl_xor_sync(FULL_MASK, at, off);
+        if (a2 < cols && (at == cols || b2 > best || (b2 == best && a2 < at))) { best = b2; at = a2; }
+    }
+    if (lane == 0) {
+        vals[row] = best;
+        idx[row] = at;
+    }
+}
+
+// out[r, j] = x[r, ids[r, j]] over rows of `v` entries, `k` ids per row; a bad id gives NaN.
+extern "C" __global__ void __launch_bounds__(256) gather_rows_f32(const float* __restrict__ x, const long long* __restrict__ ids,
+                                                                   float* __restrict__ out, long long n, int v, int k) {
+    GRID_STRIDE(i, n) {
+        const long long id = ids[i];
+        out[i] = (id >= 0 && id < v) ? x[(i / k) * v + id] : QNAN;
+    }
+}
+
+// dx[r, ids[r, j]] += g[r, j]: the gradient of gather and of max (dx zeroed by the launcher;
+// repeated ids add up). Bad ids are skipped (gather wrote NaN for them).
+extern "C" __global__ void __launch_bounds__(256) scatter_add_rows_f32(const float* __restrict__ g, const long long* __restrict__ ids,
+                                                                        float* __restrict__ dx, long long n, int v, int k) {
+    GRID_STRIDE(i, n) {
+        const long long id = ids[i];
+        if (id >= 0 && id < v) atomicAdd(dx + (i / k) * v + id, g[i]);
+    }
+}
+
+// Log-softmax over rows: y = x - logsumexp(x), one warp per row, online max/sum.
+extern "C" __global__ void __launch_bounds__(128) log_softmax_fwd_f32(const float* __restrict__ x, float* __restrict__ y,
+                                                                       int rows, int cols) {
+    const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (row >= rows) return;
+    const float* xr = x + (long long)row * cols;
+    float* yr = y + (long long)row * cols;
+    float m = NEG_INF, s = 0.0f;
+    for (int c = lane; c < cols; c += 32) {
+        const float v = xr[c];
+        if (v > m) { s = (m == NEG_INF ? 0.0f : s * expf(m - v)) + 1.0f; m = v; }
+        else if (v != NEG_INF) { s += expf(v - m); }
+    }
+    for (int off = 16; off > 0; off >>= 1) {
+        const float m2 = __shfl_xor_sync(FULL_MASK, m, off);
+        const float s2 = __shfl_xor_sync(FULL_MASK, s, off);
+        const float mn = fmaxf(m, m2);
+        s = (mn == NEG_INF) ? 0.0f : s * expf(m - mn) + s2 * expf(m2 - mn);
+        m = mn;
+    }
+    const float lse = m + logf(s);
+    for (int c = lane; c < cols; c += 32) yr[c] = xr[c] - lse;
+}
+
+// Row backward from the forward's output y: softmax (is_log = 0) dx = y (g - Σ y g);
+// log-softmax (is_log = 1) dx = g - exp(y) Σ g.
+extern "C" __global__ void __launch_bounds__(128) softmax_bwd_f32(const float* __restrict__ y, const float* __restrict__ g,
+                                                                   float* __restrict__ dx, int rows, int cols, int is_log) {
+    const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (row >= rows) return;
+    const long long off = (long long)row * cols;
+    const float *yr = y + off, *gr = g + off;
+    float* dr = dx + off;
+    float s = 0.0f;
+    for (int c = lane; c < cols; c += 32) s += is_log ? gr[c] : yr[c] * gr[c];
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(FULL_MASK, s, o);
+    for (int c = lane; c < cols; c += 32) {
+        const float yv = yr[c], gv = gr[c];
+        dr[c] = is_log ? gv - expf(yv) * s : yv * (gv - s);
+    }
+}

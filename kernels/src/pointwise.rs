@@ -1,0 +1,233 @@
+//! Launchers for `cu/pointwise.cu`: the engine's remaining f32 ops (unary functions, clamp,
+//! where, min/max gradients, fill, view-to-view copies, max/argmax, gather/scatter along rows,
+//! log-softmax and the softmax backward). Their reference is the CPU engine itself:
+//! `engine::conformance` runs each op on both devices (`instructgpt selftest --device cuda`).
+
+pub const ENTRIES: &[&str] = &[
+    "unary_fwd_f32",
+    "unary_bwd_f32",
+    "where_f32",
+    "minmax_bwd_f32",
+    "fill_f32",
+    "strided_assign_f32",
+    "max_rows_f32",
+    "gather_rows_f32",
+    "scatter_add_rows_f32",
+    "log_softmax_fwd_f32",
+    "softmax_bwd_f32",
+];
+
+/// The unary functions of `unary_fwd_f32` / `unary_bwd_f32` (discriminants = the kernel's codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unary {
+    Exp = 0,
+    Log = 1,
+    Tanh = 2,
+    Sigmoid = 3,
+    LogSigmoid = 4,
+    Sqr = 5,
+    Sqrt = 6,
+    Relu = 7,
+    /// Bounds passed as `lo`, `hi`.
+    Clamp = 8,
+}
+
+#[cfg(feature = "cuda")]
+mod imp {
+    use super::Unary;
+    use crate::copy::{padded, MAX_RANK};
+    use crate::device::{check_len, elementwise_cfg, row_cfg, to_i32, Gpu};
+    use crate::{Error, Result};
+    use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+
+    /// Elements a view touches: 1 + its largest offset (0 for an empty view).
+    fn extent(offset: usize, shape: &[usize], strides: &[usize]) -> usize {
+        if shape.contains(&0) {
+            return 0;
+        }
+        offset + 1 + shape.iter().zip(strides).map(|(d, s)| (d - 1) * s).sum::<usize>()
+    }
+
+    impl Gpu {
+        fn cfg_n(&self, n: usize) -> LaunchConfig {
+            elementwise_cfg(n, self.info.sm_count)
+        }
+
+        /// y = op(x) over `n` elements.
+        pub fn unary_fwd(&self, op: Unary, x: &CudaSlice<f32>, y: &mut CudaSlice<f32>, n: usize, lo: f32, hi: f32) -> Result<()> {
+            check_len("unary x", x.len(), n)?;
+            check_len("unary y", y.len(), n)?;
+            let (n64, code) = (n as i64, op as i32);
+            let mut b = self.stream.launch_builder(self.f("unary_fwd_f32")?);
+            b.arg(x).arg(y).arg(&n64).arg(&code).arg(&lo).arg(&hi);
+            unsafe { b.launch(self.cfg_n(n)) }.map_err(|e| Error::cuda(format!("launch unary_fwd_f32 {op:?} n={n}"), e))?;
+            Ok(())
+        }
+
+        /// dx = g · op'(x) (reading x or the forward's y, whichever the rule needs).
+        #[allow(clippy::too_many_arguments)]
+        pub fn unary_bwd(&self, op: Unary, x: &CudaSlice<f32>, y: &CudaSlice<f32>, g: &CudaSlice<f32>, dx: &mut CudaSlice<f32>, n: usize, lo: f32, hi: f32) -> Result<()> {
+            for (w, l) in [("x", x.len()), ("y", y.len()), ("g", g.len()), ("dx", dx.len())] {
+                check_len(&format!("unary backward {w}"), l, n)?;
+            }
+            let (n64, code) = (n as i64, op as i32);
+            let mut b = self.stream.launch_builder(self.f("unary_bwd_f32")?);
+            b.arg(x).arg(y).arg(g).arg(dx).arg(&n64).arg(&code).arg(&lo).arg(&hi);
+            unsafe { b.launch(self.cfg_n(n)) }.map_err(|e| Error::cuda(format!("launch unary_bwd_f32 {op:?} n={n}"), e))?;
+            Ok(())
+        }
+
+        /// out = c != 0 ? a : b.
+        pub fn where_f32(&self, c: &CudaSlice<f32>, a: &CudaSlice<f32>, b_: &CudaSlice<f32>, out: &mut CudaSlice<f32>, n: usize) -> Result<()> {
+            for (w, l) in [("cond", c.len()), ("a", a.len()), ("b", b_.len()), ("out", out.len())] {
+                check_len(&format!("where {w}"), l, n)?;
+            }
+            let n64 = n as i64;
+            let mut b = self.stream.launch_builder(self.f("where_f32")?);
+            b.arg(c).arg(a).arg(b_).arg(out).arg(&n64);
+            unsafe { b.launch(self.cfg_n(n)) }.map_err(|e| Error::cuda(format!("launch where_f32 n={n}"), e))?;
+            Ok(())
+        }
+
+        /// The gradients of minimum (`is_max` false) or maximum for both operands.
+        #[allow(clippy::too_many_arguments)]
+        pub fn minmax_bwd(&self, a: &CudaSlice<f32>, b_: &CudaSlice<f32>, g: &CudaSlice<f32>, da: &mut CudaSlice<f32>, db: &mut CudaSlice<f32>, n: usize, is_max: bool) -> Result<()> {
+            for (w, l) in [("a", a.len()), ("b", b_.len()), ("g", g.len()), ("da", da.len()), ("db", db.len())] {
+                check_len(&format!("min/max backward {w}"), l, n)?;
+            }
+            let (n64, m) = (n as i64, is_max as i32);
+            let mut b = self.stream.launch_builder(self.f("minmax_bwd_f32")?);
+            b.arg(a).arg(b_).arg(g).arg(da).arg(db).arg(&n64).arg(&m);
+            unsafe { b.launch(self.cfg_n(n)) }.map_err(|e| Error::cuda(format!("launch minmax_bwd_f32 n={n}"), e))?;
+            Ok(())
+        }
+
+        /// Every element of `dst` set to `value`.
+        pub fn fill_f32(&self, dst: &mut CudaSlice<f32>, value: f32) -> Result<()> {
+            let n = dst.len();
+            let n64 = n as i64;
+            let mut b = self.stream.launch_builder(self.f("fill_f32")?);
+            b.arg(dst).arg(&n64).arg(&value);
+            unsafe { b.launch(self.cfg_n(n)) }.map_err(|e| Error::cuda(format!("launch fill_f32 n={n}"), e))?;
+            Ok(())
+        }
+
+        /// The view (`dst_offset`, `dst_strides`) of `dst` = the view (`src_offset`, `src_strides`)
+        /// of `src`, both over `shape` (rank <= 6; merge dims first). Destination strides must not
+        /// be 0 where the size is above 1 (one element written twice is a race).
+        #[allow(clippy::too_many_arguments)]
+        pub fn strided_assign_f32(&self, src: &CudaSlice<f32>, src_offset: usize, src_strides: &[usize], dst: &mut CudaSlice<f32>, dst_offset: usize, dst_strides: &[usize], shape: &[usize]) -> Result<()> {
+            let what = format!("strided_assign_f32 shape {shape:?} from strides {src_strides:?} +{src_offset} to strides {dst_strides:?} +{dst_offset}");
+            let (d, s) = padded(shape, src_strides).ok_or_else(|| Error::Other(format!("{what}: rank > {MAX_RANK} or strides of another rank")))?;
+            let (_, t) = padded(shape, dst_strides).ok_or_else(|| Error::Other(format!("{what}: destination strides of another rank")))?;
+            let n: usize = shape.iter().product();
+            if n == 0 {
+                return Ok(());
+            }
+            if shape.iter().zip(dst_strides).any(|(&d, &s)| d > 1 && s == 0) {
+                return Err(Error::Other(format!("{what}: the destination is a broadcast view")));
+            }
+            let (se, de) = (extent(src_offset, shape, src_strides), extent(dst_offset, shape, dst_strides));
+            if se > src.len() || de > dst.len() {
+                return Err(Error::Other(format!("{what}: reads {se} of {} source elements, writes up to {de} of {}", src.len(), dst.len())));
+            }
+            let n64 = n as i64;
+            let sv = src.slice(src_offset..);
+            let mut dv = dst.slice_mut(dst_offset..);
+            let args: Vec<i64> = d[1..].iter().chain(&s).chain(&t).map(|&x| x as i64).collect();
+            let mut b = self.stream.launch_builder(self.f("strided_assign_f32")?);
+            b.arg(&sv).arg(&mut dv).arg(&n64);
+            for x in &args {
+                b.arg(x);
+            }
+            unsafe { b.launch(self.cfg_n(n)) }.map_err(|e| Error::cuda(format!("launch {what}"), e))?;
+            Ok(())
+        }
+
+        /// Each row's maximum and the index of its first maximum.
+        pub fn max_rows(&self, x: &CudaSlice<f32>, vals: &mut CudaSlice<f32>, idx: &mut CudaSlice<i64>, rows: usize, cols: usize) -> Result<()> {
+            check_len("max x", x.len(), rows * cols)?;
+            check_len("max values", vals.len(), rows)?;
+            check_len("max indices", idx.len(), rows)?;
+            if cols == 0 {
+                return Err(Error::Other("max_rows: rows of 0 columns have no maximum".into()));
+            }
+            let (r, c) = (to_i32("rows", rows)?, to_i32("cols", cols)?);
+            let mut b = self.stream.launch_builder(self.f("max_rows_f32")?);
+            b.arg(x).arg(vals).arg(idx).arg(&r).arg(&c);
+            unsafe { b.launch(row_cfg(rows)) }.map_err(|e| Error::cuda(format!("launch max_rows_f32 {rows}x{cols}"), e))?;
+            Ok(())
+        }
+
+        /// out [rows, k] = x [rows, v] at `ids` [rows, k] along each row (NaN for a bad id).
+        pub fn gather_rows(&self, x: &CudaSlice<f32>, ids: &CudaSlice<i64>, out: &mut CudaSlice<f32>, rows: usize, v: usize, k: usize) -> Result<()> {
+            self.rows_ids("gather_rows_f32", x, ids, out, rows, v, k, false)
+        }
+
+        /// dx [rows, v] += g [rows, k] at `ids` (dx must be zeroed first for a gradient).
+        pub fn scatter_add_rows(&self, g: &CudaSlice<f32>, ids: &CudaSlice<i64>, dx: &mut CudaSlice<f32>, rows: usize, v: usize, k: usize) -> Result<()> {
+            self.rows_ids("scatter_add_rows_f32", g, ids, dx, rows, v, k, true)
+        }
+
+        #[allow(clippy::too_many_arguments)]
+        fn rows_ids(&self, kernel: &'static str, src: &CudaSlice<f32>, ids: &CudaSlice<i64>, dst: &mut CudaSlice<f32>, rows: usize, v: usize, k: usize, scatter: bool) -> Result<()> {
+            let (src_n, dst_n) = if scatter { (rows * k, rows * v) } else { (rows * v, rows * k) };
+            check_len(&format!("{kernel} source"), src.len(), src_n)?;
+            check_len(&format!("{kernel} ids"), ids.len(), rows * k)?;
+            check_len(&format!("{kernel} destination"), dst.len(), dst_n)?;
+            let n = rows * k;
+            if n == 0 {
+                return Ok(());
+            }
+            let (n64, vv, kk) = (n as i64, to_i32("v", v)?, to_i32("k", k)?);
+            let mut b = self.stream.launch_builder(self.f(kernel)?);
+            b.arg(src).arg(ids).arg(dst).arg(&n64).arg(&vv).arg(&kk);
+            unsafe { b.launch(self.cfg_n(n)) }.map_err(|e| Error::cuda(format!("launch {kernel} rows={rows} v={v} k={k}"), e))?;
+            Ok(())
+        }
+
+        pub fn log_softmax_fwd(&self, x: &CudaSlice<f32>, y: &mut CudaSlice<f32>, rows: usize, cols: usize) -> Result<()> {
+            check_len("log_softmax x", x.len(), rows * cols)?;
+            check_len("log_softmax y", y.len(), rows * cols)?;
+            let (r, c) = (to_i32("rows", rows)?, to_i32("cols", cols)?);
+            let mut b = self.stream.launch_builder(self.f("log_softmax_fwd_f32")?);
+            b.arg(x).arg(y).arg(&r).arg(&c);
+            unsafe { b.launch(row_cfg(rows)) }.map_err(|e| Error::cuda(format!("launch log_softmax_fwd_f32 {rows}x{cols}"), e))?;
+            Ok(())
+        }
+
+        /// The backward of softmax (`log` false) or log-softmax from the forward's output `y`.
+        pub fn softmax_bwd(&self, y: &CudaSlice<f32>, g: &CudaSlice<f32>, dx: &mut CudaSlice<f32>, rows: usize, cols: usize, log: bool) -> Result<()> {
+            for (w, l) in [("y", y.len()), ("g", g.len()), ("dx", dx.len())] {
+                check_len(&format!("softmax backward {w}"), l, rows * cols)?;
+            }
+            let (r, c, is_log) = (to_i32("rows", rows)?, to_i32("cols", cols)?, log as i32);
+            let mut b = self.stream.launch_builder(self.f("softmax_bwd_f32")?);
+            b.arg(y).arg(g).arg(dx).arg(&r).arg(&c).arg(&is_log);
+            unsafe { b.launch(row_cfg(rows)) }.map_err(|e| Error::cuda(format!("launch softmax_bwd_f32 {rows}x{cols}"), e))?;
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every entry point is exported by the source (the registry loads each by name).
+    #[test]
+    fn every_entry_is_defined_in_the_source() {
+        let src = include_str!("cu/pointwise.cu");
+        for e in super::ENTRIES {
+            assert!(src.contains(&format!(" {e}(")), "{e} missing from cu/pointwise.cu");
+        }
+    }
+
+    /// The kernel's op codes are `Unary`'s discriminants.
+    #[test]
+    fn unary_codes_match_the_kernel() {
+        use super::Unary::*;
+        let src = include_str!("cu/pointwise.cu");
+        for (name, op) in [("EXP", Exp), ("LOG", Log), ("TANH", Tanh), ("SIGMOID", Sigmoid), ("LOGSIGMOID", LogSigmoid), ("SQR", Sqr), ("SQRT", Sqrt), ("RELU", Relu), ("CLAMP", Clamp)] {
+            assert!(src.contains(&format!("#define U_{name} {}\n", op as i32)), "U_{name} is not {}", op as i32);
+        }
+    }
+}
