@@ -222,8 +222,17 @@ impl GradStore {
     /// The L2 norm over all gradients together.
     pub fn global_norm(&self) -> Result<f32> {
         let mut sum = 0f64;
+        // Gradients on a device: one fused reduction there per device, one number back.
+        let mut on_device: HashMap<crate::Device, Vec<&Tensor>> = HashMap::new();
         for g in self.0.values() {
-            sum += g.to_vec_f32()?.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
+            if g.device().is_cuda() {
+                on_device.entry(g.device()).or_default().push(g);
+            } else {
+                sum += g.to_vec_f32()?.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
+            }
+        }
+        for gs in on_device.values() {
+            sum += (crate::cuda::ops::global_norm(gs)? as f64).powi(2);
         }
         Ok(sum.sqrt() as f32)
     }

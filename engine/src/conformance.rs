@@ -25,9 +25,19 @@ fn cases() -> Vec<(&'static str, Vec<Vec<usize>>, Build, bool)> {
         ("sub (broadcast)", vec![vec![3, 1, 5], vec![4, 5]], |x| x[0].sub(&x[1]), true),
         ("mul", vec![vec![1000 + 3]], |x| x[0].mul(&x[0].affine(0.5, 1.0)?), true),
         ("div (broadcast)", vec![vec![6, 129], vec![6, 1]], |x| x[0].div(&x[1].affine(0.1, 3.0)?), true),
-        ("minimum / maximum", vec![vec![5, 17], vec![17]], |x| x[0].minimum(&x[1])?.add(&x[0].maximum(&x[1])?), false),
+        ("minimum / maximum (ties split the gradient)", vec![vec![5, 17], vec![17]], |x| {
+            x[0].minimum(&x[1])?.add(&x[0].maximum(&x[0].clamp(-0.5, 0.5)?)?)
+        }, true),
         ("affine", vec![vec![4, 9, 10]], |x| x[0].affine(1.5, -0.25), true),
         ("gelu", vec![vec![3, 1001]], |x| x[0].gelu(), true),
+        ("exp, log, tanh", vec![vec![5, 33]], |x| x[0].exp()?.add(&x[0].sqr()?.add_scalar(0.1)?.log()?)?.add(&x[0].tanh()?), true),
+        ("sigmoid, log_sigmoid", vec![vec![4, 65]], |x| {
+            let y = x[0].affine(6.0, 0.0)?;
+            y.sigmoid()?.add(&y.log_sigmoid()?)
+        }, true),
+        ("sqr, sqrt, relu", vec![vec![300]], |x| x[0].sqr()?.add(&x[0].sqr()?.add_scalar(0.1)?.sqrt()?)?.add(&x[0].relu()?), true),
+        ("clamp", vec![vec![7, 40]], |x| x[0].affine(3.0, 0.0)?.clamp(-1.0, 1.5), true),
+        ("where (broadcast)", vec![vec![6, 20], vec![20], vec![6, 20]], |x| x[2].relu()?.where_cond(&x[0], &x[1]), true),
         ("softmax", vec![vec![7, 129]], |x| x[0].softmax(), true),
         ("layer_norm", vec![vec![5, 7, 96], vec![96], vec![96]], |x| x[0].layer_norm(&x[1], &x[2], 1e-5), true),
         ("matmul + bias", vec![vec![65, 33], vec![33, 47], vec![47]], |x| x[0].matmul_bias(&x[1], &x[2]), true),
@@ -35,6 +45,29 @@ fn cases() -> Vec<(&'static str, Vec<Vec<usize>>, Build, bool)> {
         ("matmul, transposed view", vec![vec![33, 65], vec![47, 33]], |x| x[0].t()?.matmul(&x[1].t()?), true),
         ("matmul, batched", vec![vec![3, 17, 9], vec![3, 9, 11]], |x| x[0].matmul(&x[1]), true),
         ("sum (dims 0, 2)", vec![vec![4, 5, 6]], |x| x[0].sum(&[0, 2], true), true),
+        ("max over dim 1", vec![vec![4, 9, 6]], |x| x[0].max_keepdim(1), true),
+        ("max with ties (the first takes the gradient)", vec![vec![6, 50]], |x| x[0].clamp(-0.2, 0.2)?.max_keepdim(1), true),
+        ("argmax over dim 2", vec![vec![5, 7, 40]], |x| x[0].argmax_keepdim(2)?.to_dtype(crate::DType::F32), false),
+        ("log_softmax", vec![vec![7, 129]], |x| x[0].log_softmax(), true),
+        ("log_softmax, wide rows", vec![vec![3, 5000]], |x| x[0].log_softmax(), true),
+        ("gather (host ids, repeated)", vec![vec![3, 50]], |x| {
+            let ids = Tensor::new(vec![0i64, 49, 7, 7, 3, 3, 3, 20, 1, 2, 48, 0], &[3, 4])?;
+            x[0].gather(&ids)
+        }, true),
+        ("gather (device ids from argmax)", vec![vec![2, 6, 33]], |x| x[0].gather(&x[0].argmax_keepdim(2)?), true),
+        ("cat (dim 1), stack", vec![vec![2, 3, 5], vec![2, 4, 5]], |x| {
+            let c = Tensor::cat(&[x[0].clone(), x[1].clone(), x[0].clone()], 1)?;
+            Tensor::stack(&[c.clone(), c.affine(2.0, 0.0)?], 0)
+        }, true),
+        ("index_select (dim 1)", vec![vec![4, 10, 3]], |x| x[0].index_select(1, &Tensor::new(vec![9i64, 0, 3, 3], &[4])?), true),
+        ("assign into views", vec![vec![4, 6], vec![2, 3]], |x| {
+            let buf = x[0].affine(1.0, 0.0)?;
+            buf.narrow(0, 1, 2)?.narrow(1, 2, 3)?.assign(&x[1])?;
+            buf.narrow(1, 0, 2)?.assign(&buf.narrow(1, 4, 2)?)?; // from the same buffer
+            buf.t()?.narrow(0, 5, 1)?.assign(&x[1].narrow(1, 0, 1)?.reshape(&[1, 2])?.broadcast_as(&[2, 2])?.reshape(&[1, 4])?)?;
+            buf.narrow(0, 0, 2)?.narrow(1, 0, 3)?.assign(&x[1].narrow(0, 0, 1)?.broadcast_as(&[2, 3])?)?; // a stride-0 source
+            Ok(buf)
+        }, false),
         ("narrow (its gradient)", vec![vec![3, 4, 10]], |x| x[0].narrow(1, 1, 2)?.narrow(2, 3, 5)?.affine(2.0, 0.0), true),
         ("contiguous (permuted, narrowed)", vec![vec![6, 5, 8]], |x| x[0].permute(&[2, 0, 1])?.narrow(1, 1, 4)?.contiguous(), true),
         ("embedding", vec![vec![50, 24]], |x| {
@@ -47,6 +80,10 @@ fn cases() -> Vec<(&'static str, Vec<Vec<usize>>, Build, bool)> {
         }, true),
         ("attention, flash kernels (head dim 64)", vec![vec![2, 3, 40, 64]; 3], |x| crate::causal_attention(&x[0], &x[1], &x[2]), true),
         ("attention, composed (head dim 16)", vec![vec![2, 2, 33, 16]; 3], |x| crate::causal_attention(&x[0], &x[1], &x[2]), true),
+        ("attention, padded keys (head dim 64)", vec![vec![2, 3, 24, 64]; 3], |x| crate::causal_attention_padded(&x[0], &x[1], &x[2], &[0, 5]), true),
+        ("attention, padded, one query (decode)", vec![vec![2, 2, 1, 16], vec![2, 2, 9, 16], vec![2, 2, 9, 16]], |x| {
+            crate::causal_attention_padded(&x[0], &x[1], &x[2], &[3, 0])
+        }, true),
         ("mlp block", vec![vec![2, 5, 32], vec![32], vec![32], vec![32, 64], vec![64], vec![64, 32]], |x| {
             let h = x[0].layer_norm(&x[1], &x[2], 1e-5)?.matmul_bias(&x[3], &x[4])?.gelu()?.matmul(&x[5])?;
             x[0].add(&h)
@@ -72,6 +109,19 @@ fn run_on(device: Device, inputs: &[Tensor], weights: &Tensor, f: Build, grads: 
 
 /// Every case on `device` and on the CPU, inputs drawn from `seed`.
 pub fn compare_devices(device: Device, seed: u64) -> Vec<DeviceCase> {
+    // Outputs start as NaN on the device while the cases run: an element a kernel skips shows.
+    struct Poisoned;
+    impl Drop for Poisoned {
+        fn drop(&mut self) {
+            crate::cuda::ops::poison_outputs(false); // also when a case panics
+        }
+    }
+    crate::cuda::ops::poison_outputs(device.is_cuda());
+    let _on = Poisoned;
+    compare_all(device, seed)
+}
+
+fn compare_all(device: Device, seed: u64) -> Vec<DeviceCase> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut adamw_rng = StdRng::seed_from_u64(seed ^ 0xada);
     let mut nonzero = |shape: &[usize]| -> Tensor {
@@ -93,8 +143,31 @@ pub fn compare_devices(device: Device, seed: u64) -> Vec<DeviceCase> {
             })();
             DeviceCase { op, shape, results }
         })
-        .chain([adamw_case(device, &mut adamw_rng)])
+        .chain([adamw_case(device, &mut adamw_rng), norm_case(device, &mut adamw_rng)])
         .collect()
+}
+
+/// The global gradient norm over tensors of several sizes, and the gradients after clipping to
+/// half of it.
+fn norm_case(device: Device, rng: &mut StdRng) -> DeviceCase {
+    let shapes = [vec![37, 11], vec![300], vec![5, 4, 3]];
+    let values: Vec<Vec<f32>> = shapes.iter().map(|s| (0..s.iter().product()).map(|_| rng.gen_range(-2.0f32..2.0)).collect()).collect();
+    let run = |device: Device| -> Result<Vec<(String, Vec<f32>)>> {
+        let params: Vec<Tensor> = shapes.iter().map(|s| Tensor::zeros(s).var()).collect();
+        let mut store = crate::GradStore::new();
+        for ((p, v), s) in params.iter().zip(&values).zip(&shapes) {
+            store.insert(p, Tensor::new(v.clone(), s)?.to_device(device)?);
+        }
+        let norm = store.global_norm()?;
+        store.clip_global_norm(norm / 2.0)?;
+        let mut out = vec![("norm".to_string(), vec![norm])];
+        for (i, p) in params.iter().enumerate() {
+            out.push((format!("clipped {i}"), store.get(p).expect("inserted").to_vec_f32()?));
+        }
+        Ok(out)
+    };
+    let results = (|| Ok(run(device)?.into_iter().zip(run(Device::Cpu)?).map(|((name, g), (_, w))| (name, g, w)).collect()))();
+    DeviceCase { op: "global gradient norm, clipping", shape: "[37, 11] [300] [5, 4, 3]".into(), results }
 }
 
 /// Three AdamW steps (weight decay, a second group at another learning rate) on a parameter on
@@ -136,10 +209,13 @@ mod tests {
     #[test]
     fn every_case_runs_on_the_cpu_and_agrees_with_itself() {
         let cases = compare_devices(Device::Cpu, 1);
-        assert!(cases.len() >= 20);
+        let declared = super::cases();
+        assert_eq!(cases.len(), declared.len() + 2, "every case, AdamW and the norm");
+        let with_grads: Vec<&str> = declared.iter().filter(|c| c.3).map(|c| c.0).collect();
+        assert!(with_grads.len() >= 30);
         for c in cases {
             let results = c.results.unwrap_or_else(|e| panic!("{}: {e}", c.op));
-            assert!(results.len() >= 2 || c.op.starts_with("minimum"), "{}: gradients checked", c.op);
+            assert!(results.len() >= 2 || !with_grads.contains(&c.op), "{}: gradients checked", c.op);
             if c.op.starts_with("AdamW") {
                 assert!(results.iter().any(|(w, g, _)| w == "v 1" && g.iter().all(|&x| x > 0.0)), "the moments moved");
             }

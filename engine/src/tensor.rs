@@ -159,6 +159,14 @@ impl Tensor {
         Tensor::full(shape, 0.0)
     }
 
+    /// f32 zeros made where they are needed (no host buffer for a device tensor).
+    pub fn zeros_on(shape: &[usize], device: Device) -> Result<Tensor> {
+        match device {
+            Device::Cpu => Ok(Tensor::zeros(shape)),
+            Device::Cuda(n) => cuda::ops::zeros_on(shape, n),
+        }
+    }
+
     pub fn ones(shape: &[usize]) -> Tensor {
         Tensor::full(shape, 1.0)
     }
@@ -329,6 +337,10 @@ impl Tensor {
         if src.shape() != self.shape() {
             return Err(Error::shape("assign", format!("{:?} into {:?}", src.shape(), self.shape())));
         }
+        if self.device().is_cuda() {
+            let src = if src.dtype() == self.dtype() { src.clone() } else { src.to_dtype(self.dtype())? };
+            return cuda::ops::assign(self, &src.to_device(self.device())?);
+        }
         let data = src.to_dtype(self.dtype())?.contiguous_storage()?;
         let layout = self.layout().clone();
         let mut guard = self.write();
@@ -390,7 +402,7 @@ impl Tensor {
     /// Convert the element type (a copy; not differentiable, so the result is not tracked).
     pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
         if self.device() != Device::Cpu {
-            return self.to_device(Device::Cpu)?.to_dtype(dtype);
+            return self.to_device(Device::Cpu)?.to_dtype(dtype)?.to_device(self.device());
         }
         let guard = self.read();
         let Storage::Cpu(s) = &*guard else { unreachable!() };

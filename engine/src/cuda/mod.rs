@@ -39,73 +39,60 @@ mod stub {
         match *s {}
     }
 
-    /// Without the feature no CUDA tensor exists, so the ops in `crate::ops` never call these.
+    /// Without the feature no CUDA tensor exists, so the ops in `crate::ops` never call these:
+    /// each has the signature of its CUDA version and returns the "built without" error.
     pub(crate) mod ops {
         use crate::{Result, Tensor};
         use kernels::memops::BinaryOp;
+        use kernels::pointwise::Unary;
 
-        fn none() -> crate::Error {
-            super::unavailable(0)
+        macro_rules! unavailable {
+            ($(fn $name:ident($($arg:ty),*) -> $ret:ty;)*) => {$(
+                #[allow(clippy::too_many_arguments)]
+                pub(crate) fn $name($(_: $arg),*) -> Result<$ret> {
+                    Err(super::unavailable(0))
+                }
+            )*};
         }
-        pub(crate) fn contiguous(_: &Tensor) -> Result<Tensor> {
-            Err(none())
+
+        unavailable! {
+            fn contiguous(&Tensor) -> Tensor;
+            fn binary(BinaryOp, &Tensor, &Tensor) -> Tensor;
+            fn affine(&Tensor, f32, f32) -> Tensor;
+            fn gelu(&Tensor) -> Tensor;
+            fn gelu_backward(&Tensor, &Tensor) -> Tensor;
+            fn unary(&Tensor, Unary, f32, f32) -> Tensor;
+            fn unary_backward(Unary, &Tensor, &Tensor, &Tensor, f32, f32) -> Tensor;
+            fn where_cond(&Tensor, &Tensor, &Tensor) -> Tensor;
+            fn min_max_backward(&Tensor, &Tensor, &Tensor, bool) -> (Tensor, Tensor);
+            fn softmax(&Tensor, usize) -> Tensor;
+            fn log_softmax(&Tensor, usize) -> Tensor;
+            fn softmax_backward(&Tensor, &Tensor, usize, bool) -> Tensor;
+            fn layer_norm(&Tensor, &Tensor, &Tensor, usize, f32) -> (Tensor, Tensor, Tensor);
+            fn layer_norm_backward(&Tensor, &Tensor, &Tensor, &Tensor, &Tensor) -> (Tensor, Tensor, Tensor);
+            fn matmul(&Tensor, &Tensor, Option<&Tensor>, &[usize]) -> Tensor;
+            fn sum(&Tensor, &[usize], &[usize]) -> Tensor;
+            fn max_rows(&Tensor, usize, &[usize]) -> (Tensor, Tensor);
+            fn embedding(&Tensor, &[i64]) -> Tensor;
+            fn embedding_backward(&Tensor, &[usize], &[i64]) -> Tensor;
+            fn gather(&Tensor, &Tensor) -> Tensor;
+            fn scatter_along(&Tensor, &[usize], usize, &Tensor) -> Tensor;
+            fn zeros_on(&[usize], usize) -> Tensor;
+            fn output_on(&[usize], usize) -> Tensor;
+            fn global_norm(&[&Tensor]) -> f32;
+            fn assign(&Tensor, &Tensor) -> ();
+            fn cross_entropy(&Tensor, &[i64], usize) -> (Tensor, Tensor);
+            fn cross_entropy_backward(&Tensor, &[i64], &Tensor, f32) -> Tensor;
+            fn adamw(&Tensor, &Tensor, &Tensor, &Tensor, f32, f32, f32, f32, f32, u64) -> ();
+            fn narrow_backward(&Tensor, &[usize], usize, usize) -> Tensor;
+            fn attention(&Tensor, &Tensor, &Tensor, usize, usize, usize, usize) -> (Tensor, Tensor);
+            fn attention_backward(&Tensor, &Tensor, &Tensor, &Tensor, &Tensor, &Tensor, usize, usize, usize, usize) -> (Tensor, Tensor, Tensor);
         }
-        pub(crate) fn binary(_: BinaryOp, _: &Tensor, _: &Tensor) -> Result<Tensor> {
-            Err(none())
-        }
-        pub(crate) fn affine(_: &Tensor, _: f32, _: f32) -> Result<Tensor> {
-            Err(none())
-        }
-        pub(crate) fn gelu(_: &Tensor) -> Result<Tensor> {
-            Err(none())
-        }
-        pub(crate) fn gelu_backward(_: &Tensor, _: &Tensor) -> Result<Tensor> {
-            Err(none())
-        }
-        pub(crate) fn softmax(_: &Tensor, _: usize) -> Result<Tensor> {
-            Err(none())
-        }
-        pub(crate) fn layer_norm(_: &Tensor, _: &Tensor, _: &Tensor, _: usize, _: f32) -> Result<(Tensor, Tensor, Tensor)> {
-            Err(none())
-        }
-        pub(crate) fn layer_norm_backward(_: &Tensor, _: &Tensor, _: &Tensor, _: &Tensor, _: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-            Err(none())
-        }
-        pub(crate) fn matmul(_: &Tensor, _: &Tensor, _: Option<&Tensor>, _: &[usize]) -> Result<Tensor> {
-            Err(none())
-        }
-        pub(crate) fn sum(_: &Tensor, _: &[usize], _: &[usize]) -> Result<Tensor> {
-            Err(none())
-        }
-        pub(crate) fn embedding(_: &Tensor, _: &[i64]) -> Result<Tensor> {
-            Err(none())
-        }
-        pub(crate) fn embedding_backward(_: &Tensor, _: &[usize], _: &[i64]) -> Result<Tensor> {
-            Err(none())
-        }
-        pub(crate) fn cross_entropy(_: &Tensor, _: &[i64], _: usize) -> Result<(Tensor, Tensor)> {
-            Err(none())
-        }
-        pub(crate) fn cross_entropy_backward(_: &Tensor, _: &[i64], _: &Tensor, _: f32) -> Result<Tensor> {
-            Err(none())
-        }
-        #[allow(clippy::too_many_arguments)]
-        pub(crate) fn adamw(_: &Tensor, _: &Tensor, _: &Tensor, _: &Tensor, _: f32, _: f32, _: f32, _: f32, _: f32, _: u64) -> Result<()> {
-            Err(none())
-        }
-        pub(crate) fn narrow_backward(_: &Tensor, _: &[usize], _: usize, _: usize) -> Result<Tensor> {
-            Err(none())
-        }
+
         pub(crate) fn attention_kernel_fits(_: usize) -> bool {
             false
         }
-        pub(crate) fn attention(_: &Tensor, _: &Tensor, _: &Tensor, _: usize, _: usize, _: usize, _: usize) -> Result<(Tensor, Tensor)> {
-            Err(none())
-        }
-        #[allow(clippy::too_many_arguments)]
-        pub(crate) fn attention_backward(_: &Tensor, _: &Tensor, _: &Tensor, _: &Tensor, _: &Tensor, _: &Tensor, _: usize, _: usize, _: usize, _: usize) -> Result<(Tensor, Tensor, Tensor)> {
-            Err(none())
-        }
+        pub(crate) fn poison_outputs(_: bool) {}
     }
 }
 #[cfg(not(feature = "cuda"))]

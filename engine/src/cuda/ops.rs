@@ -11,7 +11,9 @@ use cudarc::driver::CudaSlice;
 use kernels::device::{Gpu, MatmulF32};
 use kernels::attention::AttnShape;
 use kernels::memops::{BinaryOp, CeGroup};
+use kernels::pointwise::Unary;
 use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLockReadGuard;
 
 fn err(what: impl std::fmt::Display) -> impl FnOnce(kernels::Error) -> Error {
@@ -45,8 +47,26 @@ impl Deref for DevF32<'_> {
     }
 }
 
+static POISON: AtomicBool = AtomicBool::new(false);
+
+/// While on, every op output that its kernel must write in full starts as NaN instead of 0, so
+/// that an element a kernel skips shows (`engine::conformance` turns it on).
+pub(crate) fn poison_outputs(on: bool) {
+    POISON.store(on, Ordering::SeqCst);
+}
+
+/// An output buffer the kernel overwrites in full: zeroed (a skipped element leaves 0, never
+/// stale memory), or NaN while [`poison_outputs`] is on.
 fn alloc(g: &Gpu, n: usize, what: &str) -> Result<CudaSlice<f32>> {
-    // Zeroed, not uninitialized: a kernel that skips an element leaves 0, never stale memory.
+    let mut buf = zeros(g, n, what)?;
+    if POISON.load(Ordering::SeqCst) {
+        g.fill_f32(&mut buf, f32::NAN).map_err(err(what))?;
+    }
+    Ok(buf)
+}
+
+/// A zeroed buffer that a kernel adds into, or writes only in part.
+fn zeros(g: &Gpu, n: usize, what: &str) -> Result<CudaSlice<f32>> {
     g.stream.alloc_zeros::<f32>(n.max(1)).map_err(|e| Error::Cuda(format!("{what}: allocating {n} floats: {e:?}")))
 }
 
@@ -238,11 +258,11 @@ pub(crate) fn sum(x: &Tensor, dims: &[usize], keep_shape: &[usize]) -> Result<Te
     let kept = x.numel() / reduced.max(1);
     let moved = x.detach().permute(&perm)?;
     let v = f32_of(&moved, op)?;
-    let mut out = alloc(&g, kept, op)?;
     if reduced == 0 {
-        return Ok(tensor(out, keep_shape, dev));
+        return Ok(tensor(zeros(&g, kept, op)?, keep_shape, dev));
     }
-    let mut scratch = alloc(&g, g.sum_rows_scratch_len(reduced, kept), op)?;
+    let mut out = alloc(&g, kept, op)?;
+    let mut scratch = zeros(&g, g.sum_rows_scratch_len(reduced, kept), op)?;
     g.sum_rows(&v, &mut out, &mut scratch, reduced, kept).map_err(err(op))?;
     Ok(tensor(out, keep_shape, dev))
 }
@@ -275,7 +295,7 @@ pub(crate) fn embedding_backward(dout: &Tensor, shape: &[usize], ids: &[i64]) ->
     let (v, d) = (shape[0], shape.iter().skip(1).product::<usize>());
     let dv = f32_of(dout, op)?;
     let gids = ids_on(&g, ids, op)?;
-    let mut dtable = alloc(&g, v * d, op)?; // zeroed: the kernel adds into it
+    let mut dtable = zeros(&g, v * d, op)?; // the kernel adds into it
     g.embedding_bwd_atomic(&gids, &dv, &mut dtable, ids.len(), v, d).map_err(err(op))?;
     Ok(tensor(dtable, shape, dev))
 }
@@ -368,11 +388,240 @@ pub(crate) fn narrow_backward(g: &Tensor, shape: &[usize], dim: usize, start: us
     let (outer, n, inner): (usize, usize, usize) = (shape[..dim].iter().product(), shape[dim], shape[dim + 1..].iter().product());
     let len = g.shape()[dim];
     let gv = f32_of(g, op)?;
-    let mut out = alloc(&gpu, shape.iter().product(), op)?;
+    let mut out = zeros(&gpu, shape.iter().product(), op)?; // written only at the narrowed part
     for o in 0..outer {
         let src = gv.slice(o * len * inner..(o + 1) * len * inner);
         let mut dst = out.slice_mut((o * n + start) * inner..(o * n + start + len) * inner);
         gpu.stream.memcpy_dtod(&src, &mut dst).map_err(|e| Error::Cuda(format!("{op}: copy: {e:?}")))?;
     }
     Ok(tensor(out, shape, dev))
+}
+
+/// `op(x)` elementwise (`lo`, `hi`: clamp's bounds).
+pub(crate) fn unary(x: &Tensor, op: Unary, lo: f32, hi: f32) -> Result<Tensor> {
+    let (dev, name) = (ordinal(x), "unary");
+    let g = gpu(dev)?;
+    let v = f32_of(x, name)?;
+    let mut y = alloc(&g, x.numel(), name)?;
+    g.unary_fwd(op, &v, &mut y, x.numel(), lo, hi).map_err(err(name))?;
+    Ok(tensor(y, x.shape(), dev))
+}
+
+/// d(loss)/dx of `unary` from its input `x`, output `y` and the upstream gradient.
+pub(crate) fn unary_backward(op: Unary, x: &Tensor, y: &Tensor, dy: &Tensor, lo: f32, hi: f32) -> Result<Tensor> {
+    let (dev, name) = (ordinal(x), "unary backward");
+    let g = gpu(dev)?;
+    let (xv, yv, gv) = (f32_of(x, name)?, f32_of(y, name)?, f32_of(dy, name)?);
+    let mut dx = alloc(&g, x.numel(), name)?;
+    g.unary_bwd(op, &xv, &yv, &gv, &mut dx, x.numel(), lo, hi).map_err(err(name))?;
+    Ok(tensor(dx, x.shape(), dev))
+}
+
+/// `c != 0 ? a : b`, all three already broadcast to one shape.
+pub(crate) fn where_cond(c: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let (dev, name) = (ordinal(a), "where");
+    let g = gpu(dev)?;
+    let (cv, av, bv) = (f32_of(c, name)?, f32_of(a, name)?, f32_of(b, name)?);
+    let mut out = alloc(&g, a.numel(), name)?;
+    g.where_f32(&cv, &av, &bv, &mut out, a.numel()).map_err(err(name))?;
+    Ok(tensor(out, a.shape(), dev))
+}
+
+/// The gradients of minimum / maximum for (a, b), both already broadcast to `g`'s shape.
+pub(crate) fn min_max_backward(dy: &Tensor, a: &Tensor, b: &Tensor, is_max: bool) -> Result<(Tensor, Tensor)> {
+    let (dev, name) = (ordinal(dy), "min/max backward");
+    let g = gpu(dev)?;
+    let n = dy.numel();
+    let (av, bv, gv) = (f32_of(a, name)?, f32_of(b, name)?, f32_of(dy, name)?);
+    let (mut da, mut db) = (alloc(&g, n, name)?, alloc(&g, n, name)?);
+    g.minmax_bwd(&av, &bv, &gv, &mut da, &mut db, n, is_max).map_err(err(name))?;
+    Ok((tensor(da, a.shape(), dev), tensor(db, b.shape(), dev)))
+}
+
+/// Log-softmax over the last dim.
+pub(crate) fn log_softmax(x: &Tensor, cols: usize) -> Result<Tensor> {
+    let (dev, name) = (ordinal(x), "log_softmax");
+    let g = gpu(dev)?;
+    let v = f32_of(x, name)?;
+    let mut y = alloc(&g, x.numel(), name)?;
+    g.log_softmax_fwd(&v, &mut y, x.numel() / cols.max(1), cols).map_err(err(name))?;
+    Ok(tensor(y, x.shape(), dev))
+}
+
+/// The backward of softmax (`log` false) or log-softmax over the last dim, from its output `y`.
+pub(crate) fn softmax_backward(y: &Tensor, dy: &Tensor, cols: usize, log: bool) -> Result<Tensor> {
+    let (dev, name) = (ordinal(y), "softmax backward");
+    let g = gpu(dev)?;
+    let (yv, gv) = (f32_of(y, name)?, f32_of(dy, name)?);
+    let mut dx = alloc(&g, y.numel(), name)?;
+    g.softmax_bwd(&yv, &gv, &mut dx, y.numel() / cols.max(1), cols, log).map_err(err(name))?;
+    Ok(tensor(dx, y.shape(), dev))
+}
+
+/// Each row's max and the index of its first maximum: `rows` [r, cols] → (values, ids), both
+/// shaped `keep` (ids are i64 on the device).
+pub(crate) fn max_rows(rows: &Tensor, cols: usize, keep: &[usize]) -> Result<(Tensor, Tensor)> {
+    let (dev, name) = (ordinal(rows), "max");
+    let g = gpu(dev)?;
+    let r = rows.numel() / cols.max(1);
+    let v = f32_of(rows, name)?;
+    let mut vals = alloc(&g, r, name)?;
+    let mut idx = g.stream.alloc_zeros::<i64>(r.max(1)).map_err(|e| Error::Cuda(format!("{name}: allocating {r} ids: {e:?}")))?;
+    g.max_rows(&v, &mut vals, &mut idx, r, cols).map_err(err(name))?;
+    let ids = Tensor::from_parts(Storage::Cuda(CudaStorage::I64(idx, dev)), Layout::contiguous(keep), false, None, false);
+    Ok((tensor(vals, keep, dev), ids))
+}
+
+/// i64 ids on the device, row-major: the tensor's own buffer when it is one, else uploaded
+/// from the host (where host ids are checked against `bound` first).
+enum DevI64<'a> {
+    Whole(RwLockReadGuard<'a, Storage>),
+    Uploaded(CudaSlice<i64>),
+}
+
+impl Deref for DevI64<'_> {
+    type Target = CudaSlice<i64>;
+    fn deref(&self) -> &CudaSlice<i64> {
+        match self {
+            DevI64::Whole(g) => match &**g {
+                Storage::Cuda(CudaStorage::I64(s, _)) => s,
+                _ => unreachable!("checked in ids_of"),
+            },
+            DevI64::Uploaded(s) => s,
+        }
+    }
+}
+
+fn ids_of<'a>(g: &Gpu, ids: &'a Tensor, bound: usize, op: &'static str) -> Result<DevI64<'a>> {
+    ids.expect_i64(op)?;
+    if ids.device().is_cuda() {
+        let l = ids.layout();
+        let guard = ids.read();
+        if let Storage::Cuda(CudaStorage::I64(s, _)) = &*guard {
+            if l.is_contiguous() && l.offset == 0 && s.len() == l.numel() {
+                // Ids made on the device (argmax, sampling) are in range by construction; the
+                // kernels give NaN for a bad one rather than read outside the row.
+                return Ok(DevI64::Whole(guard));
+            }
+        }
+    }
+    let host = ids.to_vec_i64()?;
+    if let Some(p) = host.iter().position(|&i| i < 0 || i as usize >= bound) {
+        return Err(Error::Index(format!("{op}: id {} at position {p} is outside 0..{bound}", host[p])));
+    }
+    Ok(DevI64::Uploaded(ids_on(g, &host, op)?))
+}
+
+/// `x` [.., v] at `ids` [.., k] along the last dim.
+pub(crate) fn gather(x: &Tensor, ids: &Tensor) -> Result<Tensor> {
+    let (dev, name) = (ordinal(x), "gather");
+    let g = gpu(dev)?;
+    let v = *x.shape().last().expect("rank checked");
+    let k = *ids.shape().last().expect("rank checked");
+    let rows = ids.numel() / k.max(1);
+    let (xv, iv) = (f32_of(x, name)?, ids_of(&g, ids, v, name)?);
+    let mut out = alloc(&g, ids.numel(), name)?;
+    g.gather_rows(&xv, &iv, &mut out, rows, v, k).map_err(err(name))?;
+    Ok(tensor(out, ids.shape(), dev))
+}
+
+/// `dy` (shaped like `ids`) added into zeros of `shape` at `ids` along `dim` (the gradient of
+/// gather and of max): `dim` is moved last, scattered along rows, and moved back.
+pub(crate) fn scatter_along(dy: &Tensor, shape: &[usize], dim: usize, ids: &Tensor) -> Result<Tensor> {
+    let (dev, name) = (ordinal(dy), "scatter");
+    let g = gpu(dev)?;
+    let r = shape.len();
+    let mut perm: Vec<usize> = (0..r).filter(|&d| d != dim).collect();
+    perm.push(dim);
+    let (gm, im) = (dy.detach().permute(&perm)?, ids.detach().permute(&perm)?);
+    let (v, k) = (shape[dim], gm.shape()[r - 1]);
+    let rows: usize = shape.iter().enumerate().filter(|&(d, _)| d != dim).map(|(_, &s)| s).product();
+    let (gv, iv) = (f32_of(&gm, name)?, ids_of(&g, &im, v, name)?);
+    let mut dx = zeros(&g, rows * v, name)?;
+    g.scatter_add_rows(&gv, &iv, &mut dx, rows, v, k).map_err(err(name))?;
+    let moved: Vec<usize> = perm.iter().map(|&d| shape[d]).collect();
+    let mut inverse = vec![0; r];
+    perm.iter().enumerate().for_each(|(i, &p)| inverse[p] = i);
+    contiguous(&tensor(dx, &moved, dev).permute(&inverse)?)
+}
+
+/// A zero tensor of `shape` on `device`.
+pub(crate) fn zeros_on(shape: &[usize], device: usize) -> Result<Tensor> {
+    let g = gpu(device)?;
+    Ok(tensor(zeros(&g, shape.iter().product(), "zeros")?, shape, device))
+}
+
+/// A tensor of `shape` on `device` that the caller overwrites in full (poisoned like any op's
+/// output while `poison_outputs` is on).
+pub(crate) fn output_on(shape: &[usize], device: usize) -> Result<Tensor> {
+    let g = gpu(device)?;
+    Ok(tensor(alloc(&g, shape.iter().product(), "output")?, shape, device))
+}
+
+/// The L2 norm over all of `ts` (f32 on one CUDA device): one fused reduction, one number back.
+pub(crate) fn global_norm(ts: &[&Tensor]) -> Result<f32> {
+    let Some(first) = ts.first() else { return Ok(0.0) };
+    let (dev, op) = (ordinal(first), "global_norm");
+    let g = gpu(dev)?;
+    let views = ts.iter().map(|t| f32_of(t, op)).collect::<Result<Vec<_>>>()?;
+    let bufs: Vec<&CudaSlice<f32>> = views.iter().map(|v| &**v).collect();
+    let mut plan = g.l2norm_plan(&bufs).map_err(err(op))?;
+    g.l2norm(&mut plan, &bufs).map_err(err(op))?;
+    let out = g.stream.clone_dtoh(&plan.out).map_err(|e| Error::Cuda(format!("{op}: reading the norm: {e:?}")))?;
+    Ok(out[0])
+}
+
+/// Shape and the two views' strides with size-1 dims dropped and dims that step evenly in both
+/// merged (as `merged` does for one view).
+fn merged_pair(shape: &[usize], a: &[usize], b: &[usize]) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+    let (mut d, mut sa, mut sb): (Vec<usize>, Vec<usize>, Vec<usize>) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..shape.len() {
+        if shape[i] == 1 {
+            continue;
+        }
+        match (d.last_mut(), sa.last_mut(), sb.last_mut()) {
+            (Some(ld), Some(la), Some(lb)) if *la == a[i] * shape[i] && *lb == b[i] * shape[i] => {
+                *ld *= shape[i];
+                *la = a[i];
+                *lb = b[i];
+            }
+            _ => {
+                d.push(shape[i]);
+                sa.push(a[i]);
+                sb.push(b[i]);
+            }
+        }
+    }
+    if d.is_empty() {
+        (vec![1], vec![0], vec![0])
+    } else {
+        (d, sa, sb)
+    }
+}
+
+/// `dst`'s elements (any view, f32 on CUDA) = `src`'s (same shape, same device).
+pub(crate) fn assign(dst: &Tensor, src: &Tensor) -> Result<()> {
+    let (dev, name) = (ordinal(dst), "assign");
+    let g = gpu(dev)?;
+    if dst.dtype() != DType::F32 || src.dtype() != DType::F32 {
+        return Err(Error::NotOnDevice { op: "assign (CUDA: f32 only)", device: dst.device() });
+    }
+    // A source sharing the destination's buffer is copied out first: the copy below holds the
+    // destination's write lock and would wait on its own read lock.
+    let owned;
+    let src = if src.same_storage(dst) {
+        owned = contiguous(src)?; // always a fresh buffer
+        &owned
+    } else {
+        src
+    };
+    let (sl, dl) = (src.layout().clone(), dst.layout().clone());
+    let (shape, ss, ds) = merged_pair(&dl.shape, &sl.strides, &dl.strides);
+    let sg = src.read();
+    let Storage::Cuda(CudaStorage::F32(sbuf, _)) = &*sg else {
+        return Err(Error::NotOnDevice { op: name, device: src.device() });
+    };
+    let mut dg = dst.write();
+    let Storage::Cuda(CudaStorage::F32(dbuf, _)) = &mut *dg else { unreachable!("checked above") };
+    g.strided_assign_f32(sbuf, sl.offset, &ss, dbuf, dl.offset, &ds, &shape).map_err(err(name))
 }

@@ -56,17 +56,25 @@ fn attention(q: &Tensor, k: &Tensor, v: &Tensor, key_pad: Vec<usize>) -> Result<
     Ok(out.with_op(&[q, k, v], || Op::Attention { q: q.clone(), k: k.clone(), v: v.clone(), out: saved, lse, key_pad }))
 }
 
-/// On CUDA: the flash-attention kernels where they fit the head dim; otherwise the same function
-/// from ops that have CUDA kernels (an additive causal mask, softmax, two matmuls).
+/// On CUDA: the flash-attention kernels where they fit the head dim and no key is padding;
+/// otherwise the same function from ops that have CUDA kernels (an additive mask, softmax, two
+/// matmuls; a query that sees no key gets a zero row from softmax, as on the CPU).
 fn attention_cuda(q: &Tensor, k: &Tensor, v: &Tensor, key_pad: Vec<usize>, dims: Dims) -> Result<Tensor> {
-    if key_pad.iter().any(|&p| p > 0) {
-        return Err(Error::NotOnDevice { op: "attention with padded keys", device: q.device() });
-    }
     let Dims { heads, tq, tk, d } = dims;
-    if !crate::cuda::ops::attention_kernel_fits(d) {
+    let padded = key_pad.iter().any(|&p| p > 0);
+    if padded || !crate::cuda::ops::attention_kernel_fits(d) {
         let scores = q.matmul(&k.t()?)?.mul_scalar(1.0 / (d as f32).sqrt())?;
-        let mask: Vec<f32> = (0..tq).flat_map(|i| (0..tk).map(move |j| if j <= i + tk - tq { 0.0 } else { f32::NEG_INFINITY })).collect();
-        return scores.add(&f32_tensor(mask, &[tq, tk]).to_device(q.device())?)?.softmax()?.matmul(v);
+        let visible = |pad: usize, i: usize, j: usize| j <= i + tk - tq && j >= pad;
+        let mask = if padded {
+            // [B, 1, .., 1, tq, tk]: one mask per batch row, shared by its heads.
+            let data: Vec<f32> = key_pad.iter().flat_map(|&p| (0..tq).flat_map(move |i| (0..tk).map(move |j| if visible(p, i, j) { 0.0 } else { f32::NEG_INFINITY }))).collect();
+            let mut shape = vec![1; q.rank()];
+            (shape[0], shape[q.rank() - 2], shape[q.rank() - 1]) = (key_pad.len(), tq, tk);
+            f32_tensor(data, &shape)
+        } else {
+            f32_tensor((0..tq).flat_map(|i| (0..tk).map(move |j| if visible(0, i, j) { 0.0 } else { f32::NEG_INFINITY })).collect(), &[tq, tk])
+        };
+        return scores.add(&mask.to_device(q.device())?)?.softmax()?.matmul(v);
     }
     let (out, lse) = crate::cuda::ops::attention(q, k, v, heads, tq, tk, d)?;
     let saved = out.detach();

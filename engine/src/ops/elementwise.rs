@@ -5,8 +5,9 @@ use crate::autograd::{Op, UnaryOp};
 use crate::cpu::elementwise::{self as k, binary_map, ternary_map, unary_map};
 use crate::shape::broadcast_shape;
 use crate::storage::CpuStorage;
-use crate::{Error, Result, Tensor};
+use crate::{Device, Error, Result, Tensor};
 use kernels::memops::BinaryOp;
+use kernels::pointwise::Unary;
 use rand::Rng;
 
 #[derive(Clone, Copy)]
@@ -82,12 +83,27 @@ fn binary(a: &Tensor, b: &Tensor, kind: Binary) -> Result<Tensor> {
     Ok(Tensor::from_op(CpuStorage::F32(data), a.shape(), &[&a, &b], record))
 }
 
+/// The CUDA kernel's code for a unary op (GELU has kernels of its own).
+fn cuda_unary(op: UnaryOp) -> Option<Unary> {
+    Some(match op {
+        UnaryOp::Exp => Unary::Exp,
+        UnaryOp::Log => Unary::Log,
+        UnaryOp::Tanh => Unary::Tanh,
+        UnaryOp::Sigmoid => Unary::Sigmoid,
+        UnaryOp::LogSigmoid => Unary::LogSigmoid,
+        UnaryOp::Sqr => Unary::Sqr,
+        UnaryOp::Sqrt => Unary::Sqrt,
+        UnaryOp::Relu => Unary::Relu,
+        UnaryOp::Gelu => return None,
+    })
+}
+
 fn unary(x: &Tensor, op: UnaryOp) -> Result<Tensor> {
     if x.device().is_cuda() {
-        if op != UnaryOp::Gelu {
-            return Err(Error::NotOnDevice { op: "unary (only gelu has a CUDA kernel yet)", device: x.device() });
-        }
-        let out = crate::cuda::ops::gelu(x)?;
+        let out = match cuda_unary(op) {
+            Some(k) => crate::cuda::ops::unary(x, k, 0.0, 0.0)?,
+            None => crate::cuda::ops::gelu(x)?,
+        };
         let saved = out.detach();
         return Ok(out.with_op(&[x], || Op::Unary(op, x.clone(), saved)));
     }
@@ -112,8 +128,11 @@ fn unary(x: &Tensor, op: UnaryOp) -> Result<Tensor> {
 
 /// d(loss)/dx for a unary op, from its input `x`, output `y` and upstream gradient `g`.
 pub(crate) fn unary_backward(op: UnaryOp, x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Tensor> {
-    if x.device().is_cuda() && op == UnaryOp::Gelu {
-        return crate::cuda::ops::gelu_backward(x, g);
+    if x.device().is_cuda() {
+        return match cuda_unary(op) {
+            Some(k) => crate::cuda::ops::unary_backward(k, x, y, g, 0.0, 0.0),
+            None => crate::cuda::ops::gelu_backward(x, g),
+        };
     }
     let (xv, yv, gv) = (x.cpu_f32("unary backward")?, y.cpu_f32("unary backward")?, g.cpu_f32("unary backward")?);
     let data = match op {
@@ -130,8 +149,20 @@ pub(crate) fn unary_backward(op: UnaryOp, x: &Tensor, y: &Tensor, g: &Tensor) ->
     Ok(f32_tensor(data, x.shape()))
 }
 
+/// `t` on `device`: moved there when it is a constant (untracked), else it must already be there.
+fn on_device(t: &Tensor, device: Device) -> Result<Tensor> {
+    if t.device() == device || !t.tracked() {
+        return t.to_device(device);
+    }
+    Err(Error::DeviceMismatch { op: "where", a: t.device(), b: device })
+}
+
 /// Gradient of minimum/maximum: to the selected operand; a tie splits it evenly (as torch does).
 pub(crate) fn min_max_backward(g: &Tensor, a: Tensor, b: Tensor, is_max: bool) -> Result<Vec<(Tensor, Tensor)>> {
+    if g.device().is_cuda() {
+        let (ga, gb) = crate::cuda::ops::min_max_backward(g, &a, &b, is_max)?;
+        return Ok(vec![(ga, a), (gb, b)]);
+    }
     let (av, bv, gv) = (a.cpu_f32("min/max backward")?, b.cpu_f32("min/max backward")?, g.cpu_f32("min/max backward")?);
     let pick = |x: f32, y: f32, g: f32| {
         if x == y {
@@ -151,6 +182,9 @@ pub(crate) fn min_max_backward(g: &Tensor, a: Tensor, b: Tensor, is_max: bool) -
 
 /// Gradient of clamp: passes where lo <= x <= hi.
 pub(crate) fn clamp_backward(x: &Tensor, lo: f32, hi: f32, g: &Tensor) -> Result<Tensor> {
+    if x.device().is_cuda() {
+        return crate::cuda::ops::unary_backward(Unary::Clamp, x, x, g, lo, hi);
+    }
     let (xv, gv) = (x.cpu_f32("clamp backward")?, g.cpu_f32("clamp backward")?);
     let data = ternary_map(&xv, &gv, &gv, |x, g, _| if x >= lo && x <= hi { g } else { 0.0 });
     Ok(f32_tensor(data, x.shape()))
@@ -229,16 +263,28 @@ impl Tensor {
         if lo > hi {
             return Err(Error::Msg(format!("clamp: lower bound {lo} above upper bound {hi}")));
         }
-        let data = unary_map(&self.cpu_f32("clamp")?, |x| x.clamp(lo, hi));
-        Ok(f32_tensor(data, self.shape()).with_op(&[self], || Op::Clamp(self.clone(), lo, hi)))
+        let out = if self.device().is_cuda() {
+            crate::cuda::ops::unary(self, Unary::Clamp, lo, hi)?
+        } else {
+            f32_tensor(unary_map(&self.cpu_f32("clamp")?, |x| x.clamp(lo, hi)), self.shape())
+        };
+        Ok(out.with_op(&[self], || Op::Clamp(self.clone(), lo, hi)))
     }
 
     /// `self` is the condition (non-zero = true): elements of `on_true` where it holds, else of
     /// `on_false`; all three broadcast together.
+    /// On CUDA the condition, and an untracked CPU operand (a constant), move to the device.
     pub fn where_cond(&self, on_true: &Tensor, on_false: &Tensor) -> Result<Tensor> {
+        let device = [on_true, on_false, self].iter().map(|t| t.device()).find(|d| d.is_cuda()).unwrap_or(Device::Cpu);
+        let (on_true, on_false) = (on_device(on_true, device)?, on_device(on_false, device)?);
         let cond = if self.dtype() == crate::DType::F32 { self.clone() } else { self.to_dtype(crate::DType::F32)? };
+        let cond = cond.detach().to_device(device)?;
         let shape = broadcast_shape("where", &broadcast_shape("where", cond.shape(), on_true.shape())?, on_false.shape())?;
         let (c, a, b) = (cond.broadcast_as(&shape)?.detach(), on_true.broadcast_as(&shape)?, on_false.broadcast_as(&shape)?);
+        if device.is_cuda() {
+            let out = crate::cuda::ops::where_cond(&c, &a, &b)?;
+            return Ok(out.with_op(&[&a, &b], || Op::Where(c.clone(), a.clone(), b.clone())));
+        }
         let data = {
             let (cv, av, bv) = (c.cpu_f32("where")?, a.cpu_f32("where")?, b.cpu_f32("where")?);
             ternary_map(&cv, &av, &bv, |c, x, y| if c != 0.0 { x } else { y })
@@ -256,6 +302,6 @@ impl Tensor {
         }
         let scale = 1.0 / (1.0 - p);
         let mask: Vec<f32> = (0..self.numel()).map(|_| if rng.gen::<f32>() < p { 0.0 } else { scale }).collect();
-        self.mul(&f32_tensor(mask, self.shape()))
+        self.mul(&f32_tensor(mask, self.shape()).to_device(self.device())?)
     }
 }

@@ -31,9 +31,16 @@ impl Tensor {
             if !same {
                 return Err(Error::shape("cat", format!("{:?} does not match {:?} outside dim {dim}", x.shape(), first.shape())));
             }
+            if x.device() != first.device() {
+                return Err(Error::DeviceMismatch { op: "cat", a: first.device(), b: x.device() });
+            }
             shape[dim] += x.shape()[dim];
         }
-        let out = Tensor::zeros(&shape);
+        // Every element is written below: on a device, no zeroing first.
+        let out = match first.device() {
+            crate::Device::Cpu => Tensor::zeros(&shape),
+            crate::Device::Cuda(n) => crate::cuda::ops::output_on(&shape, n)?,
+        };
         let mut start = 0;
         for x in xs {
             out.narrow(dim, start, x.shape()[dim])?.assign(x)?;
@@ -55,13 +62,18 @@ impl Tensor {
             return Err(Error::shape("index_select", format!("dim {dim} of {:?} with ids {:?}", self.shape(), ids.shape())));
         }
         if self.device().is_cuda() {
-            if dim != 0 || ids.dtype() != crate::DType::I64 {
-                return Err(Error::NotOnDevice { op: "index_select (CUDA: dim 0, i64 ids)", device: self.device() });
-            }
-            let idv = ids.to_vec_i64()?;
-            check_ids("index_select", &idv, self.shape()[0])?;
+            let idv = ids.expect_i64("index_select")?.to_vec_i64()?;
+            check_ids("index_select", &idv, self.shape()[dim])?;
+            // Rows of dim 0 are the embedding kernel's; another dim is swapped to the front and back.
+            let out = crate::autograd::with_no_grad(|| {
+                if dim == 0 {
+                    return crate::cuda::ops::embedding(self, &idv);
+                }
+                let front = self.detach().transpose(0, dim)?.contiguous()?;
+                crate::cuda::ops::embedding(&front, &idv)?.transpose(0, dim)?.contiguous()
+            })?;
             let ids = ids.detach();
-            return Ok(crate::cuda::ops::embedding(self, &idv)?.with_op(&[self], || Op::IndexSelect(self.clone(), dim, ids)));
+            return Ok(out.with_op(&[self], || Op::IndexSelect(self.clone(), dim, ids)));
         }
         let idv = ids.cpu_i64("index_select")?;
         check_ids("index_select", &idv, self.shape()[dim])?;
@@ -88,6 +100,11 @@ impl Tensor {
         if r == 0 || ids.rank() != r || ids.shape()[..r - 1] != self.shape()[..r - 1] {
             return Err(Error::shape("gather", format!("ids {:?} for {:?}", ids.shape(), self.shape())));
         }
+        if self.device().is_cuda() {
+            let out = crate::cuda::ops::gather(self, ids)?;
+            let ids = ids.detach();
+            return Ok(out.with_op(&[self], || Op::Gather(self.clone(), ids)));
+        }
         let idv = ids.cpu_i64("gather")?;
         let v = self.shape()[r - 1];
         check_ids("gather", &idv, v)?;
@@ -112,8 +129,15 @@ pub fn embedding(ids: &Tensor, table: &Tensor) -> Result<Tensor> {
 
 /// Gradient of index_select: `g` added into zeros of `shape` at rows `ids` (scatter-add).
 pub(crate) fn index_add(g: &Tensor, shape: &[usize], dim: usize, ids: &Tensor) -> Result<Tensor> {
-    if g.device().is_cuda() && dim == 0 {
-        return crate::cuda::ops::embedding_backward(g, shape, &ids.to_vec_i64()?);
+    if g.device().is_cuda() {
+        let idv = ids.to_vec_i64()?;
+        if dim == 0 {
+            return crate::cuda::ops::embedding_backward(g, shape, &idv);
+        }
+        let mut swapped = shape.to_vec();
+        swapped.swap(0, dim);
+        let front = g.transpose(0, dim)?.contiguous()?;
+        return crate::cuda::ops::embedding_backward(&front, &swapped, &idv)?.transpose(0, dim)?.contiguous();
     }
     let idv = ids.cpu_i64("index_add")?;
     let gv = g.cpu_f32("index_add")?;
@@ -133,6 +157,9 @@ pub(crate) fn index_add(g: &Tensor, shape: &[usize], dim: usize, ids: &Tensor) -
 /// `g` (shaped like `ids`) added into zeros of `shape`, each element at coordinate `ids[..]` along
 /// `dim` (the gradient of gather and of max).
 pub(crate) fn scatter_along(g: &Tensor, shape: &[usize], dim: usize, ids: &Tensor) -> Result<Tensor> {
+    if g.device().is_cuda() {
+        return crate::cuda::ops::scatter_along(g, shape, dim, ids);
+    }
     let idv = ids.cpu_i64("scatter")?;
     let gv = g.cpu_f32("scatter")?;
     let strides = contiguous_strides(shape);

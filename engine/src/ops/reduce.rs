@@ -96,6 +96,9 @@ impl Tensor {
         if row_len == 0 {
             return Err(Error::shape("max", format!("empty dim {dim} in {:?}", self.shape())));
         }
+        if rows.device().is_cuda() {
+            return crate::cuda::ops::max_rows(&rows, row_len, &keep);
+        }
         let v = rows.cpu_f32("max")?;
         let (mut values, mut idx) = (Vec::new(), Vec::new());
         for r in v.chunks(row_len) {

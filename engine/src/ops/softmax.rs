@@ -23,7 +23,11 @@ impl Tensor {
 
     pub fn log_softmax(&self) -> Result<Tensor> {
         let cols = last_dim(self, "log_softmax")?;
-        let y = f32_tensor(k::log_softmax(&self.cpu_f32("log_softmax")?, cols), self.shape());
+        let y = if self.device().is_cuda() {
+            crate::cuda::ops::log_softmax(self, cols)?
+        } else {
+            f32_tensor(k::log_softmax(&self.cpu_f32("log_softmax")?, cols), self.shape())
+        };
         let saved = y.detach();
         Ok(y.with_op(&[self], || Op::LogSoftmax(self.clone(), saved)))
     }
@@ -32,14 +36,15 @@ impl Tensor {
 pub(crate) fn softmax_backward(y: &Tensor, g: &Tensor) -> Result<Tensor> {
     let cols = last_dim(y, "softmax backward")?;
     if y.device().is_cuda() {
-        // dx = y ⊙ (g − Σ_row y⊙g), from ops that have CUDA kernels.
-        let last = y.rank() - 1;
-        return y.mul(&g.sub(&y.mul(g)?.sum(&[last], true)?)?);
+        return crate::cuda::ops::softmax_backward(y, g, cols, false);
     }
     Ok(f32_tensor(k::backward(&y.cpu_f32("softmax backward")?, &g.cpu_f32("softmax backward")?, cols, false), y.shape()))
 }
 
 pub(crate) fn log_softmax_backward(y: &Tensor, g: &Tensor) -> Result<Tensor> {
     let cols = last_dim(y, "log_softmax backward")?;
+    if y.device().is_cuda() {
+        return crate::cuda::ops::softmax_backward(y, g, cols, true);
+    }
     Ok(f32_tensor(k::backward(&y.cpu_f32("log_softmax backward")?, &g.cpu_f32("log_softmax backward")?, cols, true), y.shape()))
 }
