@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # ONE prepared run on the GPU machine (H100/H200, driver 580, CUDA 13.0, PyTorch; no
 # Rust, no network). Needs a prebuilt `target/release/instructgpt` built with
-# `--features cuda` (override with $IGPT_BIN). Writes to $OUT (<= 8 files):
-#   gpu-check.md (report), env.log, compile.log, selftest.log, selftest.json, bench.log,
-#   alloc.log, torch.log
+# `--features cuda` (override with $IGPT_BIN). Writes two files to $OUT (the device tool
+# brings back at most 8): gpu-check.md (the report, every step's log inside) and selftest.json;
+# the step logs themselves stay in $LOGS.
 # Every step runs under `timeout`; a failed step is recorded and the script goes on.
 # The summary is printed last (the caller sees only the tail of stdout). ~2-4 minutes.
 set -u
 OUT="${OUT:-$PWD/gpu-check-out}"
-mkdir -p "$OUT"
+LOGS="${LOGS:-/tmp/gpu-check-logs}"
+mkdir -p "$OUT" "$LOGS"
 BIN="${IGPT_BIN:-target/release/instructgpt}"
 REPORT="$OUT/gpu-check.md"
 declare -a SUMMARY=()
@@ -55,18 +56,18 @@ export LD_LIBRARY_PATH="${LIBDIRS#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   find /usr/local/cuda* /usr/lib/x86_64-linux-gnu /usr/local/nvidia ${SPS[@]/%//cu13} -maxdepth 4 \
     \( -name 'libcuda.so*' -o -name 'libnvrtc.so*' -o -name 'libcublas.so*' -o -name cuda_bf16.h -o -name ptxas \) 2>/dev/null | sort -u | head -40
   echo '```'
-} >"$OUT/env.log" 2>&1
-cat "$OUT/env.log" >"$REPORT"
+} >"$LOGS/env.log" 2>&1
+cat "$LOGS/env.log" >"$REPORT"
 SUMMARY+=("| environment | ok | - | env.log |")
 
 if [ ! -x "$BIN" ]; then
   SUMMARY+=("| binary | MISSING: $BIN (build with --features cuda) | - | - |")
 else
-  step "kernels compile --arch sm_90a" 60 "$OUT/compile.log" "$BIN" kernels compile --arch sm_90a
-  step "selftest --device cuda" 180 "$OUT/selftest.log" "$BIN" selftest --device cuda
+  step "kernels compile --arch sm_90a" 60 "$LOGS/compile.log" "$BIN" kernels compile --arch sm_90a
+  step "selftest --device cuda" 180 "$LOGS/selftest.log" "$BIN" selftest --device cuda
   step "selftest --json (no bench)" 60 "$OUT/selftest.json" "$BIN" selftest --device cuda --json --no-bench
-  { echo; echo '## kernels compile --arch sm_90a'; echo; cat "$OUT/compile.log"; } >>"$REPORT"
-  { echo; echo '## selftest --device cuda'; echo; cat "$OUT/selftest.log"; } >>"$REPORT"
+  { echo; echo '## kernels compile --arch sm_90a'; echo; cat "$LOGS/compile.log"; } >>"$REPORT"
+  { echo; echo '## selftest --device cuda'; echo; cat "$LOGS/selftest.log"; } >>"$REPORT"
 fi
 bench_all() {
   for op in "cross-entropy --backward" "cross-entropy --backward --shape 8192x50257" softmax "layernorm --backward" "gelu --backward" adamw "embedding --backward" sum-rows l2norm binary; do
@@ -74,14 +75,16 @@ bench_all() {
   done
 }
 export BIN; export -f bench_all
-step "kernel bandwidth (bench --device cuda)" 120 "$OUT/bench.log" bash -c bench_all
-{ echo; echo '## bench <op> --device cuda'; echo; cat "$OUT/bench.log"; } >>"$REPORT"
-step "engine GPT-2 124M train step (bench train-step --device cuda)" 90 "$OUT/train_step.log" "$BIN" bench train-step --device cuda --model gpt2 --batch 8 --seq-len 1024 --reps 3
-{ echo; echo '## bench train-step --device cuda (our engine, f32)'; echo; cat "$OUT/train_step.log"; } >>"$REPORT"
-step "allocators (bench alloc --device cuda)" 60 "$OUT/alloc.log" "$BIN" bench alloc --device cuda
-{ echo; echo '## bench alloc --device cuda'; echo; cat "$OUT/alloc.log"; } >>"$REPORT"
-step "torch baseline" 150 "$OUT/torch.log" python3 scripts/torch_baseline.py
-{ echo; echo '## PyTorch baseline'; echo; cat "$OUT/torch.log"; } >>"$REPORT"
+step "kernel bandwidth (bench --device cuda)" 120 "$LOGS/bench.log" bash -c bench_all
+{ echo; echo '## bench <op> --device cuda'; echo; cat "$LOGS/bench.log"; } >>"$REPORT"
+step "engine GPT-2 124M train step (bench train-step --device cuda)" 90 "$LOGS/train_step.log" "$BIN" bench train-step --device cuda --model gpt2 --batch 8 --seq-len 1024 --reps 3
+{ echo; echo '## bench train-step --device cuda (our engine, f32)'; echo; cat "$LOGS/train_step.log"; } >>"$REPORT"
+step "allocators (bench alloc --device cuda)" 60 "$LOGS/alloc.log" "$BIN" bench alloc --device cuda
+{ echo; echo '## bench alloc --device cuda'; echo; cat "$LOGS/alloc.log"; } >>"$REPORT"
+step "pipeline --preset smoke --device cuda" 100 "$LOGS/pipeline.log" "$BIN" pipeline --preset smoke --device cuda --out "$LOGS/pipeline-smoke"
+{ echo; echo '## pipeline --preset smoke --device cuda (every stage on the GPU)'; echo; echo '```'; tail -40 "$LOGS/pipeline.log"; echo '```'; } >>"$REPORT"
+step "torch baseline" 150 "$LOGS/torch.log" python3 scripts/torch_baseline.py
+{ echo; echo '## PyTorch baseline'; echo; cat "$LOGS/torch.log"; } >>"$REPORT"
 
 # --- compact summary: last lines of the report and of stdout
 {
@@ -89,17 +92,17 @@ step "torch baseline" 150 "$OUT/torch.log" python3 scripts/torch_baseline.py
   echo '| step | result | time | log |'; echo '|---|---|---|---|'
   printf '%s\n' "${SUMMARY[@]}"
   echo
-  grep -m1 '^device:' "$OUT/selftest.log" 2>/dev/null
-  grep -m1 '^NVRTC' "$OUT/selftest.log" 2>/dev/null
-  grep -E '^spills:' "$OUT/compile.log" 2>/dev/null
-  sed -n '/^| kernel | worst max rel err/,/^$/p' "$OUT/selftest.log" 2>/dev/null
-  sed -n '/^| kernel | M x N x K/,/^$/p' "$OUT/selftest.log" 2>/dev/null
-  grep -E '^\| attention' "$OUT/selftest.log" 2>/dev/null
-  grep -E '^\| [a-z_]+.*%' "$OUT/bench.log" 2>/dev/null | grep -v '^| kernel' | head -40
-  grep -E '^train-step' "$OUT/train_step.log" 2>/dev/null
-  grep -E '^\| (cuMemAlloc|pool|caching)' "$OUT/alloc.log" 2>/dev/null
-  grep -E '^selftest:|^error' "$OUT/selftest.log" 2>/dev/null
-  grep -E '^\| (torch|device|SDPA|GPT-2)' "$OUT/torch.log" 2>/dev/null
+  grep -m1 '^device:' "$LOGS/selftest.log" 2>/dev/null
+  grep -m1 '^NVRTC' "$LOGS/selftest.log" 2>/dev/null
+  grep -E '^spills:' "$LOGS/compile.log" 2>/dev/null
+  sed -n '/^| kernel | worst max rel err/,/^$/p' "$LOGS/selftest.log" 2>/dev/null
+  sed -n '/^| kernel | M x N x K/,/^$/p' "$LOGS/selftest.log" 2>/dev/null
+  grep -E '^\| attention' "$LOGS/selftest.log" 2>/dev/null
+  grep -E '^\| [a-z_]+.*%' "$LOGS/bench.log" 2>/dev/null | grep -v '^| kernel' | head -40
+  grep -E '^train-step' "$LOGS/train_step.log" 2>/dev/null
+  grep -E '^\| (cuMemAlloc|pool|caching)' "$LOGS/alloc.log" 2>/dev/null
+  grep -E '^selftest:|^error' "$LOGS/selftest.log" 2>/dev/null
+  grep -E '^\| (torch|device|SDPA|GPT-2)' "$LOGS/torch.log" 2>/dev/null
 } >"$OUT/summary.tmp"
 cat "$OUT/summary.tmp" >>"$REPORT"
 cat "$OUT/summary.tmp"; rm -f "$OUT/summary.tmp"

@@ -58,6 +58,18 @@ fn no_gpu_here_means_an_error_not_a_panic() {
         assert!(err.starts_with("error: "), "{err}");
         eprintln!("selftest skipped here: {err}");
     }
+    // The pipeline checks the device before any stage: no output directory is made without one.
+    let out = std::env::temp_dir().join(format!("igpt-cli-cuda-{}", std::process::id()));
+    let o = run(&["pipeline", "--preset", "smoke", "--device", "cuda", "--out", out.to_str().unwrap(), "--until", "sft"]);
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    if !o.status.success() {
+        assert!(err.contains("--device cuda: "), "{err}");
+        assert!(!out.exists(), "no stage ran");
+    }
+    let _ = std::fs::remove_dir_all(&out);
+    let o = run(&["pipeline", "--device", "tpu", "--out", out.to_str().unwrap()]);
+    assert!(stderr(&o).contains("unknown device \"tpu\""), "{}", stderr(&o));
     let o = run(&["info"]);
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).contains("sgemm kernel"));

@@ -2,7 +2,7 @@
 //! parameter's gradient and the parameters after one AdamW step, from the same weights and
 //! tokens. `instructgpt selftest --device cuda` reports it; on the CPU it checks itself.
 
-use crate::{lm_targets, Gpt2, Gpt2Config};
+use crate::{lm_targets, Gpt2, Gpt2Config, KvCache};
 use engine::optim::{AdamW, AdamWConfig};
 use engine::conformance::Compared;
 use engine::{Device, Result, Tensor};
@@ -37,9 +37,47 @@ pub fn train_step(device: Device, config: Gpt2Config, batch: usize, time: usize,
     Ok(got.into_iter().zip(want).map(|((name, g), (_, w))| (name, g, w)).collect())
 }
 
+/// Sampling's path on `device` against the CPU: a left-padded batch through the KV cache (a
+/// prefill, then one token at a time, the cache growing past its first capacity): each call's
+/// logits, and the prefill's log-probabilities of the next tokens (log_softmax and gather, as
+/// PPO scores its rollouts).
+pub fn decode(device: Device, config: Gpt2Config, seed: u64) -> Result<Vec<Compared>> {
+    let model = Gpt2::new(config.clone(), seed)?;
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xdec0);
+    let (batch, prefix, steps, pad) = (2, 7, 4, [3usize, 0]);
+    let mut token = || rng.gen_range(0..config.vocab_size as i64);
+    let ids: Vec<i64> = (0..batch * prefix).map(|_| token()).collect();
+    let next: Vec<Vec<i64>> = (0..steps).map(|_| (0..batch).map(|_| token()).collect()).collect();
+    let chosen: Vec<i64> = (0..batch * prefix).map(|i| if i % prefix + 1 < prefix { ids[i + 1] } else { next[0][i / prefix] }).collect();
+    let run = |m: &Gpt2| -> Result<Vec<(String, Vec<f32>)>> {
+        let _no_grad = engine::no_grad();
+        let mut cache = KvCache::with_capacity(8);
+        let logits = m.forward_padded(&Tensor::new(ids.clone(), &[batch, prefix])?, Some(&pad), Some(&mut cache))?;
+        let logprobs = logits.log_softmax()?.gather(&Tensor::new(chosen.clone(), &[batch, prefix, 1])?)?;
+        let mut out = vec![("prefill logits".to_string(), logits.to_vec_f32()?), ("prefill log-probs".to_string(), logprobs.to_vec_f32()?)];
+        for (s, tokens) in next.iter().enumerate() {
+            let logits = m.forward_padded(&Tensor::new(tokens.clone(), &[batch, 1])?, Some(&pad), Some(&mut cache))?;
+            out.push((format!("step {s} logits"), logits.to_vec_f32()?));
+        }
+        Ok(out)
+    };
+    let got = run(&model.to_device(device)?)?;
+    let want = run(&model)?;
+    Ok(got.into_iter().zip(want).map(|((name, g), (_, w))| (name, g, w)).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decode_on_the_cpu_agrees_with_itself() {
+        let rows = decode(Device::Cpu, Gpt2Config::custom(2, 2, 32, 16, 50), 4).unwrap();
+        assert_eq!(rows.len(), 2 + 4);
+        for (what, got, want) in rows {
+            assert!(!got.is_empty() && got.iter().all(|x| x.is_finite()) && got == want, "{what}");
+        }
+    }
 
     #[test]
     fn on_the_cpu_the_step_agrees_with_itself_and_covers_every_parameter() {

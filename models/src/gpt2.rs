@@ -112,7 +112,7 @@ impl KvCache {
         if layer == self.layers.len() {
             let mut shape = k.shape().to_vec();
             shape[2] = self.capacity.max(end);
-            self.layers.push((Tensor::zeros(&shape), Tensor::zeros(&shape)));
+            self.layers.push((Tensor::zeros_on(&shape, k.device())?, Tensor::zeros_on(&shape, k.device())?));
         }
         let (kb, vb) = &mut self.layers[layer];
         if kb.shape()[..2] != k.shape()[..2] || kb.shape()[3] != k.shape()[3] {
@@ -139,7 +139,7 @@ impl KvCache {
 fn grown(buf: &Tensor, len: usize, cap: usize) -> Result<Tensor> {
     let mut shape = buf.shape().to_vec();
     shape[2] = cap;
-    let out = Tensor::zeros(&shape);
+    let out = Tensor::zeros_on(&shape, buf.device())?;
     out.narrow(2, 0, len)?.assign(&buf.narrow(2, 0, len)?)?;
     Ok(out)
 }
@@ -148,7 +148,7 @@ fn grown(buf: &Tensor, len: usize, cap: usize) -> Result<Tensor> {
 impl Clone for KvCache {
     fn clone(&self) -> Self {
         let copy = |t: &Tensor| t.to_dtype(t.dtype());
-        let layers = self.layers.iter().map(|(k, v)| Ok((copy(k)?, copy(v)?))).collect::<Result<_>>().expect("CPU copies cannot fail");
+        let layers = self.layers.iter().map(|(k, v)| Ok((copy(k)?, copy(v)?))).collect::<Result<_>>().expect("copying a KV cache");
         KvCache { layers, len: self.len, capacity: self.capacity }
     }
 }
@@ -234,6 +234,11 @@ impl Gpt2 {
 
     pub fn config(&self) -> &Gpt2Config {
         &self.config
+    }
+
+    /// Where the parameters are.
+    pub fn device(&self) -> engine::Device {
+        self.wte.device()
     }
 
     /// Every parameter with its HF name (`transformer.` prefix), in HF's order.

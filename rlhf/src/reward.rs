@@ -66,7 +66,7 @@ pub fn rm_loss(rewards: &Tensor, groups: &[RankGroup]) -> engine::Result<(Tensor
     let flat = rewards.reshape(&[n])?;
     let rw = flat.index_select(0, &Tensor::new(win.clone(), &[p])?)?;
     let rl = flat.index_select(0, &Tensor::new(lose.clone(), &[p])?)?;
-    let total = rw.sub(&rl)?.log_sigmoid()?.mul(&Tensor::new(weight, &[p])?)?.sum_all()?.neg()?;
+    let total = rw.sub(&rl)?.log_sigmoid()?.mul(&Tensor::new(weight, &[p])?.to_device(flat.device())?)?.sum_all()?.neg()?;
     let r: Vec<f64> = flat.to_vec_f32()?.into_iter().map(f64::from).collect();
     let per = groups.iter().map(|g| group_pairs(g).map(|(w, l)| softplus(r[l] - r[w])).sum::<f64>() / pairs(g.ranking.len()) as f64).collect();
     Ok((total, per))
@@ -151,8 +151,15 @@ impl RewardModel {
     pub fn from_sft(sft: &Gpt2, seed: u64) -> engine::Result<RewardModel> {
         let d = sft.config().n_embd;
         let mut rng = StdRng::seed_from_u64(seed);
-        let head_w = Tensor::randn(&[d, 1], 0.0, 1.0 / ((d + 1) as f32).sqrt(), &mut rng).var();
-        Ok(RewardModel { trunk: sft.copy()?, head_w, head_b: Tensor::zeros(&[1]).var(), norm: Normalization::default() })
+        let head_w = Tensor::randn(&[d, 1], 0.0, 1.0 / ((d + 1) as f32).sqrt(), &mut rng).to_device(sft.device())?.var();
+        let head_b = Tensor::zeros_on(&[1], sft.device())?.var();
+        Ok(RewardModel { trunk: sft.copy()?, head_w, head_b, norm: Normalization::default() })
+    }
+
+    /// The same reward model with its parameters on `device` (shared when already there).
+    pub fn to_device(&self, device: engine::Device) -> engine::Result<RewardModel> {
+        let head = |t: &Tensor| -> engine::Result<Tensor> { Ok(if t.device() == device { t.clone() } else { t.to_device(device)?.var() }) };
+        Ok(RewardModel { trunk: self.trunk.to_device(device)?, head_w: head(&self.head_w)?, head_b: head(&self.head_b)?, norm: self.norm })
     }
 
     /// Independent parameters with the same values (PPO's value model).

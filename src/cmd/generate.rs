@@ -23,21 +23,17 @@ pub struct GenerateArgs {
     pub top_p: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// cpu or cuda.
+    /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
-    match args.device.as_str() {
-        "cpu" => {}
-        "cuda" => bail!("--device cuda: the engine's CUDA ops are not wired into the model yet (issue 3); use --device cpu"),
-        other => bail!("unknown device {other:?}: expected cpu or cuda"),
-    }
+    let device = super::model_arg::device(&args.device)?;
     if args.temperature < 0.0 || !(0.0..=1.0).contains(&args.top_p) || args.top_p == 0.0 {
         bail!("--temperature must be >= 0 and --top-p in (0, 1]");
     }
-    let model = load_checkpoint(&args.model)?;
+    let model = load_checkpoint(&args.model)?.to_device(device)?;
     let tok = Tokenizer::for_config(model.config());
     let prompt = tok.encode(&args.prompt);
     if prompt.is_empty() {

@@ -19,6 +19,18 @@ pub fn load_or_init(spec: &str, seed: u64) -> Result<Gpt2> {
     Ok(model)
 }
 
+/// `--device`: `cpu`, `cuda` or `cuda:N`; a CUDA device must be usable now (a clear error here,
+/// not at the first tensor moved there).
+pub fn device(spec: &str) -> Result<engine::Device> {
+    let device: engine::Device = spec.parse()?;
+    if device.is_cuda() {
+        if let Err(why) = engine::cuda::availability() {
+            bail!("--device {spec}: {why}");
+        }
+    }
+    Ok(device)
+}
+
 /// A checkpoint directory for commands that need trained weights.
 pub fn load_checkpoint(dir: &Path) -> Result<Gpt2> {
     if !dir.is_dir() {

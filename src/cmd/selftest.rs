@@ -125,6 +125,25 @@ mod imp {
         worst.into_iter().map(|(group, (st, what))| selftest::Check::new(&format!("engine GPT-2 train step ({group})"), format!("{shape}; worst: {what}"), "f32", st, 1e-4)).collect()
     }
 
+    /// Sampling's path: a left-padded batch through the KV cache on cuda:0 against the CPU
+    /// (head dim 16: the composed attention that padding takes), one row per call.
+    fn gpt2_decode() -> Vec<selftest::Check> {
+        let shape = "2 layers, 2 heads of 16, B2, prefix 7 (3 padded) + 4 steps, vocab 300".to_string();
+        match models::device_check::decode(engine::Device::Cuda(0), models::Gpt2Config::custom(2, 2, 32, 64, 300), 12) {
+            Err(e) => vec![selftest::Check::failed("engine GPT-2 decode", shape, "f32", e.to_string())],
+            Ok(rows) => rows
+                .into_iter()
+                .map(|(what, got, want)| {
+                    let row = format!("engine GPT-2 decode ({what})");
+                    match against_cpu(&got, &want) {
+                        Ok(st) => selftest::Check::new(&row, shape.clone(), "f32", st, 1e-4),
+                        Err(e) => selftest::Check::failed(&row, shape.clone(), "f32", e),
+                    }
+                })
+                .collect(),
+        }
+    }
+
     pub fn run(args: SelftestArgs) -> Result<()> {
         // Shared with the engine (one stream). Clear errors: no libcuda / no device / no libnvrtc / compile log.
         let gpu = engine::cuda::gpu(0)?;
@@ -134,6 +153,7 @@ mod imp {
         checks.push(engine_round_trip());
         checks.extend(engine_ops());
         checks.extend(gpt2_step());
+        checks.extend(gpt2_decode());
         let timings = if args.no_bench {
             Vec::new()
         } else {

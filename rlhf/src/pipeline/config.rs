@@ -95,6 +95,14 @@ pub struct PipelineConfig {
     pub ptx_eval_tokens: usize,
     /// Every this many PPO iterations, the held-out ptx loss for the curves (0 = only at the end).
     pub ptx_curve_every: u64,
+    /// Where the models train and sample: `cpu`, `cuda` or `cuda:N`. Only a device other than the
+    /// CPU enters the stage keys: CPU runs keep theirs, a CUDA run has stages of its own.
+    #[serde(default = "cpu")]
+    pub device: String,
+}
+
+fn cpu() -> String {
+    "cpu".into()
 }
 
 fn one_u64() -> u64 {
@@ -106,6 +114,10 @@ fn one() -> usize {
 }
 
 impl PipelineConfig {
+    pub fn device(&self) -> Result<engine::Device> {
+        Ok(self.device.parse()?)
+    }
+
     /// Override one setting by its dotted path, e.g. `rm.lr=1e-3` or `model.n_layer=6`; the value
     /// is read as JSON (a bare word is a string).
     pub fn set(&mut self, assignment: &str) -> Result<()> {
@@ -169,6 +181,7 @@ impl PipelineConfig {
             eval_samples: 4,
             ptx_eval_tokens: 32 * 1024,
             ptx_curve_every: 10,
+            device: cpu(),
         };
         let cfg = match name {
             "quick" => quick,
@@ -220,5 +233,20 @@ mod tests {
         let old: PipelineConfig = serde_json::from_value(json).unwrap();
         assert_eq!((old.labelers.demo_slip, old.eval_samples, old.rm_sft_epochs, old.rlhf_rounds), (0.0, 1, None, 1));
         assert_eq!(PipelineConfig::preset("quick", 3).unwrap().labelers.demo_slip, 0.4, "today's default differs");
+    }
+
+    /// pipeline.json files from before the device setting read as CPU runs; a bad device is an
+    /// error that names it.
+    #[test]
+    fn the_device_reads_as_cpu_from_older_files() {
+        let mut cfg = PipelineConfig::preset("smoke", 0).unwrap();
+        let mut json = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(json.as_object_mut().unwrap().remove("device").unwrap(), "cpu");
+        assert_eq!(serde_json::from_value::<PipelineConfig>(json).unwrap().device().unwrap(), engine::Device::Cpu);
+        cfg.set("device=cuda:1").unwrap();
+        assert_eq!(cfg.device().unwrap(), engine::Device::Cuda(1));
+        assert_eq!(serde_json::to_value(&cfg).unwrap()["device"], "cuda:1");
+        cfg.set("device=tpu").unwrap();
+        assert!(cfg.device().unwrap_err().to_string().contains("\"tpu\""));
     }
 }

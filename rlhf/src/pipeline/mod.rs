@@ -134,7 +134,9 @@ pub fn run_until(cfg: &PipelineConfig, out: &Path, progress: &mut dyn Progress, 
 
     // Pretraining and SFT (and, for `paper`, the same for a larger model).
     let world_key = key_of(&(cfg.seed, sizes, world::VERSION, cfg.labelers.demo_slip));
-    let mut stage = Stage::new(out, "pretrained", key_of(&("pretrain", CODE_VERSION, cfg.seed, &cfg.model, &cfg.pretrain)));
+    // Everything downstream keys on the pretrained model: a CUDA run's keys differ from here on.
+    let on_device = |key: String| if cfg.device == "cpu" { key } else { key_of(&(key, &cfg.device)) };
+    let mut stage = Stage::new(out, "pretrained", on_device(key_of(&("pretrain", CODE_VERSION, cfg.seed, &cfg.model, &cfg.pretrain))));
     let (pretrained, s) = stages::pretrain(cfg, &cfg.model, cfg.pretrain.steps, &corpus, &mut stage, progress)?;
     seconds.insert("pretrain".into(), s);
     let pretrained_key = stage.key.clone();
@@ -147,7 +149,7 @@ pub fn run_until(cfg: &PipelineConfig, out: &Path, progress: &mut dyn Progress, 
     }
     let (large, large_key) = match &cfg.large_model {
         Some(shape) => {
-            let mut stage = Stage::new(out, "large_pretrained", key_of(&("pretrain", CODE_VERSION, cfg.seed, shape, &cfg.pretrain, cfg.large_pretrain_steps)));
+            let mut stage = Stage::new(out, "large_pretrained", on_device(key_of(&("pretrain", CODE_VERSION, cfg.seed, shape, &cfg.pretrain, cfg.large_pretrain_steps))));
             let (p, s1) = stages::pretrain(cfg, shape, cfg.large_pretrain_steps, &corpus, &mut stage, progress)?;
             let mut stage = Stage::new(out, "large_sft", key_of(&("sft", &stage.key, &world_key, &cfg.sft)));
             let (m, s2) = stages::sft(&cfg.sft, &p, &demos, &mut stage, progress)?;

@@ -84,11 +84,11 @@ impl Stage {
 pub fn pretrain(cfg: &PipelineConfig, shape: &ModelShape, steps: u64, corpus: &Corpus, stage: &mut Stage, progress: &mut dyn Progress) -> Result<(Gpt2, f64)> {
     if let Some((s, _)) = stage.reuse() {
         progress.reused(&stage.name);
-        return Ok((hf::load(&stage.dir)?, s));
+        return Ok((hf::load(&stage.dir)?.to_device(cfg.device()?)?, s));
     }
     stage.clear()?;
     let pc = models::pretrain::PretrainConfig { steps, ..cfg.pretrain.clone() };
-    let model = Gpt2::new(shape.config(), cfg.seed)?;
+    let model = Gpt2::new(shape.config(), cfg.seed)?.to_device(cfg.device()?)?;
     progress.begin(&stage.name, steps, &format!("{} parameters, {} training tokens", model.num_params(), corpus.train.len()));
     let mut val = f32::NAN;
     let model = models::pretrain::pretrain(model, &corpus.train, &pc, &stage.dir, false, |m| {
@@ -107,7 +107,7 @@ pub fn pretrain(cfg: &PipelineConfig, shape: &ModelShape, steps: u64, corpus: &C
 pub fn sft(sft_cfg: &SftConfig, base: &Gpt2, demos: &[Demonstration], stage: &mut Stage, progress: &mut dyn Progress) -> Result<(Gpt2, f64)> {
     if let Some((s, _)) = stage.reuse() {
         progress.reused(&stage.name);
-        return Ok((hf::load(&stage.dir)?, s));
+        return Ok((hf::load(&stage.dir)?.to_device(base.device())?, s));
     }
     stage.clear()?;
     let tok = Tokenizer::for_config(base.config());
@@ -289,7 +289,7 @@ pub fn gold_pair_accuracy(rm: &RewardModel, eval: &[(Task, Vec<String>)]) -> Res
 pub fn reward_model(cfg: &PipelineConfig, sft: &Gpt2, data: &RmData, stage: &mut Stage, progress: &mut dyn Progress) -> Result<(RewardModel, f64, f64)> {
     if let Some((s, facts)) = stage.reuse() {
         progress.reused(&stage.name);
-        return Ok((RewardModel::load(&stage.dir)?, facts["gold_accuracy"].as_f64().unwrap_or(f64::NAN), s));
+        return Ok((RewardModel::load(&stage.dir)?.to_device(sft.device())?, facts["gold_accuracy"].as_f64().unwrap_or(f64::NAN), s));
     }
     stage.clear()?;
     let tok = Tokenizer::for_config(sft.config());
@@ -335,7 +335,7 @@ pub fn reward_model(cfg: &PipelineConfig, sft: &Gpt2, data: &RmData, stage: &mut
 pub fn ppo(cfg: &PipelineConfig, gamma: f32, sft: &Gpt2, rm: &RewardModel, prompts: &[Vec<u32>], corpus: &Corpus, stage: &mut Stage, progress: &mut dyn Progress) -> Result<(Gpt2, f64)> {
     if let Some((s, _)) = stage.reuse() {
         progress.reused(&stage.name);
-        return Ok((hf::load(stage.dir.join("policy"))?, s));
+        return Ok((hf::load(stage.dir.join("policy"))?.to_device(sft.device())?, s));
     }
     stage.clear()?;
     let pc = PpoConfig { ptx_coef: gamma, max_new_tokens: cfg.max_new_tokens, seed: cfg.seed, ..cfg.ppo.clone() };

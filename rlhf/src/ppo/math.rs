@@ -178,8 +178,9 @@ pub struct LossInputs<'a> {
     pub mask: &'a [f64],
 }
 
-fn constant(x: &[f64], mask: &[f64], shape: &[usize]) -> Result<Tensor> {
-    Tensor::new(x.iter().zip(mask).map(|(v, m)| if *m != 0.0 { *v as f32 } else { 0.0 }).collect::<Vec<f32>>(), shape)
+/// `x` where `mask` holds (else 0) on `device`, where the loss is computed.
+fn constant(x: &[f64], mask: &[f64], shape: &[usize], device: engine::Device) -> Result<Tensor> {
+    Tensor::new(x.iter().zip(mask).map(|(v, m)| if *m != 0.0 { *v as f32 } else { 0.0 }).collect::<Vec<f32>>(), shape)?.to_device(device)
 }
 
 /// The clipped PPO losses for `new_logprobs` and `new_values` ([B, T] tensors, usually recorded
@@ -195,13 +196,13 @@ pub fn ppo_loss(new_logprobs: &Tensor, new_values: &Tensor, inp: &LossInputs, hp
             return Err(engine::Error::Msg(format!("PPO loss: {name} has {} entries for [{}, {}]", x.len(), shape[0], shape[1])));
         }
     }
-    let mask_v = inp.mask;
+    let (mask_v, dev) = (inp.mask, new_logprobs.device());
     let n_valid: f64 = mask_v.iter().sum::<f64>().max(1.0);
-    let mask = constant(mask_v, mask_v, &shape)?;
-    let old_lp = constant(inp.old_logprobs, mask_v, &shape)?;
-    let old_v = constant(inp.old_values, mask_v, &shape)?;
-    let adv = constant(inp.advantages_whitened, mask_v, &shape)?;
-    let ret = constant(inp.returns, mask_v, &shape)?;
+    let mask = constant(mask_v, mask_v, &shape, dev)?;
+    let old_lp = constant(inp.old_logprobs, mask_v, &shape, dev)?;
+    let old_v = constant(inp.old_values, mask_v, &shape, dev)?;
+    let adv = constant(inp.advantages_whitened, mask_v, &shape, dev)?;
+    let ret = constant(inp.returns, mask_v, &shape, dev)?;
     // Padded entries are replaced (not multiplied: junk may be inf or NaN) before anything else.
     let new_lp = mask.where_cond(new_logprobs, &old_lp)?;
     let new_v = mask.where_cond(new_values, &old_v)?;
