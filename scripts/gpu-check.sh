@@ -77,11 +77,12 @@ bench_all() {
 export BIN; export -f bench_all
 step "kernel bandwidth (bench --device cuda)" 120 "$LOGS/bench.log" bash -c bench_all
 { echo; echo '## bench <op> --device cuda'; echo; cat "$LOGS/bench.log"; } >>"$REPORT"
-step "engine GPT-2 124M train step (bench train-step --device cuda)" 90 "$LOGS/train_step.log" "$BIN" bench train-step --device cuda --model gpt2 --batch 8 --seq-len 1024 --reps 3
-{ echo; echo '## bench train-step --device cuda (our engine, f32)'; echo; cat "$LOGS/train_step.log"; } >>"$REPORT"
+step "engine GPT-2 124M train step, bf16 autocast" 60 "$LOGS/train_step.log" "$BIN" bench train-step --device cuda --bf16 --model gpt2 --batch 8 --seq-len 1024 --reps 3
+step "engine GPT-2 124M train step, f32" 60 "$LOGS/train_step.log" "$BIN" bench train-step --device cuda --model gpt2 --batch 8 --seq-len 1024 --reps 3
+{ echo; echo '## bench train-step --device cuda [--bf16] (our engine)'; echo; cat "$LOGS/train_step.log"; } >>"$REPORT"
 step "allocators (bench alloc --device cuda)" 60 "$LOGS/alloc.log" "$BIN" bench alloc --device cuda
 { echo; echo '## bench alloc --device cuda'; echo; cat "$LOGS/alloc.log"; } >>"$REPORT"
-step "pipeline --preset smoke --device cuda" 100 "$LOGS/pipeline.log" "$BIN" pipeline --preset smoke --device cuda --out "$LOGS/pipeline-smoke"
+step "pipeline --preset smoke --device cuda" 90 "$LOGS/pipeline.log" "$BIN" pipeline --preset smoke --device cuda --out "$LOGS/pipeline-smoke"
 { echo; echo '## pipeline --preset smoke --device cuda (every stage on the GPU)'; echo; echo '```'; tail -40 "$LOGS/pipeline.log"; echo '```'; } >>"$REPORT"
 step "torch baseline" 150 "$LOGS/torch.log" python3 scripts/torch_baseline.py
 { echo; echo '## PyTorch baseline'; echo; cat "$LOGS/torch.log"; } >>"$REPORT"

@@ -68,6 +68,8 @@ fn no_gpu_here_means_an_error_not_a_panic() {
         assert!(!out.exists(), "no stage ran");
     }
     let _ = std::fs::remove_dir_all(&out);
+    let o = run(&["bench", "train-step", "--bf16"]);
+    assert!(!o.status.success() && stderr(&o).contains("--bf16: autocast applies to CUDA"), "{}", stderr(&o));
     let o = run(&["pipeline", "--device", "tpu", "--out", out.to_str().unwrap()]);
     assert!(stderr(&o).contains("unknown device \"tpu\""), "{}", stderr(&o));
     let o = run(&["info"]);

@@ -13,6 +13,8 @@ pub type Compared = (String, Vec<f32>, Vec<f32>);
 pub struct DeviceCase {
     pub op: &'static str,
     pub shape: String,
+    /// "f32", or "bf16" for a case run under `autocast_bf16` (the CPU's f32 is its reference).
+    pub precision: &'static str,
     pub results: Result<Vec<Compared>>,
 }
 
@@ -92,7 +94,20 @@ fn cases() -> Vec<(&'static str, Vec<Vec<usize>>, Build, bool)> {
     cases
 }
 
-fn run_on(device: Device, inputs: &[Tensor], weights: &Tensor, f: Build, grads: bool) -> Result<Vec<(String, Vec<f32>)>> {
+/// Matmuls under `autocast_bf16`, forward and backward, on the device (the CPU runs f32).
+fn bf16_cases() -> Vec<(&'static str, Vec<Vec<usize>>, Build, bool)> {
+    vec![
+        ("matmul + bias, bf16 autocast", vec![vec![65, 40], vec![40, 47], vec![47]], |x| x[0].matmul_bias(&x[1], &x[2]), true),
+        ("matmul, batched, transposed view, bf16 autocast", vec![vec![3, 17, 24], vec![3, 11, 24]], |x| x[0].matmul(&x[1].t()?), true),
+        ("mlp block, bf16 autocast", vec![vec![2, 5, 32], vec![32], vec![32], vec![32, 64], vec![64], vec![64, 32]], |x| {
+            let h = x[0].layer_norm(&x[1], &x[2], 1e-5)?.matmul_bias(&x[3], &x[4])?.gelu()?.matmul(&x[5])?;
+            x[0].add(&h)
+        }, true),
+    ]
+}
+
+fn run_on(device: Device, inputs: &[Tensor], weights: &Tensor, f: Build, grads: bool, bf16: bool) -> Result<Vec<(String, Vec<f32>)>> {
+    let _autocast = bf16.then(crate::autocast_bf16);
     let xs: Vec<Tensor> = inputs.iter().map(|t| Ok(t.to_device(device)?.var())).collect::<Result<_>>()?;
     let y = f(&xs)?;
     let mut out = vec![("out".to_string(), y.to_vec_f32()?)];
@@ -129,19 +144,20 @@ fn compare_all(device: Device, seed: u64) -> Vec<DeviceCase> {
         let v: Vec<f32> = (0..n).map(|_| rng.gen_range(0.1f32..1.0) * if rng.gen() { 1.0 } else { -1.0 }).collect();
         Tensor::new(v, shape).expect("sizes match")
     };
-    cases()
-        .into_iter()
-        .map(|(op, shapes, f, grads)| {
+    let tagged = |list: Vec<(&'static str, Vec<Vec<usize>>, Build, bool)>, bf16: bool| list.into_iter().map(move |c| (c, bf16));
+    tagged(cases(), false)
+        .chain(tagged(bf16_cases(), true))
+        .map(|((op, shapes, f, grads), bf16)| {
             let inputs: Vec<Tensor> = shapes.iter().map(|s| nonzero(s)).collect();
             let shape = shapes.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(" ");
             let results = (|| {
                 let want_shape = crate::autograd::with_no_grad(|| f(&inputs))?.shape().to_vec();
                 let weights = nonzero(&want_shape);
-                let got = run_on(device, &inputs, &weights, f, grads)?;
-                let want = run_on(Device::Cpu, &inputs, &weights, f, grads)?;
+                let got = run_on(device, &inputs, &weights, f, grads, bf16)?;
+                let want = run_on(Device::Cpu, &inputs, &weights, f, grads, false)?;
                 Ok(got.into_iter().zip(want).map(|((name, g), (_, w))| (name, g, w)).collect())
             })();
-            DeviceCase { op, shape, results }
+            DeviceCase { op, shape, precision: if bf16 { "bf16" } else { "f32" }, results }
         })
         .chain([adamw_case(device, &mut adamw_rng), norm_case(device, &mut adamw_rng)])
         .collect()
@@ -167,7 +183,7 @@ fn norm_case(device: Device, rng: &mut StdRng) -> DeviceCase {
         Ok(out)
     };
     let results = (|| Ok(run(device)?.into_iter().zip(run(Device::Cpu)?).map(|((name, g), (_, w))| (name, g, w)).collect()))();
-    DeviceCase { op: "global gradient norm, clipping", shape: "[37, 11] [300] [5, 4, 3]".into(), results }
+    DeviceCase { op: "global gradient norm, clipping", shape: "[37, 11] [300] [5, 4, 3]".into(), precision: "f32", results }
 }
 
 /// Three AdamW steps (weight decay, a second group at another learning rate) on a parameter on
@@ -197,7 +213,7 @@ fn adamw_case(device: Device, rng: &mut StdRng) -> DeviceCase {
         Ok(out)
     };
     let results = (|| Ok(run(device)?.into_iter().zip(run(Device::Cpu)?).map(|((name, g), (_, w))| (name, g, w)).collect()))();
-    DeviceCase { op: "AdamW (3 steps, two groups)", shape: "[37, 11] [300]".into(), results }
+    DeviceCase { op: "AdamW (3 steps, two groups)", shape: "[37, 11] [300]".into(), precision: "f32", results }
 }
 
 #[cfg(test)]
@@ -209,8 +225,9 @@ mod tests {
     #[test]
     fn every_case_runs_on_the_cpu_and_agrees_with_itself() {
         let cases = compare_devices(Device::Cpu, 1);
-        let declared = super::cases();
+        let declared: Vec<_> = super::cases().into_iter().chain(super::bf16_cases()).collect();
         assert_eq!(cases.len(), declared.len() + 2, "every case, AdamW and the norm");
+        assert_eq!(cases.iter().filter(|c| c.precision == "bf16").count(), super::bf16_cases().len());
         let with_grads: Vec<&str> = declared.iter().filter(|c| c.3).map(|c| c.0).collect();
         assert!(with_grads.len() >= 30);
         for c in cases {

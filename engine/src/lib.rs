@@ -2,6 +2,7 @@
 //! and a CUDA backend behind the `cuda` feature.
 
 pub mod alloc;
+pub mod autocast;
 pub mod autograd;
 pub mod conformance;
 pub mod cpu;
@@ -16,6 +17,7 @@ pub mod shape;
 mod storage;
 mod tensor;
 
+pub use autocast::{autocast_bf16, AutocastGuard};
 pub use autograd::{no_grad, with_no_grad, GradStore, NoGradGuard};
 pub use device::Device;
 pub use dtype::DType;

@@ -15,6 +15,7 @@ pub const ENTRIES: &[&str] = &[
     "scatter_add_rows_f32",
     "log_softmax_fwd_f32",
     "softmax_bwd_f32",
+    "cast_bf16_strided",
 ];
 
 /// The unary functions of `unary_fwd_f32` / `unary_bwd_f32` (discriminants = the kernel's codes).
@@ -33,6 +34,9 @@ pub enum Unary {
 }
 
 #[cfg(feature = "cuda")]
+pub use imp::checks;
+
+#[cfg(feature = "cuda")]
 mod imp {
     use super::Unary;
     use crate::copy::{padded, MAX_RANK};
@@ -46,6 +50,38 @@ mod imp {
             return 0;
         }
         offset + 1 + shape.iter().zip(strides).map(|(d, s)| (d - 1) * s).sum::<usize>()
+    }
+
+    /// The bf16 cast against `half`'s round-to-nearest-even, bit for bit, on a transposed view
+    /// (values with ties, tiny, huge and non-finite ones included); the output poisoned first.
+    /// Every other kernel here is checked through the engine (`engine::conformance`).
+    pub fn checks(gpu: &Gpu) -> Vec<crate::selftest::Check> {
+        use crate::selftest::Check;
+        use half::bf16;
+        let (rows, cols) = (37usize, 129usize);
+        let mut src: Vec<f32> = (0..rows * cols).map(|i| ((i as f32) * 0.618_034).sin() * 10f32.powi((i % 13) as i32 - 6)).collect();
+        let specials = [f32::from_bits(0x3f80_8000), f32::from_bits(0x3f81_8000), f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MAX, 1e-40, -0.0];
+        src[..specials.len()].copy_from_slice(&specials);
+        // The view: the transpose of [rows, cols], i.e. [cols, rows] with strides [1, cols].
+        let want: Vec<u16> = (0..cols).flat_map(|c| (0..rows).map(move |r| (r, c))).map(|(r, c)| bf16::from_f32(src[r * cols + c]).to_bits()).collect();
+        let run = || -> Result<Vec<u16>> {
+            let s = gpu.stream.clone_htod(&src).map_err(|e| Error::cuda("upload", e))?;
+            let mut d = gpu.stream.clone_htod(&vec![0xffffu16; rows * cols]).map_err(|e| Error::cuda("upload", e))?;
+            gpu.cast_bf16_strided(&s, 0, &[cols, rows], &[1, cols], &mut d)?;
+            gpu.sync("cast_bf16_strided")?;
+            gpu.stream.clone_dtoh(&d).map_err(|e| Error::cuda("download", e))
+        };
+        let desc = format!("[{cols}, {rows}] transposed view");
+        vec![match run() {
+            Ok(got) => {
+                let same = |a: u16, b: u16| a == b || (bf16::from_bits(a).is_nan() && bf16::from_bits(b).is_nan());
+                match got.iter().zip(&want).filter(|(g, w)| !same(**g, **w)).count() {
+                    0 => Check::new("cast_bf16_strided", desc, "bit-exact", crate::reference::ErrStats::default(), 0.0),
+                    bad => Check::failed("cast_bf16_strided", desc, "bit-exact", format!("{bad} of {} elements differ from half's rounding", got.len())),
+                }
+            }
+            Err(e) => Check::failed("cast_bf16_strided", desc, "bit-exact", e.to_string()),
+        }]
     }
 
     impl Gpu {
@@ -137,6 +173,31 @@ mod imp {
             let args: Vec<i64> = d[1..].iter().chain(&s).chain(&t).map(|&x| x as i64).collect();
             let mut b = self.stream.launch_builder(self.f("strided_assign_f32")?);
             b.arg(&sv).arg(&mut dv).arg(&n64);
+            for x in &args {
+                b.arg(x);
+            }
+            unsafe { b.launch(self.cfg_n(n)) }.map_err(|e| Error::cuda(format!("launch {what}"), e))?;
+            Ok(())
+        }
+
+        /// dst (bf16 bits, contiguous over `shape`) = the view (`offset`, `strides`) of `src`,
+        /// rounded to nearest even (rank <= 6; merge dims first).
+        pub fn cast_bf16_strided(&self, src: &CudaSlice<f32>, offset: usize, shape: &[usize], strides: &[usize], dst: &mut CudaSlice<u16>) -> Result<()> {
+            let what = format!("cast_bf16_strided shape {shape:?} strides {strides:?} +{offset}");
+            let (d, s) = padded(shape, strides).ok_or_else(|| Error::Other(format!("{what}: rank > {MAX_RANK} or strides of another rank")))?;
+            let n: usize = shape.iter().product();
+            if n == 0 {
+                return Ok(());
+            }
+            let se = extent(offset, shape, strides);
+            if se > src.len() || dst.len() < n {
+                return Err(Error::Other(format!("{what}: reads {se} of {} source elements, writes {n} of {}", src.len(), dst.len())));
+            }
+            let n64 = n as i64;
+            let sv = src.slice(offset..);
+            let args: Vec<i64> = d[1..].iter().chain(&s).map(|&x| x as i64).collect();
+            let mut b = self.stream.launch_builder(self.f("cast_bf16_strided")?);
+            b.arg(&sv).arg(dst).arg(&n64);
             for x in &args {
                 b.arg(x);
             }

@@ -219,6 +219,7 @@ mod imp {
         out.extend(crate::memops::checks(gpu));
         out.extend(crate::matmul_tc::checks(gpu));
         out.extend(crate::copy::checks(gpu));
+        out.extend(crate::pointwise::checks(gpu));
         Ok(out)
     }
 }

@@ -75,6 +75,10 @@ pub struct BenchArgs {
     /// train-step: sequence length.
     #[arg(long, default_value_t = 256)]
     pub seq_len: usize,
+    /// train-step on CUDA: matmuls in bf16 on tensor cores (f32 accumulation and master
+    /// weights; PyTorch's autocast), not f32.
+    #[arg(long)]
+    pub bf16: bool,
     /// generate: number of prompts.
     #[arg(long, default_value_t = 8)]
     pub prompts: usize,

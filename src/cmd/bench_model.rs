@@ -3,7 +3,7 @@
 //! (`scripts/compare_gpt2.py`, `scripts/torch_baseline.py`).
 
 use super::bench::BenchArgs;
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use engine::optim::{AdamW, AdamWConfig};
 use engine::{Device, Tensor};
 use models::{generate, lm_targets, GenerateConfig, Gpt2, Gpt2Config};
@@ -34,8 +34,13 @@ pub fn train_step(args: &BenchArgs, threads: usize, device: Device) -> Result<()
     let ids = Tensor::new(random_ids(&mut rng, b * (t + 1), cfg.vocab_size), &[b, t + 1])?;
     let inputs = ids.narrow(1, 0, t)?.contiguous()?;
     let targets = lm_targets(&ids)?.narrow(1, 0, t)?.contiguous()?;
+    if args.bf16 && !device.is_cuda() {
+        bail!("--bf16: autocast applies to CUDA matmuls; the CPU engine is f32 (add --device cuda)");
+    }
+    let precision = if args.bf16 { "bf16 autocast" } else { "f32" };
     let mut opt = AdamW::new(model.param_groups(0.1), AdamWConfig::default())?;
     let mut step = || -> Result<f32> {
+        let _autocast = args.bf16.then(engine::autocast_bf16);
         let loss = model.loss(&inputs, &targets)?;
         let grads = loss.backward()?;
         opt.step(&grads, 1e-4)?;
@@ -58,13 +63,13 @@ pub fn train_step(args: &BenchArgs, threads: usize, device: Device) -> Result<()
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"op": "train-step", "model": args.model, "device": format!("{device:?}"), "batch": b, "seq_len": t, "threads": threads,
+            serde_json::json!({"op": "train-step", "model": args.model, "device": format!("{device:?}"), "precision": precision, "batch": b, "seq_len": t, "threads": threads,
                 "params": model.num_params(), "ms": med * 1e3, "ms_min": min * 1e3, "reps": reps, "tokens_per_s": tok_s, "loss": loss})
         );
     } else {
         let on = if device.is_cuda() { format!("{device:?}") } else { format!("cpu ({threads} threads)") };
         println!(
-            "train-step {} {b}x{t} {on}: median {:.1} ms (min {:.1}, {reps} reps), {tok_s:.1} tokens/s, loss {loss:.3}",
+            "train-step {} {b}x{t} {on} {precision}: median {:.1} ms (min {:.1}, {reps} reps), {tok_s:.1} tokens/s, loss {loss:.3}",
             args.model,
             med * 1e3,
             min * 1e3

@@ -84,13 +84,14 @@ mod imp {
         for case in engine::conformance::compare_devices(engine::Device::Cuda(0), seed) {
             let name = format!("engine {}", case.op);
             match case.results {
-                Err(e) => out.push(selftest::Check::failed(&name, case.shape, "f32", e.to_string())),
+                Err(e) => out.push(selftest::Check::failed(&name, case.shape, case.precision, e.to_string())),
                 Ok(rows) => {
                     for (what, got, want) in rows {
                         let row = format!("{name} ({what})");
+                        let tol = if case.precision == "bf16" { selftest::TOL_BF16 } else { selftest::TOL_F32 };
                         out.push(match against_cpu(&got, &want) {
-                            Ok(st) => selftest::Check::new(&row, case.shape.clone(), "f32", st, selftest::TOL_F32),
-                            Err(e) => selftest::Check::failed(&row, case.shape.clone(), "f32", e),
+                            Ok(st) => selftest::Check::new(&row, case.shape.clone(), case.precision, st, tol),
+                            Err(e) => selftest::Check::failed(&row, case.shape.clone(), case.precision, e),
                         });
                     }
                 }

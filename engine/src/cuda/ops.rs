@@ -10,6 +10,7 @@ use crate::{DType, Device, Error, Result, Tensor};
 use cudarc::driver::CudaSlice;
 use kernels::device::{Gpu, MatmulF32};
 use kernels::attention::AttnShape;
+use kernels::matmul_tc::MatmulTc;
 use kernels::memops::{BinaryOp, CeGroup};
 use kernels::pointwise::Unary;
 use std::ops::Deref;
@@ -219,9 +220,57 @@ pub(crate) fn layer_norm_backward(x: &Tensor, w: &Tensor, mean: &Tensor, rstd: &
     Ok((tensor(dx, x.shape(), dev), tensor(dw, &[d], dev), tensor(db, &[d], dev)))
 }
 
+/// A tensor's elements as bf16 bits on its device, row-major: any f32 view rounded into a fresh
+/// buffer (autocast's matmul operands).
+fn bf16_of(t: &Tensor, op: &'static str) -> Result<CudaSlice<u16>> {
+    if t.dtype() != DType::F32 {
+        return Err(Error::DType { op, expected: DType::F32, got: t.dtype() });
+    }
+    let g = gpu(ordinal(t))?;
+    let guard = t.read();
+    let Storage::Cuda(CudaStorage::F32(src, _)) = &*guard else {
+        return Err(Error::NotOnDevice { op, device: t.device() });
+    };
+    let n = t.numel();
+    let mut dst = g.stream.alloc_zeros::<u16>(n.max(1)).map_err(|e| Error::Cuda(format!("{op}: allocating {n} bf16: {e:?}")))?;
+    let (shape, strides) = merged(t.layout());
+    g.cast_bf16_strided(src, t.layout().offset, &shape, &strides, &mut dst).map_err(err(op))?;
+    Ok(dst)
+}
+
+/// `matmul` under `autocast_bf16`: bf16 operands, f32 accumulation and output on tensor cores
+/// (wgmma on sm_90, mma.sync elsewhere), the bias added in f32.
+fn matmul_bf16(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, out_shape: &[usize]) -> Result<Tensor> {
+    let (dev, op) = (ordinal(a), "matmul (bf16 autocast)");
+    let g = gpu(dev)?;
+    let v = if g.has_wgmma() { MatmulTc::V5Wgmma } else { MatmulTc::V4Mma };
+    let (ra, rb) = (a.rank(), b.rank());
+    let (m, k, n) = (a.shape()[ra - 2], a.shape()[ra - 1], b.shape()[rb - 1]);
+    let batches: usize = a.shape()[..ra - 2].iter().product();
+    let biasv = bias.map(|t| f32_of(t, op)).transpose()?;
+    let mut out = alloc(&g, batches * m * n, op)?;
+    if rb == 2 || batches == 1 {
+        let (a16, b16) = (bf16_of(a, op)?, bf16_of(b, op)?);
+        g.matmul_tc_f32out(v, &a16, &b16, biasv.as_deref(), &mut out, batches * m, n, k).map_err(err(op))?;
+        return Ok(tensor(out, out_shape, dev));
+    }
+    let (a3, b3) = (a.reshape(&[batches, m, k])?, b.reshape(&[batches, k, n])?);
+    let mut c = alloc(&g, m * n, op)?;
+    for i in 0..batches {
+        let (a16, b16) = (bf16_of(&a3.narrow(0, i, 1)?, op)?, bf16_of(&b3.narrow(0, i, 1)?, op)?);
+        g.matmul_tc_f32out(v, &a16, &b16, biasv.as_deref(), &mut c, m, n, k).map_err(err(op))?;
+        let mut dst = out.slice_mut(i * m * n..(i + 1) * m * n);
+        g.stream.memcpy_dtod(&c, &mut dst).map_err(|e| Error::Cuda(format!("{op}: copy batch {i}: {e:?}")))?;
+    }
+    Ok(tensor(out, out_shape, dev))
+}
+
 /// `a` [.., M, K] · `b` [.., K, N] or [K, N] (+ `bias` [N]) → [.., M, N]. A shared `b` makes
 /// one GEMM over all rows of `a`; batched operands one GEMM per batch.
 pub(crate) fn matmul(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, out_shape: &[usize]) -> Result<Tensor> {
+    if crate::autocast::bf16_enabled() {
+        return matmul_bf16(a, b, bias, out_shape);
+    }
     let (dev, op) = (ordinal(a), "matmul");
     let g = gpu(dev)?;
     let (ra, rb) = (a.rank(), b.rank());

@@ -214,3 +214,28 @@ extern "C" __global__ void __launch_bounds__(128) softmax_bwd_f32(const float* _
         dr[c] = is_log ? gv - expf(yv) * s : yv * (gv - s);
     }
 }
+
+// dst (bf16 bit patterns, contiguous over the shape) = src (f32, viewed with its strides; rank
+// <= 6, leading dims padded with size 1), rounded to nearest even: the operands of autocast's
+// tensor-core matmuls, from the f32 tensors (the master copies).
+__device__ __forceinline__ unsigned short f32_to_bf16_rne(float x) {
+    const unsigned int u = __float_as_uint(x);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;  // NaN stays a (quiet) NaN
+    return (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+extern "C" __global__ void __launch_bounds__(256) cast_bf16_strided(
+    const float* __restrict__ src, unsigned short* __restrict__ dst, long long n,
+    long long d1, long long d2, long long d3, long long d4, long long d5,
+    long long s0, long long s1, long long s2, long long s3, long long s4, long long s5) {
+    GRID_STRIDE(i, n) {
+        long long r = i, so = 0;
+        so += (r % d5) * s5; r /= d5;
+        so += (r % d4) * s4; r /= d4;
+        so += (r % d3) * s3; r /= d3;
+        so += (r % d2) * s2; r /= d2;
+        so += (r % d1) * s1; r /= d1;
+        so += r * s0;
+        dst[i] = f32_to_bf16_rne(__ldg(src + so));
+    }
+}
