@@ -107,20 +107,6 @@ impl Caching {
     }
 }
 
-/// Set the default pool's release threshold (bytes kept reserved across synchronizes).
-fn set_release_threshold(gpu: &Gpu, bytes: u64) -> Result<()> {
-    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
-    let mut value = bytes;
-    unsafe {
-        sys::cuDeviceGetDefaultMemPool(&mut pool, gpu.ctx.cu_device()).result().map_err(|e| Error::cuda("cuDeviceGetDefaultMemPool", e))?;
-        sys::cuMemPoolSetAttribute(pool, sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, &mut value as *mut u64 as *mut std::ffi::c_void)
-            .result()
-            .map_err(|e| Error::cuda("cuMemPoolSetAttribute(RELEASE_THRESHOLD)", e))?;
-        sys::cuMemPoolTrimTo(pool, 0).result().map_err(|e| Error::cuda("cuMemPoolTrimTo", e))?;
-    }
-    Ok(())
-}
-
 /// One step of `sizes` with `s`; returns its wall time in microseconds.
 fn step(gpu: &Gpu, s: Strategy, sizes: &[usize], cache: &mut Caching) -> Result<f64> {
     let stream = gpu.stream.cu_stream();
@@ -165,12 +151,12 @@ pub fn alloc_bench(gpu: &Gpu, sizes: &[usize], steps: usize) -> Result<Vec<Alloc
     let mut out = Vec::new();
     for s in [Strategy::Sync, Strategy::PoolRelease, Strategy::PoolKeep, Strategy::Caching] {
         let run = || -> Result<(f64, f64)> {
-            set_release_threshold(gpu, if s == Strategy::PoolKeep { u64::MAX } else { 0 })?;
+            gpu.set_pool_release_threshold(if s == Strategy::PoolKeep { u64::MAX } else { 0 })?;
             let mut cache = Caching::default();
             let first = step(gpu, s, sizes, &mut cache)?;
             let mut times = (0..steps.max(1)).map(|_| step(gpu, s, sizes, &mut cache)).collect::<Result<Vec<f64>>>()?;
             cache.release()?;
-            set_release_threshold(gpu, 0)?;
+            gpu.set_pool_release_threshold(0)?;
             times.sort_by(f64::total_cmp);
             Ok((first, times[times.len() / 2]))
         };

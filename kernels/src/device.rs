@@ -124,6 +124,23 @@ impl Gpu {
         self.funcs.get(name).ok_or_else(|| Error::Other(format!("kernel {name} is not loaded")))
     }
 
+    /// Bytes the device's default memory pool (behind cuMemAllocAsync) keeps reserved when
+    /// memory is freed: 0 (the driver's default) hands it back at every synchronize; u64::MAX
+    /// keeps it for the next allocation, as a caching allocator does.
+    pub fn set_pool_release_threshold(&self, bytes: u64) -> Result<()> {
+        use cudarc::driver::sys;
+        let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+        let mut value = bytes;
+        unsafe {
+            sys::cuDeviceGetDefaultMemPool(&mut pool, self.ctx.cu_device()).result().map_err(|e| Error::cuda("cuDeviceGetDefaultMemPool", e))?;
+            sys::cuMemPoolSetAttribute(pool, sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, &mut value as *mut u64 as *mut std::ffi::c_void)
+                .result()
+                .map_err(|e| Error::cuda("cuMemPoolSetAttribute(RELEASE_THRESHOLD)", e))?;
+            sys::cuMemPoolTrimTo(pool, 0).result().map_err(|e| Error::cuda("cuMemPoolTrimTo", e))?;
+        }
+        Ok(())
+    }
+
     pub fn sync(&self, what: &str) -> Result<()> {
         self.stream.synchronize().map_err(|e| Error::cuda(format!("synchronize after {what}"), e))
     }

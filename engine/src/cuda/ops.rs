@@ -56,10 +56,12 @@ pub(crate) fn poison_outputs(on: bool) {
     POISON.store(on, Ordering::SeqCst);
 }
 
-/// An output buffer the kernel overwrites in full: zeroed (a skipped element leaves 0, never
-/// stale memory), or NaN while [`poison_outputs`] is on.
+/// An output buffer the kernel overwrites in full: not zeroed first (that would be one more
+/// pass over memory per op), and NaN while [`poison_outputs`] is on, so that the conformance
+/// cases catch a kernel that leaves elements unwritten.
 fn alloc(g: &Gpu, n: usize, what: &str) -> Result<CudaSlice<f32>> {
-    let mut buf = zeros(g, n, what)?;
+    // SAFETY: f32 has no invalid bit patterns, and every caller's kernel writes all n elements.
+    let mut buf = unsafe { g.stream.alloc::<f32>(n.max(1)) }.map_err(|e| Error::Cuda(format!("{what}: allocating {n} floats: {e:?}")))?;
     if POISON.load(Ordering::SeqCst) {
         g.fill_f32(&mut buf, f32::NAN).map_err(err(what))?;
     }
