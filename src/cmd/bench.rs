@@ -112,6 +112,9 @@ pub fn parse_shape(s: &str) -> Result<Vec<usize>> {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    if args.bf16 && args.op != Op::TrainStep {
+        bail!("--bf16 is for train-step (the kernel benchmarks time their own precisions)");
+    }
     let shape = parse_shape(args.shape.as_deref().unwrap_or(default_shape(args.op)))?;
     match args.device.as_str() {
         "cpu" => {}

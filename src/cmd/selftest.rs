@@ -88,7 +88,9 @@ mod imp {
                 Ok(rows) => {
                     for (what, got, want) in rows {
                         let row = format!("{name} ({what})");
-                        let tol = if case.precision == "bf16" { selftest::TOL_BF16 } else { selftest::TOL_F32 };
+                        // bf16 operands through a chain of matmuls (a layer's weight gradient sums only
+                        // 10 rows): errors reach ~1.3e-2 of the peak without any bug; a bug gives O(1).
+                        let tol = if case.precision == "bf16" { 3.0 * selftest::TOL_BF16 } else { selftest::TOL_F32 };
                         out.push(match against_cpu(&got, &want) {
                             Ok(st) => selftest::Check::new(&row, case.shape.clone(), case.precision, st, tol),
                             Err(e) => selftest::Check::failed(&row, case.shape.clone(), case.precision, e),

@@ -41,6 +41,11 @@ fn matmul(a: &Tensor, b: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
             return Err(Error::shape("matmul", format!("bias {:?} for {n} output columns", bias.shape())));
         }
     }
+    for t in [Some(b), bias].into_iter().flatten() {
+        if t.device() != a.device() {
+            return Err(Error::DeviceMismatch { op: "matmul", a: a.device(), b: t.device() });
+        }
+    }
     let batches: usize = batch_shape.iter().product();
     let mut out_shape = batch_shape.to_vec();
     out_shape.extend([m, n]);
