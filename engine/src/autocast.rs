@@ -1,6 +1,7 @@
-//! Mixed precision, as `torch.autocast(dtype=bfloat16)`: inside [`autocast_bf16`], matmuls on
-//! CUDA read their operands as bf16 (rounded from the f32 tensors, which stay the master copies
-//! that AdamW updates) and accumulate and write f32 on tensor cores. Every other op stays f32.
+//! Mixed precision, as `torch.autocast(dtype=bfloat16)`: inside [`autocast_bf16`], matmuls and
+//! flash attention on CUDA read their operands as bf16 (rounded from the f32 tensors, which stay
+//! the master copies that AdamW updates) and accumulate and write f32 on tensor cores. Every
+//! other op stays f32.
 //! The CPU ignores it: its f32 result is the reference the bf16 one is checked against.
 
 use std::cell::Cell;

@@ -82,6 +82,8 @@ fn cases() -> Vec<(&'static str, Vec<Vec<usize>>, Build, bool)> {
         }, true),
         ("attention, flash kernels (head dim 64)", vec![vec![2, 3, 40, 64]; 3], |x| crate::causal_attention(&x[0], &x[1], &x[2]), true),
         ("attention, composed (head dim 16)", vec![vec![2, 2, 33, 16]; 3], |x| crate::causal_attention(&x[0], &x[1], &x[2]), true),
+        ("attention, flash kernels (head dim 128, tq < tk)", vec![vec![1, 2, 17, 128], vec![1, 2, 70, 128], vec![1, 2, 70, 128]], |x| crate::causal_attention(&x[0], &x[1], &x[2]), true),
+        ("attention, decode kernel (one query, head dim 64)", vec![vec![2, 3, 1, 64], vec![2, 3, 45, 64], vec![2, 3, 45, 64]], |x| crate::causal_attention(&x[0], &x[1], &x[2]), true),
         ("attention, padded keys (head dim 64)", vec![vec![2, 3, 24, 64]; 3], |x| crate::causal_attention_padded(&x[0], &x[1], &x[2], &[0, 5]), true),
         ("attention, padded, one query (decode)", vec![vec![2, 2, 1, 16], vec![2, 2, 9, 16], vec![2, 2, 9, 16]], |x| {
             crate::causal_attention_padded(&x[0], &x[1], &x[2], &[3, 0])
@@ -99,6 +101,8 @@ fn bf16_cases() -> Vec<(&'static str, Vec<Vec<usize>>, Build, bool)> {
     vec![
         ("matmul + bias, bf16 autocast", vec![vec![65, 40], vec![40, 47], vec![47]], |x| x[0].matmul_bias(&x[1], &x[2]), true),
         ("matmul, batched, transposed view, bf16 autocast", vec![vec![3, 17, 24], vec![3, 11, 24]], |x| x[0].matmul(&x[1].t()?), true),
+        ("attention, flash kernels (head dim 64), bf16 autocast", vec![vec![2, 3, 40, 64]; 3], |x| crate::causal_attention(&x[0], &x[1], &x[2]), true),
+        ("attention, flash kernels (head dim 128, tq < tk), bf16 autocast", vec![vec![1, 2, 17, 128], vec![1, 2, 70, 128], vec![1, 2, 70, 128]], |x| crate::causal_attention(&x[0], &x[1], &x[2]), true),
         ("mlp block, bf16 autocast", vec![vec![2, 5, 32], vec![32], vec![32], vec![32, 64], vec![64], vec![64, 32]], |x| {
             let h = x[0].layer_norm(&x[1], &x[2], 1e-5)?.matmul_bias(&x[3], &x[4])?.gelu()?.matmul(&x[5])?;
             x[0].add(&h)

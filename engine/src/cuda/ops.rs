@@ -391,9 +391,21 @@ pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, tq: us
     let (dev, op) = (ordinal(q), "attention");
     let g = gpu(dev)?;
     let s = AttnShape { heads, tq, tk, d };
-    let (qv, kv, vv) = (f32_of(q, op)?, f32_of(k, op)?, f32_of(v, op)?);
     let (mut out, mut lse) = (alloc(&g, heads * tq * d, op)?, alloc(&g, heads * tq, op)?);
-    g.attention_fwd_f32(&qv, &kv, &vv, &mut out, &mut lse, s).map_err(err(op))?;
+    if crate::autocast::bf16_enabled() {
+        // Autocast: bf16 q, k, v on tensor cores (v2), f32 accumulation, out and lse.
+        let (q16, k16, v16) = (bf16_of(q, op)?, bf16_of(k, op)?, bf16_of(v, op)?);
+        g.attention_fwd_bf16(&q16, &k16, &v16, &mut out, &mut lse, s).map_err(err(op))?;
+    } else {
+        let (qv, kv, vv) = (f32_of(q, op)?, f32_of(k, op)?, f32_of(v, op)?);
+        if tq == 1 {
+            // One new query per head (sampling with the KV cache): the decode kernel, which
+            // spreads the keys over a block instead of filling a 64-query tile with one row.
+            g.attention_decode_f32(&qv, &kv, &vv, &mut out, &mut lse, heads, tk, d).map_err(err(op))?;
+        } else {
+            g.attention_fwd_f32(&qv, &kv, &vv, &mut out, &mut lse, s).map_err(err(op))?;
+        }
+    }
     Ok((tensor(out, q.shape(), dev), tensor(lse, &q.shape()[..q.rank() - 1], dev)))
 }
 
@@ -403,9 +415,15 @@ pub(crate) fn attention_backward(q: &Tensor, k: &Tensor, v: &Tensor, out: &Tenso
     let (dev, op) = (ordinal(q), "attention backward");
     let g = gpu(dev)?;
     let s = AttnShape { heads, tq, tk, d };
-    let (qv, kv, vv, ov, lv, dov) = (f32_of(q, op)?, f32_of(k, op)?, f32_of(v, op)?, f32_of(out, op)?, f32_of(lse, op)?, f32_of(dout, op)?);
+    let (ov, lv) = (f32_of(out, op)?, f32_of(lse, op)?);
     let (mut dq, mut dk, mut dv, mut delta) = (alloc(&g, q.numel(), op)?, alloc(&g, k.numel(), op)?, alloc(&g, v.numel(), op)?, alloc(&g, heads * tq, op)?);
-    g.attention_bwd_f32(&qv, &kv, &vv, &ov, &lv, &dov, &mut dq, &mut dk, &mut dv, &mut delta, s).map_err(err(op))?;
+    if crate::autocast::bf16_enabled() {
+        let (q16, k16, v16, do16) = (bf16_of(q, op)?, bf16_of(k, op)?, bf16_of(v, op)?, bf16_of(dout, op)?);
+        g.attention_bwd_bf16(&q16, &k16, &v16, &ov, &lv, &do16, &mut dq, &mut dk, &mut dv, &mut delta, s).map_err(err(op))?;
+    } else {
+        let (qv, kv, vv, dov) = (f32_of(q, op)?, f32_of(k, op)?, f32_of(v, op)?, f32_of(dout, op)?);
+        g.attention_bwd_f32(&qv, &kv, &vv, &ov, &lv, &dov, &mut dq, &mut dk, &mut dv, &mut delta, s).map_err(err(op))?;
+    }
     Ok((tensor(dq, q.shape(), dev), tensor(dk, k.shape(), dev), tensor(dv, v.shape(), dev)))
 }
 
