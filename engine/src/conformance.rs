@@ -100,6 +100,7 @@ fn cases() -> Vec<(&'static str, Vec<Vec<usize>>, Build, bool)> {
 fn bf16_cases() -> Vec<(&'static str, Vec<Vec<usize>>, Build, bool)> {
     vec![
         ("matmul + bias, bf16 autocast", vec![vec![65, 40], vec![40, 47], vec![47]], |x| x[0].matmul_bias(&x[1], &x[2]), true),
+        ("matmul, K and N not multiples of 8 (padded), bf16 autocast", vec![vec![33, 45], vec![45, 19]], |x| x[0].matmul(&x[1]), true),
         ("matmul, batched, transposed view, bf16 autocast", vec![vec![3, 17, 24], vec![3, 11, 24]], |x| x[0].matmul(&x[1].t()?), true),
         ("attention, flash kernels (head dim 64), bf16 autocast", vec![vec![2, 3, 40, 64]; 3], |x| crate::causal_attention(&x[0], &x[1], &x[2]), true),
         ("attention, flash kernels (head dim 128, tq < tk), bf16 autocast", vec![vec![1, 2, 17, 128], vec![1, 2, 70, 128], vec![1, 2, 70, 128]], |x| crate::causal_attention(&x[0], &x[1], &x[2]), true),

@@ -63,26 +63,36 @@ mod imp {
         let specials = [f32::from_bits(0x3f80_8000), f32::from_bits(0x3f81_8000), f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MAX, 1e-40, -0.0];
         src[..specials.len()].copy_from_slice(&specials);
         // The view: the transpose of [rows, cols], i.e. [cols, rows] with strides [1, cols].
-        let want: Vec<u16> = (0..cols).flat_map(|c| (0..rows).map(move |r| (r, c))).map(|(r, c)| bf16::from_f32(src[r * cols + c]).to_bits()).collect();
-        let run = || -> Result<Vec<u16>> {
-            let s = gpu.stream.clone_htod(&src).map_err(|e| Error::cuda("upload", e))?;
-            // Poison that is a finite number: an unwritten element never passes as a NaN.
-            let mut d = gpu.stream.clone_htod(&vec![0x1234u16; rows * cols]).map_err(|e| Error::cuda("upload", e))?;
-            gpu.cast_bf16_strided(&s, 0, &[cols, rows], &[1, cols], &mut d)?;
-            gpu.sync("cast_bf16_strided")?;
-            gpu.stream.clone_dtoh(&d).map_err(|e| Error::cuda("download", e))
-        };
-        let desc = format!("[{cols}, {rows}] transposed view");
-        vec![match run() {
-            Ok(got) => {
-                let same = |a: u16, b: u16| a == b || (bf16::from_bits(a).is_nan() && bf16::from_bits(b).is_nan());
-                match got.iter().zip(&want).filter(|(g, w)| !same(**g, **w)).count() {
-                    0 => Check::new("cast_bf16_strided", desc, "bit-exact", crate::reference::ErrStats::default(), 0.0),
-                    bad => Check::failed("cast_bf16_strided", desc, "bit-exact", format!("{bad} of {} elements differ from half's rounding", got.len())),
+        // Poison that is a finite number: an unwritten element never passes as a NaN.
+        const POISON: u16 = 0x1234;
+        [rows, rows + 3]
+            .into_iter()
+            .map(|pitch| {
+                // Row c of dst: column c of src, then pitch - rows untouched (still poison).
+                let want: Vec<u16> = (0..cols)
+                    .flat_map(|c| (0..pitch).map(move |r| (r, c)))
+                    .map(|(r, c)| if r < rows { bf16::from_f32(src[r * cols + c]).to_bits() } else { POISON })
+                    .collect();
+                let run = || -> Result<Vec<u16>> {
+                    let s = gpu.stream.clone_htod(&src).map_err(|e| Error::cuda("upload", e))?;
+                    let mut d = gpu.stream.clone_htod(&vec![POISON; cols * pitch]).map_err(|e| Error::cuda("upload", e))?;
+                    gpu.cast_bf16_strided(&s, 0, &[cols, rows], &[1, cols], &mut d, rows, pitch)?;
+                    gpu.sync("cast_bf16_strided")?;
+                    gpu.stream.clone_dtoh(&d).map_err(|e| Error::cuda("download", e))
+                };
+                let desc = format!("[{cols}, {rows}] transposed view, pitch {pitch}");
+                match run() {
+                    Ok(got) => {
+                        let same = |a: u16, b: u16| a == b || (bf16::from_bits(a).is_nan() && bf16::from_bits(b).is_nan());
+                        match got.iter().zip(&want).filter(|(g, w)| !same(**g, **w)).count() {
+                            0 => Check::new("cast_bf16_strided", desc, "bit-exact", crate::reference::ErrStats::default(), 0.0),
+                            bad => Check::failed("cast_bf16_strided", desc, "bit-exact", format!("{bad} of {} elements differ from half's rounding", got.len())),
+                        }
+                    }
+                    Err(e) => Check::failed("cast_bf16_strided", desc, "bit-exact", e.to_string()),
                 }
-            }
-            Err(e) => Check::failed("cast_bf16_strided", desc, "bit-exact", e.to_string()),
-        }]
+            })
+            .collect()
     }
 
     impl Gpu {
@@ -181,24 +191,29 @@ mod imp {
             Ok(())
         }
 
-        /// dst (bf16 bits, contiguous over `shape`) = the view (`offset`, `strides`) of `src`,
-        /// rounded to nearest even (rank <= 6; merge dims first).
-        pub fn cast_bf16_strided(&self, src: &CudaSlice<f32>, offset: usize, shape: &[usize], strides: &[usize], dst: &mut CudaSlice<u16>) -> Result<()> {
-            let what = format!("cast_bf16_strided shape {shape:?} strides {strides:?} +{offset}");
+        /// dst (bf16 bits) = the view (`offset`, `strides`) of `src`, rounded to nearest even
+        /// (rank <= 6; merge dims first). Its elements, row-major, are rows of `cols`, written
+        /// `pitch` apart in dst (pitch = cols: contiguous; the pad is left as it was).
+        #[allow(clippy::too_many_arguments)]
+        pub fn cast_bf16_strided(&self, src: &CudaSlice<f32>, offset: usize, shape: &[usize], strides: &[usize], dst: &mut CudaSlice<u16>, cols: usize, pitch: usize) -> Result<()> {
+            let what = format!("cast_bf16_strided shape {shape:?} strides {strides:?} +{offset}, rows of {cols} at pitch {pitch}");
             let (d, s) = padded(shape, strides).ok_or_else(|| Error::Other(format!("{what}: rank > {MAX_RANK} or strides of another rank")))?;
             let n: usize = shape.iter().product();
             if n == 0 {
                 return Ok(());
             }
-            let se = extent(offset, shape, strides);
-            if se > src.len() || dst.len() < n {
-                return Err(Error::Other(format!("{what}: reads {se} of {} source elements, writes {n} of {}", src.len(), dst.len())));
+            if cols == 0 || pitch < cols || !n.is_multiple_of(cols) {
+                return Err(Error::Other(format!("{what}: {n} elements are not rows of {cols} (pitch >= cols)")));
             }
-            let n64 = n as i64;
+            let (se, de) = (extent(offset, shape, strides), n / cols * pitch);
+            if se > src.len() || dst.len() < de {
+                return Err(Error::Other(format!("{what}: reads {se} of {} source elements, writes {de} of {}", src.len(), dst.len())));
+            }
+            let (n64, c64, p64) = (n as i64, cols as i64, pitch as i64);
             let sv = src.slice(offset..);
             let args: Vec<i64> = d[1..].iter().chain(&s).map(|&x| x as i64).collect();
             let mut b = self.stream.launch_builder(self.f("cast_bf16_strided")?);
-            b.arg(&sv).arg(dst).arg(&n64);
+            b.arg(&sv).arg(dst).arg(&n64).arg(&c64).arg(&p64);
             for x in &args {
                 b.arg(x);
             }

@@ -222,9 +222,10 @@ pub(crate) fn layer_norm_backward(x: &Tensor, w: &Tensor, mean: &Tensor, rstd: &
     Ok((tensor(dx, x.shape(), dev), tensor(dw, &[d], dev), tensor(db, &[d], dev)))
 }
 
-/// A tensor's elements as bf16 bits on its device, row-major: any f32 view rounded into a fresh
-/// buffer (autocast's matmul operands).
-fn bf16_of(t: &Tensor, op: &'static str) -> Result<CudaSlice<u16>> {
+/// A tensor's elements as bf16 bits on its device, rounded from any f32 view: row-major rows of
+/// `cols`, written `pitch` apart into a buffer of `rows_to` rows, the padding zero (autocast's
+/// operands; a matmul's padded to multiples of 8 for the tensor-core kernels' fast path).
+fn bf16_rows(t: &Tensor, cols: usize, pitch: usize, rows_to: usize, op: &'static str) -> Result<CudaSlice<u16>> {
     if t.dtype() != DType::F32 {
         return Err(Error::DType { op, expected: DType::F32, got: t.dtype() });
     }
@@ -233,16 +234,29 @@ fn bf16_of(t: &Tensor, op: &'static str) -> Result<CudaSlice<u16>> {
         return Err(Error::NotOnDevice { op, device: t.device() });
     };
     let g = gpu(ordinal(t))?;
-    let n = t.numel();
-    // SAFETY: any u16 is a valid bf16 pattern, and the cast writes all n elements.
-    let mut dst = unsafe { g.stream.alloc::<u16>(n.max(1)) }.map_err(|e| Error::Cuda(format!("{op}: allocating {n} bf16: {e:?}")))?;
+    let len = rows_to * pitch;
+    let alloc_err = |e| Error::Cuda(format!("{op}: allocating {len} bf16: {e:?}"));
+    let mut dst = if pitch == cols && rows_to * cols == t.numel() {
+        // SAFETY: any u16 is a valid bf16 pattern, and the cast writes every element.
+        unsafe { g.stream.alloc::<u16>(len.max(1)) }.map_err(alloc_err)?
+    } else {
+        g.stream.alloc_zeros::<u16>(len.max(1)).map_err(alloc_err)?
+    };
     let (shape, strides) = merged(t.layout());
-    g.cast_bf16_strided(src, t.layout().offset, &shape, &strides, &mut dst).map_err(err(op))?;
+    g.cast_bf16_strided(src, t.layout().offset, &shape, &strides, &mut dst, cols.max(1), pitch.max(1)).map_err(err(op))?;
     Ok(dst)
 }
 
+/// `bf16_rows` without padding: the tensor's elements in order.
+fn bf16_of(t: &Tensor, op: &'static str) -> Result<CudaSlice<u16>> {
+    let cols = t.shape().last().copied().unwrap_or(1);
+    bf16_rows(t, cols, cols, t.numel() / cols.max(1), op)
+}
+
 /// `matmul` under `autocast_bf16`: bf16 operands, f32 accumulation and output on tensor cores
-/// (wgmma on sm_90, mma.sync elsewhere), the bias added in f32.
+/// (wgmma on sm_90, mma.sync elsewhere), the bias added in f32. K and N are padded with zeros to
+/// multiples of 8 (GPT-2's 50257-token vocabulary), which keeps the kernels on their fast path;
+/// a padded N is computed wide and its first N columns copied out.
 fn matmul_bf16(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, out_shape: &[usize]) -> Result<Tensor> {
     let (dev, op) = (ordinal(a), "matmul (bf16 autocast)");
     let g = gpu(dev)?;
@@ -251,19 +265,37 @@ fn matmul_bf16(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, out_shape: &[usize
     let v = if g.has_wgmma() && !skip_v5 { MatmulTc::V5Wgmma } else { MatmulTc::V4Mma };
     let (ra, rb) = (a.rank(), b.rank());
     let (m, k, n) = (a.shape()[ra - 2], a.shape()[ra - 1], b.shape()[rb - 1]);
+    let (kp, np) = (k.next_multiple_of(8).max(8), n.next_multiple_of(8).max(8));
     let batches: usize = a.shape()[..ra - 2].iter().product();
-    let biasv = bias.map(|t| f32_of(t, op)).transpose()?;
+    let bias_dev = bias.map(|t| f32_of(t, op)).transpose()?;
+    let bias_wide = match &bias_dev {
+        Some(bv) if np != n => {
+            let mut p = zeros(&g, np, op)?;
+            g.stream.memcpy_dtod(&bv.slice(0..n), &mut p.slice_mut(0..n)).map_err(|e| Error::Cuda(format!("{op}: padding the bias: {e:?}")))?;
+            Some(p)
+        }
+        _ => None,
+    };
+    let bias_arg: Option<&CudaSlice<f32>> = bias_wide.as_ref().or(bias_dev.as_deref());
+    // C [rows, n] = A [rows, k] · B [k, n], operands padded.
+    let gemm = |av: &Tensor, bv: &Tensor, rows: usize, dst: &mut CudaSlice<f32>| -> Result<()> {
+        let (a16, b16) = (bf16_rows(av, k, kp, rows, op)?, bf16_rows(bv, n, np, kp, op)?);
+        if np == n {
+            return g.matmul_tc_f32out(v, &a16, &b16, bias_arg, dst, rows, n, kp).map_err(err(op));
+        }
+        let mut wide = alloc(&g, rows * np, op)?;
+        g.matmul_tc_f32out(v, &a16, &b16, bias_arg, &mut wide, rows, np, kp).map_err(err(op))?;
+        g.strided_copy_f32(&wide, 0, &[rows, n], &[np, 1], dst).map_err(err(op))
+    };
     let mut out = alloc(&g, batches * m * n, op)?;
     if rb == 2 || batches == 1 {
-        let (a16, b16) = (bf16_of(a, op)?, bf16_of(b, op)?);
-        g.matmul_tc_f32out(v, &a16, &b16, biasv.as_deref(), &mut out, batches * m, n, k).map_err(err(op))?;
+        gemm(a, b, batches * m, &mut out)?;
         return Ok(tensor(out, out_shape, dev));
     }
     let (a3, b3) = (a.reshape(&[batches, m, k])?, b.reshape(&[batches, k, n])?);
     let mut c = alloc(&g, m * n, op)?;
     for i in 0..batches {
-        let (a16, b16) = (bf16_of(&a3.narrow(0, i, 1)?, op)?, bf16_of(&b3.narrow(0, i, 1)?, op)?);
-        g.matmul_tc_f32out(v, &a16, &b16, biasv.as_deref(), &mut c, m, n, k).map_err(err(op))?;
+        gemm(&a3.narrow(0, i, 1)?, &b3.narrow(0, i, 1)?, m, &mut c)?;
         let mut dst = out.slice_mut(i * m * n..(i + 1) * m * n);
         g.stream.memcpy_dtod(&c, &mut dst).map_err(|e| Error::Cuda(format!("{op}: copy batch {i}: {e:?}")))?;
     }

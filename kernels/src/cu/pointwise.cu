@@ -215,9 +215,10 @@ extern "C" __global__ void __launch_bounds__(128) softmax_bwd_f32(const float* _
     }
 }
 
-// dst (bf16 bit patterns, contiguous over the shape) = src (f32, viewed with its strides; rank
-// <= 6, leading dims padded with size 1), rounded to nearest even: the operands of autocast's
-// tensor-core matmuls, from the f32 tensors (the master copies).
+// dst (bf16 bit patterns) = src (f32, viewed with its strides; rank <= 6, leading dims padded
+// with size 1), rounded to nearest even: the operands of autocast's tensor-core kernels, from the
+// f32 tensors (the master copies). The elements, row-major, form rows of `cols`; dst rows are
+// `pitch` apart (pitch > cols pads a matmul operand to a multiple of 8 for the fast path).
 __device__ __forceinline__ unsigned short f32_to_bf16_rne(float x) {
     const unsigned int u = __float_as_uint(x);
     if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;  // NaN stays a (quiet) NaN
@@ -225,7 +226,7 @@ __device__ __forceinline__ unsigned short f32_to_bf16_rne(float x) {
 }
 
 extern "C" __global__ void __launch_bounds__(256) cast_bf16_strided(
-    const float* __restrict__ src, unsigned short* __restrict__ dst, long long n,
+    const float* __restrict__ src, unsigned short* __restrict__ dst, long long n, long long cols, long long pitch,
     long long d1, long long d2, long long d3, long long d4, long long d5,
     long long s0, long long s1, long long s2, long long s3, long long s4, long long s5) {
     GRID_STRIDE(i, n) {
@@ -236,6 +237,6 @@ extern "C" __global__ void __launch_bounds__(256) cast_bf16_strided(
         so += (r % d2) * s2; r /= d2;
         so += (r % d1) * s1; r /= d1;
         so += r * s0;
-        dst[i] = f32_to_bf16_rne(__ldg(src + so));
+        dst[(i / cols) * pitch + i % cols] = f32_to_bf16_rne(__ldg(src + so));
     }
 }
