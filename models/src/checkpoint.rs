@@ -45,11 +45,11 @@ pub fn save<R: Serialize>(model: &Gpt2, opt: &AdamW, run: &R, out: &Path) -> Res
     Ok(())
 }
 
-/// The newest checkpoint under `out`; `adamw` builds the optimizer for the loaded model from the
-/// run's settings (its moments and step counts are then restored).
-pub fn load<R: DeserializeOwned>(out: &Path, adamw: impl FnOnce(&Gpt2, &R) -> Result<AdamW>) -> Result<Resumed<R>> {
+/// The newest checkpoint under `out`, its model on `device`; `adamw` builds the optimizer for the
+/// loaded model from the run's settings (its moments and step counts are then restored).
+pub fn load<R: DeserializeOwned>(out: &Path, device: engine::Device, adamw: impl FnOnce(&Gpt2, &R) -> Result<AdamW>) -> Result<Resumed<R>> {
     let (state, dir) = read_pointer::<R>(out)?;
-    let model = hf::load(&dir)?;
+    let model = hf::load(&dir)?.to_device(device)?;
     let mut opt = adamw(&model, &state.run)?;
     restore_moments(&state, &dir, &mut opt, |p| param_name(&model, p).map(str::to_string))?;
     Ok(Resumed { model, opt, run: state.run, step: state.step })

@@ -85,7 +85,7 @@ pub fn pretrain(mut model: Gpt2, data: &TokenFile, cfg: &PretrainConfig, out: &P
     let mut opt = adamw(&model, &cfg)?;
     let mut start = 0;
     if resume {
-        let r = checkpoint::load(out, adamw)?;
+        let r = checkpoint::load(out, model.device(), adamw)?;
         (model, opt, cfg, start) = (r.model, r.opt, r.run, r.step);
     }
     let (train_len, val_start) = split(data, &cfg)?;

@@ -128,7 +128,7 @@ pub fn train_sft(
     let (mut model, mut cfg, mut opt, mut start) = (model, cfg.clone(), None, 0);
     let mut resumed_data = None;
     if resume {
-        let r = checkpoint::load(out)?;
+        let r = checkpoint::load(out, model.device())?;
         (model, cfg, opt, start, resumed_data) = (r.model, r.run.config, Some(r.opt), r.step, Some(r.run.data));
     }
     cfg.validate()?;

@@ -108,13 +108,13 @@ pub fn run(args: PpoArgs) -> Result<()> {
     if file.ppo.ptx_coef > 0.0 && file.ptx_data.is_empty() {
         bail!("ptx_coef {} needs pretraining text: --ptx-data or `ptx_data` in the config", file.ppo.ptx_coef);
     }
-    stage.install(|| train(&stage.file, &sft, &rm, &stage.out, stage.resume))
+    stage.install(|| train(&stage.file, &sft, &rm, &stage.out, stage.resume, stage.device))
 }
 
-fn train(file: &PpoFile, sft: &Path, rm: &Path, out: &Path, resume: bool) -> Result<()> {
-    let policy = load_checkpoint(sft)?;
+fn train(file: &PpoFile, sft: &Path, rm: &Path, out: &Path, resume: bool, device: engine::Device) -> Result<()> {
+    let policy = load_checkpoint(sft)?.to_device(device)?;
     let tok = Tokenizer::for_config(policy.config());
-    let reward = RewardModel::load(rm)?;
+    let reward = RewardModel::load(rm)?.to_device(device)?;
     let mut prompts = Vec::new();
     for path in &file.prompts {
         let loaded = load_prompts(path, LoadOptions { skip_invalid: file.skip_invalid })?;

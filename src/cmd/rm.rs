@@ -79,12 +79,12 @@ pub fn run(args: RmArgs) -> Result<()> {
         // The run continues with its own settings (as `sft --resume`).
         stage.file.rm = reward::resumed_config(&stage.out)?;
     }
-    stage.install(|| train(&stage.file, &sft, &stage.out, stage.resume))
+    stage.install(|| train(&stage.file, &sft, &stage.out, stage.resume, stage.device))
 }
 
-fn train(file: &RmFile, sft: &Path, out: &Path, resume: bool) -> Result<()> {
+fn train(file: &RmFile, sft: &Path, out: &Path, resume: bool, device: engine::Device) -> Result<()> {
     let opts = LoadOptions { skip_invalid: file.skip_invalid };
-    let sft_model = load_checkpoint(sft)?;
+    let sft_model = load_checkpoint(sft)?.to_device(device)?;
     let tok = Tokenizer::for_config(sft_model.config());
     let mut data = Vec::new();
     for path in &file.data {

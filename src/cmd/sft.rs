@@ -70,10 +70,10 @@ pub fn run(args: SftArgs) -> Result<()> {
         bail!("no demonstrations: give --data or `data` in the config");
     }
     stage.file.sft.validate()?;
-    stage.install(|| train(&stage.file, &stage.out, stage.resume))
+    stage.install(|| train(&stage.file, &stage.out, stage.resume, stage.device))
 }
 
-fn train(file: &SftFile, out: &Path, resume: bool) -> Result<()> {
+fn train(file: &SftFile, out: &Path, resume: bool, device: engine::Device) -> Result<()> {
     let opts = LoadOptions { skip_invalid: file.skip_invalid };
     let mut demos = Vec::new();
     for path in &file.data {
@@ -81,7 +81,7 @@ fn train(file: &SftFile, out: &Path, resume: bool) -> Result<()> {
         eprintln!("sft: {}: {} demonstrations{}", path.display(), loaded.items.len(), if opts.skip_invalid { format!(", {} bad lines skipped", loaded.skipped) } else { String::new() });
         demos.extend(loaded.items);
     }
-    let model = load_or_init(&file.model, file.sft.seed)?;
+    let model = load_or_init(&file.model, file.sft.seed)?.to_device(device)?;
     let cfg = &file.sft;
     eprintln!("sft: {} parameters, {} demonstrations, {} epochs of batch {}, lr {:.1e}{}", model.num_params(), demos.len(), cfg.epochs, cfg.batch, cfg.lr, if resume { " (resuming)" } else { "" });
     let bar = indicatif::ProgressBar::new(0);

@@ -19,7 +19,7 @@ pub struct StageArgs {
     pub lr: Option<f32>,
     #[arg(long)]
     pub seed: Option<u64>,
-    /// cpu (cuda is not wired into training yet).
+    /// cpu, cuda or cuda:N.
     #[arg(long)]
     pub device: Option<String>,
     /// Skip bad data lines (counted and printed) instead of failing on the first.
@@ -54,6 +54,8 @@ pub struct Stage<F> {
     pub out: PathBuf,
     pub resume: bool,
     pub threads: usize,
+    /// Where the models train (`device` in the file, or --device).
+    pub device: engine::Device,
 }
 
 impl<F> Stage<F> {
@@ -83,14 +85,10 @@ impl StageArgs {
             *c.device = d.clone();
         }
         *c.skip_invalid |= self.skip_invalid;
-        match c.device.as_str() {
-            "cpu" => {}
-            "cuda" => bail!("--device cuda: {} runs on the CPU for now (the engine's CUDA ops are not wired into training yet)", F::STAGE),
-            other => bail!("--device {other:?}: expected cpu or cuda"),
-        }
+        let device = super::model_arg::device(c.device)?;
         let Some(out) = c.out.clone() else { bail!("no output directory: give --out or `out` in the config") };
         let threads = c.threads;
-        Ok(Stage { file, out, resume: self.resume, threads })
+        Ok(Stage { file, out, resume: self.resume, threads, device })
     }
 }
 

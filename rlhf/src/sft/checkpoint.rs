@@ -31,6 +31,6 @@ pub(crate) fn save(model: &Gpt2, opt: &AdamW, cfg: &SftConfig, data: DataFingerp
     checkpoint::save(model, opt, &SftRun { config: cfg.clone(), data }, out)
 }
 
-pub(crate) fn load(out: &Path) -> Result<Resumed<SftRun>> {
-    checkpoint::load(out, |model, run: &SftRun| adamw(model, &run.config))
+pub(crate) fn load(out: &Path, device: engine::Device) -> Result<Resumed<SftRun>> {
+    checkpoint::load(out, device, |model, run: &SftRun| adamw(model, &run.config))
 }
