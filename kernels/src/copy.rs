@@ -1,5 +1,6 @@
-//! Strided gather (`cu/copy.cu`): any view of a buffer (permuted, narrowed, broadcast) made
-//! contiguous, for kernels that read row-major operands. Its launcher, its reference and checks.
+//! Strided gather: any view of a buffer (permuted, narrowed, broadcast) made contiguous, for
+//! kernels that read row-major operands (`strided_assign_f32` of `cu/pointwise.cu` into a
+//! row-major destination). Its launcher, its reference and checks.
 
 /// Rank the kernel takes; views of more dims must be merged first.
 pub const MAX_RANK: usize = 6;
@@ -44,34 +45,19 @@ mod imp {
     use crate::reference::{compare, Ref};
     use crate::selftest::{Check, TOL_F32};
     use crate::{Error, Result};
-    use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+    use cudarc::driver::CudaSlice;
     use rand::{rngs::StdRng, Rng, SeedableRng};
 
     impl Gpu {
         /// dst (contiguous over `shape`) = the view of `src` starting at element `offset` with
-        /// `strides` (elements; 0 = broadcast), rank <= 6.
+        /// `strides` (elements; 0 = broadcast), rank <= 6: `strided_assign_f32` into row-major
+        /// strides.
         pub fn strided_copy_f32(&self, src: &CudaSlice<f32>, offset: usize, shape: &[usize], strides: &[usize], dst: &mut CudaSlice<f32>) -> Result<()> {
-            let what = format!("strided_copy_f32 shape {shape:?} strides {strides:?} offset {offset}");
-            let (d, s) = padded(shape, strides).ok_or_else(|| Error::Other(format!("{what}: rank > {MAX_RANK}")))?;
-            let n: usize = shape.iter().product();
-            if n == 0 {
-                return Ok(());
+            let mut row_major = vec![1usize; shape.len()];
+            for d in (0..shape.len().saturating_sub(1)).rev() {
+                row_major[d] = row_major[d + 1] * shape[d + 1];
             }
-            let extent = offset + 1 + shape.iter().zip(strides).map(|(d, s)| (d - 1) * s).sum::<usize>();
-            if extent > src.len() || dst.len() < n {
-                return Err(Error::Other(format!("{what}: reads {extent} of {} source elements, writes {n} of {}", src.len(), dst.len())));
-            }
-            let blocks = n.div_ceil(256).clamp(1, (self.info.sm_count.max(1) as usize) * 16);
-            let (n64, view) = (n as i64, src.slice(offset..));
-            let (d, s): (Vec<i64>, Vec<i64>) = (d.iter().map(|&x| x as i64).collect(), s.iter().map(|&x| x as i64).collect());
-            let mut b = self.stream.launch_builder(self.f("strided_copy_f32")?);
-            b.arg(&view).arg(dst).arg(&n64);
-            for x in d.iter().chain(&s) {
-                b.arg(x);
-            }
-            let cfg = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-            unsafe { b.launch(cfg) }.map_err(|e| Error::cuda(format!("launch {what}"), e))?;
-            Ok(())
+            self.strided_assign_f32(src, offset, strides, dst, 0, &row_major, shape)
         }
     }
 

@@ -105,13 +105,6 @@ pub const MODULES: &[Module] = &[
         needs_headers: false,
     },
     Module {
-        name: "copy",
-        file: "cu/copy.cu",
-        source: include_str!("cu/copy.cu"),
-        entries: &["strided_copy_f32"],
-        needs_headers: false,
-    },
-    Module {
         name: "pointwise",
         file: "cu/pointwise.cu",
         source: include_str!("cu/pointwise.cu"),

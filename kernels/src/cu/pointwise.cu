@@ -103,21 +103,37 @@ extern "C" __global__ void __launch_bounds__(256) fill_f32(float* __restrict__ d
     GRID_STRIDE(i, n) { dst[i] = value; }
 }
 
-// dst view = src view, both over `shape` (rank <= 6, leading dims padded with size 1) with their
-// own strides (elements; a source stride may be 0). Offsets are applied by the launcher.
+// Views of rank <= 6 (leading dims padded with size 1; the outermost size is implied by n):
+// element i of a row-major walk over the shape sits at offset `so` in a view with strides s and
+// `to` in one with strides t (elements; 0 = broadcast), decoded innermost dim first.
+#define VIEW_DIMS long long d1, long long d2, long long d3, long long d4, long long d5
+#define VIEW_STRIDES(s) long long s##0, long long s##1, long long s##2, long long s##3, long long s##4, long long s##5
+__device__ __forceinline__ void view_offsets(long long i, long long d1, long long d2, long long d3, long long d4, long long d5,
+                                             const long long* s, const long long* t, long long& so, long long& to) {
+    const long long d[6] = {0, d1, d2, d3, d4, d5};
+    long long r = i;
+    so = 0;
+    to = 0;
+#pragma unroll
+    for (int k = 5; k >= 1; --k) {
+        const long long c = r % d[k];
+        so += c * s[k];
+        to += c * t[k];
+        r /= d[k];
+    }
+    so += r * s[0];
+    to += r * t[0];
+}
+
+// dst view = src view, both over one shape with their own strides (a source stride may be 0):
+// a gather into a contiguous buffer (t row-major), assign into a view, cat. Offsets are applied
+// by the launcher.
 extern "C" __global__ void __launch_bounds__(256) strided_assign_f32(
-    const float* __restrict__ src, float* __restrict__ dst, long long n,
-    long long d1, long long d2, long long d3, long long d4, long long d5,
-    long long s0, long long s1, long long s2, long long s3, long long s4, long long s5,
-    long long t0, long long t1, long long t2, long long t3, long long t4, long long t5) {
+    const float* __restrict__ src, float* __restrict__ dst, long long n, VIEW_DIMS, VIEW_STRIDES(s), VIEW_STRIDES(t)) {
+    const long long s[6] = {s0, s1, s2, s3, s4, s5}, t[6] = {t0, t1, t2, t3, t4, t5};
     GRID_STRIDE(i, n) {
-        long long r = i, so = 0, to = 0, c;
-        c = r % d5; so += c * s5; to += c * t5; r /= d5;
-        c = r % d4; so += c * s4; to += c * t4; r /= d4;
-        c = r % d3; so += c * s3; to += c * t3; r /= d3;
-        c = r % d2; so += c * s2; to += c * t2; r /= d2;
-        c = r % d1; so += c * s1; to += c * t1; r /= d1;
-        so += r * s0; to += r * t0;
+        long long so, to;
+        view_offsets(i, d1, d2, d3, d4, d5, s, t, so, to);
         dst[to] = __ldg(src + so);
     }
 }
@@ -227,16 +243,11 @@ __device__ __forceinline__ unsigned short f32_to_bf16_rne(float x) {
 
 extern "C" __global__ void __launch_bounds__(256) cast_bf16_strided(
     const float* __restrict__ src, unsigned short* __restrict__ dst, long long n, long long cols, long long pitch,
-    long long d1, long long d2, long long d3, long long d4, long long d5,
-    long long s0, long long s1, long long s2, long long s3, long long s4, long long s5) {
+    VIEW_DIMS, VIEW_STRIDES(s)) {
+    const long long s[6] = {s0, s1, s2, s3, s4, s5}, none[6] = {0, 0, 0, 0, 0, 0};
     GRID_STRIDE(i, n) {
-        long long r = i, so = 0;
-        so += (r % d5) * s5; r /= d5;
-        so += (r % d4) * s4; r /= d4;
-        so += (r % d3) * s3; r /= d3;
-        so += (r % d2) * s2; r /= d2;
-        so += (r % d1) * s1; r /= d1;
-        so += r * s0;
+        long long so, unused;
+        view_offsets(i, d1, d2, d3, d4, d5, s, none, so, unused);
         dst[(i / cols) * pitch + i % cols] = f32_to_bf16_rne(__ldg(src + so));
     }
 }
