@@ -21,10 +21,13 @@ pub struct EvalArgs {
     pub batch: usize,
     #[arg(long)]
     pub json: bool,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
-    let model = load_checkpoint(&args.model)?;
+    let model = load_checkpoint(&args.model)?.to_device(super::model_arg::device(&args.device)?)?;
     let text = std::fs::read_to_string(&args.text).map_err(|e| anyhow::anyhow!("{}: {e}", args.text.display()))?;
     let tokens = Tokenizer::for_config(model.config()).encode(&text);
     check_vocab(&model, &tokens)?;

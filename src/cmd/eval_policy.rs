@@ -42,17 +42,21 @@ pub struct EvalPolicyArgs {
     pub limit: Option<usize>,
     #[arg(long)]
     pub json: bool,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 pub fn run(args: EvalPolicyArgs) -> Result<()> {
-    let policy = load_checkpoint(&args.policy)?;
+    let device = super::model_arg::device(&args.device)?;
+    let policy = load_checkpoint(&args.policy)?.to_device(device)?;
     let tok = Tokenizer::for_config(policy.config());
-    let baseline = load_checkpoint(&args.baseline)?;
+    let baseline = load_checkpoint(&args.baseline)?.to_device(device)?;
     let reference = match &args.reference {
-        Some(r) => load_checkpoint(r)?,
+        Some(r) => load_checkpoint(r)?.to_device(device)?,
         None => baseline.clone(),
     };
-    let rm = RewardModel::load(&args.rm)?;
+    let rm = RewardModel::load(&args.rm)?.to_device(device)?;
     let n_pos = [&policy, &baseline, &reference].iter().map(|m| m.config().n_positions).min().unwrap_or(0);
     let loaded = load_prompts(&args.prompts, LoadOptions::default())?;
     let mut prompts = Vec::new();

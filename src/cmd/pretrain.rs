@@ -41,13 +41,17 @@ pub struct PretrainArgs {
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 pub fn run(args: PretrainArgs) -> Result<()> {
+    let device = super::model_arg::device(&args.device)?;
     let pool = rayon::ThreadPoolBuilder::new().num_threads(args.threads.unwrap_or(0)).build()?;
     pool.install(|| {
         std::fs::create_dir_all(&args.out)?;
-        let model = load_or_init(&args.model, args.seed)?;
+        let model = load_or_init(&args.model, args.seed)?.to_device(device)?;
         let tokens_path = tokenize_files(&args.data, &Tokenizer::for_config(model.config()), &args.out)?;
         let data = TokenFile::open(&tokens_path)?;
         let cfg = PretrainConfig {
