@@ -71,6 +71,7 @@ fn cases() -> Vec<(&'static str, Vec<Vec<usize>>, Build, bool)> {
             Ok(buf)
         }, false),
         ("narrow (its gradient)", vec![vec![3, 4, 10]], |x| x[0].narrow(1, 1, 2)?.narrow(2, 3, 5)?.affine(2.0, 0.0), true),
+        ("to_dtype f32 (a copy of a permuted view)", vec![vec![5, 7, 3]], |x| x[0].permute(&[1, 2, 0])?.to_dtype(crate::DType::F32), false),
         ("contiguous (permuted, narrowed)", vec![vec![6, 5, 8]], |x| x[0].permute(&[2, 0, 1])?.narrow(1, 1, 4)?.contiguous(), true),
         ("embedding", vec![vec![50, 24]], |x| {
             let ids = Tensor::new(vec![3i64, 0, 49, 3, 7, 3, 21], &[7])?;

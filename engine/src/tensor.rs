@@ -402,6 +402,9 @@ impl Tensor {
     /// Convert the element type (a copy; not differentiable, so the result is not tracked).
     pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
         if self.device() != Device::Cpu {
+            if dtype == DType::F32 && self.dtype() == DType::F32 {
+                return cuda::ops::contiguous(self); // a copy on the device (a fresh buffer)
+            }
             return self.to_device(Device::Cpu)?.to_dtype(dtype)?.to_device(self.device());
         }
         let guard = self.read();
