@@ -64,8 +64,7 @@ if [ ! -x "$BIN" ]; then
   SUMMARY+=("| binary | MISSING: $BIN (build with --features cuda) | - | - |")
 else
   step "kernels compile --arch sm_90a" 60 "$LOGS/compile.log" "$BIN" kernels compile --arch sm_90a
-  step "selftest --device cuda" 180 "$LOGS/selftest.log" "$BIN" selftest --device cuda
-  step "selftest --json (no bench)" 60 "$OUT/selftest.json" "$BIN" selftest --device cuda --json --no-bench
+  step "selftest --device cuda" 180 "$LOGS/selftest.log" "$BIN" selftest --device cuda --json-out "$OUT/selftest.json"
   { echo; echo '## kernels compile --arch sm_90a'; echo; cat "$LOGS/compile.log"; } >>"$REPORT"
   { echo; echo '## selftest --device cuda'; echo; cat "$LOGS/selftest.log"; } >>"$REPORT"
 fi

@@ -14,6 +14,9 @@ pub struct SelftestArgs {
     /// Skip the matmul timings.
     #[arg(long)]
     pub no_bench: bool,
+    /// Also write the JSON object to this file (the tables still print).
+    #[arg(long)]
+    pub json_out: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: SelftestArgs) -> Result<()> {
@@ -165,13 +168,17 @@ mod imp {
         };
         let attention_timings = if args.no_bench { Vec::new() } else { kernels::attention::bench(&gpu) };
         let failed = checks.iter().filter(|c| !c.pass).count();
+        let report = serde_json::to_string_pretty(&serde_json::json!({
+            "device": gpu.info, "nvrtc": nvrtc, "include_dir": include,
+            "libcuda": libs("libcuda.so"), "libnvrtc": libs("libnvrtc.so"), "libcublas": libs("libcublas.so"),
+            "cublas_loaded": bench::cublas_available(),
+            "checks": checks, "timings": timings, "attention_timings": attention_timings, "failed": failed,
+        }))?;
+        if let Some(path) = &args.json_out {
+            engine::safetensors::write_atomic(path, report.as_bytes())?;
+        }
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&serde_json::json!({
-                "device": gpu.info, "nvrtc": nvrtc, "include_dir": include,
-                "libcuda": libs("libcuda.so"), "libnvrtc": libs("libnvrtc.so"), "libcublas": libs("libcublas.so"),
-                "cublas_loaded": bench::cublas_available(),
-                "checks": checks, "timings": timings, "attention_timings": attention_timings, "failed": failed,
-            }))?);
+            println!("{report}");
         } else {
             let i = &gpu.info;
             println!("device: {} (cc {}.{}, {} SMs), driver {}, kernels built for {}", i.name, i.compute_capability.0, i.compute_capability.1, i.sm_count, i.driver_version, i.arch);
