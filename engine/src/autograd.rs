@@ -222,11 +222,15 @@ impl GradStore {
     /// The L2 norm over all gradients together.
     pub fn global_norm(&self) -> Result<f32> {
         let mut sum = 0f64;
-        // Gradients on a device: one fused reduction there per device, one number back.
-        let mut on_device: HashMap<crate::Device, Vec<&Tensor>> = HashMap::new();
-        for g in self.0.values() {
-            if g.device().is_cuda() {
-                on_device.entry(g.device()).or_default().push(g);
+        // Gradients on a device: one fused reduction there per device, one number back. In the
+        // order of their tensors' ids, not the map's (which changes from run to run): the same
+        // sum, to the last bit, every run.
+        let mut grads: Vec<(&TensorId, &Tensor)> = self.0.iter().collect();
+        grads.sort_by_key(|(id, _)| **id);
+        let mut on_device: std::collections::BTreeMap<usize, Vec<&Tensor>> = Default::default();
+        for (_, g) in grads {
+            if let crate::Device::Cuda(n) = g.device() {
+                on_device.entry(n).or_default().push(g);
             } else {
                 sum += g.to_vec_f32()?.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
             }

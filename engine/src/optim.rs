@@ -63,7 +63,7 @@ impl AdamW {
                 }
                 let n = p.numel();
                 let (state, moments) = if p.device().is_cuda() {
-                    let zeros = || Tensor::zeros(&[n]).to_device(p.device());
+                    let zeros = || Tensor::zeros_on(&[n], p.device());
                     (ParamState { step: 0, m: Vec::new(), v: Vec::new() }, Some((zeros()?, zeros()?)))
                 } else {
                     (ParamState { step: 0, m: vec![0.0; n], v: vec![0.0; n] }, None)

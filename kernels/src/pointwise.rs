@@ -31,6 +31,8 @@ pub enum Unary {
     Relu = 7,
     /// Bounds passed as `lo`, `hi`.
     Clamp = 8,
+    /// `x·lo + hi`.
+    Affine = 9,
 }
 
 #[cfg(feature = "cuda")]
@@ -303,7 +305,7 @@ mod tests {
     fn unary_codes_match_the_kernel() {
         use super::Unary::*;
         let src = include_str!("cu/pointwise.cu");
-        for (name, op) in [("EXP", Exp), ("LOG", Log), ("TANH", Tanh), ("SIGMOID", Sigmoid), ("LOGSIGMOID", LogSigmoid), ("SQR", Sqr), ("SQRT", Sqrt), ("RELU", Relu), ("CLAMP", Clamp)] {
+        for (name, op) in [("EXP", Exp), ("LOG", Log), ("TANH", Tanh), ("SIGMOID", Sigmoid), ("LOGSIGMOID", LogSigmoid), ("SQR", Sqr), ("SQRT", Sqrt), ("RELU", Relu), ("CLAMP", Clamp), ("AFFINE", Affine)] {
             assert!(src.contains(&format!("#define U_{name} {}\n", op as i32)), "U_{name} is not {}", op as i32);
         }
     }

@@ -23,8 +23,8 @@ pub fn load_or_init(spec: &str, seed: u64) -> Result<Gpt2> {
 /// not at the first tensor moved there).
 pub fn device(spec: &str) -> Result<engine::Device> {
     let device: engine::Device = spec.parse()?;
-    if device.is_cuda() {
-        if let Err(why) = engine::cuda::availability() {
+    if let engine::Device::Cuda(n) = device {
+        if let Err(why) = engine::cuda::availability_of(n) {
             bail!("--device {spec}: {why}");
         }
     }

@@ -30,12 +30,12 @@ impl CudaStorage {
 }
 
 /// libcuda is loaded lazily and a missing library panics inside cudarc: check first.
-pub fn probe() -> std::result::Result<String, String> {
+pub fn probe(ordinal: usize) -> std::result::Result<String, String> {
     if !driver_present() {
         return Err("no CUDA driver: libcuda.so not found".into());
     }
-    let g = gpu(0).map_err(|e| e.to_string())?;
-    Ok(format!("cuda:0 {} ({}, driver {})", g.info.name, g.info.arch, g.info.driver_version))
+    let g = gpu(ordinal).map_err(|e| e.to_string())?;
+    Ok(format!("cuda:{ordinal} {} ({}, driver {})", g.info.name, g.info.arch, g.info.driver_version))
 }
 
 fn driver_present() -> bool {

@@ -101,14 +101,21 @@ pub use stub::*;
 #[cfg(feature = "cuda")]
 pub use device::{download, upload};
 
-/// Whether a usable CUDA device is present, with the reason when it is not.
+/// Whether CUDA device 0 is usable, with the reason when it is not.
 pub fn availability() -> std::result::Result<String, String> {
+    availability_of(0)
+}
+
+/// Whether CUDA device `ordinal` is usable (its context made, every kernel loaded), with the
+/// reason when it is not.
+pub fn availability_of(ordinal: usize) -> std::result::Result<String, String> {
     #[cfg(feature = "cuda")]
     {
-        device::probe()
+        device::probe(ordinal)
     }
     #[cfg(not(feature = "cuda"))]
     {
+        let _ = ordinal;
         Err("built without the `cuda` feature".into())
     }
 }

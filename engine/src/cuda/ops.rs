@@ -157,20 +157,9 @@ pub(crate) fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     Ok(tensor(out, &shape, ordinal(a)))
 }
 
-/// A one-element tensor on `device` (a scalar operand, broadcast by `binary`).
-fn scalar_on(v: f32, device: Device) -> Result<Tensor> {
-    Tensor::scalar(v).to_device(device)
-}
-
-/// `x·mul + add`, as two broadcast binary launches (one when `add` is 0).
+/// `x·mul + add`, one launch (the scalars are kernel arguments).
 pub(crate) fn affine(x: &Tensor, mul: f32, add: f32) -> Result<Tensor> {
-    let m = scalar_on(mul, x.device())?.broadcast_as(x.shape())?;
-    let y = binary(BinaryOp::Mul, x, &m)?;
-    if add == 0.0 {
-        return Ok(y);
-    }
-    let a = scalar_on(add, x.device())?.broadcast_as(x.shape())?;
-    binary(BinaryOp::Add, &y, &a)
+    unary(x, Unary::Affine, mul, add)
 }
 
 pub(crate) fn gelu(x: &Tensor) -> Result<Tensor> {
@@ -380,9 +369,12 @@ pub(crate) fn embedding_backward(dout: &Tensor, shape: &[usize], ids: &[i64]) ->
     let g = gpu(dev)?;
     let (v, d) = (shape[0], shape.iter().skip(1).product::<usize>());
     let dv = f32_of(dout, op)?;
-    let gids = ids_on(&g, ids, op)?;
-    let mut dtable = zeros(&g, v * d, op)?; // the kernel adds into it
-    g.embedding_bwd_atomic(&gids, &dv, &mut dtable, ids.len(), v, d).map_err(err(op))?;
+    let mut dtable = zeros(&g, v * d, op)?; // rows no id names stay 0
+    // Sorted segments, one sum per distinct id in a fixed order: the same gradient every run
+    // (the atomic kernel's order, and so its last bits, vary when ids repeat, as tokens and
+    // positions do in every batch).
+    let plan = g.embedding_bwd_plan(ids, v).map_err(err(op))?;
+    g.embedding_bwd_sorted(&plan, &dv, &mut dtable, d).map_err(err(op))?;
     Ok(tensor(dtable, shape, dev))
 }
 

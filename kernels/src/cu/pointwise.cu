@@ -21,6 +21,7 @@
 #define U_SQRT 6
 #define U_RELU 7
 #define U_CLAMP 8
+#define U_AFFINE 9
 
 __device__ __forceinline__ float sigmoid_f(float x) {
     if (x >= 0.0f) return 1.0f / (1.0f + expf(-x));
@@ -32,7 +33,8 @@ __device__ __forceinline__ float log_sigmoid_f(float x) {
     return x >= 0.0f ? -log1pf(expf(-x)) : x - log1pf(expf(x));
 }
 
-// y = op(x); `lo`, `hi` are clamp's bounds (unused otherwise). `op` is uniform: no divergence.
+// y = op(x); `lo`, `hi` are clamp's bounds, or affine's multiplier and addend (unused
+// otherwise). `op` is uniform: no divergence.
 extern "C" __global__ void __launch_bounds__(256) unary_fwd_f32(const float* __restrict__ x, float* __restrict__ y,
                                                                  long long n, int op, float lo, float hi) {
     GRID_STRIDE(i, n) {
@@ -47,6 +49,7 @@ extern "C" __global__ void __launch_bounds__(256) unary_fwd_f32(const float* __r
             case U_SQR: r = v * v; break;
             case U_SQRT: r = sqrtf(v); break;
             case U_RELU: r = fmaxf(v, 0.0f); break;
+            case U_AFFINE: r = v * lo + hi; break;
             default: r = v < lo ? lo : (v > hi ? hi : v); break;  // U_CLAMP (NaN stays NaN)
         }
         y[i] = r;
@@ -69,6 +72,7 @@ extern "C" __global__ void __launch_bounds__(256) unary_bwd_f32(const float* __r
             case U_SQR: r = 2.0f * x[i] * gv; break;
             case U_SQRT: r = gv / (2.0f * y[i]); break;
             case U_RELU: r = x[i] > 0.0f ? gv : 0.0f; break;
+            case U_AFFINE: r = gv * lo; break;
             default: { const float v = x[i]; r = (v >= lo && v <= hi) ? gv : 0.0f; } break;  // U_CLAMP
         }
         dx[i] = r;

@@ -135,7 +135,8 @@ pub fn run_until(cfg: &PipelineConfig, out: &Path, progress: &mut dyn Progress, 
     // Pretraining and SFT (and, for `paper`, the same for a larger model).
     let world_key = key_of(&(cfg.seed, sizes, world::VERSION, cfg.labelers.demo_slip));
     // Everything downstream keys on the pretrained model: a CUDA run's keys differ from here on.
-    let on_device = |key: String| if cfg.device == "cpu" { key } else { key_of(&(key, &cfg.device)) };
+    let device = cfg.device()?;
+    let on_device = |key: String| if device.is_cuda() { key_of(&(key, format!("{device:?}"))) } else { key };
     let mut stage = Stage::new(out, "pretrained", on_device(key_of(&("pretrain", CODE_VERSION, cfg.seed, &cfg.model, &cfg.pretrain))));
     let (pretrained, s) = stages::pretrain(cfg, &cfg.model, cfg.pretrain.steps, &corpus, &mut stage, progress)?;
     seconds.insert("pretrain".into(), s);
