@@ -252,10 +252,8 @@ fn matmul_bf16(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, out_shape: &[usize
     // IGPT_SKIP_V5=1 keeps wgmma out, as in the kernel self-test (a faulting kernel poisons the context).
     let skip_v5 = std::env::var("IGPT_SKIP_V5").is_ok_and(|s| s == "1");
     let v = if g.has_wgmma() && !skip_v5 { MatmulTc::V5Wgmma } else { MatmulTc::V4Mma };
-    let (ra, rb) = (a.rank(), b.rank());
-    let (m, k, n) = (a.shape()[ra - 2], a.shape()[ra - 1], b.shape()[rb - 1]);
+    let (k, n) = (a.shape()[a.rank() - 1], b.shape()[b.rank() - 1]);
     let (kp, np) = (k.next_multiple_of(8).max(8), n.next_multiple_of(8).max(8));
-    let batches: usize = a.shape()[..ra - 2].iter().product();
     let bias_dev = bias.map(|t| f32_of(t, op)).transpose()?;
     let bias_wide = match &bias_dev {
         Some(bv) if np != n => {
@@ -276,6 +274,34 @@ fn matmul_bf16(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, out_shape: &[usize
         g.matmul_tc_f32out(v, &a16, &b16, bias_arg, &mut wide, rows, np, kp).map_err(err(op))?;
         g.strided_copy_f32(&wide, 0, &[rows, n], &[np, 1], dst).map_err(err(op))
     };
+    batched(a, b, out_shape, op, gemm)
+}
+
+/// `a` [.., M, K] · `b` [.., K, N] or [K, N] (+ `bias` [N]) → [.., M, N]. A shared `b` makes
+/// one GEMM over all rows of `a`; batched operands one GEMM per batch.
+pub(crate) fn matmul(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, out_shape: &[usize]) -> Result<Tensor> {
+    if crate::autocast::bf16_enabled() {
+        return matmul_bf16(a, b, bias, out_shape);
+    }
+    let op = "matmul";
+    let g = gpu(ordinal(a))?;
+    let (k, n) = (a.shape()[a.rank() - 1], b.shape()[b.rank() - 1]);
+    let biasv = bias.map(|t| f32_of(t, op)).transpose()?;
+    batched(a, b, out_shape, op, |av, bv, rows, dst| {
+        let (x, y) = (f32_of(av, op)?, f32_of(bv, op)?);
+        g.matmul_f32(MatmulF32::V2Register, &x, &y, biasv.as_deref(), dst, rows, n, k).map_err(err(op))
+    })
+}
+
+/// The batching both matmuls share: `gemm(A, B, rows, C)` computes C [rows, N] = A [rows, K] ·
+/// B [K, N] for one pair of operands; a shared `b` makes one call over all rows of `a`, batched
+/// operands one call per batch, each product copied into place.
+fn batched(a: &Tensor, b: &Tensor, out_shape: &[usize], op: &'static str, gemm: impl Fn(&Tensor, &Tensor, usize, &mut CudaSlice<f32>) -> Result<()>) -> Result<Tensor> {
+    let dev = ordinal(a);
+    let g = gpu(dev)?;
+    let (ra, rb) = (a.rank(), b.rank());
+    let (m, k, n) = (a.shape()[ra - 2], a.shape()[ra - 1], b.shape()[rb - 1]);
+    let batches: usize = a.shape()[..ra - 2].iter().product();
     let mut out = alloc(&g, batches * m * n, op)?;
     if rb == 2 || batches == 1 {
         gemm(a, b, batches * m, &mut out)?;
@@ -285,37 +311,6 @@ fn matmul_bf16(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, out_shape: &[usize
     let mut c = alloc(&g, m * n, op)?;
     for i in 0..batches {
         gemm(&a3.narrow(0, i, 1)?, &b3.narrow(0, i, 1)?, m, &mut c)?;
-        let mut dst = out.slice_mut(i * m * n..(i + 1) * m * n);
-        g.stream.memcpy_dtod(&c, &mut dst).map_err(|e| Error::Cuda(format!("{op}: copy batch {i}: {e:?}")))?;
-    }
-    Ok(tensor(out, out_shape, dev))
-}
-
-/// `a` [.., M, K] · `b` [.., K, N] or [K, N] (+ `bias` [N]) → [.., M, N]. A shared `b` makes
-/// one GEMM over all rows of `a`; batched operands one GEMM per batch.
-pub(crate) fn matmul(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, out_shape: &[usize]) -> Result<Tensor> {
-    if crate::autocast::bf16_enabled() {
-        return matmul_bf16(a, b, bias, out_shape);
-    }
-    let (dev, op) = (ordinal(a), "matmul");
-    let g = gpu(dev)?;
-    let (ra, rb) = (a.rank(), b.rank());
-    let (m, k, n) = (a.shape()[ra - 2], a.shape()[ra - 1], b.shape()[rb - 1]);
-    let batches: usize = a.shape()[..ra - 2].iter().product();
-    let biasv = bias.map(|t| f32_of(t, op)).transpose()?;
-    let mut out = alloc(&g, batches * m * n, op)?;
-    if rb == 2 || batches == 1 {
-        let (av, bv) = (f32_of(a, op)?, f32_of(b, op)?);
-        g.matmul_f32(MatmulF32::V2Register, &av, &bv, biasv.as_deref(), &mut out, batches * m, n, k).map_err(err(op))?;
-        return Ok(tensor(out, out_shape, dev));
-    }
-    // Batched: each batch's operands gathered, its product copied into place.
-    let (a3, b3) = (a.reshape(&[batches, m, k])?, b.reshape(&[batches, k, n])?);
-    let mut c = alloc(&g, m * n, op)?;
-    for i in 0..batches {
-        let (ai, bi) = (a3.narrow(0, i, 1)?, b3.narrow(0, i, 1)?);
-        let (av, bv) = (f32_of(&ai, op)?, f32_of(&bi, op)?);
-        g.matmul_f32(MatmulF32::V2Register, &av, &bv, biasv.as_deref(), &mut c, m, n, k).map_err(err(op))?;
         let mut dst = out.slice_mut(i * m * n..(i + 1) * m * n);
         g.stream.memcpy_dtod(&c, &mut dst).map_err(|e| Error::Cuda(format!("{op}: copy batch {i}: {e:?}")))?;
     }
