@@ -23,6 +23,49 @@ impl Tensor {
         Ok((rows, row_len, keep))
     }
 
+    /// The CPU sum of any `dims`: each output's inputs gathered into one contiguous row, added
+    /// one by one in f64.
+    fn sum_rows(&self, dims: &[usize]) -> Result<(Vec<f32>, Vec<usize>)> {
+        let (rows, row_len, keep) = self.rows_over("sum", dims)?;
+        let v = rows.cpu_f32("sum")?;
+        let data = if row_len == 0 {
+            vec![0.0; keep.iter().product()]
+        } else {
+            v.chunks(row_len).map(|r| r.iter().map(|&x| x as f64).sum::<f64>() as f32).collect()
+        };
+        Ok((data, keep))
+    }
+
+    /// The CPU sum when `dims` is one ascending run of consecutive dims (a bias gradient sums
+    /// dims 0..2 of [B, T, C]): the input read once in memory order as [outer, run, inner],
+    /// without the transposed copy `rows_over` makes. Each output still adds its inputs one by
+    /// one in f64 in the run's row-major order, so the result is bit-identical to the general
+    /// path. None: another pattern (the general path handles it).
+    fn sum_run(&self, dims: &[usize]) -> Result<Option<(Vec<f32>, Vec<usize>)>> {
+        let Some(&first) = dims.first() else { return Ok(None) };
+        if dims.iter().enumerate().any(|(i, &d)| d != first + i) || first + dims.len() > self.rank() || self.numel() == 0 {
+            return Ok(None);
+        }
+        let shape = self.shape();
+        let (outer, run, inner): (usize, usize, usize) =
+            (shape[..first].iter().product(), dims.iter().map(|&d| shape[d]).product(), shape[first + dims.len()..].iter().product());
+        let keep: Vec<usize> = shape.iter().enumerate().map(|(d, &s)| if dims.contains(&d) { 1 } else { s }).collect();
+        let v = self.cpu_f32("sum")?;
+        let zero = std::iter::empty::<f64>().sum::<f64>(); // what `Iterator::sum` starts from (-0.0)
+        if inner == 1 {
+            let sums = v.chunks(run).map(|r| r.iter().map(|&x| x as f64).sum::<f64>() as f32);
+            return Ok(Some((sums.collect(), keep)));
+        }
+        let mut acc = vec![zero; outer * inner];
+        for (o, out) in acc.chunks_mut(inner).enumerate() {
+            for r in 0..run {
+                let row = &v[(o * run + r) * inner..][..inner];
+                out.iter_mut().zip(row).for_each(|(a, &x)| *a += x as f64);
+            }
+        }
+        Ok(Some((acc.into_iter().map(|a| a as f32).collect(), keep)))
+    }
+
     /// Sum over `dims`; keeps them as size 1 when `keepdim`.
     pub fn sum(&self, dims: &[usize], keepdim: bool) -> Result<Tensor> {
         let out = if self.device().is_cuda() {
@@ -32,12 +75,9 @@ impl Tensor {
             }
             crate::cuda::ops::sum(self, dims, &keep)?
         } else {
-            let (rows, row_len, keep) = self.rows_over("sum", dims)?;
-            let v = rows.cpu_f32("sum")?;
-            let data: Vec<f32> = if row_len == 0 {
-                vec![0.0; keep.iter().product()]
-            } else {
-                v.chunks(row_len).map(|r| r.iter().map(|&x| x as f64).sum::<f64>() as f32).collect()
+            let (data, keep) = match self.sum_run(dims)? {
+                Some(run) => run,
+                None => self.sum_rows(dims)?,
             };
             f32_tensor(data, &keep)
         };
@@ -107,5 +147,40 @@ impl Tensor {
             idx.push(i as i64);
         }
         Ok((f32_tensor(values, &keep), Tensor::from_cpu(CpuStorage::I64(idx), &keep)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Tensor;
+
+    /// The run fast path gives the general path's bits, contiguous or not, for every run of dims.
+    #[test]
+    fn sum_run_matches_the_general_path_bit_for_bit() {
+        let mut seed = 7u64;
+        let mut rand = move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 1e3
+        };
+        for shape in [vec![7usize], vec![5, 3], vec![4, 6, 5], vec![3, 1, 4, 9], vec![2, 5, 33, 3]] {
+            let data: Vec<f32> = (0..shape.iter().product::<usize>()).map(|_| rand()).collect();
+            let x = Tensor::new(data, &shape).unwrap();
+            let rank = shape.len();
+            let xt = if rank >= 2 { x.transpose(0, rank - 1).unwrap() } else { x.clone() };
+            for t in [&x, &xt] {
+                for first in 0..rank {
+                    for len in 1..=rank - first {
+                        let dims: Vec<usize> = (first..first + len).collect();
+                        let (fast, keep) = t.sum_run(&dims).unwrap().expect("a run of dims takes the fast path");
+                        let (general, keep2) = t.sum_rows(&dims).unwrap();
+                        assert_eq!(keep, keep2);
+                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(&fast), bits(&general), "shape {shape:?} dims {dims:?} contiguous {}", t.is_contiguous());
+                    }
+                }
+            }
+        }
+        let x = Tensor::new(vec![1.0; 24], &[2, 3, 4]).unwrap();
+        assert!(x.sum_run(&[0, 2]).unwrap().is_none() && x.sum_run(&[1, 0]).unwrap().is_none(), "other patterns take the general path");
     }
 }
