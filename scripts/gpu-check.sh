@@ -83,6 +83,8 @@ step "allocators (bench alloc --device cuda)" 60 "$LOGS/alloc.log" "$BIN" bench 
 { echo; echo '## bench alloc --device cuda'; echo; cat "$LOGS/alloc.log"; } >>"$REPORT"
 step "pipeline --preset smoke --device cuda" 90 "$LOGS/pipeline.log" "$BIN" pipeline --preset smoke --device cuda --out "$LOGS/pipeline-smoke"
 { echo; echo '## pipeline --preset smoke --device cuda (every stage on the GPU)'; echo; echo '```'; tail -40 "$LOGS/pipeline.log"; echo '```'; } >>"$REPORT"
+step "pipeline --preset smoke --device cuda --bf16" 60 "$LOGS/pipeline_bf16.log" "$BIN" pipeline --preset smoke --device cuda --bf16 --out "$LOGS/pipeline-smoke"
+{ echo; echo '## pipeline --preset smoke --device cuda --bf16 (autocast; its stages are its own)'; echo; echo '```'; tail -25 "$LOGS/pipeline_bf16.log"; echo '```'; } >>"$REPORT"
 step "torch baseline" 150 "$LOGS/torch.log" python3 scripts/torch_baseline.py
 { echo; echo '## PyTorch baseline'; echo; cat "$LOGS/torch.log"; } >>"$REPORT"
 

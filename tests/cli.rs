@@ -70,6 +70,18 @@ fn no_gpu_here_means_an_error_not_a_panic() {
     let _ = std::fs::remove_dir_all(&out);
     let o = run(&["bench", "train-step", "--bf16"]);
     assert!(!o.status.success() && stderr(&o).contains("--bf16: autocast applies to CUDA"), "{}", stderr(&o));
+    // --bf16 on the CPU: refused before anything is written, by every command that trains.
+    for args in [
+        &["pipeline", "--preset", "smoke", "--bf16", "--out", out.to_str().unwrap()][..],
+        &["pretrain", "--data", "x.txt", "--bf16", "--out", out.to_str().unwrap()],
+        &["sft", "--bf16", "--out", out.to_str().unwrap()],
+        &["rm", "--bf16", "--out", out.to_str().unwrap()],
+        &["ppo", "--bf16", "--out", out.to_str().unwrap()],
+    ] {
+        let o = run(args);
+        assert!(!o.status.success() && stderr(&o).contains("--bf16: autocast applies to CUDA"), "{args:?}: {}", stderr(&o));
+        assert!(!out.exists(), "{args:?} wrote {}", out.display());
+    }
     let o = run(&["pipeline", "--device", "tpu", "--out", out.to_str().unwrap()]);
     assert!(stderr(&o).contains("unknown device \"tpu\""), "{}", stderr(&o));
     let o = run(&["info"]);

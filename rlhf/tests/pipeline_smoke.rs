@@ -81,6 +81,10 @@ fn contradictory_reward_model_starts_are_refused_before_any_stage_runs() {
     cfg.rm_sft_epochs = epochs;
     let err = pipeline::run(&cfg, dir.path(), &mut Silent).unwrap_err().to_string();
     assert!(err.contains("rm_sft_epochs = 0"), "{err}");
+    let mut cfg = PipelineConfig::preset("smoke", 7).unwrap();
+    cfg.set("bf16=true").unwrap();
+    let err = pipeline::run(&cfg, dir.path(), &mut Silent).unwrap_err().to_string();
+    assert!(err.contains("bf16") && err.contains("CPU engine is f32"), "{err}");
     assert!(!dir.path().join("pretrained").exists(), "nothing was trained");
 }
 

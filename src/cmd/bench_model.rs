@@ -3,7 +3,7 @@
 //! (`scripts/compare_gpt2.py`, `scripts/torch_baseline.py`).
 
 use super::bench::BenchArgs;
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 use engine::optim::{AdamW, AdamWConfig};
 use engine::{Device, Tensor};
 use models::{generate, lm_targets, GenerateConfig, Gpt2, Gpt2Config};
@@ -34,9 +34,7 @@ pub fn train_step(args: &BenchArgs, threads: usize, device: Device) -> Result<()
     let ids = Tensor::new(random_ids(&mut rng, b * (t + 1), cfg.vocab_size), &[b, t + 1])?;
     let inputs = ids.narrow(1, 0, t)?.contiguous()?;
     let targets = lm_targets(&ids)?.narrow(1, 0, t)?.contiguous()?;
-    if args.bf16 && !device.is_cuda() {
-        bail!("--bf16: autocast applies to CUDA matmuls; the CPU engine is f32 (add --device cuda)");
-    }
+    super::model_arg::check_bf16(args.bf16, device)?;
     let precision = if args.bf16 { "bf16 autocast" } else { "f32" };
     let mut opt = AdamW::new(model.param_groups(0.1), AdamWConfig::default())?;
     let mut step = || -> Result<f32> {

@@ -31,6 +31,15 @@ pub fn device(spec: &str) -> Result<engine::Device> {
     Ok(device)
 }
 
+/// `--bf16` (autocast: bf16 operands, f32 accumulation and master weights) needs a CUDA device:
+/// the CPU engine is f32.
+pub fn check_bf16(bf16: bool, device: engine::Device) -> Result<()> {
+    if bf16 && !device.is_cuda() {
+        bail!("--bf16: autocast applies to CUDA matmuls and attention; the CPU engine is f32 (add --device cuda)");
+    }
+    Ok(())
+}
+
 /// A checkpoint directory for commands that need trained weights.
 pub fn load_checkpoint(dir: &Path) -> Result<Gpt2> {
     if !dir.is_dir() {

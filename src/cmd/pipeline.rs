@@ -19,9 +19,13 @@ pub struct PipelineArgs {
     pub preset: String,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// cpu, cuda or cuda:N (f32 on CUDA; its stages are not reused by CPU runs, nor the reverse).
+    /// cpu, cuda or cuda:N (f32 unless --bf16; its stages are not reused by CPU runs, nor the reverse).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Mixed precision on CUDA (as torch.autocast): bf16 matmul and attention operands, f32
+    /// accumulation, weights and optimizer state; a bf16 run's stages are its own.
+    #[arg(long)]
+    pub bf16: bool,
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -76,10 +80,12 @@ impl Progress for Bars {
 pub fn run(args: PipelineArgs) -> Result<()> {
     let mut cfg = PipelineConfig::preset(&args.preset, args.seed)?;
     cfg.device = args.device.clone();
+    cfg.bf16 |= args.bf16;
     for a in &args.set {
         cfg.set(a)?;
     }
-    super::model_arg::device(&cfg.device)?;
+    let device = super::model_arg::device(&cfg.device)?;
+    super::model_arg::check_bf16(cfg.bf16, device)?;
     let pool = rayon::ThreadPoolBuilder::new().num_threads(args.threads.unwrap_or(0)).build()?;
     eprintln!("pipeline: preset {}, seed {}, {} threads, output {}", cfg.preset, cfg.seed, pool.current_num_threads(), args.out.display());
     let Some(results) = pool.install(|| pipeline::run_until(&cfg, &args.out, &mut Bars { bar: None }, args.until))? else {

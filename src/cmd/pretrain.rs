@@ -44,12 +44,18 @@ pub struct PretrainArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Mixed precision on CUDA: bf16 matmul and attention operands, f32 accumulation, weights and
+    /// optimizer state.
+    #[arg(long)]
+    pub bf16: bool,
 }
 
 pub fn run(args: PretrainArgs) -> Result<()> {
     let device = super::model_arg::device(&args.device)?;
+    super::model_arg::check_bf16(args.bf16, device)?;
     let pool = rayon::ThreadPoolBuilder::new().num_threads(args.threads.unwrap_or(0)).build()?;
     pool.install(|| {
+        let _autocast = args.bf16.then(engine::autocast_bf16);
         std::fs::create_dir_all(&args.out)?;
         let model = load_or_init(&args.model, args.seed)?.to_device(device)?;
         let tokens_path = tokenize_files(&args.data, &Tokenizer::for_config(model.config()), &args.out)?;

@@ -22,6 +22,10 @@ pub struct StageArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long)]
     pub device: Option<String>,
+    /// Mixed precision on CUDA (as torch.autocast): matmuls and attention take bf16 operands and
+    /// accumulate in f32; weights, optimizer state and checkpoints stay f32.
+    #[arg(long)]
+    pub bf16: bool,
     /// Skip bad data lines (counted and printed) instead of failing on the first.
     #[arg(long)]
     pub skip_invalid: bool,
@@ -56,12 +60,19 @@ pub struct Stage<F> {
     pub threads: usize,
     /// Where the models train (`device` in the file, or --device).
     pub device: engine::Device,
+    /// --bf16: the stage runs under `engine::autocast_bf16`.
+    pub bf16: bool,
 }
 
 impl<F> Stage<F> {
-    /// Run `f` on a pool of the configured threads.
+    /// Run `f` on a pool of the configured threads (under bf16 autocast with --bf16: the guard
+    /// is per thread, so it is taken on the thread that runs `f`).
     pub fn install<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-        rayon::ThreadPoolBuilder::new().num_threads(self.threads).build()?.install(f)
+        let bf16 = self.bf16;
+        rayon::ThreadPoolBuilder::new().num_threads(self.threads).build()?.install(move || {
+            let _autocast = bf16.then(engine::autocast_bf16);
+            f()
+        })
     }
 }
 
@@ -86,9 +97,10 @@ impl StageArgs {
         }
         *c.skip_invalid |= self.skip_invalid;
         let device = super::model_arg::device(c.device)?;
+        super::model_arg::check_bf16(self.bf16, device)?;
         let Some(out) = c.out.clone() else { bail!("no output directory: give --out or `out` in the config") };
         let threads = c.threads;
-        Ok(Stage { file, out, resume: self.resume, threads, device })
+        Ok(Stage { file, out, resume: self.resume, threads, device, bf16: self.bf16 })
     }
 }
 

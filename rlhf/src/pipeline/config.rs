@@ -99,6 +99,11 @@ pub struct PipelineConfig {
     /// CPU enters the stage keys: CPU runs keep theirs, a CUDA run has stages of its own.
     #[serde(default = "cpu")]
     pub device: String,
+    /// Mixed precision on CUDA (as torch.autocast): matmuls and attention take bf16 operands and
+    /// accumulate in f32; weights, optimizer state and checkpoints stay f32. A bf16 run's stages
+    /// are its own (false in pipeline.json files written before it existed).
+    #[serde(default)]
+    pub bf16: bool,
 }
 
 fn cpu() -> String {
@@ -182,6 +187,7 @@ impl PipelineConfig {
             ptx_eval_tokens: 32 * 1024,
             ptx_curve_every: 10,
             device: cpu(),
+            bf16: false,
         };
         let cfg = match name {
             "quick" => quick,
@@ -230,8 +236,9 @@ mod tests {
         json.as_object_mut().unwrap().remove("eval_samples");
         json.as_object_mut().unwrap().remove("rm_sft_epochs");
         json.as_object_mut().unwrap().remove("rlhf_rounds");
+        json.as_object_mut().unwrap().remove("bf16");
         let old: PipelineConfig = serde_json::from_value(json).unwrap();
-        assert_eq!((old.labelers.demo_slip, old.eval_samples, old.rm_sft_epochs, old.rlhf_rounds), (0.0, 1, None, 1));
+        assert_eq!((old.labelers.demo_slip, old.eval_samples, old.rm_sft_epochs, old.rlhf_rounds, old.bf16), (0.0, 1, None, 1, false));
         assert_eq!(PipelineConfig::preset("quick", 3).unwrap().labelers.demo_slip, 0.4, "today's default differs");
     }
 

@@ -121,6 +121,12 @@ pub fn run_until(cfg: &PipelineConfig, out: &Path, progress: &mut dyn Progress, 
     if cfg.rm_sft_epochs == Some(0) {
         anyhow::bail!("rm_sft_epochs = 0: the reward model's own SFT model needs at least 1 epoch (or leave it unset)");
     }
+    let device = cfg.device()?;
+    if cfg.bf16 && !device.is_cuda() {
+        anyhow::bail!("bf16: autocast applies to CUDA matmuls and attention; the CPU engine is f32 (set device to cuda)");
+    }
+    // Every op of the run is issued from this thread, so one guard covers all stages.
+    let _autocast = cfg.bf16.then(engine::autocast_bf16);
     std::fs::create_dir_all(out)?;
     engine::safetensors::write_atomic(&out.join("pipeline.json"), serde_json::to_string_pretty(cfg)?.as_bytes())?;
     let tok = Tokenizer::bytes();
@@ -134,9 +140,13 @@ pub fn run_until(cfg: &PipelineConfig, out: &Path, progress: &mut dyn Progress, 
 
     // Pretraining and SFT (and, for `paper`, the same for a larger model).
     let world_key = key_of(&(cfg.seed, sizes, world::VERSION, cfg.labelers.demo_slip));
-    // Everything downstream keys on the pretrained model: a CUDA run's keys differ from here on.
-    let device = cfg.device()?;
-    let on_device = |key: String| if device.is_cuda() { key_of(&(key, format!("{device:?}"))) } else { key };
+    // Everything downstream keys on the pretrained model: a CUDA run's keys differ from here on
+    // (and a bf16 run's from an f32 one's).
+    let on_device = |key: String| match (device.is_cuda(), cfg.bf16) {
+        (false, _) => key,
+        (true, false) => key_of(&(key, format!("{device:?}"))),
+        (true, true) => key_of(&(key, format!("{device:?}"), "bf16")),
+    };
     let mut stage = Stage::new(out, "pretrained", on_device(key_of(&("pretrain", CODE_VERSION, cfg.seed, &cfg.model, &cfg.pretrain))));
     let (pretrained, s) = stages::pretrain(cfg, &cfg.model, cfg.pretrain.steps, &corpus, &mut stage, progress)?;
     seconds.insert("pretrain".into(), s);
