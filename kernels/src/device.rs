@@ -247,6 +247,41 @@ impl Gpu {
         self.launch_matmul(name, tile, block, a, b, bias, c, (m, n, k))
     }
 
+    /// `batches` products C[i] = A[i] B[i] (+ bias) in one launch of v2: A [batches, m, k], B
+    /// [batches, k, n] (or one [k, n] for all when `shared_b`), C [batches, m, n], back to back.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_f32_batched(
+        &self, a: &CudaSlice<f32>, b: &CudaSlice<f32>, shared_b: bool, bias: Option<&CudaSlice<f32>>,
+        c: &mut CudaSlice<f32>, batches: usize, m: usize, n: usize, k: usize,
+    ) -> Result<()> {
+        let name = "matmul_v2_f32_batched";
+        let shape = format!("{name} {batches}x M={m} N={n} K={k}");
+        let (sa, sb, sc) = (m * k, if shared_b { 0 } else { k * n }, m * n);
+        check_len(&format!("{shape}: A"), a.len(), batches * sa)?;
+        check_len(&format!("{shape}: B"), b.len(), if shared_b { k * n } else { batches * sb })?;
+        check_len(&format!("{shape}: C"), c.len(), batches * sc)?;
+        if let Some(bias) = bias {
+            check_len(&format!("{shape}: bias"), bias.len(), n)?;
+        }
+        let (mi, ni, ki) = (to_i32("M", m)?, to_i32("N", n)?, to_i32("K", k)?);
+        let (grid_y, grid_z) = (m.div_ceil(128), batches);
+        if grid_y > 65535 || grid_z > 65535 {
+            return Err(Error::Other(format!("{shape}: M or the batch too large for the grid")));
+        }
+        let grid = (n.div_ceil(128).max(1) as u32, grid_y.max(1) as u32, grid_z.max(1) as u32);
+        let (sa, sb, sc) = (sa as i64, sb as i64, sc as i64);
+        let null: u64 = 0;
+        let mut lb = self.stream.launch_builder(self.f(name)?);
+        lb.arg(a).arg(b);
+        match bias {
+            Some(bias) => lb.arg(bias),
+            None => lb.arg(&null),
+        };
+        lb.arg(c).arg(&mi).arg(&ni).arg(&ki).arg(&sa).arg(&sb).arg(&sc);
+        unsafe { lb.launch(cfg(grid, (256, 1, 1))) }.map_err(|e| Error::cuda(format!("launch {shape} grid={grid:?}"), e))?;
+        Ok(())
+    }
+
     /// Row-major C[m,n] = A[m,k] B[k,n] (+ bias[n], f32), bf16 in (bit patterns), f32 accumulate, f32 out.
     #[allow(clippy::too_many_arguments)]
     pub fn matmul_bf16_f32out(

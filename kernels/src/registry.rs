@@ -45,7 +45,7 @@ pub const MODULES: &[Module] = &[
         name: "matmul_f32",
         file: "cu/matmul_f32.cu",
         source: include_str!("cu/matmul_f32.cu"),
-        entries: &["matmul_v1_f32", "matmul_v2_f32"],
+        entries: &["matmul_v1_f32", "matmul_v2_f32", "matmul_v2_f32_batched"],
         needs_headers: false,
     },
     Module {

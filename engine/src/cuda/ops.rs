@@ -284,9 +284,18 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, out_shape: &
         return matmul_bf16(a, b, bias, out_shape);
     }
     let op = "matmul";
-    let g = gpu(ordinal(a))?;
-    let (k, n) = (a.shape()[a.rank() - 1], b.shape()[b.rank() - 1]);
+    let (dev, g) = (ordinal(a), gpu(ordinal(a))?);
+    let (m, k, n) = (a.shape()[a.rank() - 2], a.shape()[a.rank() - 1], b.shape()[b.rank() - 1]);
+    let batches: usize = a.shape()[..a.rank() - 2].iter().product();
     let biasv = bias.map(|t| f32_of(t, op)).transpose()?;
+    if b.rank() > 2 && batches > 1 && b.numel() == batches * k * n {
+        // Batched operands (attention's Q·Kᵀ and P·V per batch and head): each gathered once,
+        // one launch over all products (grid.z) instead of one per product.
+        let (x, y) = (f32_of(a, op)?, f32_of(b, op)?);
+        let mut out = alloc(&g, batches * m * n, op)?;
+        g.matmul_f32_batched(&x, &y, false, biasv.as_deref(), &mut out, batches, m, n, k).map_err(err(op))?;
+        return Ok(tensor(out, out_shape, dev));
+    }
     batched(a, b, out_shape, op, |av, bv, rows, dst| {
         let (x, y) = (f32_of(av, op)?, f32_of(bv, op)?);
         g.matmul_f32(MatmulF32::V2Register, &x, &y, biasv.as_deref(), dst, rows, n, k).map_err(err(op))
@@ -295,7 +304,8 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, out_shape: &
 
 /// The batching both matmuls share: `gemm(A, B, rows, C)` computes C [rows, N] = A [rows, K] ·
 /// B [K, N] for one pair of operands; a shared `b` makes one call over all rows of `a`, batched
-/// operands one call per batch, each product copied into place.
+/// operands one call per batch, each product copied into place (the f32 matmul launches batched
+/// operands once, on its own).
 fn batched(a: &Tensor, b: &Tensor, out_shape: &[usize], op: &'static str, gemm: impl Fn(&Tensor, &Tensor, usize, &mut CudaSlice<f32>) -> Result<()>) -> Result<Tensor> {
     let dev = ordinal(a);
     let g = gpu(dev)?;

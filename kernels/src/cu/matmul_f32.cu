@@ -32,9 +32,9 @@ matmul_v1_f32(const float* __restrict__ A, const float* __restrict__ B, const fl
 #define V2_BK 8
 #define V2_TM 8
 #define V2_TN 8
-extern "C" __global__ void __launch_bounds__(256)
-matmul_v2_f32(const float* __restrict__ A, const float* __restrict__ B, const float* __restrict__ bias,
-              float* __restrict__ C, int M, int N, int K) {
+__device__ __forceinline__ void matmul_v2_tile(const float* __restrict__ A, const float* __restrict__ B,
+                                               const float* __restrict__ bias, float* __restrict__ C,
+                                               int M, int N, int K) {
     __shared__ __align__(16) float As[V2_BK][V2_BM];  // transposed: As[k][m]
     __shared__ __align__(16) float Bs[V2_BK][V2_BN];
     const int tid = threadIdx.x;
@@ -130,4 +130,19 @@ matmul_v2_f32(const float* __restrict__ A, const float* __restrict__ B, const fl
             }
         }
     }
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+matmul_v2_f32(const float* __restrict__ A, const float* __restrict__ B, const float* __restrict__ bias,
+              float* __restrict__ C, int M, int N, int K) {
+    matmul_v2_tile(A, B, bias, C, M, N, K);
+}
+
+// v2 over a batch in one launch (attention's Q·Kᵀ and P·V, per batch and head): blockIdx.z picks
+// the matrix, each operand at z times its batch stride (0 for a B shared by all).
+extern "C" __global__ void __launch_bounds__(256)
+matmul_v2_f32_batched(const float* __restrict__ A, const float* __restrict__ B, const float* __restrict__ bias,
+                      float* __restrict__ C, int M, int N, int K, long long sA, long long sB, long long sC) {
+    const long long z = blockIdx.z;
+    matmul_v2_tile(A + z * sA, B + z * sB, bias, C + z * sC, M, N, K);
 }
