@@ -181,17 +181,15 @@ fn forward_block(q: &[f32], k: &[f32], v: &[f32], i0: usize, rows: usize, dims: 
             let seen = dims.visible(i0 + r).saturating_sub(j0).min(cols);
             row[seen..].fill(f32::NEG_INFINITY);
             row[..pad.saturating_sub(j0).min(seen)].fill(f32::NEG_INFINITY);
-            let m_new = m[r].max(simd::max(row));
+            let m_new = m[r].max(simd::max_of(row));
             if m_new == f32::NEG_INFINITY {
                 // Nothing visible to this row yet: exp(-inf - -inf) would be NaN.
                 row.fill(0.0);
                 continue;
             }
             let alpha = simd::exp(m[r] - m_new);
-            for p in row.iter_mut() {
-                *p = simd::exp(*p - m_new);
-            }
-            l[r] = l[r] * alpha + simd::sum(row);
+            simd::exp_shifted(row, m_new);
+            l[r] = l[r] * alpha + simd::sum_of(row);
             m[r] = m_new;
             acc[r * d..(r + 1) * d].iter_mut().for_each(|a| *a *= alpha);
         }
@@ -257,10 +255,11 @@ fn backward_head(q: &[f32], k: &[f32], v: &[f32], o: &[f32], lse: &[f32], g: &[f
             for r in 0..rows {
                 let seen = dims.visible(i0 + r).saturating_sub(j0).min(cols);
                 let row = &mut p[r * BLOCK_K..r * BLOCK_K + cols];
-                let l = lse[i0 + r];
-                for (c, x) in row.iter_mut().enumerate() {
-                    *x = if c >= hidden && c < seen { simd::exp(*x - l) } else { 0.0 };
-                }
+                // Keys before `hidden` (padding) and from `seen` on (the future) get P = 0.
+                let lo = hidden.min(seen);
+                row[..lo].fill(0.0);
+                row[seen..].fill(0.0);
+                simd::exp_shifted(&mut row[lo..seen], lse[i0 + r]);
             }
             let gi = &g[i0 * d..];
             // dV_j += Pᵀ dO_i
@@ -268,10 +267,8 @@ fn backward_head(q: &[f32], k: &[f32], v: &[f32], o: &[f32], lse: &[f32], g: &[f
             // dP = dO_i V_jᵀ, then dS = P ⊙ (dP − D_i), kept in `dp`.
             gemm(rows, cols, d, 1.0, (gi, d, 1), (&v[j0 * d..], 1, d), 0.0, &mut dp, BLOCK_K);
             for r in 0..rows {
-                for c in 0..cols {
-                    let idx = r * BLOCK_K + c;
-                    dp[idx] = p[idx] * (dp[idx] - delta[i0 + r]);
-                }
+                let at = r * BLOCK_K..r * BLOCK_K + cols;
+                simd::softmax_grad_row(&mut dp[at.clone()], &p[at], delta[i0 + r]);
             }
             // dQ_i += scale · dS K_j;  dK_j += scale · dSᵀ Q_i
             gemm(rows, d, cols, scale, (&dp, BLOCK_K, 1), (&k[j0 * d..], d, 1), 1.0, &mut dq[i0 * d..], d);

@@ -175,6 +175,31 @@ multiversion! {
 }
 
 multiversion! {
+    /// Sum of a slice (16 lanes, as `sum`), dispatched to the widest SIMD level.
+    pub fn sum_of(x: &[f32]) -> f32 {
+        sum(x)
+    }
+}
+
+multiversion! {
+    /// x[i] = exp(x[i] − shift) in place (a softmax numerator), at the widest SIMD level.
+    pub fn exp_shifted(x: &mut [f32], shift: f32) {
+        for v in x.iter_mut() {
+            *v = exp(*v - shift);
+        }
+    }
+}
+
+multiversion! {
+    /// ds[i] = p[i] · (ds[i] − delta): softmax's backward along one row (`ds` holds dP on entry).
+    pub fn softmax_grad_row(ds: &mut [f32], p: &[f32], delta: f32) {
+        for (d, &pv) in ds.iter_mut().zip(p) {
+            *d = pv * (*d - delta);
+        }
+    }
+}
+
+multiversion! {
     /// Σ exp(x − shift) over a slice, in f32 lanes accumulated in f64 per 1024 elements (the
     /// normaliser of a softmax over a vocabulary-sized row).
     pub fn sum_exp(x: &[f32], shift: f32) -> f64 {
