@@ -70,6 +70,14 @@ fn no_gpu_here_means_an_error_not_a_panic() {
     let _ = std::fs::remove_dir_all(&out);
     let o = run(&["bench", "train-step", "--bf16"]);
     assert!(!o.status.success() && stderr(&o).contains("--bf16: autocast applies to CUDA"), "{}", stderr(&o));
+    // A model larger than the machine's memory: a clear error, not an abort or the OOM killer.
+    let huge = std::env::temp_dir().join(format!("igpt-cli-huge-{}.json", std::process::id()));
+    std::fs::write(&huge, r#"{"n_layer":48,"n_head":64,"n_embd":65536,"n_positions":1024,"vocab_size":50257}"#).unwrap();
+    let book = concat!(env!("CARGO_MANIFEST_DIR"), "/data/pretrain/gutenberg_11_alice_in_wonderland.txt");
+    let o = run(&["pretrain", "--data", book, "--model", huge.to_str().unwrap(), "--out", out.to_str().unwrap(), "--steps", "1"]);
+    let _ = std::fs::remove_file(&huge);
+    assert!(!o.status.success() && stderr(&o).contains("error: out of memory: a GPT-2 of"), "{}", stderr(&o));
+    let _ = std::fs::remove_dir_all(&out);
     // --bf16 on the CPU: refused before anything is written, by every command that trains.
     for args in [
         &["pipeline", "--preset", "smoke", "--bf16", "--out", out.to_str().unwrap()][..],

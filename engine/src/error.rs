@@ -25,6 +25,9 @@ pub enum Error {
     #[error("CUDA: {0}")]
     Cuda(String),
 
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
+
     #[error("{path}: {msg}")]
     File { path: String, msg: String },
 

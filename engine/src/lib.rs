@@ -10,6 +10,7 @@ pub mod cuda;
 mod device;
 mod dtype;
 mod error;
+pub mod memory;
 pub mod ops;
 pub mod optim;
 pub mod safetensors;

@@ -135,9 +135,32 @@ impl Gpt2Config {
 
     /// Parameter count (wte counted once: the LM head is tied to it).
     pub fn num_params(&self) -> usize {
+        // Saturating: a hostile config.json must not wrap around to a small count.
         let (c, m) = (self.n_embd, self.mlp_width());
-        let block = 2 * 2 * c + (c * 3 * c + 3 * c) + (c * c + c) + (c * m + m) + (m * c + c);
-        self.vocab_size * c + self.n_positions * c + self.n_layer * block + 2 * c
+        let (add, mul) = (usize::saturating_add, usize::saturating_mul);
+        // Two layernorms, attention (qkv and projection), MLP (fc and projection), with biases.
+        let block = [mul(4, c), mul(mul(3, c), c), mul(3, c), mul(c, c), c, mul(c, m), m, mul(m, c), c].into_iter().fold(0, add);
+        [mul(self.vocab_size, c), mul(self.n_positions, c), mul(self.n_layer, block), mul(2, c)].into_iter().fold(0, add)
+    }
+
+    /// A lower estimate of the host memory a training step takes on the CPU: f32 weights,
+    /// gradients and AdamW's two moments, and the activations the backward pass keeps (about 16
+    /// floats per layer and embedding width, and two vocabulary rows, per token), for `rows`
+    /// sequences of `seq_len` tokens.
+    pub fn training_bytes(&self, rows: usize, seq_len: usize) -> u64 {
+        let per_token = (self.n_layer as u64).saturating_mul(16 * self.n_embd as u64).saturating_add(2 * self.vocab_size as u64);
+        let activations = (rows as u64).saturating_mul(seq_len as u64).saturating_mul(per_token);
+        (16 * self.num_params() as u64).saturating_add(activations.saturating_mul(4))
+    }
+
+    /// Err before training when `training_bytes` exceed the machine's available memory (CPU
+    /// training only: a CUDA device's allocations fail with their own error).
+    pub fn check_training_memory(&self, rows: usize, seq_len: usize, device: engine::Device) -> Result<()> {
+        if device.is_cuda() {
+            return Ok(());
+        }
+        let what = format!("training this GPT-2 ({} parameters, {} layers x {} wide) on batches of {rows} x {seq_len} tokens", self.num_params(), self.n_layer, self.n_embd);
+        engine::memory::check_host(self.training_bytes(rows, seq_len), &what)
     }
 
     /// Reject configs this implementation would silently compute differently from transformers.
