@@ -89,12 +89,12 @@ fn resume_without_a_checkpoint_is_a_clear_error() {
 #[test]
 fn more_than_the_machine_can_hold_is_refused_up_front() {
     let huge = Gpt2Config::custom(48, 64, 65536, 1024, 50257);
-    let e = Gpt2::new(huge, 0).err().expect("2.5e12 parameters do not fit");
+    let e = Gpt2::new(huge, 0).expect_err("2.5e12 parameters do not fit");
     assert!(e.to_string().starts_with("out of memory: a GPT-2 of") && e.to_string().contains("available"), "{e}");
     let dir = tmp("oom");
     let data = corpus(&dir);
     let cfg = PretrainConfig { batch: 1 << 30, ..cfg(1) };
-    let e = pretrain(micro(), &data, &cfg, &dir.join("run"), false, |_| true).err().expect("a batch of 2^30 rows does not fit");
+    let e = pretrain(micro(), &data, &cfg, &dir.join("run"), false, |_| true).expect_err("a batch of 2^30 rows does not fit");
     assert!(format!("{e:#}").contains("on batches of 1073741824 x"), "{e:#}");
     assert!(!dir.join("run/metrics.jsonl").exists(), "no step ran");
 }

@@ -99,7 +99,7 @@ fn quick_cfg() -> SftConfig {
 fn a_batch_beyond_the_machines_memory_is_a_clear_error() {
     let cfg = SftConfig { batch: 1 << 30, ..quick_cfg() };
     let out = out_dir("oom");
-    let e = train_sft(small_model(0), &Tokenizer::gpt2(), &bundled_demos(8), &cfg, &out, false, |_| true).err().expect("2^30 rows do not fit");
+    let e = train_sft(small_model(0), &Tokenizer::gpt2(), &bundled_demos(8), &cfg, &out, false, |_| true).expect_err("2^30 rows do not fit");
     assert!(format!("{e:#}").contains("out of memory: training this GPT-2") && format!("{e:#}").contains("batches of 1073741824 x"), "{e:#}");
     assert!(!out.join("metrics.jsonl").exists(), "no step ran");
 }
