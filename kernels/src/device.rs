@@ -255,6 +255,9 @@ impl Gpu {
         c: &mut CudaSlice<f32>, batches: usize, m: usize, n: usize, k: usize,
     ) -> Result<()> {
         let name = "matmul_v2_f32_batched";
+        if batches == 0 {
+            return Ok(());
+        }
         let shape = format!("{name} {batches}x M={m} N={n} K={k}");
         let (sa, sb, sc) = (m * k, if shared_b { 0 } else { k * n }, m * n);
         check_len(&format!("{shape}: A"), a.len(), batches * sa)?;

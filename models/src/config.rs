@@ -130,7 +130,7 @@ impl Gpt2Config {
     }
 
     pub fn mlp_width(&self) -> usize {
-        self.n_inner.unwrap_or(4 * self.n_embd)
+        self.n_inner.unwrap_or(self.n_embd.saturating_mul(4))
     }
 
     /// Parameter count (wte counted once: the LM head is tied to it).
@@ -143,24 +143,28 @@ impl Gpt2Config {
         [mul(self.vocab_size, c), mul(self.n_positions, c), mul(self.n_layer, block), mul(2, c)].into_iter().fold(0, add)
     }
 
-    /// A lower estimate of the host memory a training step takes on the CPU: f32 weights,
-    /// gradients and AdamW's two moments, and the activations the backward pass keeps (about 16
-    /// floats per layer and embedding width, and two vocabulary rows, per token), for `rows`
-    /// sequences of `seq_len` tokens.
-    pub fn training_bytes(&self, rows: usize, seq_len: usize) -> u64 {
-        let per_token = (self.n_layer as u64).saturating_mul(16 * self.n_embd as u64).saturating_add(2 * self.vocab_size as u64);
-        let activations = (rows as u64).saturating_mul(seq_len as u64).saturating_mul(per_token);
-        (16 * self.num_params() as u64).saturating_add(activations.saturating_mul(4))
+    /// A lower estimate of the host memory a training step still has to allocate on the CPU once
+    /// the weights (and perhaps AdamW's moments, after a resume) are loaded: f32 gradients, and
+    /// the activations the backward pass keeps (about 16 floats per layer and embedding width per
+    /// token, and with `lm_head` two vocabulary rows: the logits and their gradient), for `rows`
+    /// sequences of `seq_len` tokens. Saturating: a hostile config must not wrap to a small value.
+    pub fn training_bytes(&self, rows: usize, seq_len: usize, lm_head: bool) -> u64 {
+        let mul = u64::saturating_mul;
+        let logits = if lm_head { mul(2, self.vocab_size as u64) } else { 0 };
+        let per_token = mul(mul(self.n_layer as u64, 16), self.n_embd as u64).saturating_add(logits);
+        let activations = mul(mul(rows as u64, seq_len as u64), per_token);
+        mul(4, self.num_params() as u64).saturating_add(mul(4, activations))
     }
 
     /// Err before training when `training_bytes` exceed the machine's available memory (CPU
-    /// training only: a CUDA device's allocations fail with their own error).
-    pub fn check_training_memory(&self, rows: usize, seq_len: usize, device: engine::Device) -> Result<()> {
+    /// training only: a CUDA device's allocations fail with their own error). `lm_head`: the
+    /// model computes vocabulary logits (a reward or value trunk does not).
+    pub fn check_training_memory(&self, rows: usize, seq_len: usize, lm_head: bool, device: engine::Device) -> Result<()> {
         if device.is_cuda() {
             return Ok(());
         }
         let what = format!("training this GPT-2 ({} parameters, {} layers x {} wide) on batches of {rows} x {seq_len} tokens", self.num_params(), self.n_layer, self.n_embd);
-        engine::memory::check_host(self.training_bytes(rows, seq_len), &what)
+        engine::memory::check_host(self.training_bytes(rows, seq_len, lm_head), &what)
     }
 
     /// Reject configs this implementation would silently compute differently from transformers.
@@ -235,6 +239,23 @@ impl Gpt2Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The training estimate: a reward or value trunk has no logits; a batch beyond the machine
+    /// is refused on the CPU and left to the device's own allocator on CUDA; a hostile size
+    /// saturates instead of wrapping to a small estimate.
+    #[test]
+    fn training_memory_estimate() {
+        let c = Gpt2Config::custom(2, 2, 64, 64, 50257);
+        assert!(c.training_bytes(8, 64, false) < c.training_bytes(8, 64, true));
+        assert_eq!(c.training_bytes(8, 64, true) - c.training_bytes(8, 64, false), 4 * 8 * 64 * 2 * 50257);
+        let e = c.check_training_memory(1 << 30, 64, true, engine::Device::Cpu).unwrap_err().to_string();
+        assert!(e.contains("out of memory: training this GPT-2") && e.contains("on batches of 1073741824 x 64 tokens"), "{e}");
+        assert!(c.check_training_memory(1 << 30, 64, true, engine::Device::Cuda(0)).is_ok());
+        assert!(c.check_training_memory(8, 64, true, engine::Device::Cpu).is_ok());
+        let hostile = Gpt2Config::custom(usize::MAX / 2, 1, usize::MAX / 8, 64, 50257);
+        assert_eq!(hostile.training_bytes(1, 1, true), u64::MAX);
+        assert_eq!(Gpt2Config::custom(12, 12, 768, 1024, 50257).num_params(), 124_439_808, "GPT-2 124M");
+    }
 
     #[test]
     fn heads_must_divide_the_width() {

@@ -175,7 +175,7 @@ impl Gpt2 {
     pub fn new(config: Gpt2Config, seed: u64) -> Result<Gpt2> {
         config.validate()?;
         let what = format!("a GPT-2 of {} parameters ({} layers x {} wide)", config.num_params(), config.n_layer, config.n_embd);
-        engine::memory::check_host(4 * config.num_params() as u64, &what)?;
+        engine::memory::check_host((config.num_params() as u64).saturating_mul(4), &what)?;
         let mut rng = StdRng::seed_from_u64(seed);
         let tensors = param_specs(&config)
             .into_iter()

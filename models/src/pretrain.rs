@@ -88,7 +88,7 @@ pub fn pretrain(mut model: Gpt2, data: &TokenFile, cfg: &PretrainConfig, out: &P
         let r = checkpoint::load(out, model.device(), adamw)?;
         (model, opt, cfg, start) = (r.model, r.opt, r.run, r.step);
     }
-    model.config().check_training_memory(cfg.batch, cfg.seq_len, model.device())?;
+    model.config().check_training_memory(cfg.batch, cfg.seq_len, true, model.device())?;
     let (train_len, val_start) = split(data, &cfg)?;
     let schedule = LrSchedule { peak: cfg.lr, min_lr: cfg.min_lr, warmup_steps: cfg.warmup, total_steps: cfg.steps, decay: Decay::Cosine };
     let metrics_path = out.join("metrics.jsonl");

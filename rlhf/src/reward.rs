@@ -445,7 +445,8 @@ fn run_steps(
     // A batch element is a whole ranking: its K responses, each after the prompt.
     let k = train.iter().map(|r| r.responses.len()).max().unwrap_or(0);
     let longest = train.iter().flat_map(|r| r.responses.iter().map(|x| r.prompt.len() + x.len() + 1)).max().unwrap_or(0);
-    rm.trunk.config().check_training_memory(cfg.batch * k, longest, rm.trunk.device())?;
+    let rows = cfg.batch.min(train.len()).saturating_mul(k);
+    rm.trunk.config().check_training_memory(rows, longest, false, rm.trunk.device())?;
     let steps_per_epoch = train.len().div_ceil(cfg.batch.max(1)) as u64;
     let total = steps_per_epoch * cfg.epochs as u64;
     let schedule = LrSchedule { peak: cfg.lr, min_lr: cfg.min_lr, warmup_steps: cfg.warmup, total_steps: total, decay: Decay::Cosine };

@@ -138,7 +138,7 @@ pub fn train_sft(
     };
     let examples = encode_all(tok, &model, demos, &cfg)?;
     let longest = examples.iter().map(|e| e.ids.len()).max().unwrap_or(0);
-    model.config().check_training_memory(cfg.batch, longest, model.device())?;
+    model.config().check_training_memory(cfg.batch.min(examples.len()), longest, true, model.device())?;
     let fingerprint = fingerprint(&examples);
     if let Some(saved) = resumed_data.filter(|d| *d != fingerprint) {
         bail!("--resume: {} was trained on {} examples (hash {:x}), these demonstrations give {} (hash {:x})", out.display(), saved.examples, saved.hash, fingerprint.examples, fingerprint.hash);

@@ -94,16 +94,6 @@ fn quick_cfg() -> SftConfig {
     SftConfig { epochs: 1, batch: 4, lr: 3e-3, min_lr: 3e-4, warmup_frac: 0.0, max_len: 64, min_prompt_tokens: 16, val_fraction: 0.2, ..SftConfig::default() }
 }
 
-/// A batch larger than the machine's memory is refused before the first step, naming the batch.
-#[test]
-fn a_batch_beyond_the_machines_memory_is_a_clear_error() {
-    let cfg = SftConfig { batch: 1 << 30, ..quick_cfg() };
-    let out = out_dir("oom");
-    let e = train_sft(small_model(0), &Tokenizer::gpt2(), &bundled_demos(8), &cfg, &out, false, |_| true).expect_err("2^30 rows do not fit");
-    assert!(format!("{e:#}").contains("out of memory: training this GPT-2") && format!("{e:#}").contains("batches of 1073741824 x"), "{e:#}");
-    assert!(!out.join("metrics.jsonl").exists(), "no step ran");
-}
-
 #[test]
 fn loss_falls_on_the_bundled_demonstrations() {
     let tok = Tokenizer::gpt2();

@@ -504,8 +504,11 @@ impl PpoTrainer {
         // policy on a pretraining batch for PPO-ptx).
         let c = &self.cfg;
         let longest = prompts.iter().map(Vec::len).max().unwrap_or(0) + c.max_new_tokens;
-        self.policy.config().check_training_memory(c.minibatch + if c.ptx_coef > 0.0 { c.ptx_batch } else { 0 }, longest.max(c.ptx_seq_len), self.policy.device())?;
-        self.value.trunk.config().check_training_memory(c.minibatch, longest, self.policy.device())?;
+        let with_ptx = c.ptx_coef > 0.0;
+        let ptx_len = if with_ptx { c.ptx_seq_len.min(self.policy.config().n_positions) } else { 0 };
+        let rows = c.minibatch.min(c.rollout_batch) + if with_ptx { c.ptx_batch } else { 0 };
+        self.policy.config().check_training_memory(rows, longest.max(ptx_len), true, self.policy.device())?;
+        self.value.trunk.config().check_training_memory(c.minibatch.min(c.rollout_batch), longest, false, self.policy.device())?;
         let mut rng = StdRng::seed_from_u64(self.cfg.seed.wrapping_add(17));
         // A resumed trainer replays the prompt draws of the iterations it already did.
         for _ in 0..self.iterations_done * self.cfg.rollout_batch as u64 {
