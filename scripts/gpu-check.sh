@@ -79,9 +79,11 @@ else
   { echo; echo '## selftest --device cuda'; echo; cat "$LOGS/selftest.log"; } >>"$REPORT"
 fi
 bench_all() {
+  local bad=0
   for op in "cross-entropy --backward" "cross-entropy --backward --shape 8192x50257" softmax "layernorm --backward" "gelu --backward" adamw "embedding --backward" sum-rows l2norm binary; do
-    echo "### bench $op"; "$BIN" bench $op --device cuda || echo "bench $op FAILED"
+    echo "### bench $op"; "$BIN" bench $op --device cuda || { echo "bench $op FAILED"; bad=1; }
   done
+  return $bad
 }
 export BIN; export -f bench_all
 step "kernel bandwidth (bench --device cuda)" 120 "$LOGS/bench.log" bash -c bench_all
