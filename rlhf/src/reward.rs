@@ -363,6 +363,15 @@ pub fn train(rm: &RewardModel, train: &[TokenRanking], val: &[TokenRanking], cfg
     })
 }
 
+/// Err when a batch of rankings (each element a whole ranking: its K responses, each after the
+/// prompt) would not fit in the machine's memory on the CPU.
+fn check_memory(rm: &RewardModel, train: &[TokenRanking], cfg: &RmConfig) -> Result<()> {
+    let k = train.iter().map(|r| r.responses.len()).max().unwrap_or(0);
+    let longest = train.iter().flat_map(|r| r.responses.iter().map(|x| r.prompt.len() + x.len() + 1)).max().unwrap_or(0);
+    let rows = cfg.batch.min(train.len()).saturating_mul(k);
+    Ok(rm.trunk.config().check_training_memory(rows, longest, false, rm.trunk.device())?)
+}
+
 /// What an RM checkpoint's trainer.json keeps besides the step: the settings and the data.
 #[derive(Serialize, Deserialize)]
 struct RmRun {
@@ -379,6 +388,7 @@ struct RmRun {
 /// and `val` must be the rankings that run had. The trained weights end up in `rm`; nothing is
 /// exported (save `rm` once its normalization is fitted).
 pub fn train_checkpointed(rm: &RewardModel, train: &[TokenRanking], val: &[TokenRanking], cfg: &RmConfig, out: &Path, resume: bool, mut report: impl FnMut(&RmStep) -> bool) -> Result<Vec<RmStep>> {
+    check_memory(rm, train, cfg)?; // before an earlier run's metrics.jsonl is truncated
     std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create", out.display()))?;
     let run = RmRun { config: cfg.clone(), train: fingerprint(train), val: fingerprint(val) };
     let named = rm.named_params();
@@ -442,11 +452,7 @@ fn run_steps(
     if train.is_empty() {
         bail!("reward model: no training rankings");
     }
-    // A batch element is a whole ranking: its K responses, each after the prompt.
-    let k = train.iter().map(|r| r.responses.len()).max().unwrap_or(0);
-    let longest = train.iter().flat_map(|r| r.responses.iter().map(|x| r.prompt.len() + x.len() + 1)).max().unwrap_or(0);
-    let rows = cfg.batch.min(train.len()).saturating_mul(k);
-    rm.trunk.config().check_training_memory(rows, longest, false, rm.trunk.device())?;
+    check_memory(rm, train, cfg)?;
     let steps_per_epoch = train.len().div_ceil(cfg.batch.max(1)) as u64;
     let total = steps_per_epoch * cfg.epochs as u64;
     let schedule = LrSchedule { peak: cfg.lr, min_lr: cfg.min_lr, warmup_steps: cfg.warmup, total_steps: total, decay: Decay::Cosine };

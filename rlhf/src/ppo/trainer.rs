@@ -496,19 +496,24 @@ impl PpoTrainer {
     /// Run `cfg.iterations` iterations (those after `iterations_done` on a resumed trainer), each
     /// on `rollout_batch` prompts drawn (seeded) from `prompts`; `report` sees the trainer (e.g.
     /// to checkpoint) and each iteration's metrics, and may stop the run by returning false.
-    pub fn train(&mut self, prompts: &[Vec<u32>], ptx: Option<&TokenFile>, mut report: impl FnMut(&PpoTrainer, &PpoMetrics) -> Result<bool>) -> Result<Vec<PpoMetrics>> {
-        if prompts.is_empty() {
-            bail!("PPO: no prompts");
-        }
-        // Each optimizer step trains the policy and the value model on a minibatch (and the
-        // policy on a pretraining batch for PPO-ptx).
+    /// Err when an optimizer step would not fit in the machine's memory on the CPU: it trains the
+    /// policy and the value model on a minibatch (and the policy on a pretraining batch for
+    /// PPO-ptx).
+    fn check_memory(&self, prompts: &[Vec<u32>]) -> Result<()> {
         let c = &self.cfg;
         let longest = prompts.iter().map(Vec::len).max().unwrap_or(0) + c.max_new_tokens;
         let with_ptx = c.ptx_coef > 0.0;
         let ptx_len = if with_ptx { c.ptx_seq_len.min(self.policy.config().n_positions) } else { 0 };
         let rows = c.minibatch.min(c.rollout_batch) + if with_ptx { c.ptx_batch } else { 0 };
         self.policy.config().check_training_memory(rows, longest.max(ptx_len), true, self.policy.device())?;
-        self.value.trunk.config().check_training_memory(c.minibatch.min(c.rollout_batch), longest, false, self.policy.device())?;
+        Ok(self.value.trunk.config().check_training_memory(c.minibatch.min(c.rollout_batch), longest, false, self.policy.device())?)
+    }
+
+    pub fn train(&mut self, prompts: &[Vec<u32>], ptx: Option<&TokenFile>, mut report: impl FnMut(&PpoTrainer, &PpoMetrics) -> Result<bool>) -> Result<Vec<PpoMetrics>> {
+        if prompts.is_empty() {
+            bail!("PPO: no prompts");
+        }
+        self.check_memory(prompts)?;
         let mut rng = StdRng::seed_from_u64(self.cfg.seed.wrapping_add(17));
         // A resumed trainer replays the prompt draws of the iterations it already did.
         for _ in 0..self.iterations_done * self.cfg.rollout_batch as u64 {
@@ -568,6 +573,7 @@ impl PpoTrainer {
     /// same prompts and pretraining data, and have been resumed from the same SFT and reward
     /// models.
     pub fn train_checkpointed(&mut self, prompts: &[Vec<u32>], ptx: Option<&TokenFile>, out: &Path, every: u64, mut report: impl FnMut(&PpoTrainer, &PpoMetrics) -> Result<bool>) -> Result<Vec<PpoMetrics>> {
+        self.check_memory(prompts)?; // before an earlier run's metrics.jsonl is truncated
         std::fs::create_dir_all(out).map_err(|e| anyhow::anyhow!("{}: cannot create: {e}", out.display()))?;
         let data = self.data_fingerprint(prompts, ptx)?;
         let metrics_path = out.join("metrics.jsonl");
