@@ -356,6 +356,7 @@ fn adamw(rm: &RewardModel, cfg: &RmConfig) -> Result<AdamW> {
 /// Train on `train` (shuffled each epoch, seeded), evaluating on `val` every `eval_every` steps
 /// and at the end; each step's metrics go to `metrics` (JSONL) when given and to `report`.
 pub fn train(rm: &RewardModel, train: &[TokenRanking], val: &[TokenRanking], cfg: &RmConfig, metrics: Option<&mut dyn Write>, mut report: impl FnMut(&RmStep)) -> Result<Vec<RmStep>> {
+    check_memory(rm, train, cfg)?;
     let mut opt = adamw(rm, cfg)?;
     run_steps(rm, &mut opt, train, val, cfg, 0, metrics, |m, _, _| {
         report(m);
@@ -452,7 +453,6 @@ fn run_steps(
     if train.is_empty() {
         bail!("reward model: no training rankings");
     }
-    check_memory(rm, train, cfg)?;
     let steps_per_epoch = train.len().div_ceil(cfg.batch.max(1)) as u64;
     let total = steps_per_epoch * cfg.epochs as u64;
     let schedule = LrSchedule { peak: cfg.lr, min_lr: cfg.min_lr, warmup_steps: cfg.warmup, total_steps: total, decay: Decay::Cosine };

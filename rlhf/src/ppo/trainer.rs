@@ -509,11 +509,16 @@ impl PpoTrainer {
         Ok(self.value.trunk.config().check_training_memory(c.minibatch.min(c.rollout_batch), longest, false, self.policy.device())?)
     }
 
-    pub fn train(&mut self, prompts: &[Vec<u32>], ptx: Option<&TokenFile>, mut report: impl FnMut(&PpoTrainer, &PpoMetrics) -> Result<bool>) -> Result<Vec<PpoMetrics>> {
+    pub fn train(&mut self, prompts: &[Vec<u32>], ptx: Option<&TokenFile>, report: impl FnMut(&PpoTrainer, &PpoMetrics) -> Result<bool>) -> Result<Vec<PpoMetrics>> {
+        self.check_memory(prompts)?;
+        self.run(prompts, ptx, report)
+    }
+
+    /// `train` after its memory check (`train_checkpointed` makes it before touching `out`).
+    fn run(&mut self, prompts: &[Vec<u32>], ptx: Option<&TokenFile>, mut report: impl FnMut(&PpoTrainer, &PpoMetrics) -> Result<bool>) -> Result<Vec<PpoMetrics>> {
         if prompts.is_empty() {
             bail!("PPO: no prompts");
         }
-        self.check_memory(prompts)?;
         let mut rng = StdRng::seed_from_u64(self.cfg.seed.wrapping_add(17));
         // A resumed trainer replays the prompt draws of the iterations it already did.
         for _ in 0..self.iterations_done * self.cfg.rollout_batch as u64 {
@@ -594,7 +599,7 @@ impl PpoTrainer {
         }
         let mut metrics = std::fs::OpenOptions::new().append(true).open(&metrics_path)?;
         let last = self.cfg.iterations;
-        self.train(prompts, ptx, |t, m| {
+        self.run(prompts, ptx, |t, m| {
             writeln!(metrics, "{}", serde_json::to_string(m)?)?;
             let go_on = report(t, m)?;
             if (every > 0 && m.iteration % every == 0) || m.iteration == last || !go_on {
