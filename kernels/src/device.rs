@@ -7,6 +7,7 @@
 use crate::compile::{self, Compiled};
 use crate::error::{Error, Result};
 use crate::registry::MODULES;
+use crate::rows::RowKernel;
 use crate::toolkit::Arch;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 use std::collections::HashMap;
@@ -59,6 +60,15 @@ pub(crate) fn elementwise_cfg(n: usize, sm_count: i32) -> LaunchConfig {
 /// One warp per row, 4 warps per block.
 pub(crate) fn row_cfg(rows: usize) -> LaunchConfig {
     cfg((rows.div_ceil(4).max(1) as u32, 1, 1), (128, 1, 1))
+}
+
+/// The entry to launch: v1's, or v2's build for rows of `width`.
+fn row_entry(v: RowKernel, v1: &str, v2_stem: &str, width: usize) -> Result<String> {
+    match v {
+        RowKernel::V1 => Ok(v1.to_string()),
+        RowKernel::V2 => RowKernel::v2_entry(v2_stem, width)
+            .ok_or_else(|| Error::Other(format!("{v2_stem}: rows of {width} are wider than v2 takes ({}); use v1", crate::rows::V2_MAX_WIDTH))),
+    }
 }
 
 pub(crate) fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
@@ -166,35 +176,62 @@ impl Gpu {
         Ok(())
     }
 
+    /// Softmax over rows: v2 where the row fits (see [`crate::rows`]), else v1.
     pub fn softmax_fwd(&self, x: &CudaSlice<f32>, y: &mut CudaSlice<f32>, rows: usize, cols: usize) -> Result<()> {
+        self.softmax_fwd_with(RowKernel::for_width(cols), x, y, rows, cols)
+    }
+
+    pub fn softmax_fwd_with(&self, v: RowKernel, x: &CudaSlice<f32>, y: &mut CudaSlice<f32>, rows: usize, cols: usize) -> Result<()> {
         check_len("softmax x", x.len(), rows * cols)?;
         check_len("softmax y", y.len(), rows * cols)?;
+        let name = row_entry(v, "softmax_fwd_f32", "softmax_fwd_v2_f32", cols)?;
         let (r, c) = (to_i32("rows", rows)?, to_i32("cols", cols)?);
-        let mut b = self.stream.launch_builder(self.f("softmax_fwd_f32")?);
+        let mut b = self.stream.launch_builder(self.f(&name)?);
         b.arg(x).arg(y).arg(&r).arg(&c);
-        unsafe { b.launch(row_cfg(rows)) }.map_err(|e| Error::cuda(format!("launch softmax_fwd_f32 {rows}x{cols}"), e))?;
+        unsafe { b.launch(row_cfg(rows)) }.map_err(|e| Error::cuda(format!("launch {name} {rows}x{cols}"), e))?;
         Ok(())
     }
 
+    /// LayerNorm forward: v2 where the row fits, else v1.
     #[allow(clippy::too_many_arguments)]
     pub fn layernorm_fwd(
         &self, x: &CudaSlice<f32>, gamma: &CudaSlice<f32>, beta: &CudaSlice<f32>, y: &mut CudaSlice<f32>,
         mean: &mut CudaSlice<f32>, rstd: &mut CudaSlice<f32>, rows: usize, c: usize, eps: f32,
     ) -> Result<()> {
+        self.layernorm_fwd_with(RowKernel::for_width(c), x, gamma, beta, y, mean, rstd, rows, c, eps)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn layernorm_fwd_with(
+        &self, v: RowKernel, x: &CudaSlice<f32>, gamma: &CudaSlice<f32>, beta: &CudaSlice<f32>, y: &mut CudaSlice<f32>,
+        mean: &mut CudaSlice<f32>, rstd: &mut CudaSlice<f32>, rows: usize, c: usize, eps: f32,
+    ) -> Result<()> {
         for (w, l, n) in [("x", x.len(), rows * c), ("gamma", gamma.len(), c), ("beta", beta.len(), c), ("y", y.len(), rows * c), ("mean", mean.len(), rows), ("rstd", rstd.len(), rows)] {
             check_len(&format!("layernorm_fwd {w}"), l, n)?;
         }
+        let name = row_entry(v, "layernorm_fwd_f32", "layernorm_fwd_v2_f32", c)?;
         let (r, cc) = (to_i32("rows", rows)?, to_i32("C", c)?);
-        let mut b = self.stream.launch_builder(self.f("layernorm_fwd_f32")?);
+        let mut b = self.stream.launch_builder(self.f(&name)?);
         b.arg(x).arg(gamma).arg(beta).arg(y).arg(mean).arg(rstd).arg(&r).arg(&cc).arg(&eps);
-        unsafe { b.launch(row_cfg(rows)) }.map_err(|e| Error::cuda(format!("launch layernorm_fwd_f32 {rows}x{c}"), e))?;
+        unsafe { b.launch(row_cfg(rows)) }.map_err(|e| Error::cuda(format!("launch {name} {rows}x{c}"), e))?;
         Ok(())
     }
 
-    /// dx, dgamma, dbeta (all overwritten).
+    /// LayerNorm backward: dx, dgamma, dbeta (all overwritten); v2 where the row fits, else v1.
     #[allow(clippy::too_many_arguments)]
     pub fn layernorm_bwd(
         &self, x: &CudaSlice<f32>, gamma: &CudaSlice<f32>, mean: &CudaSlice<f32>, rstd: &CudaSlice<f32>,
+        dy: &CudaSlice<f32>, dx: &mut CudaSlice<f32>, dgamma: &mut CudaSlice<f32>, dbeta: &mut CudaSlice<f32>,
+        rows: usize, c: usize,
+    ) -> Result<()> {
+        self.layernorm_bwd_with(RowKernel::for_width(c), x, gamma, mean, rstd, dy, dx, dgamma, dbeta, rows, c)
+    }
+
+    /// v1: a dx kernel and a dgamma/dbeta kernel. v2: one fused pass writing per-block partial
+    /// dgamma/dbeta (a scratch buffer from the stream's pool), then a kernel that sums them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn layernorm_bwd_with(
+        &self, v: RowKernel, x: &CudaSlice<f32>, gamma: &CudaSlice<f32>, mean: &CudaSlice<f32>, rstd: &CudaSlice<f32>,
         dy: &CudaSlice<f32>, dx: &mut CudaSlice<f32>, dgamma: &mut CudaSlice<f32>, dbeta: &mut CudaSlice<f32>,
         rows: usize, c: usize,
     ) -> Result<()> {
@@ -202,13 +239,34 @@ impl Gpu {
             check_len(&format!("layernorm_bwd {w}"), l, n)?;
         }
         let (r, cc) = (to_i32("rows", rows)?, to_i32("C", c)?);
-        let mut b = self.stream.launch_builder(self.f("layernorm_bwd_dx_f32")?);
-        b.arg(x).arg(gamma).arg(mean).arg(rstd).arg(dy).arg(dx).arg(&r).arg(&cc);
-        unsafe { b.launch(row_cfg(rows)) }.map_err(|e| Error::cuda(format!("launch layernorm_bwd_dx_f32 {rows}x{c}"), e))?;
-        let mut b = self.stream.launch_builder(self.f("layernorm_bwd_dparams_f32")?);
-        b.arg(x).arg(mean).arg(rstd).arg(dy).arg(dgamma).arg(dbeta).arg(&r).arg(&cc);
-        let grid = (c.div_ceil(32).max(1) as u32, 1, 1);
-        unsafe { b.launch(cfg(grid, (32, 8, 1))) }.map_err(|e| Error::cuda(format!("launch layernorm_bwd_dparams_f32 {rows}x{c}"), e))?;
+        let launch_err = |name: String| move |e| Error::cuda(format!("launch {name} {rows}x{c}"), e);
+        if v == RowKernel::V1 {
+            let mut b = self.stream.launch_builder(self.f("layernorm_bwd_dx_f32")?);
+            b.arg(x).arg(gamma).arg(mean).arg(rstd).arg(dy).arg(dx).arg(&r).arg(&cc);
+            unsafe { b.launch(row_cfg(rows)) }.map_err(launch_err("layernorm_bwd_dx_f32".into()))?;
+            let mut b = self.stream.launch_builder(self.f("layernorm_bwd_dparams_f32")?);
+            b.arg(x).arg(mean).arg(rstd).arg(dy).arg(dgamma).arg(dbeta).arg(&r).arg(&cc);
+            let grid = (c.div_ceil(32).max(1) as u32, 1, 1);
+            unsafe { b.launch(cfg(grid, (32, 8, 1))) }.map_err(launch_err("layernorm_bwd_dparams_f32".into()))?;
+            return Ok(());
+        }
+        let name = row_entry(v, "", "layernorm_bwd_v2_f32", c)?;
+        let f = self.f(&name)?;
+        let (threads, smem) = ((32 * crate::rows::LN_BWD_V2_WARPS) as u32, 2 * c * 4);
+        let resident = f.occupancy_max_active_blocks_per_multiprocessor(threads, smem, None).map_err(|e| Error::cuda(format!("{name}: occupancy"), e))?;
+        let blocks = crate::rows::ln_bwd_v2_blocks(rows, self.info.sm_count.max(1) as usize, resident as usize);
+        // SAFETY: every block writes its whole row of 2C partials before the finish kernel reads them.
+        let mut partial = unsafe { self.stream.alloc::<f32>((blocks * 2 * c).max(1)) }
+            .map_err(|e| Error::cuda(format!("{name}: allocating {blocks}x{} partial sums", 2 * c), e))?;
+        let launch = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: smem as u32 };
+        let mut b = self.stream.launch_builder(f);
+        b.arg(x).arg(gamma).arg(mean).arg(rstd).arg(dy).arg(dx).arg(&mut partial).arg(&r).arg(&cc);
+        unsafe { b.launch(launch) }.map_err(launch_err(name.clone()))?;
+        let nb = blocks as i32;
+        let mut b = self.stream.launch_builder(self.f("layernorm_bwd_v2_finish_f32")?);
+        b.arg(&partial).arg(dgamma).arg(dbeta).arg(&nb).arg(&cc);
+        let grid = ((2 * c).div_ceil(32).max(1) as u32, 1, 1);
+        unsafe { b.launch(cfg(grid, (32, 8, 1))) }.map_err(launch_err("layernorm_bwd_v2_finish_f32".into()))?;
         Ok(())
     }
 

@@ -17,6 +17,7 @@ pub mod pointwise;
 pub mod ptxas;
 pub mod reference;
 pub mod registry;
+pub mod rows;
 pub mod selftest;
 pub mod toolkit;
 

@@ -335,6 +335,7 @@ mod imp {
     use super::*;
     use crate::bench::ITERS;
     use crate::device::Gpu;
+    use crate::rows::RowKernel;
     use crate::reference::{compare, ErrStats};
     use crate::selftest::{Check, TOL_BF16, TOL_F32};
     use crate::{Error, Result};
@@ -1008,6 +1009,15 @@ mod imp {
         (0..n).map(|_| rng.gen_range(0.001f32..1.0) * if rng.gen::<bool>() { scale } else { -scale }).collect()
     }
 
+    /// v1, and v2 where rows of `width` fit it: (version, entry name) for `{stem}_f32`.
+    fn row_versions(stem: &str, width: usize) -> Vec<(RowKernel, String)> {
+        let mut v = vec![(RowKernel::V1, format!("{stem}_f32"))];
+        if let Some(e) = RowKernel::v2_entry(&format!("{stem}_v2_f32"), width) {
+            v.push((RowKernel::V2, e));
+        }
+        v
+    }
+
     fn dims(shape: &[usize], n: usize, form: &str, op: &str) -> Result<()> {
         if shape.len() != n || shape.contains(&0) {
             return Err(Error::Other(format!("bench {op}: shape must be {form} with sizes > 0, got {shape:?}")));
@@ -1030,12 +1040,19 @@ mod imp {
                 let n = sets_for(gpu, bytes as usize);
                 let x = rand_vec(&mut rng, r * c, 4.0);
                 let mut s: Vec<(CudaSlice<f32>, CudaSlice<f32>)> = (0..n).map(|_| Ok((up(&x)?, up(&x)?))).collect::<Result<_>>()?;
-                row("softmax_fwd_f32", bytes, n, time_per_launch(gpu, n, |i| {
-                    let (x, y) = &mut s[i];
-                    gpu.softmax_fwd(x, y, r, c)
-                }));
+                for (v, name) in row_versions("softmax_fwd", c) {
+                    row(&name, bytes, n, time_per_launch(gpu, n, |i| {
+                        let (x, y) = &mut s[i];
+                        gpu.softmax_fwd_with(v, x, y, r, c)
+                    }));
+                }
                 if backward {
-                    row("softmax backward: no CUDA kernel yet", f64::NAN, 0, Err(Error::Other("not implemented".into())));
+                    // dx = y (dy - sum(y dy)): reads y and dy, writes dx; dy = the input set (random).
+                    let mut dx = up(&x)?;
+                    row("softmax_bwd_f32", 1.5 * bytes, n, time_per_launch(gpu, n, |i| {
+                        let (x, y) = &s[i];
+                        gpu.softmax_bwd(y, x, &mut dx, r, c, false)
+                    }));
                 }
             }
             "layernorm" => {
@@ -1056,19 +1073,25 @@ mod imp {
                 let mut s: Vec<Ln> = (0..n)
                     .map(|_| Ok(Ln { x: up(&x)?, y: up(&x)?, mean: up(&x[..r])?, rstd: up(&x[..r])?, dx: up(&x)? }))
                     .collect::<Result<_>>()?;
-                row("layernorm_fwd_f32", fwd_bytes, n, time_per_launch(gpu, n, |i| {
-                    let l = &mut s[i];
-                    gpu.layernorm_fwd(&l.x, &gg, &gb, &mut l.y, &mut l.mean, &mut l.rstd, r, c, 1e-5)
-                }));
+                for (v, name) in row_versions("layernorm_fwd", c) {
+                    row(&name, fwd_bytes, n, time_per_launch(gpu, n, |i| {
+                        let l = &mut s[i];
+                        gpu.layernorm_fwd_with(v, &l.x, &gg, &gb, &mut l.y, &mut l.mean, &mut l.rstd, r, c, 1e-5)
+                    }));
+                }
                 if backward {
                     // dy = the forward's y buffer (random, finite); fewest bytes: read x, dy, gamma,
-                    // mean, rstd; write dx, dgamma, dbeta (a fused kernel would reach it; ours reads x, dy twice).
+                    // mean, rstd; write dx, dgamma, dbeta (v2 comes close: it adds only its partial
+                    // sums; v1 reads x and dy twice).
                     let bwd_bytes = 4.0 * (3.0 * rc + 3.0 * cf + 2.0 * rf);
                     let (mut dg, mut db) = (up(&g)?, up(&b)?);
-                    row("layernorm_bwd (dx + dparams kernels)", bwd_bytes, n, time_per_launch(gpu, n, |i| {
-                        let l = &mut s[i];
-                        gpu.layernorm_bwd(&l.x, &gg, &l.mean, &l.rstd, &l.y, &mut l.dx, &mut dg, &mut db, r, c)
-                    }));
+                    for (v, name) in row_versions("layernorm_bwd", c) {
+                        let name = if v == RowKernel::V1 { "layernorm_bwd_f32 (dx + dparams kernels)".to_string() } else { format!("{name} (fused + finish)") };
+                        row(&name, bwd_bytes, n, time_per_launch(gpu, n, |i| {
+                            let l = &mut s[i];
+                            gpu.layernorm_bwd_with(v, &l.x, &gg, &l.mean, &l.rstd, &l.y, &mut l.dx, &mut dg, &mut db, r, c)
+                        }));
+                    }
                 }
             }
             "gelu" => {

@@ -24,14 +24,14 @@ pub const MODULES: &[Module] = &[
         name: "softmax",
         file: "cu/softmax.cu",
         source: include_str!("cu/softmax.cu"),
-        entries: &["softmax_fwd_f32"],
+        entries: crate::rows::SOFTMAX_ENTRIES,
         needs_headers: false,
     },
     Module {
         name: "layernorm",
         file: "cu/layernorm.cu",
         source: include_str!("cu/layernorm.cu"),
-        entries: &["layernorm_fwd_f32", "layernorm_bwd_dx_f32", "layernorm_bwd_dparams_f32"],
+        entries: crate::rows::LAYERNORM_ENTRIES,
         needs_headers: false,
     },
     Module {

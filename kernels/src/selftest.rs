@@ -45,6 +45,7 @@ pub fn run_checks(_gpu: &()) -> crate::Result<Vec<Check>> {
 mod imp {
     use super::*;
     use crate::device::{Gpu, MatmulF32};
+    use crate::rows::RowKernel;
     use crate::reference::{self as r, compare, AdamWParams};
     use crate::{Error, Result};
     use cudarc::driver::CudaSlice;
@@ -117,45 +118,62 @@ mod imp {
             });
         }
 
-        for (rows, cols) in [(1usize, 1usize), (7, 33), (64, 1000), (130, 4097), (3, 50_257)] {
+        // Row kernels: v1 at every shape, v2 (rows in registers) where the row fits its builds.
+        let versions = |width: usize| {
+            let mut v = vec![(RowKernel::V1, None)];
+            if let Some(e) = RowKernel::v2_entry("", width) {
+                v.push((RowKernel::V2, Some(e)));
+            }
+            v
+        };
+        for (rows, cols) in [(1usize, 1usize), (7, 33), (64, 1000), (300, 768), (5, 1025), (33, 2048), (130, 4097), (3, 50_257)] {
             let shape = format!("{rows}x{cols}");
-            case(&mut out, "softmax_fwd_f32", shape.clone(), "f32", || {
-                let x = c.rand(rows * cols, -8.0, 8.0);
-                let (gx, mut gy) = (c.up(&x)?, c.poisoned(rows * cols)?);
-                gpu.softmax_fwd(&gx, &mut gy, rows, cols)?;
-                gpu.sync("softmax_fwd_f32")?;
-                Ok(vec![Check::new("softmax_fwd_f32", shape.clone(), "f32", compare(&c.down(&gy)?, &r::softmax(&x, rows, cols)), TOL_F32)])
-            });
+            for (v, w) in versions(cols) {
+                let name = w.map_or("softmax_fwd_f32".to_string(), |w| format!("softmax_fwd_v2_f32{w}"));
+                case(&mut out, &name, shape.clone(), "f32", || {
+                    let x = c.rand(rows * cols, -8.0, 8.0);
+                    let (gx, mut gy) = (c.up(&x)?, c.poisoned(rows * cols)?);
+                    gpu.softmax_fwd_with(v, &gx, &mut gy, rows, cols)?;
+                    gpu.sync(&name)?;
+                    Ok(vec![Check::new(&name, shape.clone(), "f32", compare(&c.down(&gy)?, &r::softmax(&x, rows, cols)), TOL_F32)])
+                });
+            }
         }
 
-        for (rows, ch) in [(3usize, 5usize), (37, 768), (256, 1600), (1000, 33)] {
+        for (rows, ch) in [(3usize, 5usize), (37, 768), (256, 1600), (1000, 33), (4100, 96), (9, 2048), (5, 2049)] {
             let shape = format!("{rows}x{ch}");
-            case(&mut out, "layernorm", shape.clone(), "f32", || {
-                let eps = 1e-5f32;
-                // Offset rows so the mean is not ~0 (exercises the centred variance).
-                let x: Vec<f32> = c.rand(rows * ch, -2.0, 2.0).into_iter().map(|v| v + 3.0).collect();
-                let (gamma, beta, dy) = (c.rand(ch, 0.5, 1.5), c.rand(ch, -0.5, 0.5), c.rand(rows * ch, -1.0, 1.0));
-                let (gx, gg, gb, gdy) = (c.up(&x)?, c.up(&gamma)?, c.up(&beta)?, c.up(&dy)?);
-                let (mut gy, mut gm, mut gr) = (c.poisoned(rows * ch)?, c.poisoned(rows)?, c.poisoned(rows)?);
-                gpu.layernorm_fwd(&gx, &gg, &gb, &mut gy, &mut gm, &mut gr, rows, ch, eps)?;
-                gpu.sync("layernorm_fwd_f32")?;
-                let f = r::layernorm_fwd(&x, &gamma, &beta, rows, ch, eps as f64);
-                let (mean, rstd) = (c.down(&gm)?, c.down(&gr)?);
-                let mut rows_out = vec![
-                    Check::new("layernorm_fwd_f32 (y)", shape.clone(), "f32", compare(&c.down(&gy)?, &f.y), TOL_F32),
-                    Check::new("layernorm_fwd_f32 (mean)", shape.clone(), "f32", compare(&mean, &f.mean), TOL_F32),
-                    Check::new("layernorm_fwd_f32 (rstd)", shape.clone(), "f32", compare(&rstd, &f.rstd), TOL_F32),
-                ];
-                // Backward uses the GPU's own saved statistics, as training will.
-                let (mut gdx, mut gdg, mut gdb) = (c.poisoned(rows * ch)?, c.poisoned(ch)?, c.poisoned(ch)?);
-                gpu.layernorm_bwd(&gx, &gg, &gm, &gr, &gdy, &mut gdx, &mut gdg, &mut gdb, rows, ch)?;
-                gpu.sync("layernorm_bwd")?;
-                let b = r::layernorm_bwd(&x, &gamma, &mean, &rstd, &dy, rows, ch);
-                rows_out.push(Check::new("layernorm_bwd_dx_f32", shape.clone(), "f32", compare(&c.down(&gdx)?, &b.dx), TOL_F32));
-                rows_out.push(Check::new("layernorm_bwd_dparams_f32 (dgamma)", shape.clone(), "f32", compare(&c.down(&gdg)?, &b.dgamma), TOL_F32));
-                rows_out.push(Check::new("layernorm_bwd_dparams_f32 (dbeta)", shape.clone(), "f32", compare(&c.down(&gdb)?, &b.dbeta), TOL_F32));
-                Ok(rows_out)
-            });
+            for (v, w) in versions(ch) {
+                let (fwd, bwd) = match &w {
+                    None => ("layernorm_fwd_f32".to_string(), ["layernorm_bwd_dx_f32".to_string(), "layernorm_bwd_dparams_f32".to_string()]),
+                    Some(w) => (format!("layernorm_fwd_v2_f32{w}"), [format!("layernorm_bwd_v2_f32{w}"), format!("layernorm_bwd_v2_f32{w} + finish")]),
+                };
+                case(&mut out, &fwd, shape.clone(), "f32", || {
+                    let eps = 1e-5f32;
+                    // Offset rows so the mean is not ~0 (exercises the centred variance).
+                    let x: Vec<f32> = c.rand(rows * ch, -2.0, 2.0).into_iter().map(|v| v + 3.0).collect();
+                    let (gamma, beta, dy) = (c.rand(ch, 0.5, 1.5), c.rand(ch, -0.5, 0.5), c.rand(rows * ch, -1.0, 1.0));
+                    let (gx, gg, gb, gdy) = (c.up(&x)?, c.up(&gamma)?, c.up(&beta)?, c.up(&dy)?);
+                    let (mut gy, mut gm, mut gr) = (c.poisoned(rows * ch)?, c.poisoned(rows)?, c.poisoned(rows)?);
+                    gpu.layernorm_fwd_with(v, &gx, &gg, &gb, &mut gy, &mut gm, &mut gr, rows, ch, eps)?;
+                    gpu.sync(&fwd)?;
+                    let f = r::layernorm_fwd(&x, &gamma, &beta, rows, ch, eps as f64);
+                    let (mean, rstd) = (c.down(&gm)?, c.down(&gr)?);
+                    let mut rows_out = vec![
+                        Check::new(&format!("{fwd} (y)"), shape.clone(), "f32", compare(&c.down(&gy)?, &f.y), TOL_F32),
+                        Check::new(&format!("{fwd} (mean)"), shape.clone(), "f32", compare(&mean, &f.mean), TOL_F32),
+                        Check::new(&format!("{fwd} (rstd)"), shape.clone(), "f32", compare(&rstd, &f.rstd), TOL_F32),
+                    ];
+                    // Backward uses the GPU's own saved statistics, as training will.
+                    let (mut gdx, mut gdg, mut gdb) = (c.poisoned(rows * ch)?, c.poisoned(ch)?, c.poisoned(ch)?);
+                    gpu.layernorm_bwd_with(v, &gx, &gg, &gm, &gr, &gdy, &mut gdx, &mut gdg, &mut gdb, rows, ch)?;
+                    gpu.sync(&bwd[0])?;
+                    let b = r::layernorm_bwd(&x, &gamma, &mean, &rstd, &dy, rows, ch);
+                    rows_out.push(Check::new(&bwd[0], shape.clone(), "f32", compare(&c.down(&gdx)?, &b.dx), TOL_F32));
+                    rows_out.push(Check::new(&format!("{} (dgamma)", bwd[1]), shape.clone(), "f32", compare(&c.down(&gdg)?, &b.dgamma), TOL_F32));
+                    rows_out.push(Check::new(&format!("{} (dbeta)", bwd[1]), shape.clone(), "f32", compare(&c.down(&gdb)?, &b.dbeta), TOL_F32));
+                    Ok(rows_out)
+                });
+            }
         }
 
         for n in [1usize, 1001, (1 << 20) + 5] {
