@@ -1,0 +1,85 @@
+// A CPU emulation of CUDA thread blocks, enough to run our warp-synchronous kernels (no tensor
+// cores, no async copies) on a machine without a GPU: one std::thread per CUDA thread of a
+// block, the grid's blocks run one after another by the same threads, warp shuffles and
+// __syncthreads on std::barrier. Slow, but it runs the kernel's own source (after one textual
+// edit, see tests/emulated.rs), so indexing, bounds, reductions and barriers are checked.
+// A warp-divergent shuffle or barrier deadlocks here, as it is undefined on the GPU.
+#pragma once
+#include <algorithm>
+#include <barrier>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+
+struct dim3 {
+    unsigned x = 1, y = 1, z = 1;
+};
+inline thread_local dim3 threadIdx, blockIdx;
+inline dim3 blockDim, gridDim;
+
+struct EmuWarp {
+    std::barrier<> bar{32};
+    float f[32];
+};
+inline thread_local EmuWarp* emu_warp;
+inline thread_local int emu_lane;
+inline std::barrier<>* emu_block_barrier;
+
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __restrict__ __restrict
+#define __launch_bounds__(...)
+// Static shared arrays become function statics: one copy, shared by the block's threads
+// (blocks run one at a time). `extern __shared__` is rewritten to a plain `extern` array.
+#define __shared__ static
+
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline float __int_as_float(int i) {
+    float f;
+    std::memcpy(&f, &i, 4);
+    return f;
+}
+inline float __shfl_xor_sync(unsigned, float v, int lane_mask) {
+    emu_warp->f[emu_lane] = v;
+    emu_warp->bar.arrive_and_wait();
+    const float r = emu_warp->f[emu_lane ^ lane_mask];
+    emu_warp->bar.arrive_and_wait();
+    return r;
+}
+inline void __syncthreads() { emu_block_barrier->arrive_and_wait(); }
+
+struct float4 {
+    float x, y, z, w;
+};
+inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
+
+// Runs `kernel` (a closure calling the entry point) over the grid. Block size: a multiple of 32.
+inline void emu_launch(dim3 grid, dim3 block, const std::function<void()>& kernel) {
+    gridDim = grid;
+    blockDim = block;
+    const unsigned n = block.x * block.y * block.z;
+    std::barrier<> in_block(n), between_blocks(n);
+    emu_block_barrier = &in_block;
+    std::vector<std::unique_ptr<EmuWarp>> warps;
+    for (unsigned w = 0; w < (n + 31) / 32; ++w) warps.emplace_back(new EmuWarp);
+    std::vector<std::thread> threads;
+    for (unsigned t = 0; t < n; ++t) {
+        threads.emplace_back([&, t] {
+            threadIdx = {t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
+            emu_warp = warps[t / 32].get();
+            emu_lane = t % 32;
+            for (unsigned bz = 0; bz < grid.z; ++bz)
+                for (unsigned by = 0; by < grid.y; ++by)
+                    for (unsigned bx = 0; bx < grid.x; ++bx) {
+                        blockIdx = {bx, by, bz};
+                        kernel();
+                        between_blocks.arrive_and_wait();  // the block's statics are free again
+                    }
+        });
+    }
+    for (auto& t : threads) t.join();
+}

@@ -1,0 +1,84 @@
+// Runs one row kernel (cu/softmax.cu, cu/layernorm.cu) on the CPU emulation, for
+// kernels/tests/emulated.rs:   rows_emu <kernel> <rows> <cols> <dir> [blocks]
+// Inputs are read from <dir>/<name>.f32 (raw little-endian f32), outputs written beside them;
+// outputs start as NaN, as the GPU self-test poisons them.
+#include "emu.h"
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <string>
+
+namespace sm {
+#include "softmax.cu"
+}
+namespace ln {
+float block_sums[2 * 2048];  // the fused backward's dynamic shared memory
+#include "layernorm.cu"
+}
+
+static std::string dir;
+static std::vector<float> load(const char* name, size_t n) {
+    std::vector<float> v(n);
+    std::ifstream f(dir + "/" + name + ".f32", std::ios::binary);
+    if (!f.read(reinterpret_cast<char*>(v.data()), n * 4)) { fprintf(stderr, "rows_emu: cannot read %zu floats of %s\n", n, name); exit(2); }
+    return v;
+}
+static void store(const char* name, const std::vector<float>& v) {
+    std::ofstream f(dir + "/" + name + ".f32", std::ios::binary);
+    f.write(reinterpret_cast<const char*>(v.data()), v.size() * 4);
+}
+
+int main(int argc, char** argv) {
+    if (argc < 5) { fprintf(stderr, "usage: rows_emu <kernel> <rows> <cols> <dir> [blocks]\n"); return 2; }
+    const std::string k = argv[1];
+    const int rows = atoi(argv[2]), C = atoi(argv[3]), blocks = argc > 5 ? atoi(argv[5]) : 1;
+    dir = argv[4];
+    const size_t n = (size_t)rows * C;
+    const dim3 row_grid{(unsigned)std::max((rows + 3) / 4, 1)}, row_block{128};
+    const float nan = NAN;
+
+    using Softmax = void (*)(const float*, float*, int, int);
+    const std::map<std::string, Softmax> softmax = {
+        {"softmax_fwd_f32", sm::softmax_fwd_f32}, {"softmax_fwd_v2_f32_w1024", sm::softmax_fwd_v2_f32_w1024},
+        {"softmax_fwd_v2_f32_w2048", sm::softmax_fwd_v2_f32_w2048}};
+    using LnFwd = void (*)(const float*, const float*, const float*, float*, float*, float*, int, int, float);
+    const std::map<std::string, LnFwd> ln_fwd = {
+        {"layernorm_fwd_f32", ln::layernorm_fwd_f32}, {"layernorm_fwd_v2_f32_w1024", ln::layernorm_fwd_v2_f32_w1024},
+        {"layernorm_fwd_v2_f32_w2048", ln::layernorm_fwd_v2_f32_w2048}};
+    using LnBwdV2 = void (*)(const float*, const float*, const float*, const float*, const float*, float*, float*, int, int);
+    const std::map<std::string, LnBwdV2> ln_bwd_v2 = {
+        {"layernorm_bwd_v2_f32_w1024", ln::layernorm_bwd_v2_f32_w1024}, {"layernorm_bwd_v2_f32_w2048", ln::layernorm_bwd_v2_f32_w2048}};
+
+    if (auto it = softmax.find(k); it != softmax.end()) {
+        auto x = load("x", n);
+        std::vector<float> y(n, nan);
+        emu_launch(row_grid, row_block, [&] { it->second(x.data(), y.data(), rows, C); });
+        store("y", y);
+    } else if (auto it = ln_fwd.find(k); it != ln_fwd.end()) {
+        auto x = load("x", n), g = load("gamma", C), b = load("beta", C);
+        std::vector<float> y(n, nan), mean(rows, nan), rstd(rows, nan);
+        emu_launch(row_grid, row_block, [&] { it->second(x.data(), g.data(), b.data(), y.data(), mean.data(), rstd.data(), rows, C, 1e-5f); });
+        store("y", y), store("mean", mean), store("rstd", rstd);
+    } else if (k == "layernorm_bwd_f32" || ln_bwd_v2.count(k)) {
+        auto x = load("x", n), g = load("gamma", C), mean = load("mean", rows), rstd = load("rstd", rows), dy = load("dy", n);
+        std::vector<float> dx(n, nan), dg(C, nan), db(C, nan);
+        if (k == "layernorm_bwd_f32") {
+            emu_launch(row_grid, row_block, [&] { ln::layernorm_bwd_dx_f32(x.data(), g.data(), mean.data(), rstd.data(), dy.data(), dx.data(), rows, C); });
+            emu_launch({(unsigned)std::max((C + 31) / 32, 1)}, {32, 8}, [&] {
+                ln::layernorm_bwd_dparams_f32(x.data(), mean.data(), rstd.data(), dy.data(), dg.data(), db.data(), rows, C);
+            });
+        } else {
+            std::vector<float> partial((size_t)blocks * 2 * C, nan);
+            std::fill(std::begin(ln::block_sums), std::end(ln::block_sums), nan);
+            auto kernel = ln_bwd_v2.at(k);
+            emu_launch({(unsigned)blocks}, {256}, [&] { kernel(x.data(), g.data(), mean.data(), rstd.data(), dy.data(), dx.data(), partial.data(), rows, C); });
+            emu_launch({(unsigned)std::max((2 * C + 31) / 32, 1)}, {32, 8}, [&] { ln::layernorm_bwd_v2_finish_f32(partial.data(), dg.data(), db.data(), blocks, C); });
+        }
+        store("dx", dx), store("dgamma", dg), store("dbeta", db);
+    } else {
+        fprintf(stderr, "rows_emu: unknown kernel %s\n", k.c_str());
+        return 2;
+    }
+    return 0;
+}
