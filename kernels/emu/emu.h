@@ -6,6 +6,7 @@
 // A warp-divergent shuffle or barrier deadlocks here, as it is undefined on the GPU.
 #pragma once
 #include <algorithm>
+#include <atomic>
 #include <barrier>
 #include <cmath>
 #include <cstring>
@@ -23,6 +24,7 @@ inline dim3 blockDim, gridDim;
 struct EmuWarp {
     std::barrier<> bar{32};
     float f[32];
+    int i[32];
 };
 inline thread_local EmuWarp* emu_warp;
 inline thread_local int emu_lane;
@@ -50,6 +52,20 @@ inline float __shfl_xor_sync(unsigned, float v, int lane_mask) {
     emu_warp->bar.arrive_and_wait();
     return r;
 }
+inline int __shfl_xor_sync(unsigned, int v, int lane_mask) {
+    emu_warp->i[emu_lane] = v;
+    emu_warp->bar.arrive_and_wait();
+    const int r = emu_warp->i[emu_lane ^ lane_mask];
+    emu_warp->bar.arrive_and_wait();
+    return r;
+}
+inline unsigned int __float_as_uint(float x) {
+    unsigned int u;
+    std::memcpy(&u, &x, 4);
+    return u;
+}
+inline float __ldg(const float* p) { return *p; }
+inline float atomicAdd(float* p, float v) { return std::atomic_ref<float>(*p).fetch_add(v); }
 inline void __syncthreads() { emu_block_barrier->arrive_and_wait(); }
 
 struct float4 {

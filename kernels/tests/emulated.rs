@@ -1,7 +1,8 @@
-//! The row kernels' own CUDA source, run on the CPU emulation in `kernels/emu` (C++20, one
-//! thread per CUDA thread) and compared with the f64 references and tolerances of the GPU
-//! self-test: their indexing, bounds, reductions and barriers are checked on machines without
-//! a GPU. Skipped, with a message, where no C++ compiler is found ($CXX, c++, g++).
+//! Kernels' own CUDA source, run on the CPU emulation in `kernels/emu` (C++20, one thread per
+//! CUDA thread) and compared with f64 references at the GPU self-test's tolerances (or bit for
+//! bit): their indexing, bounds, reductions and barriers are checked on machines without a GPU.
+//! Covered: the row kernels (softmax, layernorm, both versions) and the row and view kernels of
+//! cu/pointwise.cu. Skipped, with a message, where no C++ compiler is found ($CXX, c++, g++).
 
 use kernels::reference::{self as r, compare};
 use kernels::selftest::{Check, TOL_F32};
@@ -15,25 +16,26 @@ fn compiler() -> Option<String> {
     candidates.into_iter().find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
 }
 
-/// Builds `rows_emu` from the kernel sources (shared memory rewritten for the emulation).
-fn build(cxx: &str, dir: &Path) -> PathBuf {
+/// Builds the driver `emu/{driver}.cpp` over the kernel sources (`extern __shared__` arrays
+/// rewritten to plain `extern` ones for the emulation).
+fn build(cxx: &str, dir: &Path, driver: &str, sources: &[&str]) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for file in ["softmax.cu", "layernorm.cu"] {
+    for file in sources {
         let text = std::fs::read_to_string(src.join("src/cu").join(file)).unwrap();
         std::fs::write(dir.join(file), text.replace("extern __shared__", "extern")).unwrap();
     }
-    let exe = dir.join("rows_emu");
+    let exe = dir.join(driver);
     let out = Command::new(cxx)
         .args(["-std=c++20", "-O2", "-pthread", "-I"])
         .arg(dir)
         .arg("-I")
         .arg(src.join("emu"))
-        .arg(src.join("emu/rows.cpp"))
+        .arg(src.join(format!("emu/{driver}.cpp")))
         .arg("-o")
         .arg(&exe)
         .output()
         .unwrap();
-    assert!(out.status.success(), "compiling kernels/emu/rows.cpp with {cxx}:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "compiling kernels/emu/{driver}.cpp with {cxx}:\n{}", String::from_utf8_lossy(&out.stderr));
     exe
 }
 
@@ -46,9 +48,18 @@ impl Emu {
     fn put(&self, name: &str, v: &[f32]) {
         std::fs::write(self.dir.join(format!("{name}.f32")), v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
     }
+    fn put_i64(&self, file: &str, v: &[i64]) {
+        std::fs::write(self.dir.join(file), v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    }
     fn get(&self, name: &str) -> Vec<f32> {
         let b = std::fs::read(self.dir.join(format!("{name}.f32"))).unwrap();
         b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+    }
+    fn get_i64(&self, file: &str) -> Vec<i64> {
+        std::fs::read(self.dir.join(file)).unwrap().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
+    }
+    fn get_u16(&self, file: &str) -> Vec<u16> {
+        std::fs::read(self.dir.join(file)).unwrap().chunks_exact(2).map(|c| u16::from_le_bytes(c.try_into().unwrap())).collect()
     }
     /// Runs one kernel; a deadlock (a divergent barrier) fails after a minute instead of hanging.
     fn run(&self, kernel: &str, rows: usize, cols: usize, blocks: usize) {
@@ -85,10 +96,8 @@ fn row_kernels_match_the_references_on_the_cpu_emulation() {
         eprintln!("skipped: no C++ compiler ($CXX, c++, g++) to build the CPU emulation of the kernels");
         return;
     };
-    let dir = std::env::temp_dir().join(format!("igpt-emu-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let emu = Emu { exe: build(&cxx, &dir), dir: dir.clone() };
-    let seed: u64 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let (emu, dir) = setup(&cxx, "rows", &["softmax.cu", "layernorm.cu"]);
+    let seed = seed();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut checks: Vec<Check> = Vec::new();
 
@@ -149,11 +158,151 @@ fn row_kernels_match_the_references_on_the_cpu_emulation() {
         }
     }
     std::fs::remove_dir_all(&dir).ok();
+    report(&checks, seed, 80);
+}
 
-    for c in &checks {
-        println!("{:<40} {:<20} max rel {:.2e} {}", c.kernel, c.shape, c.stats.max_rel, if c.pass { "PASS" } else { "FAIL" });
+fn setup(cxx: &str, driver: &str, sources: &[&str]) -> (Emu, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("igpt-emu-{driver}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    (Emu { exe: build(cxx, &dir, driver, sources), dir: dir.clone() }, dir)
+}
+
+fn seed() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+fn report(checks: &[Check], seed: u64, at_least: usize) {
+    for c in checks {
+        println!("{:<40} {:<24} max rel {:.2e} {}", c.kernel, c.shape, c.stats.max_rel, if c.pass { "PASS" } else { "FAIL" });
     }
-    let failed: Vec<(&String, &String)> = checks.iter().filter(|c| !c.pass).map(|c| (&c.kernel, &c.shape)).collect();
+    let failed: Vec<(&String, &String, &Option<String>)> = checks.iter().filter(|c| !c.pass).map(|c| (&c.kernel, &c.shape, &c.error)).collect();
     assert!(failed.is_empty(), "seed {seed}: {} of {} emulated checks failed: {failed:?}", failed.len(), checks.len());
-    assert!(checks.len() > 80, "only {} checks ran", checks.len());
+    assert!(checks.len() >= at_least, "only {} checks ran", checks.len());
+}
+
+/// A check that passes only on exact agreement; `bad` counts the disagreeing elements.
+fn exact(kernel: &str, shape: String, bad: usize, of: usize) -> Check {
+    match bad {
+        0 => Check::new(kernel, shape, "exact", Default::default(), 0.0),
+        _ => Check::failed(kernel, shape, "exact", format!("{bad} of {of} elements differ")),
+    }
+}
+
+#[test]
+fn pointwise_row_and_view_kernels_match_the_references_on_the_cpu_emulation() {
+    let Some(cxx) = compiler() else {
+        eprintln!("skipped: no C++ compiler ($CXX, c++, g++) to build the CPU emulation of the kernels");
+        return;
+    };
+    let (emu, dir) = setup(&cxx, "pointwise", &["pointwise.cu"]);
+    let seed = seed();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut checks: Vec<Check> = Vec::new();
+
+    for (rows, cols) in [(1usize, 1usize), (6, 33), (9, 300), (3, 1025)] {
+        let shape = format!("{rows}x{cols}");
+        // max/argmax: ties (values clamped), a NaN mid-row (skipped), a NaN first (kept, index 0).
+        let mut x: Vec<f32> = rand(&mut rng, rows * cols, -4.0, 4.0).into_iter().map(|v| v.clamp(-1.0, 1.0)).collect();
+        if cols > 2 {
+            x[1] = f32::NAN;
+        }
+        if rows > 2 && cols > 1 {
+            x[2 * cols] = f32::NAN;
+        }
+        emu.put("x", &x);
+        emu.run("max_rows_f32", rows, cols, 0);
+        let (vals, idx) = (emu.get("vals"), emu.get_i64("idx.i64"));
+        let bad = x
+            .chunks(cols)
+            .zip(vals.iter().zip(&idx))
+            .filter(|(row, (&v, &i))| {
+                let (mut best, mut at) = (row[0], 0usize);
+                for (c, &e) in row.iter().enumerate().skip(1) {
+                    if e > best {
+                        (best, at) = (e, c);
+                    }
+                }
+                i != at as i64 || !(v == best || (v.is_nan() && best.is_nan()))
+            })
+            .count();
+        checks.push(exact("max_rows_f32", shape.clone(), bad, rows));
+
+        // log-softmax, and both row backwards from the forward outputs.
+        let x = rand(&mut rng, rows * cols, -8.0, 8.0);
+        let g = rand(&mut rng, rows * cols, -1.0, 1.0);
+        emu.put("x", &x);
+        emu.run("log_softmax_fwd_f32", rows, cols, 0);
+        let mut want = r::Ref { value: vec![], scale: vec![] };
+        for row in x.chunks(cols) {
+            let m = row.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b as f64));
+            let lse = m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
+            want.value.extend(row.iter().map(|&v| v as f64 - lse));
+            want.scale.extend(row.iter().map(|&v| (v as f64).abs() + lse.abs()));
+        }
+        checks.push(Check::new("log_softmax_fwd_f32", shape.clone(), "f32", compare(&emu.get("y"), &want), TOL_F32));
+        for log in [false, true] {
+            let y: Vec<f32> = if log { want.value.iter().map(|&v| v as f32).collect() } else { r::softmax(&x, rows, cols).value.iter().map(|&v| v as f32).collect() };
+            emu.put("x", &y);
+            emu.put("g", &g);
+            let k = if log { "softmax_bwd_f32_log" } else { "softmax_bwd_f32" };
+            emu.run(k, rows, cols, 0);
+            let mut want = r::Ref { value: vec![], scale: vec![] };
+            for (yr, gr) in y.chunks(cols).zip(g.chunks(cols)) {
+                let (yr, gr): (Vec<f64>, Vec<f64>) = (yr.iter().map(|&v| v as f64).collect(), gr.iter().map(|&v| v as f64).collect());
+                if log {
+                    let (s, sa) = (gr.iter().sum::<f64>(), gr.iter().map(|v| v.abs()).sum::<f64>());
+                    want.value.extend(yr.iter().zip(&gr).map(|(y, g)| g - y.exp() * s));
+                    want.scale.extend(yr.iter().zip(&gr).map(|(y, g)| g.abs() + y.exp() * sa));
+                } else {
+                    let (s, sa) = (yr.iter().zip(&gr).map(|(y, g)| y * g).sum::<f64>(), yr.iter().zip(&gr).map(|(y, g)| (y * g).abs()).sum::<f64>());
+                    want.value.extend(yr.iter().zip(&gr).map(|(y, g)| y * (g - s)));
+                    want.scale.extend(yr.iter().zip(&gr).map(|(y, g)| y.abs() * (g.abs() + sa)));
+                }
+            }
+            checks.push(Check::new(k, shape.clone(), "f32", compare(&emu.get("dx"), &want), TOL_F32));
+        }
+    }
+
+    // Views: a permuted, narrowed view of a [4, 5, 6] buffer (offset applied by the launcher,
+    // so the source passed starts at it), and a broadcast (stride 0) one; bf16 rows padded.
+    let buf = rand(&mut rng, 4 * 5 * 6, -3.0, 3.0);
+    let views: [(&str, usize, Vec<usize>, Vec<usize>); 3] = [
+        ("[6, 4, 3] permuted + narrowed", 6, vec![6, 4, 3], vec![1, 30, 6]),
+        ("[2, 3, 5, 6] broadcast (stride 0)", 0, vec![2, 3, 5, 6], vec![0, 30, 6, 1]),
+        ("rank 1", 7, vec![100], vec![1]),
+    ];
+    for (desc, offset, shape, strides) in views {
+        let n: usize = shape.iter().product();
+        let want = kernels::copy::gather_reference(&buf, offset, &shape, &strides);
+        let (d, s) = kernels::copy::padded(&shape, &strides).unwrap();
+        let t: Vec<usize> = (0..6).map(|k| d[k + 1..].iter().product()).collect(); // row-major destination
+        let cols = *shape.last().unwrap();
+        for (kernel, pitch) in [("strided_assign_f32", cols), ("cast_bf16_strided", cols), ("cast_bf16_strided", cols + 3)] {
+            let mut args: Vec<i64> = vec![n as i64, cols as i64, pitch as i64];
+            args.extend(d[1..].iter().map(|&v| v as i64));
+            args.extend(s.iter().map(|&v| v as i64));
+            args.extend(t.iter().map(|&v| v as i64));
+            emu.put_i64("view.i64", &args);
+            // The launcher passes the source from its offset on.
+            emu.put("x", &buf[offset..]);
+            emu.run(kernel, 1, buf.len() - offset, 0);
+            let label = format!("{desc}, pitch {pitch}");
+            if kernel == "strided_assign_f32" {
+                let got = emu.get("dst");
+                checks.push(exact(kernel, label, got.iter().zip(&want).filter(|(a, b)| a.to_bits() != b.to_bits()).count(), n));
+            } else {
+                let got = emu.get_u16("dst.u16");
+                let bad = (0..got.len())
+                    .filter(|&i| {
+                        let (row, col) = (i / pitch, i % pitch);
+                        let w = if col < cols { half::bf16::from_f32(want[row * cols + col]).to_bits() } else { 0x1234 };
+                        got[i] != w
+                    })
+                    .count();
+                checks.push(exact(kernel, label, bad, got.len()));
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    report(&checks, seed, 25);
 }

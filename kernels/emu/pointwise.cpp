@@ -1,0 +1,78 @@
+// Runs one kernel of cu/pointwise.cu on the CPU emulation, for kernels/tests/emulated.rs:
+//   pointwise_emu <kernel> <rows> <cols> <dir>
+// Row kernels (max_rows_f32, log_softmax_fwd_f32, softmax_bwd_f32 / _log) read <dir>/x.f32
+// (and g.f32); the view kernels (strided_assign_f32, cast_bf16_strided) also read
+// <dir>/view.i64: n, cols, pitch, d1..d5, s0..s5, t0..t5 (padded to rank 6 as the launchers do).
+// Outputs start poisoned (NaN, or 0x1234 for bf16 bits), as in the GPU self-test.
+#include "emu.h"
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+#include "pointwise.cu"
+
+static std::string dir;
+template <typename T>
+static std::vector<T> load(const char* name, size_t n) {
+    std::vector<T> v(n);
+    std::ifstream f(dir + "/" + name, std::ios::binary);
+    if (!f.read(reinterpret_cast<char*>(v.data()), n * sizeof(T))) { fprintf(stderr, "pointwise_emu: cannot read %zu values of %s\n", n, name); exit(2); }
+    return v;
+}
+template <typename T>
+static void store(const char* name, const std::vector<T>& v) {
+    std::ofstream f(dir + "/" + name, std::ios::binary);
+    f.write(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
+}
+
+int main(int argc, char** argv) {
+    if (argc < 5) { fprintf(stderr, "usage: pointwise_emu <kernel> <rows> <cols> <dir>\n"); return 2; }
+    const std::string k = argv[1];
+    const int rows = atoi(argv[2]), cols = atoi(argv[3]);
+    dir = argv[4];
+    const size_t n = (size_t)rows * cols;
+    const dim3 row_grid{(unsigned)std::max((rows + 3) / 4, 1)}, row_block{128}, flat_grid{3}, flat_block{256};
+    const float nan = NAN;
+    if (k == "max_rows_f32") {
+        auto x = load<float>("x.f32", n);
+        std::vector<float> vals(rows, nan);
+        std::vector<long long> idx(rows, -7);
+        emu_launch(row_grid, row_block, [&] { max_rows_f32(x.data(), vals.data(), idx.data(), rows, cols); });
+        store("vals.f32", vals), store("idx.i64", idx);
+    } else if (k == "log_softmax_fwd_f32") {
+        auto x = load<float>("x.f32", n);
+        std::vector<float> y(n, nan);
+        emu_launch(row_grid, row_block, [&] { log_softmax_fwd_f32(x.data(), y.data(), rows, cols); });
+        store("y.f32", y);
+    } else if (k == "softmax_bwd_f32" || k == "softmax_bwd_f32_log") {
+        auto y = load<float>("x.f32", n), g = load<float>("g.f32", n);
+        std::vector<float> dx(n, nan);
+        const int is_log = k == "softmax_bwd_f32_log";
+        emu_launch(row_grid, row_block, [&] { softmax_bwd_f32(y.data(), g.data(), dx.data(), rows, cols, is_log); });
+        store("dx.f32", dx);
+    } else if (k == "strided_assign_f32" || k == "cast_bf16_strided") {
+        // rows x cols: the source buffer's size is rows * cols; the view reads inside it.
+        auto a = load<long long>("view.i64", 20);
+        const long long vn = a[0], vcols = a[1], pitch = a[2], *d = &a[3], *s = &a[8], *t = &a[14];
+        auto src = load<float>("x.f32", n);
+        if (k == "strided_assign_f32") {
+            std::vector<float> dst(vn, nan);
+            emu_launch(flat_grid, flat_block, [&] {
+                strided_assign_f32(src.data(), dst.data(), vn, d[0], d[1], d[2], d[3], d[4], s[0], s[1], s[2], s[3], s[4], s[5], t[0], t[1], t[2], t[3], t[4], t[5]);
+            });
+            store("dst.f32", dst);
+        } else {
+            std::vector<unsigned short> dst((vn / vcols) * pitch, 0x1234);
+            emu_launch(flat_grid, flat_block, [&] {
+                cast_bf16_strided(src.data(), dst.data(), vn, vcols, pitch, d[0], d[1], d[2], d[3], d[4], s[0], s[1], s[2], s[3], s[4], s[5]);
+            });
+            store("dst.u16", dst);
+        }
+    } else {
+        fprintf(stderr, "pointwise_emu: unknown kernel %s\n", k.c_str());
+        return 2;
+    }
+    return 0;
+}
