@@ -35,11 +35,22 @@ inline std::barrier<>* emu_block_barrier;
 #define __forceinline__ inline
 #define __restrict__ __restrict
 #define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
 // Static shared arrays become function statics: one copy, shared by the block's threads
 // (blocks run one at a time). `extern __shared__` is rewritten to a plain `extern` array.
 #define __shared__ static
 
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+inline float __uint_as_float(unsigned int u) {
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+// Declared only, for helpers that the emulated kernels never call (shared-memory addresses
+// of the tensor-core paths).
+unsigned long long __cvta_generic_to_shared(const void*);
 inline float __int_as_float(int i) {
     float f;
     std::memcpy(&f, &i, 4);

@@ -3,12 +3,15 @@
 //! `impl Gpu` methods), an f64 CPU reference, the self-test checks and the timings.
 //!
 //! Layout: q, out [heads, tq, d]; k, v [heads, tk, d]; lse [heads, tq] (natural log, f32);
-//! every tensor contiguous, tq <= tk, query i sees keys j <= i + (tk - tq), scale 1/sqrt(d),
-//! d = 64 or 128. Versions (a ladder, both kept):
-//! - v1: f32 in and out, CUDA cores.
-//! - v2: bf16 q/k/v (and dout), f32 accumulation on tensor cores; out, lse, dq, dk, dv f32.
-//!   Backward reads the f32 `out` of v2's forward (for delta = rowsum(dout * out)).
-//! - decode: tq = 1 per head over a KV cache of any length, f32.
+//! every tensor contiguous, tq <= tk, query i sees keys j <= i + (tk - tq), scale 1/sqrt(d).
+//! Versions (a ladder, both kept):
+//! - v1: f32 in and out, CUDA cores; d = 32, 64 or 128; left padding ([`KeyPad`]).
+//! - v2: bf16 q/k/v (and dout), f32 accumulation on tensor cores; out, lse, dq, dk, dv f32;
+//!   d = 64 or 128, no padding. Backward reads the f32 `out` of v2's forward (for delta =
+//!   rowsum(dout * out)).
+//! - decode: tq = 1 per head over a KV cache of any length, f32, as v1.
+//!
+//! With padding, a query that sees no key outputs zeros with lse = +inf (the CPU engine's rule).
 //!
 //! Backward adds dq with f32 atomicAdd (the launcher zeroes dq first); `delta` is a
 //! [heads, tq] f32 scratch buffer the caller provides.
@@ -17,19 +20,26 @@ use crate::reference::Ref;
 
 /// Every `extern "C"` entry of `cu/attention.cu` (the registry lists these).
 pub const ENTRIES: &[&str] = &[
+    "attn_fwd_v1_f32_d32",
     "attn_fwd_v1_f32_d64",
     "attn_fwd_v1_f32_d128",
     "attn_fwd_v2_bf16_d64",
     "attn_fwd_v2_bf16_d128",
     "attn_bwd_preprocess_f32",
     "attn_bwd_preprocess_bf16",
+    "attn_bwd_v1_f32_d32",
     "attn_bwd_v1_f32_d64",
     "attn_bwd_v1_f32_d128",
     "attn_bwd_v2_bf16_d64",
     "attn_bwd_v2_bf16_d128",
+    "attn_decode_f32_d32",
     "attn_decode_f32_d64",
     "attn_decode_f32_d128",
 ];
+
+/// Head dims of the f32 kernels (v1, decode) and of the bf16 tensor-core ones (v2).
+pub const F32_HEAD_DIMS: &[usize] = &[32, 64, 128];
+pub const BF16_HEAD_DIMS: &[usize] = &[64, 128];
 
 /// Query rows per block of the forward kernels (v1 and v2).
 pub const FWD_BQ: usize = 64;
@@ -61,11 +71,12 @@ impl AttnShape {
         format!("BH={} tq={} tk={} D={}", self.heads, self.tq, self.tk, self.d)
     }
 
-    /// Rejects shapes the kernels do not handle, with the kernel name in the message.
-    pub fn validate(&self, kernel: &str) -> crate::Result<()> {
+    /// Rejects shapes the kernels do not handle (head dims other than `dims`), with the kernel
+    /// name in the message.
+    pub fn validate(&self, kernel: &str, dims: &[usize]) -> crate::Result<()> {
         let bad = |why: String| Err(crate::Error::Other(format!("{kernel} {}: {why}", self.describe())));
-        if self.d != 64 && self.d != 128 {
-            return bad(format!("head dim {} is not supported (only 64 and 128)", self.d));
+        if !dims.contains(&self.d) {
+            return bad(format!("head dim {} is not supported (only {dims:?})", self.d));
         }
         if self.heads == 0 || self.tq == 0 {
             return bad("empty shape".into());
@@ -91,14 +102,15 @@ pub struct AttnBwdRef {
     pub dv: Ref,
 }
 
-/// f64 reference of causal attention (TEMPORARY, like `crate::reference`: plain loops, to be
+/// f64 reference of causal attention, the first `key_pad[b]` keys of batch row b's heads hidden
+/// (empty: none; a query that sees no key gets zeros and lse = +inf) (TEMPORARY, like `crate::reference`: plain loops, to be
 /// replaced by the engine's CPU backend). Scales (see `crate::reference::Ref`):
 /// - out[i,:] = sum_j p_ij v_j: scale sum_j p_ij |v_j|;
 /// - lse_i: 1 + max_j scale * sum_d |q_id k_jd| (the size of the scores it is built from);
 /// - backward, with A_ij = sum_d |dO_id v_jd| (scale of dP_ij), Dabs_i = sum_j p_ij A_ij (scale
 ///   of delta_i) and |dS|_ij = p_ij (A_ij + Dabs_i): dq = scale sum_j |dS|_ij |k_j|,
 ///   dk = scale sum_i |dS|_ij |q_i|, dv = sum_i p_ij |dO_i|.
-pub fn reference(q: &[f32], k: &[f32], v: &[f32], dout: Option<&[f32]>, s: AttnShape) -> (AttnFwdRef, Option<AttnBwdRef>) {
+pub fn reference(q: &[f32], k: &[f32], v: &[f32], dout: Option<&[f32]>, s: AttnShape, key_pad: &[usize]) -> (AttnFwdRef, Option<AttnBwdRef>) {
     let AttnShape { heads, tq, tk, d } = s;
     assert!(tq >= 1 && tq <= tk, "reference: need 1 <= tq <= tk");
     assert_eq!(q.len(), heads * tq * d);
@@ -111,6 +123,7 @@ pub fn reference(q: &[f32], k: &[f32], v: &[f32], dout: Option<&[f32]>, s: AttnS
     let mut bwd = dout.map(|_| AttnBwdRef { dq: z(heads * tq * d), dk: z(heads * tk * d), dv: z(heads * tk * d) });
     let (mut sc, mut sabs, mut p, mut dp, mut a) = (vec![0f64; tk], vec![0f64; tk], vec![0f64; tk], vec![0f64; tk], vec![0f64; tk]);
     for h in 0..heads {
+        let pad = if key_pad.is_empty() { 0 } else { key_pad[h / (heads / key_pad.len())] };
         let qh = &q[h * tq * d..(h + 1) * tq * d];
         let kh = &k[h * tk * d..(h + 1) * tk * d];
         let vh = &v[h * tk * d..(h + 1) * tk * d];
@@ -119,7 +132,7 @@ pub fn reference(q: &[f32], k: &[f32], v: &[f32], dout: Option<&[f32]>, s: AttnS
             let qi = &qh[i * d..(i + 1) * d];
             let mut m = f64::NEG_INFINITY;
             let mut smax_abs = 0f64;
-            for j in 0..n {
+            for j in pad..n {
                 let kj = &kh[j * d..(j + 1) * d];
                 let (mut x, mut xa) = (0f64, 0f64);
                 for c in 0..d {
@@ -132,16 +145,21 @@ pub fn reference(q: &[f32], k: &[f32], v: &[f32], dout: Option<&[f32]>, s: AttnS
                 m = m.max(sc[j]);
                 smax_abs = smax_abs.max(sabs[j]);
             }
-            let l: f64 = (0..n).map(|j| (sc[j] - m).exp()).sum();
-            for j in 0..n {
+            let l: f64 = (pad..n).map(|j| (sc[j] - m).exp()).sum();
+            for j in pad..n {
                 p[j] = (sc[j] - m).exp() / l;
             }
             let row = h * tq + i;
+            if pad >= n {
+                // A padding query: no key visible; zeros (as initialized) and lse = +inf.
+                fwd.lse.value[row] = f64::INFINITY;
+                continue;
+            }
             fwd.lse.value[row] = m + l.ln();
             fwd.lse.scale[row] = 1.0 + smax_abs;
             for c in 0..d {
                 let (mut o, mut os) = (0f64, 0f64);
-                for j in 0..n {
+                for j in pad..n {
                     let vv = vh[j * d + c] as f64;
                     o += p[j] * vv;
                     os += p[j] * vv.abs();
@@ -152,7 +170,7 @@ pub fn reference(q: &[f32], k: &[f32], v: &[f32], dout: Option<&[f32]>, s: AttnS
             if let (Some(g), Some(b)) = (dout, bwd.as_mut()) {
                 let gi = &g[row * d..(row + 1) * d];
                 let (mut delta, mut dabs) = (0f64, 0f64);
-                for j in 0..n {
+                for j in pad..n {
                     let vj = &vh[j * d..(j + 1) * d];
                     let (mut x, mut xa) = (0f64, 0f64);
                     for c in 0..d {
@@ -165,7 +183,7 @@ pub fn reference(q: &[f32], k: &[f32], v: &[f32], dout: Option<&[f32]>, s: AttnS
                     delta += p[j] * x;
                     dabs += p[j] * xa;
                 }
-                for j in 0..n {
+                for j in pad..n {
                     let ds = p[j] * (dp[j] - delta);
                     let ds_abs = p[j] * (a[j] + dabs);
                     let kj = &kh[j * d..(j + 1) * d];
@@ -186,8 +204,21 @@ pub fn reference(q: &[f32], k: &[f32], v: &[f32], dout: Option<&[f32]>, s: AttnS
     (fwd, bwd)
 }
 
+/// The lse check: rows the reference gives +inf (padding queries) must be exactly +inf; the
+/// others are compared as usual.
+pub fn lse_check(kernel: &str, shape: String, precision: &'static str, got: &[f32], want: &Ref, tol: f64) -> crate::selftest::Check {
+    use crate::selftest::Check;
+    let inf_wrong = got.iter().zip(&want.value).filter(|(g, w)| w.is_infinite() && **g != f32::INFINITY).count();
+    if inf_wrong > 0 {
+        return Check::failed(kernel, shape, precision, format!("{inf_wrong} padding rows without lse = +inf"));
+    }
+    let keep: Vec<usize> = (0..got.len()).filter(|&i| want.value[i].is_finite()).collect();
+    let finite = Ref { value: keep.iter().map(|&i| want.value[i]).collect(), scale: keep.iter().map(|&i| want.scale[i]).collect() };
+    Check::new(kernel, shape, precision, crate::reference::compare(&keep.iter().map(|&i| got[i]).collect::<Vec<f32>>(), &finite), tol)
+}
+
 #[cfg(feature = "cuda")]
-pub use gpu::{bench, checks, print_timings, AttnTiming};
+pub use gpu::{bench, checks, print_timings, AttnTiming, KeyPad};
 
 #[cfg(feature = "cuda")]
 mod gpu {
@@ -221,6 +252,31 @@ mod gpu {
         LaunchConfig { grid_dim: grid, block_dim: (threads, 1, 1), shared_mem_bytes: smem }
     }
 
+    /// Left padding for the f32 kernels: `counts[b]` leading keys hidden from the heads of batch
+    /// row b, which are heads b·heads_per_row .. (b+1)·heads_per_row (counts <= tk).
+    pub struct KeyPad<'a> {
+        pub counts: &'a CudaSlice<i32>,
+        pub heads_per_row: usize,
+    }
+
+    impl KeyPad<'_> {
+        fn check(&self, kernel: &str, s: AttnShape) -> Result<()> {
+            if self.heads_per_row == 0 || self.counts.len() * self.heads_per_row != s.heads {
+                return Err(Error::Other(format!("{kernel} {}: {} padding counts x {} heads per row is not BH", s.describe(), self.counts.len(), self.heads_per_row)));
+            }
+            Ok(())
+        }
+    }
+
+    /// Pushes a kernel's (key_pad, heads_per_row) arguments: a null pointer without padding.
+    fn push_pad<'a>(lb: &mut cudarc::driver::LaunchArgs<'a>, pad: Option<&'a KeyPad<'a>>, hpr: &'a i32, null: &'a u64) {
+        match pad {
+            Some(p) => lb.arg(p.counts),
+            None => lb.arg(null),
+        };
+        lb.arg(hpr);
+    }
+
     impl Gpu {
         /// 16-byte alignment (float4 / cp.async rows); cudarc allocations always are.
         fn attn_aligned<T>(&self, kernel: &str, what: &str, s: &CudaSlice<T>) -> Result<()> {
@@ -233,7 +289,7 @@ mod gpu {
 
         #[allow(clippy::too_many_arguments)]
         fn attn_fwd_checks<T>(&self, kernel: &str, q: &CudaSlice<T>, k: &CudaSlice<T>, v: &CudaSlice<T>, out: &CudaSlice<f32>, lse: &CudaSlice<f32>, s: AttnShape) -> Result<()> {
-            s.validate(kernel)?;
+            s.validate(kernel, if kernel.contains("bf16") { BF16_HEAD_DIMS } else { F32_HEAD_DIMS })?;
             let (nq, nk) = (s.heads * s.tq * s.d, s.heads * s.tk * s.d);
             for (w, l, n) in [("q", q.len(), nq), ("k", k.len(), nk), ("v", v.len(), nk), ("out", out.len(), nq), ("lse", lse.len(), s.heads * s.tq)] {
                 check_len(kernel, w, l, n)?;
@@ -261,28 +317,38 @@ mod gpu {
         }
 
         #[allow(clippy::too_many_arguments)]
+        /// `pad`: None for kernels without padding arguments (v2), Some(None) for v1 unpadded.
+        #[allow(clippy::too_many_arguments)]
         fn attn_launch_fwd<T: cudarc::driver::DeviceRepr>(
             &self, base: &str, threads: u32, q: &CudaSlice<T>, k: &CudaSlice<T>, v: &CudaSlice<T>, out: &mut CudaSlice<f32>,
-            lse: &mut CudaSlice<f32>, s: AttnShape,
+            lse: &mut CudaSlice<f32>, s: AttnShape, pad: Option<Option<&KeyPad>>,
         ) -> Result<()> {
             self.attn_fwd_checks(base, q, k, v, out, lse, s)?;
+            if let Some(Some(p)) = pad {
+                p.check(base, s)?;
+            }
             let name = format!("{base}_d{}", s.d);
             let grid = (s.heads as u32, grid_y(&name, s.tq.div_ceil(FWD_BQ))?, 1);
             let (tq, tk, scale) = (s.tq as i32, s.tk as i32, s.scale());
+            let (hpr, null) = (pad.flatten().map_or(1, |p| p.heads_per_row) as i32, 0u64);
             let mut lb = self.stream.launch_builder(self.f(&name)?);
             lb.arg(q).arg(k).arg(v).arg(out).arg(lse).arg(&tq).arg(&tk).arg(&scale);
+            if let Some(p) = pad {
+                push_pad(&mut lb, p, &hpr, &null);
+            }
             unsafe { lb.launch(lc(grid, threads, 0)) }.map_err(|e| Error::cuda(format!("launch {name} {} grid={grid:?}", s.describe()), e))?;
             Ok(())
         }
 
-        /// v1 forward, f32 (out and lse overwritten).
-        pub fn attention_fwd_f32(&self, q: &CudaSlice<f32>, k: &CudaSlice<f32>, v: &CudaSlice<f32>, out: &mut CudaSlice<f32>, lse: &mut CudaSlice<f32>, s: AttnShape) -> Result<()> {
-            self.attn_launch_fwd("attn_fwd_v1_f32", 256, q, k, v, out, lse, s)
+        /// v1 forward, f32 (out and lse overwritten), with left padding when `pad` is given.
+        #[allow(clippy::too_many_arguments)]
+        pub fn attention_fwd_f32(&self, q: &CudaSlice<f32>, k: &CudaSlice<f32>, v: &CudaSlice<f32>, out: &mut CudaSlice<f32>, lse: &mut CudaSlice<f32>, s: AttnShape, pad: Option<&KeyPad>) -> Result<()> {
+            self.attn_launch_fwd("attn_fwd_v1_f32", 256, q, k, v, out, lse, s, Some(pad))
         }
 
         /// v2 forward: bf16 q/k/v (bit patterns), f32 out and lse.
         pub fn attention_fwd_bf16(&self, q: &CudaSlice<u16>, k: &CudaSlice<u16>, v: &CudaSlice<u16>, out: &mut CudaSlice<f32>, lse: &mut CudaSlice<f32>, s: AttnShape) -> Result<()> {
-            self.attn_launch_fwd("attn_fwd_v2_bf16", 128, q, k, v, out, lse, s)
+            self.attn_launch_fwd("attn_fwd_v2_bf16", 128, q, k, v, out, lse, s, None)
         }
 
         fn attn_preprocess<T: cudarc::driver::DeviceRepr>(&self, name: &str, out: &CudaSlice<f32>, dout: &CudaSlice<T>, delta: &mut CudaSlice<f32>, s: AttnShape) -> Result<()> {
@@ -298,8 +364,11 @@ mod gpu {
         fn attn_launch_bwd<T: cudarc::driver::DeviceRepr>(
             &self, name: &str, bk: usize, threads: u32, smem: usize, q: &CudaSlice<T>, k: &CudaSlice<T>, v: &CudaSlice<T>,
             dout: &CudaSlice<T>, lse: &CudaSlice<f32>, delta: &CudaSlice<f32>, dq: &mut CudaSlice<f32>, dk: &mut CudaSlice<f32>,
-            dv: &mut CudaSlice<f32>, s: AttnShape,
+            dv: &mut CudaSlice<f32>, s: AttnShape, pad: Option<Option<&KeyPad>>,
         ) -> Result<()> {
+            if let Some(Some(p)) = pad {
+                p.check(name, s)?;
+            }
             let f = self.f(name)?;
             if smem > 48 * 1024 {
                 self.ctx.bind_to_thread().map_err(|e| Error::cuda(format!("{name}: binding the CUDA context"), e))?;
@@ -308,26 +377,31 @@ mod gpu {
             }
             let grid = (s.heads as u32, grid_y(name, s.tk.div_ceil(bk))?, 1);
             let (tq, tk, scale) = (s.tq as i32, s.tk as i32, s.scale());
+            let (hpr, null) = (pad.flatten().map_or(1, |p| p.heads_per_row) as i32, 0u64);
             let mut lb = self.stream.launch_builder(f);
             lb.arg(q).arg(k).arg(v).arg(dout).arg(lse).arg(delta).arg(dq).arg(dk).arg(dv).arg(&tq).arg(&tk).arg(&scale);
+            if let Some(p) = pad {
+                push_pad(&mut lb, p, &hpr, &null);
+            }
             unsafe { lb.launch(lc(grid, threads, smem as u32)) }
                 .map_err(|e| Error::cuda(format!("launch {name} {} grid={grid:?} smem={smem}", s.describe()), e))?;
             Ok(())
         }
 
         /// v1 backward, f32: dq, dk, dv overwritten (dq zeroed here, then accumulated
-        /// atomically); `out`/`lse` from [`Self::attention_fwd_f32`]; `delta` is [heads, tq] scratch.
+        /// atomically); `out`/`lse` from [`Self::attention_fwd_f32`] with the same `pad`;
+        /// `delta` is [heads, tq] scratch.
         #[allow(clippy::too_many_arguments)]
         pub fn attention_bwd_f32(
             &self, q: &CudaSlice<f32>, k: &CudaSlice<f32>, v: &CudaSlice<f32>, out: &CudaSlice<f32>, lse: &CudaSlice<f32>,
             dout: &CudaSlice<f32>, dq: &mut CudaSlice<f32>, dk: &mut CudaSlice<f32>, dv: &mut CudaSlice<f32>, delta: &mut CudaSlice<f32>,
-            s: AttnShape,
+            s: AttnShape, pad: Option<&KeyPad>,
         ) -> Result<()> {
             self.attn_bwd_checks("attn_bwd_v1_f32", q, k, v, out, lse, dout, dq, dk, dv, delta, s)?;
             self.stream.memset_zeros(dq).map_err(|e| Error::cuda("attn_bwd_v1_f32: zeroing dq", e))?;
             self.attn_preprocess("attn_bwd_preprocess_f32", out, dout, delta, s)?;
             let name = format!("attn_bwd_v1_f32_d{}", s.d);
-            self.attn_launch_bwd(&name, BWD_V1_BK, 256, 0, q, k, v, dout, lse, delta, dq, dk, dv, s)
+            self.attn_launch_bwd(&name, BWD_V1_BK, 256, 0, q, k, v, dout, lse, delta, dq, dk, dv, s, Some(pad))
         }
 
         /// v2 backward: bf16 q/k/v/dout, f32 `out` and `lse` from [`Self::attention_fwd_bf16`],
@@ -342,22 +416,27 @@ mod gpu {
             self.stream.memset_zeros(dq).map_err(|e| Error::cuda("attn_bwd_v2_bf16: zeroing dq", e))?;
             self.attn_preprocess("attn_bwd_preprocess_bf16", out, dout, delta, s)?;
             let name = format!("attn_bwd_v2_bf16_d{}", s.d);
-            self.attn_launch_bwd(&name, BWD_V2_BK, 128, bwd_v2_smem_bytes(s.d), q, k, v, dout, lse, delta, dq, dk, dv, s)
+            self.attn_launch_bwd(&name, BWD_V2_BK, 128, bwd_v2_smem_bytes(s.d), q, k, v, dout, lse, delta, dq, dk, dv, s, None)
         }
 
         /// Decode: q [heads, d] (one new query per head, the last position), k/v [heads, tk, d],
-        /// out [heads, d], lse [heads]; any tk >= 1; f32.
+        /// out [heads, d], lse [heads]; any tk >= 1; f32; left padding when `pad` is given.
         #[allow(clippy::too_many_arguments)]
         pub fn attention_decode_f32(
             &self, q: &CudaSlice<f32>, k: &CudaSlice<f32>, v: &CudaSlice<f32>, out: &mut CudaSlice<f32>, lse: &mut CudaSlice<f32>,
-            heads: usize, tk: usize, d: usize,
+            heads: usize, tk: usize, d: usize, pad: Option<&KeyPad>,
         ) -> Result<()> {
             let s = AttnShape { heads, tq: 1, tk, d };
             self.attn_fwd_checks("attn_decode_f32", q, k, v, out, lse, s)?;
+            if let Some(p) = pad {
+                p.check("attn_decode_f32", s)?;
+            }
             let name = format!("attn_decode_f32_d{d}");
             let (tki, scale) = (tk as i32, s.scale());
+            let (hpr, null) = (pad.map_or(1, |p| p.heads_per_row) as i32, 0u64);
             let mut lb = self.stream.launch_builder(self.f(&name)?);
             lb.arg(q).arg(k).arg(v).arg(out).arg(lse).arg(&tki).arg(&scale);
+            push_pad(&mut lb, pad, &hpr, &null);
             unsafe { lb.launch(lc((heads as u32, 1, 1), 256, 0)) }.map_err(|e| Error::cuda(format!("launch {name} heads={heads} tk={tk}"), e))?;
             Ok(())
         }
@@ -381,8 +460,8 @@ mod gpu {
         }
     }
 
-    /// Shapes (heads, tq, tk, d): T = 1, 70, 257, tile multiples, tq < tk (KV cache), D = 64
-    /// and 128, BH = 1 and 6.
+    /// Shapes (heads, tq, tk, d): T = 1, 70, 257, tile multiples, tq < tk (KV cache), D = 32
+    /// (v1 only), 64 and 128, BH = 1 and 6.
     pub const CHECK_SHAPES: &[(usize, usize, usize, usize)] = &[
         (1, 1, 1, 64),
         (6, 1, 1, 128),
@@ -395,10 +474,54 @@ mod gpu {
         (6, 33, 200, 64),
         (1, 100, 257, 128),
         (6, 1, 150, 128),
+        (6, 70, 70, 32),
+        (1, 257, 257, 32),
+        (6, 33, 200, 32),
     ];
 
-    /// (heads, tk, d) for the decode kernel.
-    pub const DECODE_SHAPES: &[(usize, usize, usize)] = &[(1, 1, 64), (6, 1, 128), (6, 70, 64), (1, 257, 128), (6, 33, 128), (6, 1000, 64), (1, 2049, 128)];
+    /// Left-padded batches for v1 (heads per row, tq, tk, d, padding keys per batch row):
+    /// padding queries (rows that see no key), whole padded key tiles, pad = tk - 1.
+    pub const PADDED_SHAPES: &[(usize, usize, usize, usize, &[usize])] = &[
+        (3, 70, 70, 64, &[0, 37]),
+        (2, 40, 100, 32, &[5, 0, 99]),
+        (1, 129, 129, 128, &[64, 1, 128]),
+    ];
+
+    /// (heads, tk, d, padding keys per batch row, or none) for the decode kernel; the padded
+    /// ones have 2 heads per row, and one row whose keys are all padding.
+    pub const DECODE_SHAPES: &[(usize, usize, usize, &[usize])] = &[
+        (1, 1, 64, &[]), (6, 1, 128, &[]), (6, 70, 64, &[]), (1, 257, 128, &[]), (6, 33, 128, &[]), (6, 1000, 64, &[]),
+        (1, 2049, 128, &[]), (6, 70, 32, &[]), (4, 45, 64, &[3, 45]), (6, 300, 32, &[0, 299, 40]),
+    ];
+
+    /// v1 forward and backward (from the GPU's own out and lse, as training runs them) against
+    /// the reference; `pads` empty or one count per batch row.
+    fn v1_checks(c: &mut Ctx, s: AttnShape, pads: &[usize]) -> Result<Vec<Check>> {
+        let gpu = c.gpu;
+        let AttnShape { heads, tq, tk, d } = s;
+        let shape = if pads.is_empty() { s.describe() } else { format!("{} pad {pads:?}", s.describe()) };
+        let (nq, nk) = (heads * tq * d, heads * tk * d);
+        let (q, k, v, g) = (c.rand(nq, -2.0, 2.0), c.rand(nk, -2.0, 2.0), c.rand(nk, -1.0, 1.0), c.rand(nq, -1.0, 1.0));
+        let (fr, br) = reference(&q, &k, &v, Some(&g), s, pads);
+        let br = br.expect("backward reference");
+        let (gq, gk, gv, gg) = (c.up(&q)?, c.up(&k)?, c.up(&v)?, c.up(&g)?);
+        let counts = c.up(&pads.iter().map(|&p| p as i32).collect::<Vec<i32>>())?;
+        let key_pad = (!pads.is_empty()).then(|| KeyPad { counts: &counts, heads_per_row: heads / pads.len() });
+        let (mut go, mut gl) = (c.poisoned(nq)?, c.poisoned(heads * tq)?);
+        gpu.attention_fwd_f32(&gq, &gk, &gv, &mut go, &mut gl, s, key_pad.as_ref())?;
+        gpu.sync("attn_fwd_v1_f32")?;
+        let mut rows = vec![
+            Check::new("attn_fwd_v1_f32 (out)", shape.clone(), "f32", compare(&c.down(&go)?, &fr.out), TOL_F32),
+            lse_check("attn_fwd_v1_f32 (lse)", shape.clone(), "f32", &c.down(&gl)?, &fr.lse, TOL_F32),
+        ];
+        let (mut dq, mut dk, mut dv, mut delta) = (c.poisoned(nq)?, c.poisoned(nk)?, c.poisoned(nk)?, c.poisoned(heads * tq)?);
+        gpu.attention_bwd_f32(&gq, &gk, &gv, &go, &gl, &gg, &mut dq, &mut dk, &mut dv, &mut delta, s, key_pad.as_ref())?;
+        gpu.sync("attn_bwd_v1_f32")?;
+        rows.push(Check::new("attn_bwd_v1_f32 (dq)", shape.clone(), "f32", compare(&c.down(&dq)?, &br.dq), TOL_F32));
+        rows.push(Check::new("attn_bwd_v1_f32 (dk)", shape.clone(), "f32", compare(&c.down(&dk)?, &br.dk), TOL_F32));
+        rows.push(Check::new("attn_bwd_v1_f32 (dv)", shape, "f32", compare(&c.down(&dv)?, &br.dv), TOL_F32));
+        Ok(rows)
+    }
 
     /// Every attention kernel against the f64 reference; a launch/sync error becomes a failed row.
     pub fn checks(gpu: &Gpu) -> Vec<Check> {
@@ -409,35 +532,17 @@ mod gpu {
         for &(heads, tq, tk, d) in CHECK_SHAPES {
             let s = AttnShape { heads, tq, tk, d };
             let shape = s.describe();
+            case(&mut out, "attn_v1_f32", &shape, "f32", || v1_checks(&mut c, s, &[]));
+            if !BF16_HEAD_DIMS.contains(&d) {
+                continue;
+            }
             let (nq, nk) = (heads * tq * d, heads * tk * d);
             let (q, k, v, g) = (c.rand(nq, -2.0, 2.0), c.rand(nk, -2.0, 2.0), c.rand(nk, -1.0, 1.0), c.rand(nq, -1.0, 1.0));
-
-            case(&mut out, "attn_v1_f32", &shape, "f32", || {
-                let (fr, br) = reference(&q, &k, &v, Some(&g), s);
-                let br = br.expect("backward reference");
-                let (gq, gk, gv, gg) = (c.up(&q)?, c.up(&k)?, c.up(&v)?, c.up(&g)?);
-                let (mut go, mut gl) = (c.poisoned(nq)?, c.poisoned(heads * tq)?);
-                gpu.attention_fwd_f32(&gq, &gk, &gv, &mut go, &mut gl, s)?;
-                gpu.sync("attn_fwd_v1_f32")?;
-                let mut rows = vec![
-                    Check::new("attn_fwd_v1_f32 (out)", shape.clone(), "f32", compare(&c.down(&go)?, &fr.out), TOL_F32),
-                    Check::new("attn_fwd_v1_f32 (lse)", shape.clone(), "f32", compare(&c.down(&gl)?, &fr.lse), TOL_F32),
-                ];
-                // Backward from the GPU's own out and lse, as training will run it.
-                let (mut dq, mut dk, mut dv, mut delta) = (c.poisoned(nq)?, c.poisoned(nk)?, c.poisoned(nk)?, c.poisoned(heads * tq)?);
-                gpu.attention_bwd_f32(&gq, &gk, &gv, &go, &gl, &gg, &mut dq, &mut dk, &mut dv, &mut delta, s)?;
-                gpu.sync("attn_bwd_v1_f32")?;
-                rows.push(Check::new("attn_bwd_v1_f32 (dq)", shape.clone(), "f32", compare(&c.down(&dq)?, &br.dq), TOL_F32));
-                rows.push(Check::new("attn_bwd_v1_f32 (dk)", shape.clone(), "f32", compare(&c.down(&dk)?, &br.dk), TOL_F32));
-                rows.push(Check::new("attn_bwd_v1_f32 (dv)", shape.clone(), "f32", compare(&c.down(&dv)?, &br.dv), TOL_F32));
-                Ok(rows)
-            });
-
             case(&mut out, "attn_v2_bf16", &shape, "bf16", || {
                 // The reference sees the same bf16-rounded inputs: only the kernel's own
                 // roundings (P and dS to bf16 for the tensor cores) and f32 arithmetic differ.
                 let (q16, k16, v16, g16) = (to_bf16_bits(&q), to_bf16_bits(&k), to_bf16_bits(&v), to_bf16_bits(&g));
-                let (fr, br) = reference(&from_bf16_bits(&q16), &from_bf16_bits(&k16), &from_bf16_bits(&v16), Some(&from_bf16_bits(&g16)), s);
+                let (fr, br) = reference(&from_bf16_bits(&q16), &from_bf16_bits(&k16), &from_bf16_bits(&v16), Some(&from_bf16_bits(&g16)), s, &[]);
                 let br = br.expect("backward reference");
                 let (gq, gk, gv, gg) = (c.up(&q16)?, c.up(&k16)?, c.up(&v16)?, c.up(&g16)?);
                 let (mut go, mut gl) = (c.poisoned(nq)?, c.poisoned(heads * tq)?);
@@ -457,19 +562,26 @@ mod gpu {
             });
         }
 
-        for &(heads, tk, d) in DECODE_SHAPES {
+        for &(heads_per_row, tq, tk, d, pads) in PADDED_SHAPES {
+            let s = AttnShape { heads: heads_per_row * pads.len(), tq, tk, d };
+            case(&mut out, "attn_v1_f32 (padded)", &s.describe(), "f32", || v1_checks(&mut c, s, pads));
+        }
+
+        for &(heads, tk, d, pads) in DECODE_SHAPES {
             let s = AttnShape { heads, tq: 1, tk, d };
-            let shape = s.describe();
+            let shape = if pads.is_empty() { s.describe() } else { format!("{} pad {pads:?}", s.describe()) };
             case(&mut out, "attn_decode_f32", &shape, "f32", || {
                 let (q, k, v) = (c.rand(heads * d, -2.0, 2.0), c.rand(heads * tk * d, -2.0, 2.0), c.rand(heads * tk * d, -1.0, 1.0));
-                let (fr, _) = reference(&q, &k, &v, None, s);
+                let (fr, _) = reference(&q, &k, &v, None, s, pads);
                 let (gq, gk, gv) = (c.up(&q)?, c.up(&k)?, c.up(&v)?);
+                let counts = c.up(&pads.iter().map(|&p| p as i32).collect::<Vec<i32>>())?;
+                let key_pad = (!pads.is_empty()).then(|| KeyPad { counts: &counts, heads_per_row: heads / pads.len() });
                 let (mut go, mut gl) = (c.poisoned(heads * d)?, c.poisoned(heads)?);
-                gpu.attention_decode_f32(&gq, &gk, &gv, &mut go, &mut gl, heads, tk, d)?;
+                gpu.attention_decode_f32(&gq, &gk, &gv, &mut go, &mut gl, heads, tk, d, key_pad.as_ref())?;
                 gpu.sync("attn_decode_f32")?;
                 Ok(vec![
                     Check::new("attn_decode_f32 (out)", shape.clone(), "f32", compare(&c.down(&go)?, &fr.out), TOL_F32),
-                    Check::new("attn_decode_f32 (lse)", shape.clone(), "f32", compare(&c.down(&gl)?, &fr.lse), TOL_F32),
+                    lse_check("attn_decode_f32 (lse)", shape.clone(), "f32", &c.down(&gl)?, &fr.lse, TOL_F32),
                 ])
             });
         }
@@ -541,11 +653,11 @@ mod gpu {
             });
         };
         let fb = Some(3.5 * fwd_flops);
-        row("v1 f32 fwd", Some(fwd_flops), None, time_ms(gpu, || gpu.attention_fwd_f32(&gq, &gk, &gv, &mut o, &mut lse, s)));
+        row("v1 f32 fwd", Some(fwd_flops), None, time_ms(gpu, || gpu.attention_fwd_f32(&gq, &gk, &gv, &mut o, &mut lse, s, None)));
         row("v2 bf16 fwd", Some(fwd_flops), None, time_ms(gpu, || gpu.attention_fwd_bf16(&gq16, &gk16, &gv16, &mut o, &mut lse, s)));
         row("v1 f32 fwd+bwd", fb, None, time_ms(gpu, || {
-            gpu.attention_fwd_f32(&gq, &gk, &gv, &mut o, &mut lse, s)?;
-            gpu.attention_bwd_f32(&gq, &gk, &gv, &o, &lse, &gg, &mut dq, &mut dk, &mut dv, &mut delta, s)
+            gpu.attention_fwd_f32(&gq, &gk, &gv, &mut o, &mut lse, s, None)?;
+            gpu.attention_bwd_f32(&gq, &gk, &gv, &o, &lse, &gg, &mut dq, &mut dk, &mut dv, &mut delta, s, None)
         }));
         row("v2 bf16 fwd+bwd", fb, None, time_ms(gpu, || {
             gpu.attention_fwd_bf16(&gq16, &gk16, &gv16, &mut o, &mut lse, s)?;
@@ -554,7 +666,7 @@ mod gpu {
         // Decode: the last query of each head over the whole cache (K and V read once).
         let kv_bytes = Some(2.0 * (s.heads * s.tk * d * 4) as f64);
         let dec_flops = Some(4.0 * s.heads as f64 * s.tk as f64 * d as f64);
-        row("decode f32 (tq=1, tk=2048)", dec_flops, kv_bytes, time_ms(gpu, || gpu.attention_decode_f32(&gq, &gk, &gv, &mut o, &mut lse, s.heads, s.tk, d)));
+        row("decode f32 (tq=1, tk=2048)", dec_flops, kv_bytes, time_ms(gpu, || gpu.attention_decode_f32(&gq, &gk, &gv, &mut o, &mut lse, s.heads, s.tk, d, None)));
         Ok(())
     }
 
@@ -585,7 +697,7 @@ mod tests {
         let q = vec![0.1f32; d];
         let k: Vec<f32> = (0..2 * d).map(|i| if i < d { 0.2 } else { -0.3 }).collect();
         let v: Vec<f32> = (0..2 * d).map(|i| if i < d { 1.0 } else { 2.0 }).collect();
-        let (f, _) = reference(&q, &k, &v, None, s);
+        let (f, _) = reference(&q, &k, &v, None, s, &[]);
         let (s0, s1) = (0.1 * 0.2 * d as f64 / 8.0, 0.1 * -0.3 * d as f64 / 8.0);
         let (e0, e1) = (s0.exp(), s1.exp());
         let want = (e0 * 1.0 + e1 * 2.0) / (e0 + e1);
@@ -608,10 +720,10 @@ mod tests {
                 .collect()
         };
         let (q, k, v, g) = (r(2 * 3 * 64), r(2 * 5 * 64), r(2 * 5 * 64), r(2 * 3 * 64));
-        let (_, b) = reference(&q, &k, &v, Some(&g), s);
+        let (_, b) = reference(&q, &k, &v, Some(&g), s, &[]);
         let b = b.unwrap();
         let loss = |q: &[f32], k: &[f32], v: &[f32]| -> f64 {
-            let (f, _) = reference(q, k, v, None, s);
+            let (f, _) = reference(q, k, v, None, s, &[]);
             f.out.value.iter().zip(&g).map(|(o, &gg)| o * gg as f64).sum()
         };
         let h = 1e-2f32; // f32 inputs: a coarse step, checked loosely
@@ -644,7 +756,7 @@ mod tests {
                 .collect()
         };
         let (q, k, v) = (r(2 * 70 * 64), r(2 * 100 * 64), r(2 * 100 * 64));
-        let (f, _) = reference(&q, &k, &v, None, s);
+        let (f, _) = reference(&q, &k, &v, None, s, &[]);
         // Recompute naively in f32 to cross-check the masking convention (key j <= i + tk - tq).
         for h in 0..2 {
             for i in [0usize, 35, 69] {
@@ -660,14 +772,48 @@ mod tests {
     }
 
     #[test]
+    fn padded_reference_is_the_unpadded_one_on_the_visible_keys() {
+        let (tq, tk, d, pad) = (4usize, 10usize, 32usize, 3usize);
+        let mut seed = 99u64;
+        let mut r = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    ((seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+                })
+                .collect()
+        };
+        // Two batch rows of one head each; row 1 hides its first `pad` keys.
+        let (q, k, v, g) = (r(2 * tq * d), r(2 * tk * d), r(2 * tk * d), r(2 * tq * d));
+        let (f, b) = reference(&q, &k, &v, Some(&g), AttnShape { heads: 2, tq, tk, d }, &[0, pad]);
+        let b = b.unwrap();
+        let one = AttnShape { heads: 1, tq, tk: tk - pad, d };
+        let (ks, vs) = (&k[(tk + pad) * d..], &v[(tk + pad) * d..]);
+        let (f1, b1) = reference(&q[tq * d..], ks, vs, Some(&g[tq * d..]), one, &[]);
+        let b1 = b1.unwrap();
+        assert_eq!(&f.out.value[tq * d..], &f1.out.value[..]);
+        assert_eq!(&f.lse.value[tq..], &f1.lse.value[..]);
+        assert_eq!(&b.dq.value[tq * d..], &b1.dq.value[..]);
+        assert_eq!(&b.dk.value[(tk + pad) * d..], &b1.dk.value[..]);
+        assert!(b.dk.value[tk * d..(tk + pad) * d].iter().chain(&b.dv.value[tk * d..(tk + pad) * d]).all(|&x| x == 0.0));
+        // tq = tk: the first `pad` queries see no key: zeros and lse = +inf.
+        let s = AttnShape { heads: 1, tq: tk, tk, d };
+        let (f, _) = reference(&k[..tk * d], &k[..tk * d], &v[..tk * d], None, s, &[pad]);
+        assert!(f.lse.value[..pad].iter().all(|l| *l == f64::INFINITY) && f.lse.value[pad..].iter().all(|l| l.is_finite()));
+        assert!(f.out.value[..pad * d].iter().all(|&o| o == 0.0));
+    }
+
+    #[test]
     fn entries_and_smem_sizes() {
         for e in ENTRIES {
             assert!(crate::registry::module_of(e).is_some(), "{e} not registered");
         }
         assert_eq!(bwd_v2_smem_bytes(64), 32_512);
         assert_eq!(bwd_v2_smem_bytes(128), 57_088);
-        assert!(AttnShape { heads: 1, tq: 2, tk: 1, d: 64 }.validate("k").is_err());
-        assert!(AttnShape { heads: 1, tq: 1, tk: 1, d: 96 }.validate("k").is_err());
-        assert!(AttnShape { heads: 6, tq: 70, tk: 257, d: 128 }.validate("k").is_ok());
+        assert!(AttnShape { heads: 1, tq: 2, tk: 1, d: 64 }.validate("k", F32_HEAD_DIMS).is_err());
+        assert!(AttnShape { heads: 1, tq: 1, tk: 1, d: 96 }.validate("k", F32_HEAD_DIMS).is_err());
+        assert!(AttnShape { heads: 6, tq: 70, tk: 257, d: 128 }.validate("k", BF16_HEAD_DIMS).is_ok());
+        assert!(AttnShape { heads: 6, tq: 70, tk: 257, d: 32 }.validate("k", F32_HEAD_DIMS).is_ok());
+        assert!(AttnShape { heads: 6, tq: 70, tk: 257, d: 32 }.validate("k", BF16_HEAD_DIMS).is_err());
     }
 }

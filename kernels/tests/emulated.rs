@@ -1,8 +1,10 @@
 //! Kernels' own CUDA source, run on the CPU emulation in `kernels/emu` (C++20, one thread per
 //! CUDA thread) and compared with f64 references at the GPU self-test's tolerances (or bit for
 //! bit): their indexing, bounds, reductions and barriers are checked on machines without a GPU.
-//! Covered: the row kernels (softmax, layernorm, both versions) and the row and view kernels of
-//! cu/pointwise.cu. Skipped, with a message, where no C++ compiler is found ($CXX, c++, g++).
+//! Covered: the row kernels (softmax, layernorm, both versions), the row and view kernels of
+//! cu/pointwise.cu, and the f32 attention kernels (v1 forward and backward, decode; head dims
+//! 32/64/128, left padding). Skipped, with a message, where no C++ compiler is found ($CXX,
+//! c++, g++).
 
 use kernels::reference::{self as r, compare};
 use kernels::selftest::{Check, TOL_F32};
@@ -17,11 +19,19 @@ fn compiler() -> Option<String> {
 }
 
 /// Builds the driver `emu/{driver}.cpp` over the kernel sources (`extern __shared__` arrays
-/// rewritten to plain `extern` ones for the emulation).
+/// rewritten to plain `extern` ones for the emulation). attention.cu goes in as
+/// attention_f32.cu, without its bf16 tensor-core section (inline PTX).
 fn build(cxx: &str, dir: &Path, driver: &str, sources: &[&str]) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"));
     for file in sources {
         let text = std::fs::read_to_string(src.join("src/cu").join(file)).unwrap();
+        if *file == "attention.cu" {
+            let lines: Vec<&str> = text.lines().collect();
+            let at = |banner: &str| lines.iter().position(|l| l.starts_with(banner)).unwrap_or_else(|| panic!("attention.cu: no line {banner:?}")) - 1;
+            let (v2, decode) = (at("// v2: bf16 tensor cores"), at("// Decode: one query per head"));
+            std::fs::write(dir.join("attention_f32.cu"), [&lines[..v2], &lines[decode..]].concat().join("\n")).unwrap();
+            continue;
+        }
         std::fs::write(dir.join(file), text.replace("extern __shared__", "extern")).unwrap();
     }
     let exe = dir.join(driver);
@@ -48,6 +58,9 @@ impl Emu {
     fn put(&self, name: &str, v: &[f32]) {
         std::fs::write(self.dir.join(format!("{name}.f32")), v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
     }
+    fn put_i32(&self, file: &str, v: &[i32]) {
+        std::fs::write(self.dir.join(file), v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    }
     fn put_i64(&self, file: &str, v: &[i64]) {
         std::fs::write(self.dir.join(file), v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
     }
@@ -63,16 +76,21 @@ impl Emu {
     }
     /// Runs one kernel; a deadlock (a divergent barrier) fails after a minute instead of hanging.
     fn run(&self, kernel: &str, rows: usize, cols: usize, blocks: usize) {
-        let mut child = Command::new(&self.exe).args([kernel, &rows.to_string(), &cols.to_string()]).arg(&self.dir).arg(blocks.to_string()).spawn().unwrap();
+        self.run_args(&[kernel.to_string(), rows.to_string(), cols.to_string(), self.dir.display().to_string(), blocks.to_string()]);
+    }
+    fn run_args(&self, args: &[String]) {
+        let kernel = args.join(" ");
+        let (rows, cols) = ("", "");
+        let mut child = Command::new(&self.exe).args(args).spawn().unwrap();
         let start = Instant::now();
         loop {
             if let Some(status) = child.try_wait().unwrap() {
-                assert!(status.success(), "{kernel} {rows}x{cols}: the emulator failed");
+                assert!(status.success(), "{kernel}{rows}{cols}: the emulator failed");
                 return;
             }
             if start.elapsed() > Duration::from_secs(60) {
                 child.kill().ok();
-                panic!("{kernel} {rows}x{cols}: still running after 60 s (a deadlocked barrier or shuffle?)");
+                panic!("{kernel}{rows}{cols}: still running after 60 s (a deadlocked barrier or shuffle?)");
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -305,4 +323,74 @@ fn pointwise_row_and_view_kernels_match_the_references_on_the_cpu_emulation() {
     }
     std::fs::remove_dir_all(&dir).ok();
     report(&checks, seed, 25);
+}
+
+#[test]
+fn f32_attention_kernels_match_the_reference_on_the_cpu_emulation() {
+    use kernels::attention::{lse_check, reference, AttnShape};
+    let Some(cxx) = compiler() else {
+        eprintln!("skipped: no C++ compiler ($CXX, c++, g++) to build the CPU emulation of the kernels");
+        return;
+    };
+    let (emu, dir) = setup(&cxx, "attention", &["attention.cu"]);
+    let seed = seed();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut checks: Vec<Check> = Vec::new();
+    let run = |kernel: &str, s: AttnShape, hpr: usize| {
+        let a = [kernel.to_string(), s.heads.to_string(), s.tq.to_string(), s.tk.to_string(), s.d.to_string(), hpr.to_string(), dir.display().to_string()];
+        emu.run_args(&a);
+    };
+
+    // (heads per row, tq, tk, d, padding keys per batch row; empty: one unpadded row of heads):
+    // head dims 32/64/128, tq < tk, tiles not full, padding queries, a wholly padded key tile.
+    let cases: [(usize, usize, usize, usize, &[usize]); 6] = [
+        (2, 70, 70, 32, &[]),
+        (1, 33, 100, 64, &[]),
+        (2, 17, 40, 128, &[]),
+        (2, 20, 40, 32, &[5, 0, 39]),
+        (1, 70, 70, 64, &[0, 37]),
+        (1, 40, 80, 32, &[33, 80 - 1]),
+    ];
+    for (hpr, tq, tk, d, pads) in cases {
+        let heads = hpr * pads.len().max(1);
+        let s = AttnShape { heads, tq, tk, d };
+        let label = format!("{} pad {pads:?}", s.describe());
+        let (nq, nk) = (heads * tq * d, heads * tk * d);
+        let (q, k, v, g) = (rand(&mut rng, nq, -2.0, 2.0), rand(&mut rng, nk, -2.0, 2.0), rand(&mut rng, nk, -1.0, 1.0), rand(&mut rng, nq, -1.0, 1.0));
+        for (name, x) in [("q", &q), ("k", &k), ("v", &v), ("dout", &g)] {
+            emu.put(name, x);
+        }
+        emu.put_i32("pads.i32", &pads.iter().map(|&p| p as i32).collect::<Vec<i32>>());
+        let hpr_arg = if pads.is_empty() { 0 } else { hpr };
+        let (f, b) = reference(&q, &k, &v, Some(&g), s, pads);
+        let b = b.unwrap();
+        run("fwd", s, hpr_arg);
+        let (out, lse) = (emu.get("out"), emu.get("lse"));
+        checks.push(Check::new("attn_fwd_v1_f32 (out)", label.clone(), "f32", compare(&out, &f.out), TOL_F32));
+        checks.push(lse_check("attn_fwd_v1_f32 (lse)", label.clone(), "f32", &lse, &f.lse, TOL_F32));
+        // Backward from the emulated forward's out and lse, as training runs it.
+        run("bwd", s, hpr_arg);
+        for (name, want) in [("dq", &b.dq), ("dk", &b.dk), ("dv", &b.dv)] {
+            checks.push(Check::new(&format!("attn_bwd_v1_f32 ({name})"), label.clone(), "f32", compare(&emu.get(name), want), TOL_F32));
+        }
+    }
+
+    // Decode: one query per head at the end of the keys; a row whose keys are all padding.
+    let decode: [(usize, usize, usize, &[usize]); 4] = [(2, 300, 64, &[]), (3, 1, 128, &[]), (2, 45, 32, &[3, 45]), (1, 70, 32, &[0, 69, 12])];
+    for (hpr, tk, d, pads) in decode {
+        let heads = hpr * pads.len().max(1);
+        let s = AttnShape { heads, tq: 1, tk, d };
+        let label = format!("{} pad {pads:?}", s.describe());
+        let (q, k, v) = (rand(&mut rng, heads * d, -2.0, 2.0), rand(&mut rng, heads * tk * d, -2.0, 2.0), rand(&mut rng, heads * tk * d, -1.0, 1.0));
+        for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
+            emu.put(name, x);
+        }
+        emu.put_i32("pads.i32", &pads.iter().map(|&p| p as i32).collect::<Vec<i32>>());
+        let (f, _) = reference(&q, &k, &v, None, s, pads);
+        run("decode", s, if pads.is_empty() { 0 } else { hpr });
+        checks.push(Check::new("attn_decode_f32 (out)", label.clone(), "f32", compare(&emu.get("out"), &f.out), TOL_F32));
+        checks.push(lse_check("attn_decode_f32 (lse)", label, "f32", &emu.get("lse"), &f.lse, TOL_F32));
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    report(&checks, seed, 38);
 }

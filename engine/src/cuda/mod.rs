@@ -85,8 +85,8 @@ mod stub {
             fn cross_entropy_backward(&Tensor, &[i64], &Tensor, f32) -> Tensor;
             fn adamw(&Tensor, &Tensor, &Tensor, &Tensor, f32, f32, f32, f32, f32, u64) -> ();
             fn narrow_backward(&Tensor, &[usize], usize, usize) -> Tensor;
-            fn attention(&Tensor, &Tensor, &Tensor, usize, usize, usize, usize) -> (Tensor, Tensor);
-            fn attention_backward(&Tensor, &Tensor, &Tensor, &Tensor, &Tensor, &Tensor, usize, usize, usize, usize) -> (Tensor, Tensor, Tensor);
+            fn attention(&Tensor, &Tensor, &Tensor, usize, usize, usize, usize, &[usize]) -> (Tensor, Tensor);
+            fn attention_backward(&Tensor, &Tensor, &Tensor, &Tensor, &Tensor, &Tensor, usize, usize, usize, usize, &[usize]) -> (Tensor, Tensor, Tensor);
         }
 
         pub(crate) fn attention_kernel_fits(_: usize) -> bool {

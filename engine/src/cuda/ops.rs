@@ -9,7 +9,7 @@ use crate::storage::Storage;
 use crate::{DType, Device, Error, Result, Tensor};
 use cudarc::driver::CudaSlice;
 use kernels::device::{Gpu, MatmulF32};
-use kernels::attention::AttnShape;
+use kernels::attention::{AttnShape, KeyPad};
 use kernels::matmul_tc::MatmulTc;
 use kernels::memops::{BinaryOp, CeGroup};
 use kernels::pointwise::Unary;
@@ -410,29 +410,48 @@ pub(crate) fn cross_entropy_backward(logits: &Tensor, targets: &[i64], lse: &Ten
     Ok(tensor(dx, logits.shape(), dev))
 }
 
-/// Whether the flash-attention kernels take this head dim.
+/// Whether the flash-attention kernels take this head dim (the f32 ones take 32, 64 and 128).
 pub(crate) fn attention_kernel_fits(d: usize) -> bool {
-    d == 64 || d == 128
+    kernels::attention::F32_HEAD_DIMS.contains(&d)
 }
 
-/// Causal attention without padding, q [.., tq, d], k and v [.., tk, d]: (out, lse [.., tq]).
-pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, tq: usize, tk: usize, d: usize) -> Result<(Tensor, Tensor)> {
+/// Autocast runs attention on tensor cores (v2) where v2 takes the shape: head dim 64 or 128,
+/// no padding; elsewhere the f32 kernels run, as outside autocast.
+fn attention_in_bf16(d: usize, key_pad: &[usize]) -> bool {
+    crate::autocast::bf16_enabled() && kernels::attention::BF16_HEAD_DIMS.contains(&d) && key_pad.iter().all(|&p| p == 0)
+}
+
+/// `key_pad` (one count per batch row, or empty) on the device, for the f32 kernels.
+fn key_pad_on(g: &Gpu, key_pad: &[usize], op: &str) -> Result<Option<CudaSlice<i32>>> {
+    if key_pad.iter().all(|&p| p == 0) {
+        return Ok(None);
+    }
+    let counts: Vec<i32> = key_pad.iter().map(|&p| i32::try_from(p).map_err(|_| Error::Msg(format!("{op}: {p} padding keys do not fit i32")))).collect::<Result<_>>()?;
+    g.stream.clone_htod(&counts).map(Some).map_err(|e| Error::Cuda(format!("{op}: uploading the padding counts: {e:?}")))
+}
+
+/// Causal attention, q [.., tq, d], k and v [.., tk, d], the first `key_pad[b]` keys of batch
+/// row b hidden (empty: none): (out, lse [.., tq]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, tq: usize, tk: usize, d: usize, key_pad: &[usize]) -> Result<(Tensor, Tensor)> {
     let (dev, op) = (ordinal(q), "attention");
     let g = gpu(dev)?;
     let s = AttnShape { heads, tq, tk, d };
     let (mut out, mut lse) = (alloc(&g, heads * tq * d, op)?, alloc(&g, heads * tq, op)?);
-    if crate::autocast::bf16_enabled() {
+    if attention_in_bf16(d, key_pad) {
         // Autocast: bf16 q, k, v on tensor cores (v2), f32 accumulation, out and lse.
         let (q16, k16, v16) = (bf16_of(q, op)?, bf16_of(k, op)?, bf16_of(v, op)?);
         g.attention_fwd_bf16(&q16, &k16, &v16, &mut out, &mut lse, s).map_err(err(op))?;
     } else {
         let (qv, kv, vv) = (f32_of(q, op)?, f32_of(k, op)?, f32_of(v, op)?);
+        let counts = key_pad_on(&g, key_pad, op)?;
+        let pad = counts.as_ref().map(|c| KeyPad { counts: c, heads_per_row: heads / key_pad.len() });
         if tq == 1 {
             // One new query per head (sampling with the KV cache): the decode kernel, which
             // spreads the keys over a block instead of filling a 64-query tile with one row.
-            g.attention_decode_f32(&qv, &kv, &vv, &mut out, &mut lse, heads, tk, d).map_err(err(op))?;
+            g.attention_decode_f32(&qv, &kv, &vv, &mut out, &mut lse, heads, tk, d, pad.as_ref()).map_err(err(op))?;
         } else {
-            g.attention_fwd_f32(&qv, &kv, &vv, &mut out, &mut lse, s).map_err(err(op))?;
+            g.attention_fwd_f32(&qv, &kv, &vv, &mut out, &mut lse, s, pad.as_ref()).map_err(err(op))?;
         }
     }
     Ok((tensor(out, q.shape(), dev), tensor(lse, &q.shape()[..q.rank() - 1], dev)))
@@ -440,18 +459,20 @@ pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, tq: us
 
 /// (dq, dk, dv) of `attention`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn attention_backward(q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, lse: &Tensor, dout: &Tensor, heads: usize, tq: usize, tk: usize, d: usize) -> Result<(Tensor, Tensor, Tensor)> {
+pub(crate) fn attention_backward(q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, lse: &Tensor, dout: &Tensor, heads: usize, tq: usize, tk: usize, d: usize, key_pad: &[usize]) -> Result<(Tensor, Tensor, Tensor)> {
     let (dev, op) = (ordinal(q), "attention backward");
     let g = gpu(dev)?;
     let s = AttnShape { heads, tq, tk, d };
     let (ov, lv) = (f32_of(out, op)?, f32_of(lse, op)?);
     let (mut dq, mut dk, mut dv, mut delta) = (alloc(&g, q.numel(), op)?, alloc(&g, k.numel(), op)?, alloc(&g, v.numel(), op)?, alloc(&g, heads * tq, op)?);
-    if crate::autocast::bf16_enabled() {
+    if attention_in_bf16(d, key_pad) {
         let (q16, k16, v16, do16) = (bf16_of(q, op)?, bf16_of(k, op)?, bf16_of(v, op)?, bf16_of(dout, op)?);
         g.attention_bwd_bf16(&q16, &k16, &v16, &ov, &lv, &do16, &mut dq, &mut dk, &mut dv, &mut delta, s).map_err(err(op))?;
     } else {
         let (qv, kv, vv, dov) = (f32_of(q, op)?, f32_of(k, op)?, f32_of(v, op)?, f32_of(dout, op)?);
-        g.attention_bwd_f32(&qv, &kv, &vv, &ov, &lv, &dov, &mut dq, &mut dk, &mut dv, &mut delta, s).map_err(err(op))?;
+        let counts = key_pad_on(&g, key_pad, op)?;
+        let pad = counts.as_ref().map(|c| KeyPad { counts: c, heads_per_row: heads / key_pad.len() });
+        g.attention_bwd_f32(&qv, &kv, &vv, &ov, &lv, &dov, &mut dq, &mut dk, &mut dv, &mut delta, s, pad.as_ref()).map_err(err(op))?;
     }
     Ok((tensor(dq, q.shape(), dev), tensor(dk, k.shape(), dev), tensor(dv, v.shape(), dev)))
 }

@@ -56,13 +56,13 @@ fn attention(q: &Tensor, k: &Tensor, v: &Tensor, key_pad: Vec<usize>) -> Result<
     Ok(out.with_op(&[q, k, v], || Op::Attention { q: q.clone(), k: k.clone(), v: v.clone(), out: saved, lse, key_pad }))
 }
 
-/// On CUDA: the flash-attention kernels where they fit the head dim and no key is padding;
-/// otherwise the same function from ops that have CUDA kernels (an additive mask, softmax, two
-/// matmuls; a query that sees no key gets a zero row from softmax, as on the CPU).
+/// On CUDA: the flash-attention kernels where they fit the head dim (32, 64, 128; padding
+/// included); otherwise the same function from ops that have CUDA kernels (an additive mask,
+/// softmax, two matmuls; a query that sees no key gets a zero row from softmax, as on the CPU).
 fn attention_cuda(q: &Tensor, k: &Tensor, v: &Tensor, key_pad: Vec<usize>, dims: Dims) -> Result<Tensor> {
     let Dims { heads, tq, tk, d } = dims;
     let padded = key_pad.iter().any(|&p| p > 0);
-    if padded || !crate::cuda::ops::attention_kernel_fits(d) {
+    if !crate::cuda::ops::attention_kernel_fits(d) {
         let scores = q.matmul(&k.t()?)?.mul_scalar(1.0 / (d as f32).sqrt())?;
         let visible = |pad: usize, i: usize, j: usize| j <= i + tk - tq && j >= pad;
         let mask = if padded {
@@ -76,9 +76,9 @@ fn attention_cuda(q: &Tensor, k: &Tensor, v: &Tensor, key_pad: Vec<usize>, dims:
         };
         return scores.add(&mask.to_device(q.device())?)?.softmax()?.matmul(v);
     }
-    let (out, lse) = crate::cuda::ops::attention(q, k, v, heads, tq, tk, d)?;
+    let (out, lse) = crate::cuda::ops::attention(q, k, v, heads, tq, tk, d, &key_pad)?;
     let saved = out.detach();
-    Ok(out.with_op(&[q, k, v], || Op::Attention { q: q.clone(), k: k.clone(), v: v.clone(), out: saved, lse, key_pad: Vec::new() }))
+    Ok(out.with_op(&[q, k, v], || Op::Attention { q: q.clone(), k: k.clone(), v: v.clone(), out: saved, lse, key_pad }))
 }
 
 /// Distance between consecutive heads' [tk, d] blocks when each is row-major and the leading
@@ -120,7 +120,7 @@ pub(crate) fn backward(q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, lse: &T
     let dims = dims(q, k, v)?;
     if q.device().is_cuda() {
         let Dims { heads, tq, tk, d } = dims;
-        return crate::cuda::ops::attention_backward(q, k, v, out, lse, g, heads, tq, tk, d);
+        return crate::cuda::ops::attention_backward(q, k, v, out, lse, g, heads, tq, tk, d, key_pad);
     }
     let (qv, kv, vv) = (q.cpu_f32("attention backward")?, k.cpu_f32("attention backward")?, v.cpu_f32("attention backward")?);
     let (dq, dk, dv) = k::backward_padded(&qv, &kv, &vv, &out.cpu_f32("attention backward")?, &lse.cpu_f32("attention backward")?, &g.cpu_f32("attention backward")?, dims, key_pad);

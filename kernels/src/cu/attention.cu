@@ -3,11 +3,15 @@
 //
 // Layout (every tensor contiguous): q [heads, tq, D], k/v [heads, tk, D], o [heads, tq, D],
 // lse [heads, tq] (natural log), tq <= tk. Query i sits at absolute position i + (tk - tq)
-// and sees keys j <= i + (tk - tq) (a KV cache puts the new queries at the end), so every
-// query sees key 0 and no row is ever fully masked. scale = 1/sqrt(D). D is 64 or 128
-// (template; the launchers reject anything else).
+// and sees keys j <= i + (tk - tq) (a KV cache puts the new queries at the end). scale =
+// 1/sqrt(D). D is a template parameter: 32 (f32 kernels only), 64 or 128; the launchers reject
+// anything else.
+// Left padding (f32 kernels): with `key_pad` non-null, the heads of batch row b (heads b*hpr ..
+// (b+1)*hpr - 1, hpr = heads_per_row) also hide their first key_pad[b] keys. A query that sees
+// no key at all then outputs zeros with lse = +inf (so backward's P is exactly 0), as the CPU
+// engine does; without padding key 0 is visible to every query.
 //
-// Kernels (extern "C" names end in _d64 / _d128):
+// Kernels (extern "C" names end in _d32 / _d64 / _d128):
 //   attn_fwd_v1_f32     f32 on CUDA cores: block = (head, 64 queries), 256 threads = 64 rows x 4
 //                       lanes; Q row slice and O accumulator in registers; K/V tiles of 32 keys in
 //                       shared memory; online softmax (expf).
@@ -36,6 +40,7 @@
 #define NEG_INF (-__int_as_float(0x7f800000))
 #define LOG2E 1.4426950408889634f
 #define LN2 0.6931471805599453f
+#define POS_INF __int_as_float(0x7f800000)
 
 typedef unsigned short bf16_t;
 
@@ -73,6 +78,11 @@ __device__ __forceinline__ void mma_bf16(float c[4], const unsigned a[4], unsign
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// Leading padding keys of `head` (0 without padding).
+__device__ __forceinline__ int pad_of(const int* __restrict__ key_pad, int heads_per_row, int head) {
+    return key_pad ? key_pad[head / heads_per_row] : 0;
+}
+
 // Four 8x8 bf16 matrices, transposed: lane L supplies the row address of matrix L/8, row L%8.
 // Lane gets, of matrix i, elements [2t][g] (low half) and [2t+1][g] (high half) in r[i]:
 // for a row-major [k][n] tile that is exactly the mma B fragment (k = 2t.., n = g).
@@ -105,7 +115,8 @@ __device__ __forceinline__ void load_a_frag(unsigned a[4], const bf16_t* s, int 
 template <int D>
 __device__ __forceinline__ void attn_fwd_v1(const float* __restrict__ q, const float* __restrict__ k,
                                             const float* __restrict__ v, float* __restrict__ o,
-                                            float* __restrict__ lse, int tq, int tk, float scale) {
+                                            float* __restrict__ lse, int tq, int tk, float scale,
+                                            const int* __restrict__ key_pad, int heads_per_row) {
     constexpr int NC = D / 16;  // float4 chunks per thread: chunk index sub + 4c
     __shared__ __align__(16) float Ks[V1_BK * D];
     __shared__ __align__(16) float Vs[V1_BK * D];
@@ -117,6 +128,7 @@ __device__ __forceinline__ void attn_fwd_v1(const float* __restrict__ q, const f
     const bool row_ok = row < tq;
     const int off = tk - tq;
     const int limit = (row_ok ? row : tq - 1) + off;  // last visible key, <= tk - 1
+    const int pad = pad_of(key_pad, heads_per_row, head);  // first visible key
     const float* qh = q + (long long)head * tq * D;
     const float* kh = k + (long long)head * tk * D;
     const float* vh = v + (long long)head * tk * D;
@@ -133,7 +145,7 @@ __device__ __forceinline__ void attn_fwd_v1(const float* __restrict__ q, const f
     const int last_row = min(q0 + V1_BQ, tq) - 1;
     const int kv_end = min(tk, last_row + off + 1);  // causal: later keys are seen by no row here
 
-    for (int j0 = 0; j0 < kv_end; j0 += V1_BK) {
+    for (int j0 = pad - pad % V1_BK; j0 < kv_end; j0 += V1_BK) {  // tiles wholly padding skipped
         __syncthreads();  // everyone is done reading the previous tile
         for (int idx = tid; idx < V1_BK * D / 4; idx += V1_THREADS) {
             const int kr = idx / (D / 4), kc = idx % (D / 4);
@@ -164,12 +176,12 @@ __device__ __forceinline__ void attn_fwd_v1(const float* __restrict__ q, const f
             }
             part += __shfl_xor_sync(FULL_MASK, part, 1);
             part += __shfl_xor_sync(FULL_MASK, part, 2);
-            s[j] = (j0 + j <= limit) ? part : NEG_INF;
+            s[j] = (j0 + j <= limit && j0 + j >= pad) ? part : NEG_INF;
             tmax = fmaxf(tmax, s[j]);
         }
         const float m_new = fmaxf(m, tmax);
-        // m_new is finite from the first tile on (key 0 is visible to every row); the guard
-        // keeps exp(-inf - -inf) = NaN out regardless.
+        // m_new is -inf only while a row has seen no key (padding); the guard keeps
+        // exp(-inf - -inf) = NaN out, and such a row keeps l = 0 and acc = 0.
         const float base = (m_new == NEG_INF) ? 0.0f : m_new;
         const float alpha = expf(m - base);
         float psum = 0.0f;
@@ -199,25 +211,33 @@ __device__ __forceinline__ void attn_fwd_v1(const float* __restrict__ q, const f
         }
     }
     if (row_ok) {
-        const float inv = 1.0f / l;
+        const float inv = l > 0.0f ? 1.0f / l : 0.0f;  // 0: a padding query's row of zeros
         float* orow = o + ((long long)head * tq + row) * D;
 #pragma unroll
         for (int c = 0; c < NC; ++c)
             *reinterpret_cast<float4*>(orow + (sub + 4 * c) * 4) =
                 make_float4(acc[c].x * inv, acc[c].y * inv, acc[c].z * inv, acc[c].w * inv);
-        if (sub == 0) lse[(long long)head * tq + row] = m + logf(l);
+        if (sub == 0) lse[(long long)head * tq + row] = l > 0.0f ? m + logf(l) : POS_INF;
     }
 }
 
 extern "C" __global__ void __launch_bounds__(V1_THREADS)
+attn_fwd_v1_f32_d32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+                    float* __restrict__ o, float* __restrict__ lse, int tq, int tk, float scale,
+                    const int* __restrict__ key_pad, int heads_per_row) {
+    attn_fwd_v1<32>(q, k, v, o, lse, tq, tk, scale, key_pad, heads_per_row);
+}
+extern "C" __global__ void __launch_bounds__(V1_THREADS)
 attn_fwd_v1_f32_d64(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                    float* __restrict__ o, float* __restrict__ lse, int tq, int tk, float scale) {
-    attn_fwd_v1<64>(q, k, v, o, lse, tq, tk, scale);
+                    float* __restrict__ o, float* __restrict__ lse, int tq, int tk, float scale,
+                    const int* __restrict__ key_pad, int heads_per_row) {
+    attn_fwd_v1<64>(q, k, v, o, lse, tq, tk, scale, key_pad, heads_per_row);
 }
 extern "C" __global__ void __launch_bounds__(V1_THREADS)
 attn_fwd_v1_f32_d128(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                     float* __restrict__ o, float* __restrict__ lse, int tq, int tk, float scale) {
-    attn_fwd_v1<128>(q, k, v, o, lse, tq, tk, scale);
+                    float* __restrict__ o, float* __restrict__ lse, int tq, int tk, float scale,
+                    const int* __restrict__ key_pad, int heads_per_row) {
+    attn_fwd_v1<128>(q, k, v, o, lse, tq, tk, scale, key_pad, heads_per_row);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -261,9 +281,11 @@ __device__ __forceinline__ void attn_bwd_v1(const float* __restrict__ q, const f
                                             const float* __restrict__ v, const float* __restrict__ dout,
                                             const float* __restrict__ lse, const float* __restrict__ delta,
                                             float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv,
-                                            int tq, int tk, float scale) {
+                                            int tq, int tk, float scale,
+                                            const int* __restrict__ key_pad, int heads_per_row) {
     constexpr int NC = D / 32;   // float4 chunks per thread in the key-row phase: sub + 8c
-    constexpr int NCQ = D / 64;  // float4 chunks per thread in the dQ phase: cg + 16c
+    // float4 chunks per thread in the dQ phase: cg + 16c (at D = 32 only cg < 8 has one)
+    constexpr int NCQ = D >= 64 ? D / 64 : 1;
     __shared__ __align__(16) float Ks[V1B_BK * D];
     __shared__ __align__(16) float Qs[V1B_BQ * D];
     __shared__ __align__(16) float dOs[V1B_BQ * D];
@@ -277,6 +299,7 @@ __device__ __forceinline__ void attn_bwd_v1(const float* __restrict__ q, const f
     const bool key_ok = key < tk;
     const int off = tk - tq;
     const long long hq = (long long)head * tq * D, hk = (long long)head * tk * D;
+    const int pad = pad_of(key_pad, heads_per_row, head);  // keys below it: no query sees them
 
     float4 kreg[NC], vreg[NC], dka[NC], dva[NC];
 #pragma unroll
@@ -295,7 +318,9 @@ __device__ __forceinline__ void attn_bwd_v1(const float* __restrict__ q, const f
     }
 
     const int i_first = max(0, j0 - off);  // first query that sees key j0
-    for (int i0 = (i_first / V1B_BQ) * V1B_BQ; i0 < tq; i0 += V1B_BQ) {
+    // A tile of padding keys only: no query tile to visit; dK = dV = 0.
+    const int i_start = (j0 + V1B_BK <= pad) ? tq : (i_first / V1B_BQ) * V1B_BQ;
+    for (int i0 = i_start; i0 < tq; i0 += V1B_BQ) {
         __syncthreads();  // previous tile's Qs/dOs/dSs readers are done (and Ks is written)
         for (int idx = tid; idx < V1B_BQ * D / 4; idx += V1B_THREADS) {
             const int r = idx / (D / 4), c = idx % (D / 4);
@@ -333,7 +358,7 @@ __device__ __forceinline__ void attn_bwd_v1(const float* __restrict__ q, const f
                 ps += __shfl_xor_sync(FULL_MASK, ps, o);
                 pd += __shfl_xor_sync(FULL_MASK, pd, o);
             }
-            const bool vis = key_ok && i < tq && key <= i + off;
+            const bool vis = key_ok && i < tq && key <= i + off && key >= pad;
             const float p = vis ? expf(ps * scale - lse_s[r]) : 0.0f;
             const float ds = p * (pd - del_s[r]);
 #pragma unroll
@@ -360,6 +385,7 @@ __device__ __forceinline__ void attn_bwd_v1(const float* __restrict__ q, const f
                 const float ds = dSs[qr][j];
 #pragma unroll
                 for (int c = 0; c < NCQ; ++c) {
+                    if ((cg + 16 * c) * 4 >= D) continue;
                     const float4 kk = *reinterpret_cast<const float4*>(Ks + j * D + (cg + 16 * c) * 4);
                     a[c].x = fmaf(ds, kk.x, a[c].x); a[c].y = fmaf(ds, kk.y, a[c].y);
                     a[c].z = fmaf(ds, kk.z, a[c].z); a[c].w = fmaf(ds, kk.w, a[c].w);
@@ -369,6 +395,7 @@ __device__ __forceinline__ void attn_bwd_v1(const float* __restrict__ q, const f
 #pragma unroll
             for (int c = 0; c < NCQ; ++c) {
                 const int col = (cg + 16 * c) * 4;
+                if (col >= D) continue;
                 atomicAdd(dqrow + col + 0, a[c].x * scale);
                 atomicAdd(dqrow + col + 1, a[c].y * scale);
                 atomicAdd(dqrow + col + 2, a[c].z * scale);
@@ -388,16 +415,25 @@ __device__ __forceinline__ void attn_bwd_v1(const float* __restrict__ q, const f
 }
 
 extern "C" __global__ void __launch_bounds__(V1B_THREADS, 1)
+attn_bwd_v1_f32_d32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+                    const float* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
+                    float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, int tq, int tk, float scale,
+                    const int* __restrict__ key_pad, int heads_per_row) {
+    attn_bwd_v1<32>(q, k, v, dout, lse, delta, dq, dk, dv, tq, tk, scale, key_pad, heads_per_row);
+}
+extern "C" __global__ void __launch_bounds__(V1B_THREADS, 1)
 attn_bwd_v1_f32_d64(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
                     const float* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
-                    float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, int tq, int tk, float scale) {
-    attn_bwd_v1<64>(q, k, v, dout, lse, delta, dq, dk, dv, tq, tk, scale);
+                    float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, int tq, int tk, float scale,
+                    const int* __restrict__ key_pad, int heads_per_row) {
+    attn_bwd_v1<64>(q, k, v, dout, lse, delta, dq, dk, dv, tq, tk, scale, key_pad, heads_per_row);
 }
 extern "C" __global__ void __launch_bounds__(V1B_THREADS, 1)
 attn_bwd_v1_f32_d128(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                     const float* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
-                     float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, int tq, int tk, float scale) {
-    attn_bwd_v1<128>(q, k, v, dout, lse, delta, dq, dk, dv, tq, tk, scale);
+                    const float* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
+                    float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, int tq, int tk, float scale,
+                    const int* __restrict__ key_pad, int heads_per_row) {
+    attn_bwd_v1<128>(q, k, v, dout, lse, delta, dq, dk, dv, tq, tk, scale, key_pad, heads_per_row);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -809,7 +845,8 @@ attn_bwd_v2_bf16_d128(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k
 template <int D>
 __device__ __forceinline__ void attn_decode(const float* __restrict__ q, const float* __restrict__ k,
                                             const float* __restrict__ v, float* __restrict__ o,
-                                            float* __restrict__ lse, int tk, float scale) {
+                                            float* __restrict__ lse, int tk, float scale,
+                                            const int* __restrict__ key_pad, int heads_per_row) {
     constexpr int NC = D / (4 * DEC_G);  // float4 chunks per lane: sub + 8c
     __shared__ float sm_m[DEC_GROUPS], sm_l[DEC_GROUPS];
     __shared__ __align__(16) float sm_o[DEC_GROUPS * D];
@@ -827,8 +864,9 @@ __device__ __forceinline__ void attn_decode(const float* __restrict__ q, const f
         acc[c] = make_float4(0.f, 0.f, 0.f, 0.f);
     }
     float m = NEG_INF, l = 0.0f;
-    // The trip count is the same for every thread (shuffles need the whole warp).
-    for (int jb = 0; jb < tk; jb += DEC_GROUPS) {
+    // The trip count is the same for every thread (shuffles need the whole warp); padding
+    // keys are never visited.
+    for (int jb = pad_of(key_pad, heads_per_row, head); jb < tk; jb += DEC_GROUPS) {
         const int j = jb + grp;
         const bool ok = j < tk;
         float4 kk[NC], vv[NC];
@@ -881,18 +919,27 @@ __device__ __forceinline__ void attn_decode(const float* __restrict__ q, const f
             L = fmaf(sm_l[gi], w, L);
             acc_o = fmaf(sm_o[gi * D + tid], w, acc_o);
         }
-        o[(long long)head * D + tid] = acc_o / L;
-        if (tid == 0) lse[head] = M + logf(L);
+        // L = 0: every key is padding; zeros and lse = +inf, as the forward kernels.
+        o[(long long)head * D + tid] = L > 0.0f ? acc_o / L : 0.0f;
+        if (tid == 0) lse[head] = L > 0.0f ? M + logf(L) : POS_INF;
     }
 }
 
 extern "C" __global__ void __launch_bounds__(DEC_THREADS)
+attn_decode_f32_d32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+                    float* __restrict__ o, float* __restrict__ lse, int tk, float scale,
+                    const int* __restrict__ key_pad, int heads_per_row) {
+    attn_decode<32>(q, k, v, o, lse, tk, scale, key_pad, heads_per_row);
+}
+extern "C" __global__ void __launch_bounds__(DEC_THREADS)
 attn_decode_f32_d64(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                    float* __restrict__ o, float* __restrict__ lse, int tk, float scale) {
-    attn_decode<64>(q, k, v, o, lse, tk, scale);
+                    float* __restrict__ o, float* __restrict__ lse, int tk, float scale,
+                    const int* __restrict__ key_pad, int heads_per_row) {
+    attn_decode<64>(q, k, v, o, lse, tk, scale, key_pad, heads_per_row);
 }
 extern "C" __global__ void __launch_bounds__(DEC_THREADS)
 attn_decode_f32_d128(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                     float* __restrict__ o, float* __restrict__ lse, int tk, float scale) {
-    attn_decode<128>(q, k, v, o, lse, tk, scale);
+                    float* __restrict__ o, float* __restrict__ lse, int tk, float scale,
+                    const int* __restrict__ key_pad, int heads_per_row) {
+    attn_decode<128>(q, k, v, o, lse, tk, scale, key_pad, heads_per_row);
 }
