@@ -46,6 +46,8 @@ fn cases() -> Vec<(&'static str, Vec<Vec<usize>>, Build, bool)> {
         ("matmul, shared weight", vec![vec![2, 9, 33], vec![33, 20]], |x| x[0].matmul(&x[1]), true),
         ("matmul, transposed view", vec![vec![33, 65], vec![47, 33]], |x| x[0].t()?.matmul(&x[1].t()?), true),
         ("matmul, batched", vec![vec![3, 17, 9], vec![3, 9, 11]], |x| x[0].matmul(&x[1]), true),
+        ("matmul, A a transposed view (read in place), batched, shared B", vec![vec![3, 9, 17], vec![9, 11]], |x| x[0].transpose(1, 2)?.matmul(&x[1]), true),
+        ("matmul, x·xᵀ (one buffer, both sides)", vec![vec![20, 33]], |x| x[0].matmul(&x[0].t()?), true),
         ("matmul, batched 4-d, transposed view (scores)", vec![vec![2, 3, 130, 32], vec![2, 3, 129, 32]], |x| x[0].matmul(&x[1].t()?), true),
         ("sum (dims 0, 2)", vec![vec![4, 5, 6]], |x| x[0].sum(&[0, 2], true), true),
         ("max over dim 1", vec![vec![4, 9, 6]], |x| x[0].max_keepdim(1), true),

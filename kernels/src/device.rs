@@ -82,6 +82,25 @@ pub(crate) fn to_i32(what: &str, v: usize) -> Result<i32> {
     i32::try_from(v).map_err(|_| Error::Other(format!("{what} = {v} does not fit in i32")))
 }
 
+/// How the operands of `matmul_v2_f32_batched*` are stored: NN as the product reads them; NT
+/// with B stored transposed ([N, K]); TN with A stored transposed ([K, M]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Stored {
+    NN,
+    NT,
+    TN,
+}
+
+impl Stored {
+    pub fn entry(self) -> &'static str {
+        match self {
+            Stored::NN => "matmul_v2_f32_batched",
+            Stored::NT => "matmul_v2_f32_batched_nt",
+            Stored::TN => "matmul_v2_f32_batched_tn",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum MatmulF32 {
     V1Tiled,
@@ -312,7 +331,17 @@ impl Gpu {
         &self, a: &CudaSlice<f32>, b: &CudaSlice<f32>, shared_b: bool, bias: Option<&CudaSlice<f32>>,
         c: &mut CudaSlice<f32>, batches: usize, m: usize, n: usize, k: usize,
     ) -> Result<()> {
-        let name = "matmul_v2_f32_batched";
+        self.matmul_f32_batched_stored(Stored::NN, a, b, shared_b, bias, c, batches, m, n, k)
+    }
+
+    /// As [`Self::matmul_f32_batched`], with one operand stored transposed (`stored`): A as
+    /// [batches, k, m] (TN) or B as [batches, n, k] (NT, one [n, k] when `shared_b`), read in place.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_f32_batched_stored(
+        &self, stored: Stored, a: &CudaSlice<f32>, b: &CudaSlice<f32>, shared_b: bool, bias: Option<&CudaSlice<f32>>,
+        c: &mut CudaSlice<f32>, batches: usize, m: usize, n: usize, k: usize,
+    ) -> Result<()> {
+        let name = stored.entry();
         if batches == 0 {
             return Ok(());
         }

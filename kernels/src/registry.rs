@@ -45,7 +45,7 @@ pub const MODULES: &[Module] = &[
         name: "matmul_f32",
         file: "cu/matmul_f32.cu",
         source: include_str!("cu/matmul_f32.cu"),
-        entries: &["matmul_v1_f32", "matmul_v2_f32", "matmul_v2_f32_batched"],
+        entries: &["matmul_v1_f32", "matmul_v2_f32", "matmul_v2_f32_batched", "matmul_v2_f32_batched_nt", "matmul_v2_f32_batched_tn"],
         needs_headers: false,
     },
     Module {

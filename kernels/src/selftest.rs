@@ -44,7 +44,7 @@ pub fn run_checks(_gpu: &()) -> crate::Result<Vec<Check>> {
 #[cfg(feature = "cuda")]
 mod imp {
     use super::*;
-    use crate::device::{Gpu, MatmulF32};
+    use crate::device::{Gpu, MatmulF32, Stored};
     use crate::rows::RowKernel;
     use crate::reference::{self as r, compare, AdamWParams};
     use crate::{Error, Result};
@@ -233,27 +233,40 @@ mod imp {
                 Ok(rows_out)
             });
         }
-        // v2 batched (grid.z): each product against its own reference, B per batch or shared.
-        for &(batches, m, n, k, shared_b, with_bias) in &[(3usize, 17usize, 33usize, 9usize, false, false), (12, 130, 64, 32, false, true), (5, 64, 130, 32, true, false)] {
-            let shape = format!("{batches}x{m}x{n}x{k}{}{}", if shared_b { " shared B" } else { "" }, if with_bias { "+bias" } else { "" });
-            case(&mut out, "matmul batched", shape.clone(), "f32", || {
-                let nb = if shared_b { 1 } else { batches };
-                let (a, b) = (c.rand(batches * m * k, -1.0, 1.0), c.rand(nb * k * n, -1.0, 1.0));
-                let bias = with_bias.then(|| c.rand(n, -1.0, 1.0));
-                let mut want = r::Ref { value: Vec::new(), scale: Vec::new() };
-                for i in 0..batches {
-                    let bi = if shared_b { 0 } else { i };
-                    let one = r::matmul(&a[i * m * k..(i + 1) * m * k], &b[bi * k * n..(bi + 1) * k * n], bias.as_deref(), m, n, k);
-                    want.value.extend(one.value);
-                    want.scale.extend(one.scale);
-                }
-                let (ga, gb) = (c.up(&a)?, c.up(&b)?);
-                let gbias = bias.as_ref().map(|v| c.up(v)).transpose()?;
-                let mut gc = c.poisoned(batches * m * n)?;
-                gpu.matmul_f32_batched(&ga, &gb, shared_b, gbias.as_ref(), &mut gc, batches, m, n, k)?;
-                gpu.sync("matmul_v2_f32_batched")?;
-                Ok(vec![Check::new("matmul_v2_f32_batched", shape.clone(), "f32", compare(&c.down(&gc)?, &want), TOL_F32)])
-            });
+        // v2 batched (grid.z): each product against its own reference, B per batch or shared;
+        // operands stored as read (NN) or one of them transposed (NT, TN), read in place.
+        // `count` row-major [rows, cols] matrices, each stored as [cols, rows].
+        let transpose = |x: &[f32], count: usize, rows: usize, cols: usize| -> Vec<f32> {
+            (0..count * rows * cols).map(|j| {
+                let (i, e) = (j / (rows * cols), j % (rows * cols));
+                x[i * rows * cols + (e % rows) * cols + e / rows]
+            }).collect()
+        };
+        for &(batches, m, n, k, shared_b, with_bias) in &[(3usize, 17usize, 33usize, 9usize, false, false), (12, 130, 64, 32, false, true), (5, 64, 130, 32, true, false), (2, 129, 131, 67, false, true)] {
+            for stored in [Stored::NN, Stored::NT, Stored::TN] {
+                let shape = format!("{batches}x{m}x{n}x{k}{}{}", if shared_b { " shared B" } else { "" }, if with_bias { "+bias" } else { "" });
+                let name = stored.entry();
+                case(&mut out, name, shape.clone(), "f32", || {
+                    let nb = if shared_b { 1 } else { batches };
+                    let (a, b) = (c.rand(batches * m * k, -1.0, 1.0), c.rand(nb * k * n, -1.0, 1.0));
+                    let bias = with_bias.then(|| c.rand(n, -1.0, 1.0));
+                    let mut want = r::Ref { value: Vec::new(), scale: Vec::new() };
+                    for i in 0..batches {
+                        let bi = if shared_b { 0 } else { i };
+                        let one = r::matmul(&a[i * m * k..(i + 1) * m * k], &b[bi * k * n..(bi + 1) * k * n], bias.as_deref(), m, n, k);
+                        want.value.extend(one.value);
+                        want.scale.extend(one.scale);
+                    }
+                    let a_up = if stored == Stored::TN { transpose(&a, batches, m, k) } else { a };
+                    let b_up = if stored == Stored::NT { transpose(&b, nb, k, n) } else { b };
+                    let (ga, gb) = (c.up(&a_up)?, c.up(&b_up)?);
+                    let gbias = bias.as_ref().map(|v| c.up(v)).transpose()?;
+                    let mut gc = c.poisoned(batches * m * n)?;
+                    gpu.matmul_f32_batched_stored(stored, &ga, &gb, shared_b, gbias.as_ref(), &mut gc, batches, m, n, k)?;
+                    gpu.sync(name)?;
+                    Ok(vec![Check::new(name, shape.clone(), "f32", compare(&c.down(&gc)?, &want), TOL_F32)])
+                });
+            }
         }
         out.extend(crate::attention::checks(gpu));
         out.extend(crate::memops::checks(gpu));

@@ -1,9 +1,11 @@
 //! Kernels' own CUDA source, run on the CPU emulation in `kernels/emu` (C++20, one thread per
 //! CUDA thread) and compared with f64 references at the GPU self-test's tolerances (or bit for
-//! bit): their indexing, bounds, reductions and barriers are checked on machines without a GPU.
+//! bit): their indexing, bounds (under AddressSanitizer), reductions and barriers are checked on
+//! machines without a GPU.
 //! Covered: the row kernels (softmax, layernorm, both versions), the row and view kernels of
-//! cu/pointwise.cu, and the f32 attention kernels (v1 forward and backward, decode; head dims
-//! 32/64/128, left padding). Skipped, with a message, where no C++ compiler is found ($CXX,
+//! cu/pointwise.cu, the f32 attention kernels (v1 forward and backward, decode; head dims
+//! 32/64/128, left padding) and the f32 matmuls (v1; v2 batched, operands stored as read or
+//! transposed). Skipped, with a message, where no C++ compiler is found ($CXX,
 //! c++, g++).
 
 use kernels::reference::{self as r, compare};
@@ -19,7 +21,8 @@ fn compiler() -> Option<String> {
 }
 
 /// Builds the driver `emu/{driver}.cpp` over the kernel sources (`extern __shared__` arrays
-/// rewritten to plain `extern` ones for the emulation). attention.cu goes in as
+/// rewritten to plain `extern` ones for the emulation), with AddressSanitizer and UBSan: a
+/// kernel that reads or writes outside its buffers (or its shared arrays) fails the run. attention.cu goes in as
 /// attention_f32.cu, without its bf16 tensor-core section (inline PTX).
 fn build(cxx: &str, dir: &Path, driver: &str, sources: &[&str]) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -36,7 +39,7 @@ fn build(cxx: &str, dir: &Path, driver: &str, sources: &[&str]) -> PathBuf {
     }
     let exe = dir.join(driver);
     let out = Command::new(cxx)
-        .args(["-std=c++20", "-O2", "-pthread", "-I"])
+        .args(["-std=c++20", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-pthread", "-I"])
         .arg(dir)
         .arg("-I")
         .arg(src.join("emu"))
@@ -393,4 +396,52 @@ fn f32_attention_kernels_match_the_reference_on_the_cpu_emulation() {
     }
     std::fs::remove_dir_all(&dir).ok();
     report(&checks, seed, 38);
+}
+
+#[test]
+fn f32_matmul_kernels_match_the_reference_on_the_cpu_emulation() {
+    let Some(cxx) = compiler() else {
+        eprintln!("skipped: no C++ compiler ($CXX, c++, g++) to build the CPU emulation of the kernels");
+        return;
+    };
+    let (emu, dir) = setup(&cxx, "matmul", &["matmul_f32.cu"]);
+    let seed = seed();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut checks: Vec<Check> = Vec::new();
+    let transpose = |x: &[f32], rows: usize, cols: usize| -> Vec<f32> { (0..cols * rows).map(|i| x[(i % rows) * cols + i / rows]).collect() };
+    // (batches, m, n, k, shared B, bias): ragged edges, vector-aligned and not, a B shared by all.
+    for (batches, m, n, k, shared_b, with_bias) in [(1usize, 17usize, 33usize, 5usize, false, true), (2, 130, 136, 72, false, false), (3, 64, 130, 33, true, true), (1, 1, 1, 1, false, false)] {
+        let shape = format!("{batches}x{m}x{n}x{k}{}{}", if shared_b { " shared B" } else { "" }, if with_bias { " +bias" } else { "" });
+        let nb = if shared_b { 1 } else { batches };
+        let (a, b) = (rand(&mut rng, batches * m * k, -1.0, 1.0), rand(&mut rng, nb * k * n, -1.0, 1.0));
+        let bias = rand(&mut rng, n, -1.0, 1.0);
+        let mut want = r::Ref { value: Vec::new(), scale: Vec::new() };
+        for i in 0..batches {
+            let bi = if shared_b { 0 } else { i };
+            let one = r::matmul(&a[i * m * k..(i + 1) * m * k], &b[bi * k * n..(bi + 1) * k * n], with_bias.then_some(&bias[..]), m, n, k);
+            want.value.extend(one.value);
+            want.scale.extend(one.scale);
+        }
+        emu.put("bias", &bias);
+        for kind in ["v1", "nn", "nt", "tn"] {
+            if kind == "v1" && batches > 1 {
+                continue;
+            }
+            // Each operand stored the way the entry reads it, per matrix.
+            let store = |x: &[f32], count: usize, rows: usize, cols: usize, t: bool| -> Vec<f32> {
+                if !t {
+                    return x.to_vec();
+                }
+                (0..count).flat_map(|i| transpose(&x[i * rows * cols..(i + 1) * rows * cols], rows, cols)).collect()
+            };
+            emu.put("a", &store(&a, batches, m, k, kind == "tn"));
+            emu.put("b", &store(&b, nb, k, n, kind == "nt"));
+            let args = [kind, &batches.to_string(), &m.to_string(), &n.to_string(), &k.to_string(), if shared_b { "1" } else { "0" }, if with_bias { "1" } else { "0" }, &dir.display().to_string()];
+            emu.run_args(&args.map(String::from));
+            let name = if kind == "v1" { "matmul_v1_f32".to_string() } else { format!("matmul_v2_f32_batched ({})", kind.to_uppercase()) };
+            checks.push(Check::new(&name, shape.clone(), "f32", compare(&emu.get("c"), &want), TOL_F32));
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    report(&checks, seed, 13);
 }

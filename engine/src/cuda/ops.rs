@@ -8,7 +8,7 @@ use crate::shape::Layout;
 use crate::storage::Storage;
 use crate::{DType, Device, Error, Result, Tensor};
 use cudarc::driver::CudaSlice;
-use kernels::device::{Gpu, MatmulF32};
+use kernels::device::{Gpu, Stored};
 use kernels::attention::{AttnShape, KeyPad};
 use kernels::matmul_tc::MatmulTc;
 use kernels::memops::{BinaryOp, CeGroup};
@@ -288,24 +288,85 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, out_shape: &
     let (m, k, n) = (a.shape()[a.rank() - 2], a.shape()[a.rank() - 1], b.shape()[b.rank() - 1]);
     let batches: usize = a.shape()[..a.rank() - 2].iter().product();
     let biasv = bias.map(|t| f32_of(t, op)).transpose()?;
-    if b.rank() > 2 && batches > 1 && b.numel() == batches * k * n {
-        // Batched operands (attention's Q·Kᵀ and P·V per batch and head): each gathered once,
-        // one launch over all products (grid.z) instead of one per product.
-        let (x, y) = (f32_of(a, op)?, f32_of(b, op)?);
-        let mut out = alloc(&g, batches * m * n, op)?;
-        g.matmul_f32_batched(&x, &y, false, biasv.as_deref(), &mut out, batches, m, n, k).map_err(err(op))?;
-        return Ok(tensor(out, out_shape, dev));
+    let shared_b = b.numel() == k * n; // one [K, N] for every product
+    if !shared_b && b.numel() != batches * k * n {
+        return Err(Error::shape(op, format!("{:?} · {:?}: batch dims must match or B be one matrix", a.shape(), b.shape())));
     }
-    batched(a, b, out_shape, op, |av, bv, rows, dst| {
-        let (x, y) = (f32_of(av, op)?, f32_of(bv, op)?);
-        g.matmul_f32(MatmulF32::V2Register, &x, &y, biasv.as_deref(), dst, rows, n, k).map_err(err(op))
-    })
+    // Each operand read where it lies when its buffer holds the matrices row-major or
+    // transposed (a transposed weight in backward: dX = dY·Wᵀ, dW = Xᵀ·dY), else gathered.
+    let (x, a_t) = match gemm_in_place(a) {
+        Some(v) => v,
+        None => (f32_of(a, op)?, false),
+    };
+    let (y, b_t) = match gemm_in_place(b) {
+        Some((whole, true)) if a_t => {
+            drop(whole); // no TT kernel: B copied row-major
+            (DevF32::Gathered(row_major_copy(b, op)?), false)
+        }
+        Some(v) => v,
+        None => (f32_of(b, op)?, false),
+    };
+    let stored = match (a_t, b_t) {
+        (false, false) => Stored::NN,
+        (false, true) => Stored::NT,
+        _ => Stored::TN,
+    };
+    let mut out = alloc(&g, batches * m * n, op)?;
+    if shared_b && !a_t {
+        // One GEMM over the rows of every product (A's matrices lie back to back).
+        g.matmul_f32_batched_stored(stored, &x, &y, true, biasv.as_deref(), &mut out, 1, batches * m, n, k).map_err(err(op))?;
+    } else {
+        // One launch over all products (grid.z): attention's Q·Kᵀ and P·V per batch and head.
+        g.matmul_f32_batched_stored(stored, &x, &y, shared_b, biasv.as_deref(), &mut out, batches, m, n, k).map_err(err(op))?;
+    }
+    Ok(tensor(out, out_shape, dev))
 }
 
-/// The batching both matmuls share: `gemm(A, B, rows, C)` computes C [rows, N] = A [rows, K] ·
-/// B [K, N] for one pair of operands; a shared `b` makes one call over all rows of `a`, batched
-/// operands one call per batch, each product copied into place (the f32 matmul launches batched
-/// operands once, on its own).
+/// `t`'s own buffer, when a GEMM can read its matrices [.., rows, cols] there: the buffer holds
+/// exactly the view's elements (offset 0), each matrix row-major (false) or stored transposed as
+/// [cols, rows] (true), and the matrices lie back to back in batch order.
+fn gemm_in_place(t: &Tensor) -> Option<(DevF32<'_>, bool)> {
+    let l = t.layout();
+    let r = l.rank();
+    if r < 2 || l.offset != 0 || t.dtype() != DType::F32 {
+        return None;
+    }
+    let (rows, cols, sr, sc) = (l.shape[r - 2], l.shape[r - 1], l.strides[r - 2], l.strides[r - 1]);
+    let transposed = if (sc == 1 || cols == 1) && (sr == cols || rows == 1) {
+        false
+    } else if (sr == 1 || rows == 1) && (sc == rows || cols == 1) {
+        true
+    } else {
+        return None;
+    };
+    let mut expected = rows * cols;
+    for d in (0..r - 2).rev() {
+        if l.shape[d] != 1 && l.strides[d] != expected {
+            return None;
+        }
+        expected *= l.shape[d];
+    }
+    let guard = t.read();
+    match &*guard {
+        Storage::Cuda(CudaStorage::F32(s, _)) if s.len() == l.numel() => Some((DevF32::Whole(guard), transposed)),
+        _ => None,
+    }
+}
+
+/// A row-major copy of any f32 view (even one that is already its whole buffer).
+fn row_major_copy(t: &Tensor, op: &'static str) -> Result<CudaSlice<f32>> {
+    match f32_of(t, op)? {
+        DevF32::Gathered(s) => Ok(s),
+        whole => {
+            let g = gpu(ordinal(t))?;
+            g.stream.clone_dtod(&*whole).map_err(|e| Error::Cuda(format!("{op}: copy: {e:?}")))
+        }
+    }
+}
+
+/// The bf16 matmul's batching: `gemm(A, B, rows, C)` computes C [rows, N] = A [rows, K] · B [K, N]
+/// for one pair of operands; a shared `b` makes one call over all rows of `a`, batched operands
+/// one call per batch, each product copied into place.
 fn batched(a: &Tensor, b: &Tensor, out_shape: &[usize], op: &'static str, gemm: impl Fn(&Tensor, &Tensor, usize, &mut CudaSlice<f32>) -> Result<()>) -> Result<Tensor> {
     let dev = ordinal(a);
     let g = gpu(dev)?;

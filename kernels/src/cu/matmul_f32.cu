@@ -1,5 +1,7 @@
 // Row-major C[M,N] = A[M,K] B[K,N] (+ bias[N] if bias != nullptr), f32.
 // Every version is kept as a rung of the ladder; all are bounds-checked for any M, N, K.
+// v2 also reads transposed operands in place (the batched entries): A stored as [K, M] (`_tn`)
+// or B stored as [N, K] (`_nt`), the layouts of a backward pass (dX = dY W^T, dW = X^T dY).
 
 // v1: shared-memory tiling. Block (32, 32), one output per thread.
 #define V1_T 32
@@ -27,11 +29,25 @@ matmul_v1_f32(const float* __restrict__ A, const float* __restrict__ B, const fl
 // thread. A is stored transposed in shared memory so both operands are read as
 // float4. Global loads are float4 when the row length is a multiple of 4 and the
 // base is 16-byte aligned, else scalar; out-of-range elements load as 0.
+// A_T / B_T: the operand is stored transposed; its tile is then loaded the way the other
+// operand's is (4 consecutive elements along its contiguous dim), so loads stay coalesced.
 #define V2_BM 128
 #define V2_BN 128
 #define V2_BK 8
 #define V2_TM 8
 #define V2_TN 8
+// 4 consecutive floats from src (float4 when `vec`), those at index >= `limit` as 0.
+__device__ __forceinline__ float4 load4(const float* __restrict__ src, bool vec, int at, int limit) {
+    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (vec && at + 3 < limit) return *reinterpret_cast<const float4*>(src);
+    if (at + 0 < limit) v.x = src[0];
+    if (at + 1 < limit) v.y = src[1];
+    if (at + 2 < limit) v.z = src[2];
+    if (at + 3 < limit) v.w = src[3];
+    return v;
+}
+
+template <bool A_T, bool B_T>
 __device__ __forceinline__ void matmul_v2_tile(const float* __restrict__ A, const float* __restrict__ B,
                                                const float* __restrict__ bias, float* __restrict__ C,
                                                int M, int N, int K) {
@@ -40,13 +56,14 @@ __device__ __forceinline__ void matmul_v2_tile(const float* __restrict__ A, cons
     const int tid = threadIdx.x;
     const int tr = tid / 16, tc = tid % 16;  // 16x16 threads, each 8x8 outputs
     const int bm = blockIdx.y * V2_BM, bn = blockIdx.x * V2_BN;
-    const bool vecA = ((K & 3) == 0) && ((((unsigned long long)A) & 15) == 0);
-    const bool vecB = ((N & 3) == 0) && ((((unsigned long long)B) & 15) == 0);
+    const bool vecA = (((A_T ? M : K) & 3) == 0) && ((((unsigned long long)A) & 15) == 0);
+    const bool vecB = (((B_T ? K : N) & 3) == 0) && ((((unsigned long long)B) & 15) == 0);
     const bool vecC = ((N & 3) == 0) && ((((unsigned long long)C) & 15) == 0);
 
-    // Each thread loads one 4-wide piece of each tile per k-step.
-    const int a_row = tid / 2, a_col = (tid % 2) * 4;   // A tile: 128 rows x 8 cols
-    const int b_row = tid / 32, b_col = (tid % 32) * 4; // B tile: 8 rows x 128 cols
+    // Each thread loads one 4-wide piece of each tile per k-step: along k for a 128 x 8 piece
+    // (A, or B stored transposed), along m or n for an 8 x 128 one (B, or A stored transposed).
+    const int a_row = tid / 2, a_col = (tid % 2) * 4;   // 128 rows x 8 cols
+    const int b_row = tid / 32, b_col = (tid % 32) * 4; // 8 rows x 128 cols
 
     float acc[V2_TM][V2_TN];
 #pragma unroll
@@ -55,40 +72,29 @@ __device__ __forceinline__ void matmul_v2_tile(const float* __restrict__ A, cons
         for (int j = 0; j < V2_TN; ++j) acc[i][j] = 0.0f;
 
     for (int k0 = 0; k0 < K; k0 += V2_BK) {
-        {
+        if (!A_T) {  // A [M, K]: rows m, 4 along k, stored transposed
             const int gr = bm + a_row, gc = k0 + a_col;
-            float4 va = make_float4(0.f, 0.f, 0.f, 0.f);
-            if (gr < M) {
-                const float* src = A + (long long)gr * K + gc;
-                if (vecA && gc + 3 < K) {
-                    va = *reinterpret_cast<const float4*>(src);
-                } else {
-                    if (gc + 0 < K) va.x = src[0];
-                    if (gc + 1 < K) va.y = src[1];
-                    if (gc + 2 < K) va.z = src[2];
-                    if (gc + 3 < K) va.w = src[3];
-                }
-            }
+            const float4 va = gr < M ? load4(A + (long long)gr * K + gc, vecA, gc, K) : make_float4(0.f, 0.f, 0.f, 0.f);
             As[a_col + 0][a_row] = va.x;
             As[a_col + 1][a_row] = va.y;
             As[a_col + 2][a_row] = va.z;
             As[a_col + 3][a_row] = va.w;
+        } else {  // A stored [K, M]: rows k, 4 along m, stored as they are
+            const int gr = k0 + b_row, gc = bm + b_col;
+            const float4 va = gr < K ? load4(A + (long long)gr * M + gc, vecA, gc, M) : make_float4(0.f, 0.f, 0.f, 0.f);
+            *reinterpret_cast<float4*>(&As[b_row][b_col]) = va;
         }
-        {
+        if (!B_T) {  // B [K, N]: rows k, 4 along n
             const int gr = k0 + b_row, gc = bn + b_col;
-            float4 vb = make_float4(0.f, 0.f, 0.f, 0.f);
-            if (gr < K) {
-                const float* src = B + (long long)gr * N + gc;
-                if (vecB && gc + 3 < N) {
-                    vb = *reinterpret_cast<const float4*>(src);
-                } else {
-                    if (gc + 0 < N) vb.x = src[0];
-                    if (gc + 1 < N) vb.y = src[1];
-                    if (gc + 2 < N) vb.z = src[2];
-                    if (gc + 3 < N) vb.w = src[3];
-                }
-            }
+            const float4 vb = gr < K ? load4(B + (long long)gr * N + gc, vecB, gc, N) : make_float4(0.f, 0.f, 0.f, 0.f);
             *reinterpret_cast<float4*>(&Bs[b_row][b_col]) = vb;
+        } else {  // B stored [N, K]: rows n, 4 along k, stored transposed
+            const int gr = bn + a_row, gc = k0 + a_col;
+            const float4 vb = gr < N ? load4(B + (long long)gr * K + gc, vecB, gc, K) : make_float4(0.f, 0.f, 0.f, 0.f);
+            Bs[a_col + 0][a_row] = vb.x;
+            Bs[a_col + 1][a_row] = vb.y;
+            Bs[a_col + 2][a_row] = vb.z;
+            Bs[a_col + 3][a_row] = vb.w;
         }
         __syncthreads();
 #pragma unroll
@@ -135,14 +141,24 @@ __device__ __forceinline__ void matmul_v2_tile(const float* __restrict__ A, cons
 extern "C" __global__ void __launch_bounds__(256)
 matmul_v2_f32(const float* __restrict__ A, const float* __restrict__ B, const float* __restrict__ bias,
               float* __restrict__ C, int M, int N, int K) {
-    matmul_v2_tile(A, B, bias, C, M, N, K);
+    matmul_v2_tile<false, false>(A, B, bias, C, M, N, K);
 }
 
 // v2 over a batch in one launch (attention's Q·Kᵀ and P·V, per batch and head): blockIdx.z picks
-// the matrix, each operand at z times its batch stride (0 for a B shared by all).
-extern "C" __global__ void __launch_bounds__(256)
-matmul_v2_f32_batched(const float* __restrict__ A, const float* __restrict__ B, const float* __restrict__ bias,
-                      float* __restrict__ C, int M, int N, int K, long long sA, long long sB, long long sC) {
+// the matrix, each operand at z times its batch stride (0 for a B shared by all). `_nt`: B
+// stored transposed ([N, K] per matrix); `_tn`: A stored transposed ([K, M]).
+#define MATMUL_V2_BATCHED_PARAMS                                                                             \
+    const float* __restrict__ A, const float* __restrict__ B, const float* __restrict__ bias,               \
+        float* __restrict__ C, int M, int N, int K, long long sA, long long sB, long long sC
+extern "C" __global__ void __launch_bounds__(256) matmul_v2_f32_batched(MATMUL_V2_BATCHED_PARAMS) {
     const long long z = blockIdx.z;
-    matmul_v2_tile(A + z * sA, B + z * sB, bias, C + z * sC, M, N, K);
+    matmul_v2_tile<false, false>(A + z * sA, B + z * sB, bias, C + z * sC, M, N, K);
+}
+extern "C" __global__ void __launch_bounds__(256) matmul_v2_f32_batched_nt(MATMUL_V2_BATCHED_PARAMS) {
+    const long long z = blockIdx.z;
+    matmul_v2_tile<false, true>(A + z * sA, B + z * sB, bias, C + z * sC, M, N, K);
+}
+extern "C" __global__ void __launch_bounds__(256) matmul_v2_f32_batched_tn(MATMUL_V2_BATCHED_PARAMS) {
+    const long long z = blockIdx.z;
+    matmul_v2_tile<true, false>(A + z * sA, B + z * sB, bias, C + z * sC, M, N, K);
 }
