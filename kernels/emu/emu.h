@@ -29,6 +29,9 @@ struct EmuWarp {
 inline thread_local EmuWarp* emu_warp;
 inline thread_local int emu_lane;
 inline std::barrier<>* emu_block_barrier;
+// Dynamic shared memory: tests/emulated.rs rewrites `extern __shared__ float NAME[];` into a
+// pointer to this, which a driver points at a buffer of exactly the launch's size (ASan checks).
+inline void* emu_dynamic_smem;
 
 #define __global__
 #define __device__
@@ -37,7 +40,7 @@ inline std::barrier<>* emu_block_barrier;
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
 // Static shared arrays become function statics: one copy, shared by the block's threads
-// (blocks run one at a time). `extern __shared__` is rewritten to a plain `extern` array.
+// (blocks run one at a time).
 #define __shared__ static
 
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
@@ -79,7 +82,7 @@ inline float __ldg(const float* p) { return *p; }
 inline float atomicAdd(float* p, float v) { return std::atomic_ref<float>(*p).fetch_add(v); }
 inline void __syncthreads() { emu_block_barrier->arrive_and_wait(); }
 
-struct float4 {
+struct alignas(16) float4 {  // as on the GPU: a misaligned float4 access is UB (UBSan)
     float x, y, z, w;
 };
 inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }

@@ -1,7 +1,8 @@
 // Runs one row kernel (cu/softmax.cu, cu/layernorm.cu) on the CPU emulation, for
 // kernels/tests/emulated.rs:   rows_emu <kernel> <rows> <cols> <dir> [blocks]
-// Inputs are read from <dir>/<name>.f32 (raw little-endian f32), outputs written beside them;
-// outputs start as NaN, as the GPU self-test poisons them.
+// Inputs are read from <dir>/<name>.f32 (raw little-endian f32; bf16 activations of the _bf16_
+// kernels from <name>.u16, their bits), outputs written beside them; outputs start as NaN, as
+// the GPU self-test poisons them.
 #include "emu.h"
 #include <cstdio>
 #include <cstdlib>
@@ -13,21 +14,23 @@ namespace sm {
 #include "softmax.cu"
 }
 namespace ln {
-float block_sums[2 * 2048];  // the fused backward's dynamic shared memory
 #include "layernorm.cu"
 }
 
 static std::string dir;
-static std::vector<float> load(const char* name, size_t n) {
-    std::vector<float> v(n);
-    std::ifstream f(dir + "/" + name + ".f32", std::ios::binary);
-    if (!f.read(reinterpret_cast<char*>(v.data()), n * 4)) { fprintf(stderr, "rows_emu: cannot read %zu floats of %s\n", n, name); exit(2); }
+template <typename T = float>
+static std::vector<T> load(const char* name, size_t n) {
+    std::vector<T> v(n);
+    std::ifstream f(dir + "/" + name + (sizeof(T) == 4 ? ".f32" : ".u16"), std::ios::binary);
+    if (!f.read(reinterpret_cast<char*>(v.data()), n * sizeof(T))) { fprintf(stderr, "rows_emu: cannot read %zu values of %s\n", n, name); exit(2); }
     return v;
 }
-static void store(const char* name, const std::vector<float>& v) {
-    std::ofstream f(dir + "/" + name + ".f32", std::ios::binary);
-    f.write(reinterpret_cast<const char*>(v.data()), v.size() * 4);
+template <typename T>
+static void store(const char* name, const std::vector<T>& v) {
+    std::ofstream f(dir + "/" + name + (sizeof(T) == 4 ? ".f32" : ".u16"), std::ios::binary);
+    f.write(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
 }
+const unsigned short BF16_NAN = 0x7fc0;
 
 int main(int argc, char** argv) {
     if (argc < 5) { fprintf(stderr, "usage: rows_emu <kernel> <rows> <cols> <dir> [blocks]\n"); return 2; }
@@ -49,6 +52,16 @@ int main(int argc, char** argv) {
     using LnBwdV2 = void (*)(const float*, const float*, const float*, const float*, const float*, float*, float*, int, int);
     const std::map<std::string, LnBwdV2> ln_bwd_v2 = {
         {"layernorm_bwd_v2_f32_w1024", ln::layernorm_bwd_v2_f32_w1024}, {"layernorm_bwd_v2_f32_w2048", ln::layernorm_bwd_v2_f32_w2048}};
+    using bf = unsigned short;
+    using SoftmaxBf = void (*)(const bf*, bf*, int, int);
+    const std::map<std::string, SoftmaxBf> softmax_bf = {
+        {"softmax_fwd_v2_bf16_w1024", sm::softmax_fwd_v2_bf16_w1024}, {"softmax_fwd_v2_bf16_w2048", sm::softmax_fwd_v2_bf16_w2048}};
+    using LnFwdBf = void (*)(const bf*, const float*, const float*, bf*, float*, float*, int, int, float);
+    const std::map<std::string, LnFwdBf> ln_fwd_bf = {
+        {"layernorm_fwd_v2_bf16_w1024", ln::layernorm_fwd_v2_bf16_w1024}, {"layernorm_fwd_v2_bf16_w2048", ln::layernorm_fwd_v2_bf16_w2048}};
+    using LnBwdBf = void (*)(const bf*, const float*, const float*, const float*, const bf*, bf*, float*, int, int);
+    const std::map<std::string, LnBwdBf> ln_bwd_bf = {
+        {"layernorm_bwd_v2_bf16_w1024", ln::layernorm_bwd_v2_bf16_w1024}, {"layernorm_bwd_v2_bf16_w2048", ln::layernorm_bwd_v2_bf16_w2048}};
 
     if (auto it = softmax.find(k); it != softmax.end()) {
         auto x = load("x", n);
@@ -70,11 +83,33 @@ int main(int argc, char** argv) {
             });
         } else {
             std::vector<float> partial((size_t)blocks * 2 * C, nan);
-            std::fill(std::begin(ln::block_sums), std::end(ln::block_sums), nan);
+            std::vector<float> block_sums(2 * (size_t)C, nan);  // the launch's dynamic shared memory
+            emu_dynamic_smem = block_sums.data();
             auto kernel = ln_bwd_v2.at(k);
             emu_launch({(unsigned)blocks}, {256}, [&] { kernel(x.data(), g.data(), mean.data(), rstd.data(), dy.data(), dx.data(), partial.data(), rows, C); });
             emu_launch({(unsigned)std::max((2 * C + 31) / 32, 1)}, {32, 8}, [&] { ln::layernorm_bwd_v2_finish_f32(partial.data(), dg.data(), db.data(), blocks, C); });
         }
+        store("dx", dx), store("dgamma", dg), store("dbeta", db);
+    } else if (auto it = softmax_bf.find(k); it != softmax_bf.end()) {
+        auto x = load<bf>("x", n);
+        std::vector<bf> y(n, BF16_NAN);
+        emu_launch(row_grid, row_block, [&] { it->second(x.data(), y.data(), rows, C); });
+        store("y", y);
+    } else if (auto it = ln_fwd_bf.find(k); it != ln_fwd_bf.end()) {
+        auto x = load<bf>("x", n);
+        auto g = load("gamma", C), b = load("beta", C);
+        std::vector<bf> y(n, BF16_NAN);
+        std::vector<float> mean(rows, nan), rstd(rows, nan);
+        emu_launch(row_grid, row_block, [&] { it->second(x.data(), g.data(), b.data(), y.data(), mean.data(), rstd.data(), rows, C, 1e-5f); });
+        store("y", y), store("mean", mean), store("rstd", rstd);
+    } else if (auto it = ln_bwd_bf.find(k); it != ln_bwd_bf.end()) {
+        auto x = load<bf>("x", n), dy = load<bf>("dy", n);
+        auto g = load("gamma", C), mean = load("mean", rows), rstd = load("rstd", rows);
+        std::vector<bf> dx(n, BF16_NAN);
+        std::vector<float> dg(C, nan), db(C, nan), partial((size_t)blocks * 2 * C, nan), block_sums(2 * (size_t)C, nan);
+        emu_dynamic_smem = block_sums.data();
+        emu_launch({(unsigned)blocks}, {256}, [&] { it->second(x.data(), g.data(), mean.data(), rstd.data(), dy.data(), dx.data(), partial.data(), rows, C); });
+        emu_launch({(unsigned)std::max((2 * C + 31) / 32, 1)}, {32, 8}, [&] { ln::layernorm_bwd_v2_finish_f32(partial.data(), dg.data(), db.data(), blocks, C); });
         store("dx", dx), store("dgamma", dg), store("dbeta", db);
     } else {
         fprintf(stderr, "rows_emu: unknown kernel %s\n", k.c_str());

@@ -501,7 +501,15 @@ mod gpu {
         let AttnShape { heads, tq, tk, d } = s;
         let shape = if pads.is_empty() { s.describe() } else { format!("{} pad {pads:?}", s.describe()) };
         let (nq, nk) = (heads * tq * d, heads * tk * d);
-        let (q, k, v, g) = (c.rand(nq, -2.0, 2.0), c.rand(nk, -2.0, 2.0), c.rand(nk, -1.0, 1.0), c.rand(nq, -1.0, 1.0));
+        let (q, mut k, mut v, g) = (c.rand(nq, -2.0, 2.0), c.rand(nk, -2.0, 2.0), c.rand(nk, -1.0, 1.0), c.rand(nq, -1.0, 1.0));
+        // NaN in the keys and values padding hides: a kernel that reads them (0 · NaN) fails.
+        for (b, &p) in pads.iter().enumerate() {
+            let hpr = heads / pads.len();
+            for h in b * hpr..(b + 1) * hpr {
+                k[h * tk * d..(h * tk + p) * d].fill(f32::NAN);
+                v[h * tk * d..(h * tk + p) * d].fill(f32::NAN);
+            }
+        }
         let (fr, br) = reference(&q, &k, &v, Some(&g), s, pads);
         let br = br.expect("backward reference");
         let (gq, gk, gv, gg) = (c.up(&q)?, c.up(&k)?, c.up(&v)?, c.up(&g)?);

@@ -62,12 +62,27 @@ pub(crate) fn row_cfg(rows: usize) -> LaunchConfig {
     cfg((rows.div_ceil(4).max(1) as u32, 1, 1), (128, 1, 1))
 }
 
-/// The entry to launch: v1's, or v2's build for rows of `width`.
-fn row_entry(v: RowKernel, v1: &str, v2_stem: &str, width: usize) -> Result<String> {
+/// Element types the row kernels store: f32, or bf16 as its bit patterns (u16).
+pub trait RowElem: cudarc::driver::DeviceRepr {
+    const NAME: &'static str;
+}
+impl RowElem for f32 {
+    const NAME: &'static str = "f32";
+}
+impl RowElem for u16 {
+    const NAME: &'static str = "bf16";
+}
+
+/// The entry of row kernel `op` to launch: v1's (`{op}_f32`; f32 only), or v2's build for rows
+/// of `width` (`{op}_v2_{f32|bf16}_w*`).
+fn row_entry<T: RowElem>(v: RowKernel, op: &str, width: usize) -> Result<String> {
     match v {
-        RowKernel::V1 => Ok(v1.to_string()),
-        RowKernel::V2 => RowKernel::v2_entry(v2_stem, width)
-            .ok_or_else(|| Error::Other(format!("{v2_stem}: rows of {width} are wider than v2 takes ({}); use v1", crate::rows::V2_MAX_WIDTH))),
+        RowKernel::V1 if T::NAME == "f32" => Ok(format!("{op}_f32")),
+        RowKernel::V1 => Err(Error::Other(format!("{op}: v1 has no {} build; v2 takes rows up to {}", T::NAME, crate::rows::V2_MAX_WIDTH))),
+        RowKernel::V2 => {
+            let stem = format!("{op}_v2_{}", T::NAME);
+            RowKernel::v2_entry(&stem, width).ok_or_else(|| Error::Other(format!("{stem}: rows of {width} are wider than v2 takes ({})", crate::rows::V2_MAX_WIDTH)))
+        }
     }
 }
 
@@ -200,10 +215,11 @@ impl Gpu {
         self.softmax_fwd_with(RowKernel::for_width(cols), x, y, rows, cols)
     }
 
-    pub fn softmax_fwd_with(&self, v: RowKernel, x: &CudaSlice<f32>, y: &mut CudaSlice<f32>, rows: usize, cols: usize) -> Result<()> {
+    /// Either version for f32 rows; v2 for bf16 ones (`T` = u16 bit patterns).
+    pub fn softmax_fwd_with<T: RowElem>(&self, v: RowKernel, x: &CudaSlice<T>, y: &mut CudaSlice<T>, rows: usize, cols: usize) -> Result<()> {
         check_len("softmax x", x.len(), rows * cols)?;
         check_len("softmax y", y.len(), rows * cols)?;
-        let name = row_entry(v, "softmax_fwd_f32", "softmax_fwd_v2_f32", cols)?;
+        let name = row_entry::<T>(v, "softmax_fwd", cols)?;
         let (r, c) = (to_i32("rows", rows)?, to_i32("cols", cols)?);
         let mut b = self.stream.launch_builder(self.f(&name)?);
         b.arg(x).arg(y).arg(&r).arg(&c);
@@ -220,15 +236,17 @@ impl Gpu {
         self.layernorm_fwd_with(RowKernel::for_width(c), x, gamma, beta, y, mean, rstd, rows, c, eps)
     }
 
+    /// Either version for f32 activations; v2 for bf16 ones (x, y as u16 bit patterns; gamma,
+    /// beta, mean, rstd f32).
     #[allow(clippy::too_many_arguments)]
-    pub fn layernorm_fwd_with(
-        &self, v: RowKernel, x: &CudaSlice<f32>, gamma: &CudaSlice<f32>, beta: &CudaSlice<f32>, y: &mut CudaSlice<f32>,
+    pub fn layernorm_fwd_with<T: RowElem>(
+        &self, v: RowKernel, x: &CudaSlice<T>, gamma: &CudaSlice<f32>, beta: &CudaSlice<f32>, y: &mut CudaSlice<T>,
         mean: &mut CudaSlice<f32>, rstd: &mut CudaSlice<f32>, rows: usize, c: usize, eps: f32,
     ) -> Result<()> {
         for (w, l, n) in [("x", x.len(), rows * c), ("gamma", gamma.len(), c), ("beta", beta.len(), c), ("y", y.len(), rows * c), ("mean", mean.len(), rows), ("rstd", rstd.len(), rows)] {
             check_len(&format!("layernorm_fwd {w}"), l, n)?;
         }
-        let name = row_entry(v, "layernorm_fwd_f32", "layernorm_fwd_v2_f32", c)?;
+        let name = row_entry::<T>(v, "layernorm_fwd", c)?;
         let (r, cc) = (to_i32("rows", rows)?, to_i32("C", c)?);
         let mut b = self.stream.launch_builder(self.f(&name)?);
         b.arg(x).arg(gamma).arg(beta).arg(y).arg(mean).arg(rstd).arg(&r).arg(&cc).arg(&eps);
@@ -248,10 +266,11 @@ impl Gpu {
 
     /// v1: a dx kernel and a dgamma/dbeta kernel. v2: one fused pass writing per-block partial
     /// dgamma/dbeta (a scratch buffer from the stream's pool), then a kernel that sums them.
+    /// bf16 activations (x, dy, dx; v2 only): the parameter gradients stay f32.
     #[allow(clippy::too_many_arguments)]
-    pub fn layernorm_bwd_with(
-        &self, v: RowKernel, x: &CudaSlice<f32>, gamma: &CudaSlice<f32>, mean: &CudaSlice<f32>, rstd: &CudaSlice<f32>,
-        dy: &CudaSlice<f32>, dx: &mut CudaSlice<f32>, dgamma: &mut CudaSlice<f32>, dbeta: &mut CudaSlice<f32>,
+    pub fn layernorm_bwd_with<T: RowElem>(
+        &self, v: RowKernel, x: &CudaSlice<T>, gamma: &CudaSlice<f32>, mean: &CudaSlice<f32>, rstd: &CudaSlice<f32>,
+        dy: &CudaSlice<T>, dx: &mut CudaSlice<T>, dgamma: &mut CudaSlice<f32>, dbeta: &mut CudaSlice<f32>,
         rows: usize, c: usize,
     ) -> Result<()> {
         for (w, l, n) in [("x", x.len(), rows * c), ("gamma", gamma.len(), c), ("mean", mean.len(), rows), ("rstd", rstd.len(), rows), ("dy", dy.len(), rows * c), ("dx", dx.len(), rows * c), ("dgamma", dgamma.len(), c), ("dbeta", dbeta.len(), c)] {
@@ -260,6 +279,7 @@ impl Gpu {
         let (r, cc) = (to_i32("rows", rows)?, to_i32("C", c)?);
         let launch_err = |name: String| move |e| Error::cuda(format!("launch {name} {rows}x{c}"), e);
         if v == RowKernel::V1 {
+            row_entry::<T>(v, "layernorm_bwd", c)?; // f32 only
             let mut b = self.stream.launch_builder(self.f("layernorm_bwd_dx_f32")?);
             b.arg(x).arg(gamma).arg(mean).arg(rstd).arg(dy).arg(dx).arg(&r).arg(&cc);
             unsafe { b.launch(row_cfg(rows)) }.map_err(launch_err("layernorm_bwd_dx_f32".into()))?;
@@ -269,9 +289,11 @@ impl Gpu {
             unsafe { b.launch(cfg(grid, (32, 8, 1))) }.map_err(launch_err("layernorm_bwd_dparams_f32".into()))?;
             return Ok(());
         }
-        let name = row_entry(v, "", "layernorm_bwd_v2_f32", c)?;
+        let name = row_entry::<T>(v, "layernorm_bwd", c)?;
         let f = self.f(&name)?;
         let (threads, smem) = ((32 * crate::rows::LN_BWD_V2_WARPS) as u32, 2 * c * 4);
+        // The driver's occupancy query runs outside cudarc's own context handling.
+        self.ctx.bind_to_thread().map_err(|e| Error::cuda(format!("{name}: binding the CUDA context"), e))?;
         let resident = f.occupancy_max_active_blocks_per_multiprocessor(threads, smem, None).map_err(|e| Error::cuda(format!("{name}: occupancy"), e))?;
         let blocks = crate::rows::ln_bwd_v2_blocks(rows, self.info.sm_count.max(1) as usize, resident as usize);
         // SAFETY: every block writes its whole row of 2C partials before the finish kernel reads them.

@@ -1018,6 +1018,10 @@ mod imp {
         v
     }
 
+    fn to_bf16_bits(v: &[f32]) -> Vec<u16> {
+        v.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect()
+    }
+
     fn dims(shape: &[usize], n: usize, form: &str, op: &str) -> Result<()> {
         if shape.len() != n || shape.contains(&0) {
             return Err(Error::Other(format!("bench {op}: shape must be {form} with sizes > 0, got {shape:?}")));
@@ -1030,6 +1034,7 @@ mod imp {
         let mut rng = StdRng::seed_from_u64(0xbe7c);
         let st = shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
         let up = |v: &[f32]| gpu.stream.clone_htod(v).map_err(|e| Error::cuda("bench upload", e));
+        let up16 = |v: &[u16]| gpu.stream.clone_htod(v).map_err(|e| Error::cuda("bench upload", e));
         let mut out = Vec::new();
         let mut row = |name: &str, bytes: f64, sets: usize, r: Result<f64>| out.push(timing(name, &st, bytes, sets, copy_gbps, r));
         match op {
@@ -1052,6 +1057,15 @@ mod imp {
                     row("softmax_bwd_f32", 1.5 * bytes, n, time_per_launch(gpu, n, |i| {
                         let (x, y) = &s[i];
                         gpu.softmax_bwd(y, x, &mut dx, r, c, false)
+                    }));
+                }
+                if let Some(name) = RowKernel::v2_entry("softmax_fwd_v2_bf16", c) {
+                    // bf16 rows: half the bytes.
+                    let x16 = to_bf16_bits(&x);
+                    let mut s16: Vec<(CudaSlice<u16>, CudaSlice<u16>)> = (0..n).map(|_| Ok((up16(&x16)?, up16(&x16)?))).collect::<Result<_>>()?;
+                    row(&name, bytes / 2.0, n, time_per_launch(gpu, n, |i| {
+                        let (x, y) = &mut s16[i];
+                        gpu.softmax_fwd_with(RowKernel::V2, x, y, r, c)
                     }));
                 }
             }
@@ -1090,6 +1104,24 @@ mod imp {
                         row(&name, bwd_bytes, n, time_per_launch(gpu, n, |i| {
                             let l = &mut s[i];
                             gpu.layernorm_bwd_with(v, &l.x, &gg, &l.mean, &l.rstd, &l.y, &mut l.dx, &mut dg, &mut db, r, c)
+                        }));
+                    }
+                }
+                if let Some(fwd) = RowKernel::v2_entry("layernorm_fwd_v2_bf16", c) {
+                    // bf16 activations (x, y, dy, dx): their bytes halved; parameters and statistics f32.
+                    let x16 = to_bf16_bits(&x);
+                    let mut s16: Vec<(CudaSlice<u16>, CudaSlice<u16>, CudaSlice<u16>)> = (0..n).map(|_| Ok((up16(&x16)?, up16(&x16)?, up16(&x16)?))).collect::<Result<_>>()?;
+                    let (mut mean, mut rstd) = (up(&x[..r])?, up(&x[..r])?);
+                    row(&fwd, 2.0 * 2.0 * rc + 4.0 * (2.0 * cf + 2.0 * rf), n, time_per_launch(gpu, n, |i| {
+                        let (x, y, _) = &mut s16[i];
+                        gpu.layernorm_fwd_with(RowKernel::V2, x, &gg, &gb, y, &mut mean, &mut rstd, r, c, 1e-5)
+                    }));
+                    if backward {
+                        let name = RowKernel::v2_entry("layernorm_bwd_v2_bf16", c).unwrap_or_default();
+                        let (mut dg, mut db) = (up(&g)?, up(&b)?);
+                        row(&format!("{name} (fused + finish)"), 2.0 * 3.0 * rc + 4.0 * (3.0 * cf + 2.0 * rf), n, time_per_launch(gpu, n, |i| {
+                            let (x, dy, dx) = &mut s16[i];
+                            gpu.layernorm_bwd_with(RowKernel::V2, x, &gg, &mean, &rstd, dy, dx, &mut dg, &mut db, r, c)
                         }));
                     }
                 }

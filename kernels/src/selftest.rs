@@ -88,6 +88,13 @@ mod imp {
         }
     }
 
+    fn to_bf16(v: &[f32]) -> Vec<u16> {
+        v.iter().map(|&x| bf16::from_f32(x).to_bits()).collect()
+    }
+    fn from_bf16(v: &[u16]) -> Vec<f32> {
+        v.iter().map(|&x| bf16::from_bits(x).to_f32()).collect()
+    }
+
     /// Runs one case; a launch or sync error becomes a failed row instead of aborting the run.
     fn case(out: &mut Vec<Check>, kernel: &str, shape: String, precision: &'static str, f: impl FnOnce() -> Result<Vec<Check>>) {
         match f() {
@@ -138,6 +145,16 @@ mod imp {
                     Ok(vec![Check::new(&name, shape.clone(), "f32", compare(&c.down(&gy)?, &r::softmax(&x, rows, cols)), TOL_F32)])
                 });
             }
+            // bf16 rows (v2): the reference sees the same bf16-rounded input.
+            let Some(w) = RowKernel::v2_entry("", cols) else { continue };
+            let name = format!("softmax_fwd_v2_bf16{w}");
+            case(&mut out, &name, shape.clone(), "bf16", || {
+                let x16 = to_bf16(&c.rand(rows * cols, -8.0, 8.0));
+                let (gx, mut gy) = (c.up(&x16)?, c.poisoned_bf16(rows * cols)?);
+                gpu.softmax_fwd_with(RowKernel::V2, &gx, &mut gy, rows, cols)?;
+                gpu.sync(&name)?;
+                Ok(vec![Check::new(&name, shape.clone(), "bf16", compare(&c.down_bf16(&gy)?, &r::softmax(&from_bf16(&x16), rows, cols)), TOL_BF16)])
+            });
         }
 
         for (rows, ch) in [(3usize, 5usize), (37, 768), (256, 1600), (1000, 33), (4100, 96), (9, 2048), (5, 2049)] {
@@ -174,6 +191,35 @@ mod imp {
                     Ok(rows_out)
                 });
             }
+            // bf16 activations (v2): x, y, dy, dx bf16 (the reference sees the rounded inputs);
+            // statistics and parameter gradients f32.
+            let Some(w) = RowKernel::v2_entry("", ch) else { continue };
+            let (fwd, bwd) = (format!("layernorm_fwd_v2_bf16{w}"), format!("layernorm_bwd_v2_bf16{w}"));
+            case(&mut out, &fwd, shape.clone(), "bf16", || {
+                let x16 = to_bf16(&c.rand(rows * ch, -2.0, 2.0).into_iter().map(|v| v + 3.0).collect::<Vec<f32>>());
+                let dy16 = to_bf16(&c.rand(rows * ch, -1.0, 1.0));
+                let (x, dy) = (from_bf16(&x16), from_bf16(&dy16));
+                let (gamma, beta) = (c.rand(ch, 0.5, 1.5), c.rand(ch, -0.5, 0.5));
+                let (gx, gg, gb, gdy) = (c.up(&x16)?, c.up(&gamma)?, c.up(&beta)?, c.up(&dy16)?);
+                let (mut gy, mut gm, mut gr) = (c.poisoned_bf16(rows * ch)?, c.poisoned(rows)?, c.poisoned(rows)?);
+                gpu.layernorm_fwd_with(RowKernel::V2, &gx, &gg, &gb, &mut gy, &mut gm, &mut gr, rows, ch, 1e-5)?;
+                gpu.sync(&fwd)?;
+                let f = r::layernorm_fwd(&x, &gamma, &beta, rows, ch, 1e-5);
+                let (mean, rstd) = (c.down(&gm)?, c.down(&gr)?);
+                let mut rows_out = vec![
+                    Check::new(&format!("{fwd} (y)"), shape.clone(), "bf16", compare(&c.down_bf16(&gy)?, &f.y), TOL_BF16),
+                    Check::new(&format!("{fwd} (mean)"), shape.clone(), "bf16->f32", compare(&mean, &f.mean), TOL_F32),
+                    Check::new(&format!("{fwd} (rstd)"), shape.clone(), "bf16->f32", compare(&rstd, &f.rstd), TOL_F32),
+                ];
+                let (mut gdx, mut gdg, mut gdb) = (c.poisoned_bf16(rows * ch)?, c.poisoned(ch)?, c.poisoned(ch)?);
+                gpu.layernorm_bwd_with(RowKernel::V2, &gx, &gg, &gm, &gr, &gdy, &mut gdx, &mut gdg, &mut gdb, rows, ch)?;
+                gpu.sync(&bwd)?;
+                let b = r::layernorm_bwd(&x, &gamma, &mean, &rstd, &dy, rows, ch);
+                rows_out.push(Check::new(&format!("{bwd} (dx)"), shape.clone(), "bf16", compare(&c.down_bf16(&gdx)?, &b.dx), TOL_BF16));
+                rows_out.push(Check::new(&format!("{bwd} + finish (dgamma)"), shape.clone(), "bf16->f32", compare(&c.down(&gdg)?, &b.dgamma), TOL_F32));
+                rows_out.push(Check::new(&format!("{bwd} + finish (dbeta)"), shape.clone(), "bf16->f32", compare(&c.down(&gdb)?, &b.dbeta), TOL_F32));
+                Ok(rows_out)
+            });
         }
 
         for n in [1usize, 1001, (1 << 20) + 5] {

@@ -9,7 +9,7 @@
 //! c++, g++).
 
 use kernels::reference::{self as r, compare};
-use kernels::selftest::{Check, TOL_F32};
+use kernels::selftest::{Check, TOL_BF16, TOL_F32};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,8 +20,8 @@ fn compiler() -> Option<String> {
     candidates.into_iter().find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
 }
 
-/// Builds the driver `emu/{driver}.cpp` over the kernel sources (`extern __shared__` arrays
-/// rewritten to plain `extern` ones for the emulation), with AddressSanitizer and UBSan: a
+/// Builds the driver `emu/{driver}.cpp` over the kernel sources (the dynamic shared array
+/// rewritten to a pointer the driver sizes), with AddressSanitizer and UBSan: a
 /// kernel that reads or writes outside its buffers (or its shared arrays) fails the run. attention.cu goes in as
 /// attention_f32.cu, without its bf16 tensor-core section (inline PTX).
 fn build(cxx: &str, dir: &Path, driver: &str, sources: &[&str]) -> PathBuf {
@@ -35,7 +35,9 @@ fn build(cxx: &str, dir: &Path, driver: &str, sources: &[&str]) -> PathBuf {
             std::fs::write(dir.join("attention_f32.cu"), [&lines[..v2], &lines[decode..]].concat().join("\n")).unwrap();
             continue;
         }
-        std::fs::write(dir.join(file), text.replace("extern __shared__", "extern")).unwrap();
+        let text = text.replace("extern __shared__ float block_sums[];", "float* block_sums = static_cast<float*>(emu_dynamic_smem);");
+        assert!(!text.contains("extern __shared__"), "{file}: a dynamic shared array the emulation does not know");
+        std::fs::write(dir.join(file), text).unwrap();
     }
     let exe = dir.join(driver);
     let out = Command::new(cxx)
@@ -60,6 +62,9 @@ struct Emu {
 impl Emu {
     fn put(&self, name: &str, v: &[f32]) {
         std::fs::write(self.dir.join(format!("{name}.f32")), v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    }
+    fn put_u16(&self, name: &str, v: &[u16]) {
+        std::fs::write(self.dir.join(format!("{name}.u16")), v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
     }
     fn put_i32(&self, file: &str, v: &[i32]) {
         std::fs::write(self.dir.join(file), v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
@@ -178,8 +183,46 @@ fn row_kernels_match_the_references_on_the_cpu_emulation() {
             checks.push(Check::new(&format!("{k} (dbeta)"), s, "f32", compare(&emu.get("dbeta"), &b.dbeta), TOL_F32));
         }
     }
+    // bf16 rows (v2): activations as bf16 bits, the references on the same rounded inputs.
+    let (to16, from16) = (
+        |v: &[f32]| -> Vec<u16> { v.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect() },
+        |v: &[u16]| -> Vec<f32> { v.iter().map(|&x| half::bf16::from_bits(x).to_f32()).collect() },
+    );
+    for (rows, c) in [(7usize, 33usize), (9, 1000), (5, 1600)] {
+        let shape = format!("{rows}x{c}");
+        let w = if c <= 1024 { "w1024" } else { "w2048" };
+        let x16 = to16(&rand(&mut rng, rows * c, -6.0, 6.0));
+        emu.put_u16("x", &x16);
+        let k = format!("softmax_fwd_v2_bf16_{w}");
+        emu.run(&k, rows, c, 1);
+        checks.push(Check::new(&k, shape.clone(), "bf16", compare(&from16(&emu.get_u16("y.u16")), &r::softmax(&from16(&x16), rows, c)), TOL_BF16));
+
+        let x16 = to16(&rand(&mut rng, rows * c, -2.0, 2.0).into_iter().map(|v| v + 3.0).collect::<Vec<f32>>());
+        let dy16 = to16(&rand(&mut rng, rows * c, -1.0, 1.0));
+        let (gamma, beta) = (rand(&mut rng, c, 0.5, 1.5), rand(&mut rng, c, -0.5, 0.5));
+        let (x, dy) = (from16(&x16), from16(&dy16));
+        emu.put_u16("x", &x16);
+        emu.put_u16("dy", &dy16);
+        emu.put("gamma", &gamma);
+        emu.put("beta", &beta);
+        let k = format!("layernorm_fwd_v2_bf16_{w}");
+        emu.run(&k, rows, c, 1);
+        let f = r::layernorm_fwd(&x, &gamma, &beta, rows, c, 1e-5);
+        let (mean, rstd) = (emu.get("mean"), emu.get("rstd"));
+        checks.push(Check::new(&format!("{k} (y)"), shape.clone(), "bf16", compare(&from16(&emu.get_u16("y.u16")), &f.y), TOL_BF16));
+        checks.push(Check::new(&format!("{k} (mean)"), shape.clone(), "bf16->f32", compare(&mean, &f.mean), TOL_F32));
+        checks.push(Check::new(&format!("{k} (rstd)"), shape.clone(), "bf16->f32", compare(&rstd, &f.rstd), TOL_F32));
+        emu.put("mean", &mean);
+        emu.put("rstd", &rstd);
+        let k = format!("layernorm_bwd_v2_bf16_{w}");
+        emu.run(&k, rows, c, 2);
+        let b = r::layernorm_bwd(&x, &gamma, &mean, &rstd, &dy, rows, c);
+        checks.push(Check::new(&format!("{k} (dx)"), shape.clone(), "bf16", compare(&from16(&emu.get_u16("dx.u16")), &b.dx), TOL_BF16));
+        checks.push(Check::new(&format!("{k} (dgamma)"), shape.clone(), "bf16->f32", compare(&emu.get("dgamma"), &b.dgamma), TOL_F32));
+        checks.push(Check::new(&format!("{k} (dbeta)"), shape, "bf16->f32", compare(&emu.get("dbeta"), &b.dbeta), TOL_F32));
+    }
     std::fs::remove_dir_all(&dir).ok();
-    report(&checks, seed, 80);
+    report(&checks, seed, 100);
 }
 
 fn setup(cxx: &str, driver: &str, sources: &[&str]) -> (Emu, PathBuf) {
@@ -328,6 +371,16 @@ fn pointwise_row_and_view_kernels_match_the_references_on_the_cpu_emulation() {
     report(&checks, seed, 25);
 }
 
+/// NaN in the keys and values that padding hides: a kernel that reads them (0 · NaN) fails.
+fn nan_padding(k: &mut [f32], v: &mut [f32], pads: &[usize], heads_per_row: usize, tk: usize, d: usize) {
+    for (b, &p) in pads.iter().enumerate() {
+        for h in b * heads_per_row..(b + 1) * heads_per_row {
+            k[h * tk * d..(h * tk + p) * d].fill(f32::NAN);
+            v[h * tk * d..(h * tk + p) * d].fill(f32::NAN);
+        }
+    }
+}
+
 #[test]
 fn f32_attention_kernels_match_the_reference_on_the_cpu_emulation() {
     use kernels::attention::{lse_check, reference, AttnShape};
@@ -359,7 +412,8 @@ fn f32_attention_kernels_match_the_reference_on_the_cpu_emulation() {
         let s = AttnShape { heads, tq, tk, d };
         let label = format!("{} pad {pads:?}", s.describe());
         let (nq, nk) = (heads * tq * d, heads * tk * d);
-        let (q, k, v, g) = (rand(&mut rng, nq, -2.0, 2.0), rand(&mut rng, nk, -2.0, 2.0), rand(&mut rng, nk, -1.0, 1.0), rand(&mut rng, nq, -1.0, 1.0));
+        let (q, mut k, mut v, g) = (rand(&mut rng, nq, -2.0, 2.0), rand(&mut rng, nk, -2.0, 2.0), rand(&mut rng, nk, -1.0, 1.0), rand(&mut rng, nq, -1.0, 1.0));
+        nan_padding(&mut k, &mut v, pads, hpr, tk, d);
         for (name, x) in [("q", &q), ("k", &k), ("v", &v), ("dout", &g)] {
             emu.put(name, x);
         }
@@ -384,7 +438,8 @@ fn f32_attention_kernels_match_the_reference_on_the_cpu_emulation() {
         let heads = hpr * pads.len().max(1);
         let s = AttnShape { heads, tq: 1, tk, d };
         let label = format!("{} pad {pads:?}", s.describe());
-        let (q, k, v) = (rand(&mut rng, heads * d, -2.0, 2.0), rand(&mut rng, heads * tk * d, -2.0, 2.0), rand(&mut rng, heads * tk * d, -1.0, 1.0));
+        let (q, mut k, mut v) = (rand(&mut rng, heads * d, -2.0, 2.0), rand(&mut rng, heads * tk * d, -2.0, 2.0), rand(&mut rng, heads * tk * d, -1.0, 1.0));
+        nan_padding(&mut k, &mut v, pads, hpr, tk, d);
         for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
             emu.put(name, x);
         }

@@ -151,7 +151,7 @@ __device__ __forceinline__ void attn_fwd_v1(const float* __restrict__ q, const f
             const int kr = idx / (D / 4), kc = idx % (D / 4);
             const int key = j0 + kr;
             float4 kv = make_float4(0.f, 0.f, 0.f, 0.f), vv = kv;
-            if (key < tk) {
+            if (key < tk && key >= pad) {  // padding keys are never read: garbage there stays out
                 kv = *reinterpret_cast<const float4*>(kh + (long long)key * D + kc * 4);
                 vv = *reinterpret_cast<const float4*>(vh + (long long)key * D + kc * 4);
             }
@@ -295,25 +295,26 @@ __device__ __forceinline__ void attn_bwd_v1(const float* __restrict__ q, const f
     const int head = blockIdx.x;
     const int j0 = blockIdx.y * V1B_BK;
     const int tid = threadIdx.x, kr = tid >> 3, sub = tid & 7;
-    const int key = j0 + kr;
-    const bool key_ok = key < tk;
     const int off = tk - tq;
     const long long hq = (long long)head * tq * D, hk = (long long)head * tk * D;
     const int pad = pad_of(key_pad, heads_per_row, head);  // keys below it: no query sees them
+    const int key = j0 + kr;
+    const bool key_ok = key < tk;
+    const bool key_read = key_ok && key >= pad;  // padding keys are never read (they get dK = dV = 0)
 
     float4 kreg[NC], vreg[NC], dka[NC], dva[NC];
 #pragma unroll
     for (int c = 0; c < NC; ++c) {
         const float4 z = make_float4(0.f, 0.f, 0.f, 0.f);
-        kreg[c] = key_ok ? *reinterpret_cast<const float4*>(k + hk + (long long)key * D + (sub + 8 * c) * 4) : z;
-        vreg[c] = key_ok ? *reinterpret_cast<const float4*>(v + hk + (long long)key * D + (sub + 8 * c) * 4) : z;
+        kreg[c] = key_read ? *reinterpret_cast<const float4*>(k + hk + (long long)key * D + (sub + 8 * c) * 4) : z;
+        vreg[c] = key_read ? *reinterpret_cast<const float4*>(v + hk + (long long)key * D + (sub + 8 * c) * 4) : z;
         dka[c] = z;
         dva[c] = z;
     }
     for (int idx = tid; idx < V1B_BK * D / 4; idx += V1B_THREADS) {
         const int r = idx / (D / 4), c = idx % (D / 4);
         float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
-        if (j0 + r < tk) x = *reinterpret_cast<const float4*>(k + hk + (long long)(j0 + r) * D + c * 4);
+        if (j0 + r < tk && j0 + r >= pad) x = *reinterpret_cast<const float4*>(k + hk + (long long)(j0 + r) * D + c * 4);
         *reinterpret_cast<float4*>(Ks + r * D + c * 4) = x;
     }
 

@@ -89,26 +89,39 @@ extern "C" __global__ void layernorm_bwd_dparams_f32(const float* __restrict__ x
 
 // ---- v2: rows in registers; backward fused into one pass ------------------------------
 // A lane owns the columns lane + 32 j (j < N), so rows up to 32 N wide; wider rows use v1.
+// Builds for f32 and bf16 activations (_bf16: x, y, dy, dx bf16; gamma, beta, mean, rstd and
+// the parameter gradients f32, the master weights' precision).
+// Storage types of the v2 kernels: f32, or bf16 as raw bits (no headers needed); the math is
+// f32 either way, bf16 stores round to nearest even.
+typedef unsigned short bf16_t;
+__device__ __forceinline__ float ld(const float* p, long long i) { return p[i]; }
+__device__ __forceinline__ float ld(const bf16_t* p, long long i) { return __uint_as_float(((unsigned)p[i]) << 16); }
+__device__ __forceinline__ void st(float* p, long long i, float v) { p[i] = v; }
+__device__ __forceinline__ void st(bf16_t* p, long long i, float v) {
+    const unsigned u = __float_as_uint(v);
+    p[i] = (u & 0x7fffffffu) > 0x7f800000u ? (bf16_t)0x7fc0 : (bf16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
 
 // v1's forward reads each row three times, each loop waiting on its loads; v2 reads it once
 // into registers (all loads in flight together). Same arithmetic and order as v1.
-template <int N>
-__device__ __forceinline__ void layernorm_fwd_v2(const float* __restrict__ x, const float* __restrict__ gamma,
-                                                 const float* __restrict__ beta, float* __restrict__ y,
+template <int N, typename T>
+__device__ __forceinline__ void layernorm_fwd_v2(const T* __restrict__ x, const float* __restrict__ gamma,
+                                                 const float* __restrict__ beta, T* __restrict__ y,
                                                  float* __restrict__ mean_out, float* __restrict__ rstd_out,
                                                  int rows, int C, float eps) {
     const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
     if (row >= rows) return;  // warp-uniform
-    const float* xr = x + (long long)row * C;
-    float* yr = y + (long long)row * C;
+    const T* xr = x + (long long)row * C;
+    T* yr = y + (long long)row * C;
 
     float v[N];
     float s = 0.0f;
 #pragma unroll
     for (int j = 0; j < N; ++j) {
         const int c = lane + 32 * j;
-        v[j] = c < C ? xr[c] : 0.0f;
+        v[j] = c < C ? ld(xr, c) : 0.0f;
         s += v[j];
     }
     const float mean = warp_sum(s) / (float)C;
@@ -122,7 +135,7 @@ __device__ __forceinline__ void layernorm_fwd_v2(const float* __restrict__ x, co
 #pragma unroll
     for (int j = 0; j < N; ++j) {
         const int c = lane + 32 * j;
-        if (c < C) yr[c] = (v[j] - mean) * rstd * gamma[c] + beta[c];
+        if (c < C) st(yr, c, (v[j] - mean) * rstd * gamma[c] + beta[c]);
     }
     if (lane == 0) { mean_out[row] = mean; rstd_out[row] = rstd; }
 }
@@ -130,13 +143,25 @@ __device__ __forceinline__ void layernorm_fwd_v2(const float* __restrict__ x, co
 extern "C" __global__ void __launch_bounds__(128) layernorm_fwd_v2_f32_w1024(
     const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta, float* __restrict__ y,
     float* __restrict__ mean_out, float* __restrict__ rstd_out, int rows, int C, float eps) {
-    layernorm_fwd_v2<32>(x, gamma, beta, y, mean_out, rstd_out, rows, C, eps);
+    layernorm_fwd_v2<32, float>(x, gamma, beta, y, mean_out, rstd_out, rows, C, eps);
 }
 
 extern "C" __global__ void __launch_bounds__(128) layernorm_fwd_v2_f32_w2048(
     const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta, float* __restrict__ y,
     float* __restrict__ mean_out, float* __restrict__ rstd_out, int rows, int C, float eps) {
-    layernorm_fwd_v2<64>(x, gamma, beta, y, mean_out, rstd_out, rows, C, eps);
+    layernorm_fwd_v2<64, float>(x, gamma, beta, y, mean_out, rstd_out, rows, C, eps);
+}
+
+extern "C" __global__ void __launch_bounds__(128) layernorm_fwd_v2_bf16_w1024(
+    const bf16_t* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta, bf16_t* __restrict__ y,
+    float* __restrict__ mean_out, float* __restrict__ rstd_out, int rows, int C, float eps) {
+    layernorm_fwd_v2<32, bf16_t>(x, gamma, beta, y, mean_out, rstd_out, rows, C, eps);
+}
+
+extern "C" __global__ void __launch_bounds__(128) layernorm_fwd_v2_bf16_w2048(
+    const bf16_t* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta, bf16_t* __restrict__ y,
+    float* __restrict__ mean_out, float* __restrict__ rstd_out, int rows, int C, float eps) {
+    layernorm_fwd_v2<64, bf16_t>(x, gamma, beta, y, mean_out, rstd_out, rows, C, eps);
 }
 
 // Backward in one pass over x and dy (v1 reads both twice, and its dgamma/dbeta kernel has only
@@ -145,10 +170,10 @@ extern "C" __global__ void __launch_bounds__(128) layernorm_fwd_v2_f32_w2048(
 // for its own columns in registers. At the end the block adds its warps' sums in warp order in
 // shared memory (2C floats, dynamic) and writes them as row blockIdx.x of `partial` [gridDim.x,
 // 2C]; layernorm_bwd_v2_finish_f32 sums those rows. Deterministic for a given grid.
-template <int N>
-__device__ __forceinline__ void layernorm_bwd_v2(const float* __restrict__ x, const float* __restrict__ gamma,
+template <int N, typename T>
+__device__ __forceinline__ void layernorm_bwd_v2(const T* __restrict__ x, const float* __restrict__ gamma,
                                                  const float* __restrict__ mean, const float* __restrict__ rstd,
-                                                 const float* __restrict__ dy, float* __restrict__ dx,
+                                                 const T* __restrict__ dy, T* __restrict__ dx,
                                                  float* __restrict__ partial, int rows, int C) {
     extern __shared__ float block_sums[];  // [2C]: dgamma then dbeta
     const int warps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -164,7 +189,7 @@ __device__ __forceinline__ void layernorm_bwd_v2(const float* __restrict__ x, co
         for (int j = 0; j < N; ++j) {
             const int c = lane + 32 * j;
             if (c < C) {
-                const float d = dy[base + c], xhat = (x[base + c] - mu) * rs, g = d * gamma[c];
+                const float d = ld(dy, base + c), xhat = (ld(x, base + c) - mu) * rs, g = d * gamma[c];
                 s1 += g;
                 s2 += g * xhat;
                 dg[j] += d * xhat;
@@ -177,8 +202,8 @@ __device__ __forceinline__ void layernorm_bwd_v2(const float* __restrict__ x, co
         for (int j = 0; j < N; ++j) {
             const int c = lane + 32 * j;
             if (c < C) {
-                const float g = dy[base + c] * gamma[c], xhat = (x[base + c] - mu) * rs;
-                dx[base + c] = rs * (g - s1 - xhat * s2);
+                const float g = ld(dy, base + c) * gamma[c], xhat = (ld(x, base + c) - mu) * rs;
+                st(dx, base + c, rs * (g - s1 - xhat * s2));
             }
         }
     }
@@ -205,14 +230,28 @@ extern "C" __global__ void __launch_bounds__(256) layernorm_bwd_v2_f32_w1024(
     const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ mean,
     const float* __restrict__ rstd, const float* __restrict__ dy, float* __restrict__ dx,
     float* __restrict__ partial, int rows, int C) {
-    layernorm_bwd_v2<32>(x, gamma, mean, rstd, dy, dx, partial, rows, C);
+    layernorm_bwd_v2<32, float>(x, gamma, mean, rstd, dy, dx, partial, rows, C);
 }
 
 extern "C" __global__ void __launch_bounds__(256) layernorm_bwd_v2_f32_w2048(
     const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ mean,
     const float* __restrict__ rstd, const float* __restrict__ dy, float* __restrict__ dx,
     float* __restrict__ partial, int rows, int C) {
-    layernorm_bwd_v2<64>(x, gamma, mean, rstd, dy, dx, partial, rows, C);
+    layernorm_bwd_v2<64, float>(x, gamma, mean, rstd, dy, dx, partial, rows, C);
+}
+
+extern "C" __global__ void __launch_bounds__(256) layernorm_bwd_v2_bf16_w1024(
+    const bf16_t* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ mean,
+    const float* __restrict__ rstd, const bf16_t* __restrict__ dy, bf16_t* __restrict__ dx,
+    float* __restrict__ partial, int rows, int C) {
+    layernorm_bwd_v2<32, bf16_t>(x, gamma, mean, rstd, dy, dx, partial, rows, C);
+}
+
+extern "C" __global__ void __launch_bounds__(256) layernorm_bwd_v2_bf16_w2048(
+    const bf16_t* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ mean,
+    const float* __restrict__ rstd, const bf16_t* __restrict__ dy, bf16_t* __restrict__ dx,
+    float* __restrict__ partial, int rows, int C) {
+    layernorm_bwd_v2<64, bf16_t>(x, gamma, mean, rstd, dy, dx, partial, rows, C);
 }
 
 // dgamma[c] = sum_b partial[b][c], dbeta[c] = sum_b partial[b][C + c]: column sums of the

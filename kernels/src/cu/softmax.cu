@@ -31,7 +31,8 @@ extern "C" __global__ void softmax_fwd_f32(const float* __restrict__ x, float* _
         else { s = s * expf(m - mn) + s2 * expf(m2 - mn); }
         m = mn;
     }
-    const float inv = (s > 0.0f) ? 1.0f / s : 0.0f;
+    // 0 only for an all -inf row; a NaN anywhere (s = NaN) spreads over the row, as on the CPU.
+    const float inv = (m == NEG_INF) ? 0.0f : 1.0f / s;
     for (int c = lane; c < cols; c += 32) {
         float v = xr[c];
         yr[c] = (m == NEG_INF) ? 0.0f : expf(v - m) * inv;
@@ -41,7 +42,18 @@ extern "C" __global__ void softmax_fwd_f32(const float* __restrict__ x, float* _
 // v2: the row lives in registers, N elements per lane (column lane + 32 j), so it is read
 // from memory once and every load of a lane is issued before the first reduction needs it
 // (v1's online loop waits on each load in turn). Rows up to 32 N wide; wider rows use v1.
-// Same -inf convention as v1.
+// Same -inf convention as v1. Builds for f32 and bf16 rows (_bf16: bf16 in and out).
+// Storage types of the v2 kernels: f32, or bf16 as raw bits (no headers needed); the math is
+// f32 either way, bf16 stores round to nearest even.
+typedef unsigned short bf16_t;
+__device__ __forceinline__ float ld(const float* p, long long i) { return p[i]; }
+__device__ __forceinline__ float ld(const bf16_t* p, long long i) { return __uint_as_float(((unsigned)p[i]) << 16); }
+__device__ __forceinline__ void st(float* p, long long i, float v) { p[i] = v; }
+__device__ __forceinline__ void st(bf16_t* p, long long i, float v) {
+    const unsigned u = __float_as_uint(v);
+    p[i] = (u & 0x7fffffffu) > 0x7f800000u ? (bf16_t)0x7fc0 : (bf16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
 __device__ __forceinline__ float warp_max(float v) {
     for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, off));
     return v;
@@ -52,20 +64,20 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
-template <int N>
-__device__ __forceinline__ void softmax_fwd_v2(const float* __restrict__ x, float* __restrict__ y, int rows, int cols) {
+template <int N, typename T>
+__device__ __forceinline__ void softmax_fwd_v2(const T* __restrict__ x, T* __restrict__ y, int rows, int cols) {
     const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
     if (row >= rows) return;  // warp-uniform
-    const float* xr = x + (long long)row * cols;
-    float* yr = y + (long long)row * cols;
+    const T* xr = x + (long long)row * cols;
+    T* yr = y + (long long)row * cols;
 
     float v[N];
     float m = NEG_INF;
 #pragma unroll
     for (int j = 0; j < N; ++j) {
         const int c = lane + 32 * j;
-        v[j] = c < cols ? xr[c] : NEG_INF;
+        v[j] = c < cols ? ld(xr, c) : NEG_INF;
         m = fmaxf(m, v[j]);
     }
     m = warp_max(m);
@@ -78,20 +90,30 @@ __device__ __forceinline__ void softmax_fwd_v2(const float* __restrict__ x, floa
         s += v[j];
     }
     s = warp_sum(s);
-    const float inv = (s > 0.0f) ? 1.0f / s : 0.0f;
+    const float inv = (m == NEG_INF) ? 0.0f : 1.0f / s;  // as v1
 #pragma unroll
     for (int j = 0; j < N; ++j) {
         const int c = lane + 32 * j;
-        if (c < cols) yr[c] = v[j] * inv;
+        if (c < cols) st(yr, c, v[j] * inv);
     }
 }
 
 extern "C" __global__ void __launch_bounds__(128) softmax_fwd_v2_f32_w1024(const float* __restrict__ x, float* __restrict__ y,
                                                                           int rows, int cols) {
-    softmax_fwd_v2<32>(x, y, rows, cols);
+    softmax_fwd_v2<32, float>(x, y, rows, cols);
 }
 
 extern "C" __global__ void __launch_bounds__(128) softmax_fwd_v2_f32_w2048(const float* __restrict__ x, float* __restrict__ y,
                                                                           int rows, int cols) {
-    softmax_fwd_v2<64>(x, y, rows, cols);
+    softmax_fwd_v2<64, float>(x, y, rows, cols);
+}
+
+extern "C" __global__ void __launch_bounds__(128) softmax_fwd_v2_bf16_w1024(const bf16_t* __restrict__ x, bf16_t* __restrict__ y,
+                                                                           int rows, int cols) {
+    softmax_fwd_v2<32, bf16_t>(x, y, rows, cols);
+}
+
+extern "C" __global__ void __launch_bounds__(128) softmax_fwd_v2_bf16_w2048(const bf16_t* __restrict__ x, bf16_t* __restrict__ y,
+                                                                           int rows, int cols) {
+    softmax_fwd_v2<64, bf16_t>(x, y, rows, cols);
 }
