@@ -3,6 +3,10 @@
 // Row kernels (max_rows_f32, log_softmax_fwd_f32, softmax_bwd_f32 / _log) read <dir>/x.f32
 // (and g.f32); the view kernels (strided_assign_f32, cast_bf16_strided) also read
 // <dir>/view.i64: n, cols, pitch, d1..d5, s0..s5, t0..t5 (padded to rank 6 as the launchers do).
+// Elementwise kernels (unary_fwd_f32 <op> <lo> <hi>, unary_bwd_f32 <op> <lo> <hi>, where_f32,
+// minmax_bwd_f32 <is_max>, fill_f32 <value>, gather_rows_f32, scatter_add_rows_f32) take
+// rows x cols elements and read a.f32, b.f32, c.f32, g.f32 and ids.i64 as they need; the extra
+// arguments follow <dir>.
 // Outputs start poisoned (NaN, or 0x1234 for bf16 bits), as in the GPU self-test.
 #include "emu.h"
 #include <cstdint>
@@ -69,6 +73,51 @@ int main(int argc, char** argv) {
                 cast_bf16_strided(src.data(), dst.data(), vn, vcols, pitch, d[0], d[1], d[2], d[3], d[4], s[0], s[1], s[2], s[3], s[4], s[5]);
             });
             store("dst.u16", dst);
+        }
+    } else if (k == "unary_fwd_f32" || k == "unary_bwd_f32") {
+        const int op = atoi(argv[5]);
+        const float lo = (float)atof(argv[6]), hi = (float)atof(argv[7]);
+        auto x = load<float>("a.f32", n);
+        std::vector<float> y(n, nan);
+        if (k == "unary_fwd_f32") {
+            emu_launch(flat_grid, flat_block, [&] { unary_fwd_f32(x.data(), y.data(), (long long)n, op, lo, hi); });
+            store("out.f32", y);
+        } else {
+            auto fy = load<float>("b.f32", n), g = load<float>("g.f32", n);
+            emu_launch(flat_grid, flat_block, [&] { unary_bwd_f32(x.data(), fy.data(), g.data(), y.data(), (long long)n, op, lo, hi); });
+            store("out.f32", y);
+        }
+    } else if (k == "where_f32") {
+        auto c = load<float>("c.f32", n), a = load<float>("a.f32", n), b = load<float>("b.f32", n);
+        std::vector<float> out(n, nan);
+        emu_launch(flat_grid, flat_block, [&] { where_f32(c.data(), a.data(), b.data(), out.data(), (long long)n); });
+        store("out.f32", out);
+    } else if (k == "minmax_bwd_f32") {
+        auto a = load<float>("a.f32", n), b = load<float>("b.f32", n), g = load<float>("g.f32", n);
+        std::vector<float> da(n, nan), db(n, nan);
+        const int is_max = atoi(argv[5]);
+        emu_launch(flat_grid, flat_block, [&] { minmax_bwd_f32(a.data(), b.data(), g.data(), da.data(), db.data(), (long long)n, is_max); });
+        store("da.f32", da), store("db.f32", db);
+    } else if (k == "fill_f32") {
+        std::vector<float> out(n, nan);
+        const float value = (float)atof(argv[5]);
+        emu_launch(flat_grid, flat_block, [&] { fill_f32(out.data(), (long long)n, value); });
+        store("out.f32", out);
+    } else if (k == "gather_rows_f32" || k == "scatter_add_rows_f32") {
+        // rows of `cols` (v) entries, `kk` ids per row.
+        const int kk = atoi(argv[5]);
+        auto ids = load<long long>("ids.i64", (size_t)rows * kk);
+        const long long m = (long long)rows * kk;
+        if (k == "gather_rows_f32") {
+            auto x = load<float>("a.f32", n);
+            std::vector<float> out(m, nan);
+            emu_launch(flat_grid, flat_block, [&] { gather_rows_f32(x.data(), ids.data(), out.data(), m, cols, kk); });
+            store("out.f32", out);
+        } else {
+            auto g = load<float>("g.f32", m);
+            std::vector<float> dx(n, 0.0f);  // zeroed by the launcher
+            emu_launch(flat_grid, flat_block, [&] { scatter_add_rows_f32(g.data(), ids.data(), dx.data(), m, cols, kk); });
+            store("out.f32", dx);
         }
     } else {
         fprintf(stderr, "pointwise_emu: unknown kernel %s\n", k.c_str());

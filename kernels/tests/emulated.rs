@@ -2,8 +2,8 @@
 //! CUDA thread) and compared with f64 references at the GPU self-test's tolerances (or bit for
 //! bit): their indexing, bounds (under AddressSanitizer), reductions and barriers are checked on
 //! machines without a GPU.
-//! Covered: the row kernels (softmax, layernorm, both versions), the row and view kernels of
-//! cu/pointwise.cu, the f32 attention kernels (v1 forward and backward, decode; head dims
+//! Covered: the row kernels (softmax, layernorm, both versions, f32 and bf16), every kernel of
+//! cu/pointwise.cu (the engine's remaining ops), the f32 attention kernels (v1 forward and backward, decode; head dims
 //! 32/64/128, left padding) and the f32 matmuls (v1; v2 batched, operands stored as read or
 //! transposed). Skipped, with a message, where no C++ compiler is found ($CXX,
 //! c++, g++).
@@ -367,8 +367,109 @@ fn pointwise_row_and_view_kernels_match_the_references_on_the_cpu_emulation() {
             }
         }
     }
+    elementwise_checks(&emu, &mut rng, &mut checks);
     std::fs::remove_dir_all(&dir).ok();
-    report(&checks, seed, 25);
+    report(&checks, seed, 45);
+}
+
+/// The elementwise kernels of cu/pointwise.cu: each unary function and its gradient, where,
+/// the min/max gradient (ties split), fill, and gather/scatter along rows (a bad id, repeats).
+fn elementwise_checks(emu: &Emu, rng: &mut StdRng, checks: &mut Vec<Check>) {
+    let n = 1000 + 37;
+    let run = |kernel: &str, extra: &[String]| {
+        let mut a = vec![kernel.to_string(), "1".into(), n.to_string(), emu.dir.display().to_string()];
+        a.extend_from_slice(extra);
+        emu.run_args(&a);
+    };
+    // (name, code, lo, hi, f(x), f'(x) from x and y = f(x)): the kernel's op codes (pointwise::Unary).
+    type F = fn(f64, f64) -> f64;
+    let unary: [(&str, i32, f64, f64, F, F); 10] = [
+        ("exp", 0, 0.0, 0.0, |x, _| x.exp(), |_, y| y),
+        ("log", 1, 0.0, 0.0, |x, _| x.abs().ln(), |x, _| 1.0 / x.abs()),
+        ("tanh", 2, 0.0, 0.0, |x, _| x.tanh(), |_, y| 1.0 - y * y),
+        ("sigmoid", 3, 0.0, 0.0, |x, _| 1.0 / (1.0 + (-x).exp()), |_, y| y * (1.0 - y)),
+        ("log_sigmoid", 4, 0.0, 0.0, |x, _| -(1.0 + (-x).exp()).ln(), |x, _| 1.0 / (1.0 + x.exp())),
+        ("sqr", 5, 0.0, 0.0, |x, _| x * x, |x, _| 2.0 * x),
+        ("sqrt", 6, 0.0, 0.0, |x, _| x.abs().sqrt(), |_, y| 0.5 / y),
+        ("relu", 7, 0.0, 0.0, |x, _| x.max(0.0), |x, _| if x > 0.0 { 1.0 } else { 0.0 }),
+        ("clamp", 8, -0.5, 0.75, |x, _| x.clamp(-0.5, 0.75), |x, _| if (-0.5..=0.75).contains(&x) { 1.0 } else { 0.0 }),
+        ("affine", 9, 1.5, -0.25, |x, _| x * 1.5 - 0.25, |_, _| 1.5),
+    ];
+    for (name, code, lo, hi, f, df) in unary {
+        let mut x = rand(rng, n, -3.0, 3.0);
+        if matches!(name, "log" | "sqrt") {
+            x.iter_mut().for_each(|v| *v = v.abs());
+        }
+        let g = rand(rng, n, -1.0, 1.0);
+        emu.put("a", &x);
+        let extra = [code.to_string(), lo.to_string(), hi.to_string()];
+        run("unary_fwd_f32", &extra);
+        let y = emu.get("out");
+        let want: Vec<f64> = x.iter().map(|&v| f(v as f64, 0.0)).collect();
+        checks.push(Check::new(&format!("unary_fwd_f32 ({name})"), format!("n={n}"), "f32", compare(&y, &r::Ref { scale: want.iter().map(|v| v.abs()).collect(), value: want }), TOL_F32));
+        emu.put("b", &y);
+        emu.put("g", &g);
+        run("unary_bwd_f32", &extra);
+        let want: Vec<f64> = x.iter().zip(&y).zip(&g).map(|((&xv, &yv), &gv)| gv as f64 * df(xv as f64, yv as f64)).collect();
+        checks.push(Check::new(&format!("unary_bwd_f32 ({name})"), format!("n={n}"), "f32", compare(&emu.get("out"), &r::Ref { scale: want.iter().map(|v| v.abs()).collect(), value: want }), TOL_F32));
+    }
+
+    let (a, b, g) = (rand(rng, n, -1.0, 1.0), rand(rng, n, -1.0, 1.0), rand(rng, n, -1.0, 1.0));
+    let c: Vec<f32> = (0..n).map(|i| if i % 3 == 0 { 0.0 } else { 2.0 }).collect();
+    for (name, x) in [("a", &a), ("b", &b), ("c", &c), ("g", &g)] {
+        emu.put(name, x);
+    }
+    run("where_f32", &[]);
+    let bad = emu.get("out").iter().enumerate().filter(|&(i, &o)| o.to_bits() != if c[i] != 0.0 { a[i] } else { b[i] }.to_bits()).count();
+    checks.push(exact("where_f32", format!("n={n}"), bad, n));
+
+    // min/max gradient: every 5th pair tied (half the gradient each).
+    let b2: Vec<f32> = b.iter().enumerate().map(|(i, &v)| if i % 5 == 0 { a[i] } else { v }).collect();
+    emu.put("b", &b2);
+    for is_max in [0, 1] {
+        run("minmax_bwd_f32", &[is_max.to_string()]);
+        let (da, db) = (emu.get("da"), emu.get("db"));
+        let bad = (0..n)
+            .filter(|&i| {
+                let (wa, wb) = if a[i] == b2[i] { (0.5 * g[i], 0.5 * g[i]) } else if (a[i] > b2[i]) == (is_max == 1) { (g[i], 0.0) } else { (0.0, g[i]) };
+                da[i] != wa || db[i] != wb
+            })
+            .count();
+        checks.push(exact(&format!("minmax_bwd_f32 ({})", if is_max == 1 { "max" } else { "min" }), format!("n={n}, ties"), bad, n));
+    }
+
+    run("fill_f32", &["-2.5".to_string()]);
+    let bad = emu.get("out").iter().filter(|&&o| o != -2.5).count();
+    checks.push(exact("fill_f32", format!("n={n}"), bad, n));
+
+    // Rows of v = 50 entries, 7 ids per row (repeats; one bad id per row in gather).
+    let (rows, v, k) = (4usize, 50usize, 7usize);
+    let x = rand(rng, rows * v, -1.0, 1.0);
+    let ids: Vec<i64> = (0..rows * k).map(|i| if i % k == 6 { if i % 2 == 0 { -1 } else { v as i64 } } else { ((i * 13) % 5) as i64 * 9 }).collect();
+    let gk = rand(rng, rows * k, -1.0, 1.0);
+    emu.put("a", &x);
+    emu.put("g", &gk);
+    emu.put_i64("ids.i64", &ids);
+    let run_rows = |kernel: &str| emu.run_args(&[kernel.to_string(), rows.to_string(), v.to_string(), emu.dir.display().to_string(), k.to_string()]);
+    run_rows("gather_rows_f32");
+    let got = emu.get("out");
+    let bad = (0..rows * k)
+        .filter(|&i| {
+            let id = ids[i];
+            if id < 0 || id >= v as i64 { !got[i].is_nan() } else { got[i] != x[(i / k) * v + id as usize] }
+        })
+        .count();
+    checks.push(exact("gather_rows_f32", format!("{rows}x{v}, {k} ids per row, bad ids"), bad, rows * k));
+    run_rows("scatter_add_rows_f32");
+    let mut want = vec![0f64; rows * v];
+    for i in 0..rows * k {
+        let id = ids[i];
+        if id >= 0 && id < v as i64 {
+            want[(i / k) * v + id as usize] += gk[i] as f64;
+        }
+    }
+    let want = r::Ref { scale: want.iter().map(|w| w.abs() + 1.0).collect(), value: want };
+    checks.push(Check::new("scatter_add_rows_f32", format!("{rows}x{v}, {k} ids per row, repeats"), "f32", compare(&emu.get("out"), &want), TOL_F32));
 }
 
 /// NaN in the keys and values that padding hides: a kernel that reads them (0 · NaN) fails.
