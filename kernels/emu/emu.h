@@ -9,9 +9,13 @@
 #include <atomic>
 #include <barrier>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -23,8 +27,7 @@ inline dim3 blockDim, gridDim;
 
 struct EmuWarp {
     std::barrier<> bar{32};
-    float f[32];
-    int i[32];
+    unsigned long long slot[32];  // one value per lane, any type of up to 8 bytes
 };
 inline thread_local EmuWarp* emu_warp;
 inline thread_local int emu_lane;
@@ -59,17 +62,15 @@ inline float __int_as_float(int i) {
     std::memcpy(&f, &i, 4);
     return f;
 }
-inline float __shfl_xor_sync(unsigned, float v, int lane_mask) {
-    emu_warp->f[emu_lane] = v;
+// Every lane posts its value, waits for the warp, reads its partner's, waits again (so that no
+// lane overwrites a slot another has yet to read).
+template <typename T>
+inline T __shfl_xor_sync(unsigned, T v, int lane_mask) {
+    static_assert(sizeof(T) <= sizeof(unsigned long long));
+    std::memcpy(&emu_warp->slot[emu_lane], &v, sizeof(T));
     emu_warp->bar.arrive_and_wait();
-    const float r = emu_warp->f[emu_lane ^ lane_mask];
-    emu_warp->bar.arrive_and_wait();
-    return r;
-}
-inline int __shfl_xor_sync(unsigned, int v, int lane_mask) {
-    emu_warp->i[emu_lane] = v;
-    emu_warp->bar.arrive_and_wait();
-    const int r = emu_warp->i[emu_lane ^ lane_mask];
+    T r;
+    std::memcpy(&r, &emu_warp->slot[emu_lane ^ lane_mask], sizeof(T));
     emu_warp->bar.arrive_and_wait();
     return r;
 }
@@ -86,6 +87,24 @@ struct alignas(16) float4 {  // as on the GPU: a misaligned float4 access is UB 
     float x, y, z, w;
 };
 inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
+
+// A driver's inputs and outputs: raw little-endian arrays in files under one directory.
+inline std::string emu_dir;
+template <typename T>
+inline std::vector<T> emu_load(const std::string& file, size_t n) {
+    std::vector<T> v(n);
+    std::ifstream f(emu_dir + "/" + file, std::ios::binary);
+    if (!f.read(reinterpret_cast<char*>(v.data()), n * sizeof(T))) {
+        fprintf(stderr, "emu: cannot read %zu values of %s\n", n, file.c_str());
+        exit(2);
+    }
+    return v;
+}
+template <typename T>
+inline void emu_store(const std::string& file, const std::vector<T>& v) {
+    std::ofstream f(emu_dir + "/" + file, std::ios::binary);
+    f.write(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
+}
 
 // Runs `kernel` (a closure calling the entry point) over the grid. Block size: a multiple of 32.
 inline void emu_launch(dim3 grid, dim3 block, const std::function<void()>& kernel) {

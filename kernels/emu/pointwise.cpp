@@ -9,115 +9,96 @@
 // arguments follow <dir>.
 // Outputs start poisoned (NaN, or 0x1234 for bf16 bits), as in the GPU self-test.
 #include "emu.h"
-#include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <fstream>
-#include <string>
 
 #include "pointwise.cu"
-
-static std::string dir;
-template <typename T>
-static std::vector<T> load(const char* name, size_t n) {
-    std::vector<T> v(n);
-    std::ifstream f(dir + "/" + name, std::ios::binary);
-    if (!f.read(reinterpret_cast<char*>(v.data()), n * sizeof(T))) { fprintf(stderr, "pointwise_emu: cannot read %zu values of %s\n", n, name); exit(2); }
-    return v;
-}
-template <typename T>
-static void store(const char* name, const std::vector<T>& v) {
-    std::ofstream f(dir + "/" + name, std::ios::binary);
-    f.write(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
-}
 
 int main(int argc, char** argv) {
     if (argc < 5) { fprintf(stderr, "usage: pointwise_emu <kernel> <rows> <cols> <dir>\n"); return 2; }
     const std::string k = argv[1];
     const int rows = atoi(argv[2]), cols = atoi(argv[3]);
-    dir = argv[4];
+    emu_dir = argv[4];
     const size_t n = (size_t)rows * cols;
     const dim3 row_grid{(unsigned)std::max((rows + 3) / 4, 1)}, row_block{128}, flat_grid{3}, flat_block{256};
     const float nan = NAN;
     if (k == "max_rows_f32") {
-        auto x = load<float>("x.f32", n);
+        auto x = emu_load<float>("x.f32", n);
         std::vector<float> vals(rows, nan);
         std::vector<long long> idx(rows, -7);
         emu_launch(row_grid, row_block, [&] { max_rows_f32(x.data(), vals.data(), idx.data(), rows, cols); });
-        store("vals.f32", vals), store("idx.i64", idx);
+        emu_store("vals.f32", vals), emu_store("idx.i64", idx);
     } else if (k == "log_softmax_fwd_f32") {
-        auto x = load<float>("x.f32", n);
+        auto x = emu_load<float>("x.f32", n);
         std::vector<float> y(n, nan);
         emu_launch(row_grid, row_block, [&] { log_softmax_fwd_f32(x.data(), y.data(), rows, cols); });
-        store("y.f32", y);
+        emu_store("y.f32", y);
     } else if (k == "softmax_bwd_f32" || k == "softmax_bwd_f32_log") {
-        auto y = load<float>("x.f32", n), g = load<float>("g.f32", n);
+        auto y = emu_load<float>("x.f32", n), g = emu_load<float>("g.f32", n);
         std::vector<float> dx(n, nan);
         const int is_log = k == "softmax_bwd_f32_log";
         emu_launch(row_grid, row_block, [&] { softmax_bwd_f32(y.data(), g.data(), dx.data(), rows, cols, is_log); });
-        store("dx.f32", dx);
+        emu_store("dx.f32", dx);
     } else if (k == "strided_assign_f32" || k == "cast_bf16_strided") {
         // rows x cols: the source buffer's size is rows * cols; the view reads inside it.
-        auto a = load<long long>("view.i64", 20);
+        auto a = emu_load<long long>("view.i64", 20);
         const long long vn = a[0], vcols = a[1], pitch = a[2], *d = &a[3], *s = &a[8], *t = &a[14];
-        auto src = load<float>("x.f32", n);
+        auto src = emu_load<float>("x.f32", n);
         if (k == "strided_assign_f32") {
             std::vector<float> dst(vn, nan);
             emu_launch(flat_grid, flat_block, [&] {
                 strided_assign_f32(src.data(), dst.data(), vn, d[0], d[1], d[2], d[3], d[4], s[0], s[1], s[2], s[3], s[4], s[5], t[0], t[1], t[2], t[3], t[4], t[5]);
             });
-            store("dst.f32", dst);
+            emu_store("dst.f32", dst);
         } else {
             std::vector<unsigned short> dst((vn / vcols) * pitch, 0x1234);
             emu_launch(flat_grid, flat_block, [&] {
                 cast_bf16_strided(src.data(), dst.data(), vn, vcols, pitch, d[0], d[1], d[2], d[3], d[4], s[0], s[1], s[2], s[3], s[4], s[5]);
             });
-            store("dst.u16", dst);
+            emu_store("dst.u16", dst);
         }
     } else if (k == "unary_fwd_f32" || k == "unary_bwd_f32") {
         const int op = atoi(argv[5]);
         const float lo = (float)atof(argv[6]), hi = (float)atof(argv[7]);
-        auto x = load<float>("a.f32", n);
+        auto x = emu_load<float>("a.f32", n);
         std::vector<float> y(n, nan);
         if (k == "unary_fwd_f32") {
             emu_launch(flat_grid, flat_block, [&] { unary_fwd_f32(x.data(), y.data(), (long long)n, op, lo, hi); });
-            store("out.f32", y);
+            emu_store("out.f32", y);
         } else {
-            auto fy = load<float>("b.f32", n), g = load<float>("g.f32", n);
+            auto fy = emu_load<float>("b.f32", n), g = emu_load<float>("g.f32", n);
             emu_launch(flat_grid, flat_block, [&] { unary_bwd_f32(x.data(), fy.data(), g.data(), y.data(), (long long)n, op, lo, hi); });
-            store("out.f32", y);
+            emu_store("out.f32", y);
         }
     } else if (k == "where_f32") {
-        auto c = load<float>("c.f32", n), a = load<float>("a.f32", n), b = load<float>("b.f32", n);
+        auto c = emu_load<float>("c.f32", n), a = emu_load<float>("a.f32", n), b = emu_load<float>("b.f32", n);
         std::vector<float> out(n, nan);
         emu_launch(flat_grid, flat_block, [&] { where_f32(c.data(), a.data(), b.data(), out.data(), (long long)n); });
-        store("out.f32", out);
+        emu_store("out.f32", out);
     } else if (k == "minmax_bwd_f32") {
-        auto a = load<float>("a.f32", n), b = load<float>("b.f32", n), g = load<float>("g.f32", n);
+        auto a = emu_load<float>("a.f32", n), b = emu_load<float>("b.f32", n), g = emu_load<float>("g.f32", n);
         std::vector<float> da(n, nan), db(n, nan);
         const int is_max = atoi(argv[5]);
         emu_launch(flat_grid, flat_block, [&] { minmax_bwd_f32(a.data(), b.data(), g.data(), da.data(), db.data(), (long long)n, is_max); });
-        store("da.f32", da), store("db.f32", db);
+        emu_store("da.f32", da), emu_store("db.f32", db);
     } else if (k == "fill_f32") {
         std::vector<float> out(n, nan);
         const float value = (float)atof(argv[5]);
         emu_launch(flat_grid, flat_block, [&] { fill_f32(out.data(), (long long)n, value); });
-        store("out.f32", out);
+        emu_store("out.f32", out);
     } else if (k == "gather_rows_f32" || k == "scatter_add_rows_f32") {
         // rows of `cols` (v) entries, `kk` ids per row.
         const int kk = atoi(argv[5]);
-        auto ids = load<long long>("ids.i64", (size_t)rows * kk);
+        auto ids = emu_load<long long>("ids.i64", (size_t)rows * kk);
         const long long m = (long long)rows * kk;
         if (k == "gather_rows_f32") {
-            auto x = load<float>("a.f32", n);
+            auto x = emu_load<float>("a.f32", n);
             std::vector<float> out(m, nan);
             emu_launch(flat_grid, flat_block, [&] { gather_rows_f32(x.data(), ids.data(), out.data(), m, cols, kk); });
-            store("out.f32", out);
+            emu_store("out.f32", out);
         } else {
-            auto g = load<float>("g.f32", m);
+            auto g = emu_load<float>("g.f32", m);
             std::vector<float> dx(n, 0.0f);  // zeroed by the launcher
             emu_launch(flat_grid, flat_block, [&] { scatter_add_rows_f32(g.data(), ids.data(), dx.data(), m, cols, kk); });
-            store("out.f32", dx);
+            emu_store("out.f32", dx);
         }
     } else {
         fprintf(stderr, "pointwise_emu: unknown kernel %s\n", k.c_str());

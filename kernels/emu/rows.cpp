@@ -4,11 +4,7 @@
 // kernels from <name>.u16, their bits), outputs written beside them; outputs start as NaN, as
 // the GPU self-test poisons them.
 #include "emu.h"
-#include <cstdio>
-#include <cstdlib>
-#include <fstream>
 #include <map>
-#include <string>
 
 namespace sm {
 #include "softmax.cu"
@@ -17,18 +13,14 @@ namespace ln {
 #include "layernorm.cu"
 }
 
-static std::string dir;
+// Files are named by the stored type: <name>.f32, or <name>.u16 for bf16 bits.
 template <typename T = float>
 static std::vector<T> load(const char* name, size_t n) {
-    std::vector<T> v(n);
-    std::ifstream f(dir + "/" + name + (sizeof(T) == 4 ? ".f32" : ".u16"), std::ios::binary);
-    if (!f.read(reinterpret_cast<char*>(v.data()), n * sizeof(T))) { fprintf(stderr, "rows_emu: cannot read %zu values of %s\n", n, name); exit(2); }
-    return v;
+    return emu_load<T>(std::string(name) + (sizeof(T) == 4 ? ".f32" : ".u16"), n);
 }
 template <typename T>
 static void store(const char* name, const std::vector<T>& v) {
-    std::ofstream f(dir + "/" + name + (sizeof(T) == 4 ? ".f32" : ".u16"), std::ios::binary);
-    f.write(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
+    emu_store(std::string(name) + (sizeof(T) == 4 ? ".f32" : ".u16"), v);
 }
 const unsigned short BF16_NAN = 0x7fc0;
 
@@ -36,7 +28,7 @@ int main(int argc, char** argv) {
     if (argc < 5) { fprintf(stderr, "usage: rows_emu <kernel> <rows> <cols> <dir> [blocks]\n"); return 2; }
     const std::string k = argv[1];
     const int rows = atoi(argv[2]), C = atoi(argv[3]), blocks = argc > 5 ? atoi(argv[5]) : 1;
-    dir = argv[4];
+    emu_dir = argv[4];
     const size_t n = (size_t)rows * C;
     const dim3 row_grid{(unsigned)std::max((rows + 3) / 4, 1)}, row_block{128};
     const float nan = NAN;

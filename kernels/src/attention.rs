@@ -697,6 +697,16 @@ mod gpu {
 mod tests {
     use super::*;
 
+    /// `n` values in [-1, 1) from a small LCG (deterministic, no rand dependency).
+    fn uniform(seed: &mut u64, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((*seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
     #[test]
     fn reference_small_case_by_hand() {
         // Tiny case by hand: one head, tq=1 at the end of tk=2 keys sees both keys.
@@ -719,14 +729,7 @@ mod tests {
         // loss = sum(dO * out); check dq, dk, dv against central differences, tq < tk.
         let s = AttnShape { heads: 2, tq: 3, tk: 5, d: 64 };
         let mut seed = 12345u64;
-        let mut r = |n: usize| -> Vec<f32> {
-            (0..n)
-                .map(|_| {
-                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    ((seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-                })
-                .collect()
-        };
+        let mut r = |n: usize| uniform(&mut seed, n);
         let (q, k, v, g) = (r(2 * 3 * 64), r(2 * 5 * 64), r(2 * 5 * 64), r(2 * 3 * 64));
         let (_, b) = reference(&q, &k, &v, Some(&g), s, &[]);
         let b = b.unwrap();
@@ -755,14 +758,7 @@ mod tests {
     fn reference_masking_convention_matches_a_naive_f32_loop() {
         let s = AttnShape { heads: 2, tq: 70, tk: 100, d: 64 };
         let mut seed = 7u64;
-        let mut r = |n: usize| -> Vec<f32> {
-            (0..n)
-                .map(|_| {
-                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    ((seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-                })
-                .collect()
-        };
+        let mut r = |n: usize| uniform(&mut seed, n);
         let (q, k, v) = (r(2 * 70 * 64), r(2 * 100 * 64), r(2 * 100 * 64));
         let (f, _) = reference(&q, &k, &v, None, s, &[]);
         // Recompute naively in f32 to cross-check the masking convention (key j <= i + tk - tq).
@@ -783,14 +779,7 @@ mod tests {
     fn padded_reference_is_the_unpadded_one_on_the_visible_keys() {
         let (tq, tk, d, pad) = (4usize, 10usize, 32usize, 3usize);
         let mut seed = 99u64;
-        let mut r = |n: usize| -> Vec<f32> {
-            (0..n)
-                .map(|_| {
-                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    ((seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-                })
-                .collect()
-        };
+        let mut r = |n: usize| uniform(&mut seed, n);
         // Two batch rows of one head each; row 1 hides its first `pad` keys.
         let (q, k, v, g) = (r(2 * tq * d), r(2 * tk * d), r(2 * tk * d), r(2 * tq * d));
         let (f, b) = reference(&q, &k, &v, Some(&g), AttnShape { heads: 2, tq, tk, d }, &[0, pad]);
