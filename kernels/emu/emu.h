@@ -79,7 +79,8 @@ inline unsigned int __float_as_uint(float x) {
     std::memcpy(&u, &x, 4);
     return u;
 }
-inline float __ldg(const float* p) { return *p; }
+template <typename T>
+inline T __ldg(const T* p) { return *p; }
 inline float atomicAdd(float* p, float v) { return std::atomic_ref<float>(*p).fetch_add(v); }
 inline void __syncthreads() { emu_block_barrier->arrive_and_wait(); }
 
@@ -87,6 +88,10 @@ struct alignas(16) float4 {  // as on the GPU: a misaligned float4 access is UB 
     float x, y, z, w;
 };
 inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
+struct alignas(16) uint4 {
+    unsigned int x, y, z, w;
+};
+inline uint4 make_uint4(unsigned a, unsigned b, unsigned c, unsigned d) { return {a, b, c, d}; }
 
 // A driver's inputs and outputs: raw little-endian arrays in files under one directory.
 inline std::string emu_dir;

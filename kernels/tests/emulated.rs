@@ -4,8 +4,10 @@
 //! machines without a GPU.
 //! Covered: the row kernels (softmax, layernorm, both versions, f32 and bf16), every kernel of
 //! cu/pointwise.cu (the engine's remaining ops), the f32 attention kernels (v1 forward and backward, decode; head dims
-//! 32/64/128, left padding) and the f32 matmuls (v1; v2 batched, operands stored as read or
-//! transposed). Skipped, with a message, where no C++20 compiler with AddressSanitizer is found
+//! 32/64/128, left padding), the f32 matmuls (v1; v2 batched, operands stored as read or
+//! transposed), cross-entropy (warp and block, f32 and bf16), embedding (forward, both
+//! backwards), AdamW and GELU. Not emulated: the tensor-core kernels (inline PTX), the
+//! reductions and the broadcast binary ops (passed on an H100 on 2026-11-28, unchanged since). Skipped, with a message, where no C++20 compiler with AddressSanitizer is found
 //! ($CXX, c++, g++).
 
 use kernels::reference::{self as r, compare};
@@ -607,4 +609,113 @@ fn f32_matmul_kernels_match_the_reference_on_the_cpu_emulation() {
     }
     std::fs::remove_dir_all(&dir).ok();
     report(&checks, seed, 13);
+}
+
+#[test]
+fn memory_bound_kernels_match_the_references_on_the_cpu_emulation() {
+    use kernels::memops::{embedding_segments, refs};
+    use kernels::reference::AdamWParams;
+    let Some(cxx) = compiler() else { return };
+    let (emu, dir) = setup(&cxx, "memops", &["cross_entropy.cu", "embedding.cu", "adamw.cu", "elementwise.cu"]);
+    let seed = seed();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut checks: Vec<Check> = Vec::new();
+    let run = |args: &[String]| {
+        let mut a = vec![args[0].clone(), dir.display().to_string()];
+        a.extend_from_slice(&args[1..]);
+        emu.run_args(&a);
+    };
+    let s = |v: &[&dyn ToString]| -> Vec<String> { v.iter().map(|x| x.to_string()).collect() };
+    let (to16, from16) = (
+        |v: &[f32]| -> Vec<u16> { v.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect() },
+        |v: &[u16]| -> Vec<f32> { v.iter().map(|&x| half::bf16::from_bits(x).to_f32()).collect() },
+    );
+
+    // Cross-entropy: warp and block groups, f32 and bf16 logits, one ignored row, odd widths
+    // (the 16-byte vector loads' prefix and tail).
+    for (n, v) in [(6usize, 33usize), (4, 1001), (3, 5003)] {
+        let mut t: Vec<i64> = (0..n).map(|i| ((i * 7919) % v) as i64).collect();
+        t[1] = -100;
+        emu.put_i64("t.i64", &t);
+        let x32 = rand(&mut rng, n * v, -6.0, 6.0);
+        for dtype in ["f32", "bf16"] {
+            let x = if dtype == "bf16" { from16(&to16(&x32)) } else { x32.clone() };
+            if dtype == "bf16" {
+                emu.put_u16("x", &to16(&x32));
+            } else {
+                emu.put("x", &x);
+            }
+            let (tol, prec) = if dtype == "bf16" { (TOL_BF16, "bf16") } else { (TOL_F32, "f32") };
+            let f = refs::ce_forward(&x, &t, v);
+            for group in ["warp", "block"] {
+                let shape = format!("{n}x{v}");
+                let k = format!("ce_fwd_{group}_{dtype}");
+                run(&s(&[&k, &n, &v]));
+                let (loss, lse) = (emu.get("loss"), emu.get("lse"));
+                checks.push(Check::new(&format!("{k} (loss)"), shape.clone(), "f32", compare(&loss, &f.loss), TOL_F32));
+                checks.push(Check::new(&format!("{k} (lse)"), shape.clone(), "f32", compare(&lse, &f.lse), TOL_F32));
+                let k = format!("ce_bwd_{group}_{dtype}");
+                run(&s(&[&k, &n, &v, &0.25f32]));
+                let dx = if dtype == "bf16" { from16(&emu.get_u16("dx.u16")) } else { emu.get("dx") };
+                checks.push(Check::new(&k, shape.clone(), prec, compare(&dx, &refs::ce_backward(&x, &t, &lse, v, 0.25)), tol));
+                if group == "warp" && dtype == "f32" {
+                    run(&s(&[&"ce_loss_mean_f32", &n]));
+                    let (want, kept) = refs::ce_mean(&f, &t);
+                    let got = emu.get("mean");
+                    let c = Check::new("ce_loss_mean_f32", shape, "f32", compare(&got[..1], &want), TOL_F32);
+                    checks.push(if got[1] as f64 == kept { c } else { Check::failed("ce_loss_mean_f32", c.shape, "f32", format!("kept {} != {kept}", got[1])) });
+                }
+            }
+        }
+    }
+
+    // Embedding: forward, and both backwards adding into a non-zero table (repeated ids).
+    for (n, v, d) in [(9usize, 20usize, 24usize), (33, 50, 769), (5, 7, 128)] {
+        let shape = format!("N={n} V={v} D={d}");
+        let ids: Vec<i64> = (0..n).map(|i| ((i * i + 3) % v) as i64).collect();
+        let (table, dout) = (rand(&mut rng, v * d, -1.0, 1.0), rand(&mut rng, n * d, -1.0, 1.0));
+        emu.put_i64("ids.i64", &ids);
+        emu.put("table", &table);
+        emu.put("dout", &dout);
+        run(&s(&[&"embedding_fwd_f32", &n, &v, &d]));
+        checks.push(Check::new("embedding_fwd_f32", shape.clone(), "f32", compare(&emu.get("out"), &refs::embedding_fwd(&ids, &table, d)), TOL_F32));
+        let want = refs::embedding_bwd(&table, &ids, &dout, d);
+        emu.put("dtable", &table);
+        run(&s(&[&"embedding_bwd_atomic_f32", &n, &v, &d]));
+        checks.push(Check::new("embedding_bwd_atomic_f32", shape.clone(), "f32", compare(&emu.get("dtable"), &want), TOL_F32));
+        let (perm, seg, seg_id) = embedding_segments(&ids, v).unwrap();
+        emu.put_i32("perm.i32", &perm);
+        emu.put_i32("seg.i32", &seg);
+        emu.put_i64("seg_id.i64", &seg_id);
+        emu.put("dtable", &table);
+        run(&s(&[&"embedding_bwd_sorted_f32", &seg_id.len(), &n, &v, &d]));
+        checks.push(Check::new("embedding_bwd_sorted_f32", shape, "f32", compare(&emu.get("dtable"), &want), TOL_F32));
+    }
+
+    // AdamW and GELU over n not a multiple of the grid (grid-stride tails).
+    for n in [1usize, 1001, 4099] {
+        let h = AdamWParams { lr: 3e-4, b1: 0.9, b2: 0.95, eps: 1e-8, wd: 0.1, step: rng.gen_range(1..200) };
+        let (p, g, m) = (rand(&mut rng, n, -1.0, 1.0), rand(&mut rng, n, -1.0, 1.0), rand(&mut rng, n, -0.1, 0.1));
+        let v: Vec<f32> = rand(&mut rng, n, -0.1, 0.1).into_iter().map(|x| x * x).collect();
+        for (name, x) in [("p", &p), ("g", &g), ("m", &m), ("v", &v)] {
+            emu.put(name, x);
+        }
+        let (bc1, bc2) = h.bias_corrections();
+        run(&s(&[&"adamw_f32", &n, &(h.lr as f32), &(h.b1 as f32), &(h.b2 as f32), &(h.eps as f32), &(h.wd as f32), &(bc1 as f32), &(bc2 as f32)]));
+        let want = r::adamw(&p, &g, &m, &v, h);
+        let shape = format!("n={n} step={}", h.step);
+        checks.push(Check::new("adamw_f32 (p)", shape.clone(), "f32", compare(&emu.get("p"), &want.p), TOL_F32));
+        checks.push(Check::new("adamw_f32 (m)", shape.clone(), "f32", compare(&emu.get("m"), &want.m), TOL_F32));
+        checks.push(Check::new("adamw_f32 (v)", shape, "f32", compare(&emu.get("v"), &want.v), TOL_F32));
+
+        let (x, dy) = (rand(&mut rng, n, -6.0, 6.0), rand(&mut rng, n, -1.0, 1.0));
+        emu.put("x", &x);
+        emu.put("dy", &dy);
+        run(&s(&[&"gelu_fwd_f32", &n]));
+        checks.push(Check::new("gelu_fwd_f32", format!("n={n}"), "f32", compare(&emu.get("out"), &r::gelu_fwd(&x)), TOL_F32));
+        run(&s(&[&"gelu_bwd_f32", &n]));
+        checks.push(Check::new("gelu_bwd_f32", format!("n={n}"), "f32", compare(&emu.get("out"), &r::gelu_bwd(&x, &dy)), TOL_F32));
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    report(&checks, seed, 60);
 }
