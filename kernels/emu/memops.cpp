@@ -9,8 +9,13 @@
 //   embedding_bwd_sorted_f32 NSEG N V D         perm.i32 seg.i32 seg_id.i64 dout.f32 dtable.f32 -> dtable.f32
 //   adamw_f32 N lr b1 b2 eps wd bc1 bc2         p g m v (.f32) -> p m v
 //   gelu_fwd_f32 N / gelu_bwd_f32 N             x (dy) -> y / dx
+//   sum_rows R C VW GX SPLITS ROWS_PER          x.f32 -> out.f32 (memops::sum_rows_geometry)
+//   l2norm NBUF BLOCKS                          data.f32 offsets.i64 lens.i64 -> out.f32 [norm, sumsq]
+//   binary_<op> contig N GX TX                  a.f32 b.f32 -> out.f32 (memops::binary_launch)
+//   binary_<op> bcast NA NB OUTER D1 D2 D3 SA0..3 SB0..3 GX GY TX TY
 // Launch shapes as the launchers in memops.rs and device.rs; outputs poisoned with NaN.
 #include "emu.h"
+#include <map>
 
 namespace ce {
 #include "cross_entropy.cu"
@@ -23,6 +28,12 @@ namespace opt {
 }
 namespace act {
 #include "elementwise.cu"
+}
+namespace red {
+#include "reduce.cu"
+}
+namespace bin {
+#include "binary.cu"
 }
 
 int main(int argc, char** argv) {
@@ -118,6 +129,56 @@ int main(int argc, char** argv) {
             emu_launch(flat, threads, [&] { act::gelu_bwd_f32(x.data(), dy.data(), out.data(), n); });
         }
         emu_store("out.f32", out);
+    } else if (k == "sum_rows") {
+        const int r = (int)arg(0), c = (int)arg(1), vw = (int)arg(2), gx = (int)arg(3), splits = (int)arg(4), rows_per = (int)arg(5);
+        auto x = emu_load<float>("x.f32", (size_t)r * c);
+        std::vector<float> out(c, nan), scratch((size_t)splits * c, nan);
+        float* dst = splits > 1 ? scratch.data() : out.data();
+        auto f = vw == 4 ? red::sum_rows_vec4_f32 : red::sum_rows_f32;
+        emu_launch({(unsigned)gx, (unsigned)splits}, {32, 8}, [&] { f(x.data(), dst, r, c, rows_per); });
+        if (splits > 1) emu_launch({(unsigned)((c + 255) / 256)}, {256}, [&] { red::sum_rows_finish_f32(scratch.data(), out.data(), splits, c); });
+        emu_store("out.f32", out);
+    } else if (k == "l2norm") {
+        const int nbuf = (int)arg(0), blocks = (int)arg(1);
+        auto offsets = emu_load<long long>("offsets.i64", nbuf), lens = emu_load<long long>("lens.i64", nbuf);
+        long long total = 0;
+        for (int i = 0; i < nbuf; ++i) total = std::max(total, offsets[i] + lens[i]);
+        auto data = emu_load<float>("data.f32", total);
+        std::vector<unsigned long long> ptrs(nbuf);
+        for (int i = 0; i < nbuf; ++i) ptrs[i] = (unsigned long long)(data.data() + offsets[i]);
+        std::vector<float> partials(blocks, nan), out(2, nan);
+        emu_launch({(unsigned)blocks}, {256}, [&] { red::l2norm_partial_f32(ptrs.data(), lens.data(), nbuf, partials.data()); });
+        emu_launch({1}, {1024}, [&] { red::l2norm_finish_f32(partials.data(), blocks, out.data()); });
+        emu_store("out.f32", out);
+    } else if (k.rfind("binary_", 0) == 0) {
+        using Contig = void (*)(const float*, const float*, float*, long long);
+        using Bcast = void (*)(const float*, const float*, float*, long long, long long, long long, long long, long long, long long, long long,
+                               long long, long long, long long, long long, long long);
+        const std::string op = k.substr(7);
+        const std::map<std::string, std::pair<Contig, Bcast>> ops = {
+            {"add", {bin::binary_add_f32_contig, bin::binary_add_f32}}, {"sub", {bin::binary_sub_f32_contig, bin::binary_sub_f32}},
+            {"mul", {bin::binary_mul_f32_contig, bin::binary_mul_f32}}, {"div", {bin::binary_div_f32_contig, bin::binary_div_f32}},
+            {"min", {bin::binary_min_f32_contig, bin::binary_min_f32}}, {"max", {bin::binary_max_f32_contig, bin::binary_max_f32}}};
+        const auto& fs = ops.at(op);
+        if (std::string(argv[3]) == "contig") {
+            const long long n = atoll(argv[4]);
+            const unsigned gx = (unsigned)atoll(argv[5]), tx = (unsigned)atoll(argv[6]);
+            auto a = emu_load<float>("a.f32", n), b = emu_load<float>("b.f32", n);
+            std::vector<float> out(n, nan);
+            emu_launch({gx}, {tx}, [&] { fs.first(a.data(), b.data(), out.data(), n); });
+            emu_store("out.f32", out);
+        } else {
+            if (argc < 4 + 18) { fprintf(stderr, "memops_emu: binary bcast takes 18 numbers\n"); return 2; }
+            long long v[18];
+            for (int i = 0; i < 18; ++i) v[i] = atoll(argv[4 + i]);
+            const long long na = v[0], nb = v[1], outer = v[2], d1 = v[3], d2 = v[4], d3 = v[5], *sa = &v[6], *sb = &v[10];
+            auto a = emu_load<float>("a.f32", na), b = emu_load<float>("b.f32", nb);
+            std::vector<float> out(outer * d3, nan);
+            emu_launch({(unsigned)v[14], (unsigned)v[15]}, {(unsigned)v[16], (unsigned)v[17]}, [&] {
+                fs.second(a.data(), b.data(), out.data(), outer, d1, d2, d3, sa[0], sa[1], sa[2], sa[3], sb[0], sb[1], sb[2], sb[3]);
+            });
+            emu_store("out.f32", out);
+        }
     } else {
         fprintf(stderr, "memops_emu: unknown kernel %s\n", k.c_str());
         return 2;

@@ -146,6 +146,38 @@ pub fn embedding_segments(ids: &[i64], v: usize) -> Result<Segments, String> {
     Ok((perm, seg, seg_id))
 }
 
+/// sum_rows launch geometry for x [r, c] on `sm_count` SMs: (vector width, column blocks,
+/// splits, rows per split); more than one split sums into [splits, c] partials first.
+pub fn sum_rows_geometry(r: usize, c: usize, sm_count: usize) -> (usize, usize, usize, usize) {
+    let vw = if c.is_multiple_of(4) { 4 } else { 1 };
+    let gx = c.div_ceil(32 * vw).max(1);
+    let target = sm_count.max(1) * 8;
+    let splits = target.div_ceil(gx).min(r.div_ceil(64)).clamp(1, 65535);
+    let rows_per = r.div_ceil(splits).max(1);
+    (vw, gx, r.div_ceil(rows_per).max(1), rows_per)
+}
+
+/// Blocks of l2norm_partial_f32 for `total` elements.
+pub fn l2norm_blocks(total: usize, sm_count: usize) -> usize {
+    total.max(1).div_ceil(2048).clamp(1, sm_count.max(1) * 8)
+}
+
+/// Launch shape of the binary kernels for plan `p`: ((grid x, grid y), (block x, block y));
+/// contiguous operands take the `_contig` kernel's 1-D grid.
+pub fn binary_launch(p: &Bcast, sm_count: usize) -> ((usize, usize), (usize, usize)) {
+    let sms = sm_count.max(1);
+    if p.contiguous {
+        return ((p.n.div_ceil(1024).clamp(1, sms * 8), 1), (256, 1));
+    }
+    let d3 = p.dims[3];
+    let outer = p.n / d3.max(1);
+    let tx = d3.next_power_of_two().clamp(32, 256);
+    let ty = 256 / tx;
+    let gx = d3.div_ceil(tx).clamp(1, 1024);
+    let gy = outer.div_ceil(ty).clamp(1, 65535).min((sms * 64 / gx).max(1));
+    ((gx, gy), (tx, ty))
+}
+
 /// f64 CPU references for the self-test. TEMPORARY: plain loops, to be replaced by the
 /// engine's CPU backend once it is wired in. Scales as in [`crate::reference`].
 pub mod refs {
@@ -547,14 +579,8 @@ mod imp {
             Ok(())
         }
 
-        /// (vector width, column blocks, splits, rows per split) for sum_rows.
         fn sum_rows_geometry(&self, r: usize, c: usize) -> (usize, usize, usize, usize) {
-            let vw = if c.is_multiple_of(4) { 4 } else { 1 };
-            let gx = c.div_ceil(32 * vw).max(1);
-            let target = (self.info.sm_count.max(1) as usize) * 8;
-            let splits = target.div_ceil(gx).min(r.div_ceil(64)).clamp(1, 65535);
-            let rows_per = r.div_ceil(splits).max(1);
-            (vw, gx, r.div_ceil(rows_per).max(1), rows_per)
+            sum_rows_geometry(r, c, self.info.sm_count.max(1) as usize)
         }
 
         /// Scratch elements [`Self::sum_rows`] needs for an [r, c] input (0 = none).
@@ -610,7 +636,7 @@ mod imp {
         pub fn l2norm_plan<S: DevicePtr<f32>>(&self, bufs: &[&S]) -> Result<L2NormPlan> {
             let (host_ptrs, host_lens) = self.l2_ptrs(bufs);
             let total: i64 = host_lens.iter().sum();
-            let blocks = ((total.max(1) as usize).div_ceil(2048)).clamp(1, (self.info.sm_count.max(1) as usize) * 8);
+            let blocks = l2norm_blocks(total.max(0) as usize, self.info.sm_count.max(1) as usize);
             let e = |e| Error::cuda("l2norm: uploading the plan", e);
             let (p, l) = if host_ptrs.is_empty() { (vec![0u64], vec![0i64]) } else { (host_ptrs.clone(), host_lens.clone()) };
             Ok(L2NormPlan {
@@ -667,22 +693,16 @@ mod imp {
             if p.n == 0 {
                 return Ok(());
             }
-            let sms = self.info.sm_count.max(1) as usize;
+            let ((gx, gy), (tx, ty)) = binary_launch(p, self.info.sm_count.max(1) as usize);
             if p.contiguous {
                 let name = format!("{base}_contig");
-                let blocks = p.n.div_ceil(1024).clamp(1, sms * 8);
                 let n = p.n as i64;
                 let mut lb = self.stream.launch_builder(self.f(&name)?);
                 lb.arg(a).arg(b).arg(out).arg(&n);
-                unsafe { lb.launch(lc((blocks as u32, 1, 1), (256, 1, 1))) }.map_err(|e| Error::cuda(format!("launch {name} n={}", p.n), e))?;
+                unsafe { lb.launch(lc((gx as u32, 1, 1), (tx as u32, 1, 1))) }.map_err(|e| Error::cuda(format!("launch {name} n={}", p.n), e))?;
                 return Ok(());
             }
-            let d3 = p.dims[3];
-            let outer = p.n / d3;
-            let tx = d3.next_power_of_two().clamp(32, 256);
-            let ty = 256 / tx;
-            let gx = d3.div_ceil(tx).clamp(1, 1024);
-            let gy = outer.div_ceil(ty).clamp(1, 65535).min((sms * 64 / gx).max(1));
+            let (d3, outer) = (p.dims[3], p.n / p.dims[3]);
             let i = |v: usize| v as i64;
             let (outer_i, d1, d2, d3i) = (i(outer), i(p.dims[1]), i(p.dims[2]), i(d3));
             let sa: Vec<i64> = p.sa.iter().map(|&s| i(s)).collect();

@@ -6,8 +6,8 @@
 //! cu/pointwise.cu (the engine's remaining ops), the f32 attention kernels (v1 forward and backward, decode; head dims
 //! 32/64/128, left padding), the f32 matmuls (v1; v2 batched, operands stored as read or
 //! transposed), cross-entropy (warp and block, f32 and bf16), embedding (forward, both
-//! backwards), AdamW and GELU. Not emulated: the tensor-core kernels (inline PTX), the
-//! reductions and the broadcast binary ops (passed on an H100 on 2026-11-28, unchanged since). Skipped, with a message, where no C++20 compiler with AddressSanitizer is found
+//! backwards), AdamW, GELU, the row sums, the global L2 norm and the broadcast binary ops:
+//! every kernel but the tensor-core ones (inline PTX). Skipped, with a message, where no C++20 compiler with AddressSanitizer is found
 //! ($CXX, c++, g++).
 
 use kernels::reference::{self as r, compare};
@@ -616,7 +616,7 @@ fn memory_bound_kernels_match_the_references_on_the_cpu_emulation() {
     use kernels::memops::{embedding_segments, refs};
     use kernels::reference::AdamWParams;
     let Some(cxx) = compiler() else { return };
-    let (emu, dir) = setup(&cxx, "memops", &["cross_entropy.cu", "embedding.cu", "adamw.cu", "elementwise.cu"]);
+    let (emu, dir) = setup(&cxx, "memops", &["cross_entropy.cu", "embedding.cu", "adamw.cu", "elementwise.cu", "reduce.cu", "binary.cu"]);
     let seed = seed();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut checks: Vec<Check> = Vec::new();
@@ -716,6 +716,57 @@ fn memory_bound_kernels_match_the_references_on_the_cpu_emulation() {
         run(&s(&[&"gelu_bwd_f32", &n]));
         checks.push(Check::new("gelu_bwd_f32", format!("n={n}"), "f32", compare(&emu.get("out"), &r::gelu_bwd(&x, &dy)), TOL_F32));
     }
+    // Sums over rows (one split and several, vector and scalar widths), at an H100's geometry.
+    const SMS: usize = 132;
+    for (rows, c) in [(3usize, 5usize), (700, 96), (2000, 33), (64, 1)] {
+        let x = rand(&mut rng, rows * c, -1.0, 1.0);
+        emu.put("x", &x);
+        let (vw, gx, splits, rows_per) = kernels::memops::sum_rows_geometry(rows, c, SMS);
+        run(&s(&[&"sum_rows", &rows, &c, &vw, &gx, &splits, &rows_per]));
+        checks.push(Check::new(if vw == 4 { "sum_rows_vec4_f32" } else { "sum_rows_f32" }, format!("{rows}x{c}, {splits} split(s)"), "f32", compare(&emu.get("out"), &refs::sum_rows(&x, rows, c)), TOL_F32));
+    }
+
+    // The global L2 norm over buffers at odd offsets of one allocation (any alignment).
+    let data = rand(&mut rng, 50_000, -1.0, 1.0);
+    let (offsets, lens) = (vec![1i64, 7000, 30_001, 49_990], vec![5000i64, 20_000, 3, 10]);
+    emu.put("data", &data);
+    emu.put_i64("offsets.i64", &offsets);
+    emu.put_i64("lens.i64", &lens);
+    let total: i64 = lens.iter().sum();
+    run(&s(&[&"l2norm", &offsets.len(), &kernels::memops::l2norm_blocks(total as usize, SMS)]));
+    let bufs: Vec<&[f32]> = offsets.iter().zip(&lens).map(|(&o, &l)| &data[o as usize..(o + l) as usize]).collect();
+    checks.push(Check::new("l2norm_partial_f32 + finish", format!("{} buffers, {total} elements", bufs.len()), "f32", compare(&emu.get("out"), &refs::l2norm(&bufs)), TOL_F32));
+
+    // Broadcast binary ops: contiguous, a bias row, a column, a transposed view.
+    // (what, shape, strides of a, strides of b)
+    let cases: [(&str, &[usize], &[usize], &[usize]); 4] = [
+        ("contiguous", &[37, 41], &[41, 1], &[41, 1]),
+        ("bias row [R,C]+[1,C]", &[70, 33], &[33, 1], &[0, 1]),
+        ("column [R,C]*[R,1]", &[9, 300], &[300, 1], &[1, 0]),
+        ("transposed a, 3-d", &[4, 6, 5], &[1, 4, 24], &[30, 5, 1]),
+    ];
+    for (desc, shape, sa, sb) in cases {
+        let p = kernels::memops::plan_broadcast(shape, sa, sb).unwrap();
+        let (a, mut b) = (rand(&mut rng, p.a_extent, -2.0, 2.0), rand(&mut rng, p.b_extent, -2.0, 2.0));
+        b.iter_mut().for_each(|v| *v += 3.0f32.copysign(*v)); // |b| >= 3: no division blow-up
+        emu.put("a", &a);
+        emu.put("b", &b);
+        let ((gx, gy), (tx, ty)) = kernels::memops::binary_launch(&p, SMS);
+        for op in kernels::memops::BinaryOp::ALL {
+            let k = format!("binary_{}", op.name());
+            let args: Vec<String> = if p.contiguous {
+                s(&[&k, &"contig", &p.n, &gx, &tx])
+            } else {
+                let mut v = s(&[&k, &"bcast", &p.a_extent, &p.b_extent, &(p.n / p.dims[3]), &p.dims[1], &p.dims[2], &p.dims[3]]);
+                v.extend(p.sa.iter().chain(&p.sb).map(|x| x.to_string()));
+                v.extend([gx, gy, tx, ty].map(|x| x.to_string()));
+                v
+            };
+            run(&args);
+            let name = format!("binary_{}_f32{}", op.name(), if p.contiguous { "_contig" } else { "" });
+            checks.push(Check::new(&name, format!("{desc} {shape:?}"), "f32", compare(&emu.get("out"), &refs::binary(op, &a, &b, &p)), TOL_F32));
+        }
+    }
     std::fs::remove_dir_all(&dir).ok();
-    report(&checks, seed, 60);
+    report(&checks, seed, 90);
 }
