@@ -738,8 +738,9 @@ fn memory_bound_kernels_match_the_references_on_the_cpu_emulation() {
     checks.push(Check::new("l2norm_partial_f32 + finish", format!("{} buffers, {total} elements", bufs.len()), "f32", compare(&emu.get("out"), &refs::l2norm(&bufs)), TOL_F32));
 
     // Broadcast binary ops: contiguous, a bias row, a column, a transposed view.
-    // (what, shape, strides of a, strides of b)
-    let cases: [(&str, &[usize], &[usize], &[usize]); 4] = [
+    /// (what, shape, strides of a, strides of b)
+    type Case = (&'static str, &'static [usize], &'static [usize], &'static [usize]);
+    let cases: [Case; 4] = [
         ("contiguous", &[37, 41], &[41, 1], &[41, 1]),
         ("bias row [R,C]+[1,C]", &[70, 33], &[33, 1], &[0, 1]),
         ("column [R,C]*[R,1]", &[9, 300], &[300, 1], &[1, 0]),
