@@ -8,7 +8,7 @@
 //   embedding_bwd_atomic_f32 N V D              ids.i64 dout.f32 dtable.f32 (added into) -> dtable.f32
 //   embedding_bwd_sorted_f32 NSEG N V D         perm.i32 seg.i32 seg_id.i64 dout.f32 dtable.f32 -> dtable.f32
 //   adamw_f32 N lr b1 b2 eps wd bc1 bc2         p g m v (.f32) -> p m v
-//   gelu_fwd_f32 N / gelu_bwd_f32 N             x (dy) -> y / dx
+//   gelu_{fwd,bwd}_{f32,bf16} N                 x (dy) .{f32,u16} -> out
 //   sum_rows R C VW GX SPLITS ROWS_PER          x.f32 -> out.f32 (memops::sum_rows_geometry)
 //   l2norm NBUF BLOCKS                          data.f32 offsets.i64 lens.i64 -> out.f32 [norm, sumsq]
 //   binary_<op> contig N GX TX                  a.f32 b.f32 -> out.f32 (memops::binary_launch)
@@ -118,6 +118,17 @@ int main(int argc, char** argv) {
         auto p = emu_load<float>("p.f32", n), g = emu_load<float>("g.f32", n), m = emu_load<float>("m.f32", n), v = emu_load<float>("v.f32", n);
         emu_launch(flat, threads, [&] { opt::adamw_f32(p.data(), g.data(), m.data(), v.data(), n, h[0], h[1], h[2], h[3], h[4], h[5], h[6]); });
         emu_store("p.f32", p), emu_store("m.f32", m), emu_store("v.f32", v);
+    } else if (k == "gelu_fwd_bf16" || k == "gelu_bwd_bf16") {
+        const long long n = arg(0);
+        auto x = emu_load<unsigned short>("x.u16", n);
+        std::vector<unsigned short> out(n, bf_nan);
+        if (k == "gelu_fwd_bf16") {
+            emu_launch(flat, threads, [&] { act::gelu_fwd_bf16(x.data(), out.data(), n); });
+        } else {
+            auto dy = emu_load<unsigned short>("dy.u16", n);
+            emu_launch(flat, threads, [&] { act::gelu_bwd_bf16(x.data(), dy.data(), out.data(), n); });
+        }
+        emu_store("out.u16", out);
     } else if (k == "gelu_fwd_f32" || k == "gelu_bwd_f32") {
         const long long n = arg(0);
         auto x = emu_load<float>("x.f32", n);

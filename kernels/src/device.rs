@@ -62,7 +62,7 @@ pub(crate) fn row_cfg(rows: usize) -> LaunchConfig {
     cfg((rows.div_ceil(4).max(1) as u32, 1, 1), (128, 1, 1))
 }
 
-/// Element types the row kernels store: f32, or bf16 as its bit patterns (u16).
+/// Element types the row and elementwise kernels store: f32, or bf16 as its bit patterns (u16).
 pub trait RowElem: cudarc::driver::DeviceRepr {
     const NAME: &'static str;
 }
@@ -189,24 +189,26 @@ impl Gpu {
         self.stream.synchronize().map_err(|e| Error::cuda(format!("synchronize after {what}"), e))
     }
 
-    pub fn gelu_fwd(&self, x: &CudaSlice<f32>, y: &mut CudaSlice<f32>) -> Result<()> {
+    /// y = gelu(x) over f32 or bf16 (u16 bits) elements, f32 math.
+    pub fn gelu_fwd<T: RowElem>(&self, x: &CudaSlice<T>, y: &mut CudaSlice<T>) -> Result<()> {
         let n = x.len();
         check_len("gelu_fwd y", y.len(), n)?;
-        let n64 = n as i64;
-        let mut b = self.stream.launch_builder(self.f("gelu_fwd_f32")?);
+        let (n64, name) = (n as i64, format!("gelu_fwd_{}", T::NAME));
+        let mut b = self.stream.launch_builder(self.f(&name)?);
         b.arg(x).arg(y).arg(&n64);
-        unsafe { b.launch(elementwise_cfg(n, self.info.sm_count)) }.map_err(|e| Error::cuda(format!("launch gelu_fwd_f32 n={n}"), e))?;
+        unsafe { b.launch(elementwise_cfg(n, self.info.sm_count)) }.map_err(|e| Error::cuda(format!("launch {name} n={n}"), e))?;
         Ok(())
     }
 
-    pub fn gelu_bwd(&self, x: &CudaSlice<f32>, dy: &CudaSlice<f32>, dx: &mut CudaSlice<f32>) -> Result<()> {
+    /// dx = dy · gelu'(x) (overwritten), f32 or bf16 elements.
+    pub fn gelu_bwd<T: RowElem>(&self, x: &CudaSlice<T>, dy: &CudaSlice<T>, dx: &mut CudaSlice<T>) -> Result<()> {
         let n = x.len();
         check_len("gelu_bwd dy", dy.len(), n)?;
         check_len("gelu_bwd dx", dx.len(), n)?;
-        let n64 = n as i64;
-        let mut b = self.stream.launch_builder(self.f("gelu_bwd_f32")?);
+        let (n64, name) = (n as i64, format!("gelu_bwd_{}", T::NAME));
+        let mut b = self.stream.launch_builder(self.f(&name)?);
         b.arg(x).arg(dy).arg(dx).arg(&n64);
-        unsafe { b.launch(elementwise_cfg(n, self.info.sm_count)) }.map_err(|e| Error::cuda(format!("launch gelu_bwd_f32 n={n}"), e))?;
+        unsafe { b.launch(elementwise_cfg(n, self.info.sm_count)) }.map_err(|e| Error::cuda(format!("launch {name} n={n}"), e))?;
         Ok(())
     }
 

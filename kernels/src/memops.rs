@@ -1162,6 +1162,19 @@ mod imp {
                         gpu.gelu_bwd(x, dy, dx)
                     }));
                 }
+                // bf16 storage: half the bytes.
+                let x16 = to_bf16_bits(&x);
+                let mut s16: Vec<(CudaSlice<u16>, CudaSlice<u16>, CudaSlice<u16>)> = (0..n).map(|_| Ok((up16(&x16)?, up16(&x16)?, up16(&x16)?))).collect::<Result<_>>()?;
+                row("gelu_fwd_bf16", 2.0 * 2.0 * len as f64, n, time_per_launch(gpu, n, |i| {
+                    let (x, y, _) = &mut s16[i];
+                    gpu.gelu_fwd(x, y)
+                }));
+                if backward {
+                    row("gelu_bwd_bf16", 3.0 * 2.0 * len as f64, n, time_per_launch(gpu, n, |i| {
+                        let (x, dy, dx) = &mut s16[i];
+                        gpu.gelu_bwd(x, dy, dx)
+                    }));
+                }
             }
             "cross-entropy" => {
                 dims(shape, 2, "NxV", op)?;

@@ -17,7 +17,7 @@ pub const MODULES: &[Module] = &[
         name: "elementwise",
         file: "cu/elementwise.cu",
         source: include_str!("cu/elementwise.cu"),
-        entries: &["gelu_fwd_f32", "gelu_bwd_f32"],
+        entries: &["gelu_fwd_f32", "gelu_bwd_f32", "gelu_fwd_bf16", "gelu_bwd_bf16"],
         needs_headers: false,
     },
     Module {

@@ -123,6 +123,19 @@ mod imp {
                 gpu.sync("gelu_bwd_f32")?;
                 Ok(vec![Check::new("gelu_bwd_f32", format!("n={n}"), "f32", compare(&c.down(&gdx)?, &r::gelu_bwd(&x, &dy)), TOL_F32)])
             });
+            // bf16 storage: the reference sees the same rounded inputs.
+            case(&mut out, "gelu_bf16", format!("n={n}"), "bf16", || {
+                let (x16, dy16) = (to_bf16(&c.rand(n, -6.0, 6.0)), to_bf16(&c.rand(n, -1.0, 1.0)));
+                let (x, dy) = (from_bf16(&x16), from_bf16(&dy16));
+                let (gx, gdy, mut gy, mut gdx) = (c.up(&x16)?, c.up(&dy16)?, c.poisoned_bf16(n)?, c.poisoned_bf16(n)?);
+                gpu.gelu_fwd(&gx, &mut gy)?;
+                gpu.gelu_bwd(&gx, &gdy, &mut gdx)?;
+                gpu.sync("gelu_fwd_bf16, gelu_bwd_bf16")?;
+                Ok(vec![
+                    Check::new("gelu_fwd_bf16", format!("n={n}"), "bf16", compare(&c.down_bf16(&gy)?, &r::gelu_fwd(&x)), TOL_BF16),
+                    Check::new("gelu_bwd_bf16", format!("n={n}"), "bf16", compare(&c.down_bf16(&gdx)?, &r::gelu_bwd(&x, &dy)), TOL_BF16),
+                ])
+            });
         }
 
         // Row kernels: v1 at every shape, v2 (rows in registers) where the row fits its builds.

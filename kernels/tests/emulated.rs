@@ -6,7 +6,7 @@
 //! cu/pointwise.cu (the engine's remaining ops), the f32 attention kernels (v1 forward and backward, decode; head dims
 //! 32/64/128, left padding), the f32 matmuls (v1; v2 batched, operands stored as read or
 //! transposed), cross-entropy (warp and block, f32 and bf16), embedding (forward, both
-//! backwards), AdamW, GELU, the row sums, the global L2 norm and the broadcast binary ops:
+//! backwards), AdamW, GELU (f32 and bf16), the row sums, the global L2 norm and the broadcast binary ops:
 //! every kernel but the tensor-core ones (inline PTX). Skipped, with a message, where no C++20 compiler with AddressSanitizer is found
 //! ($CXX, c++, g++).
 
@@ -715,6 +715,13 @@ fn memory_bound_kernels_match_the_references_on_the_cpu_emulation() {
         checks.push(Check::new("gelu_fwd_f32", format!("n={n}"), "f32", compare(&emu.get("out"), &r::gelu_fwd(&x)), TOL_F32));
         run(&s(&[&"gelu_bwd_f32", &n]));
         checks.push(Check::new("gelu_bwd_f32", format!("n={n}"), "f32", compare(&emu.get("out"), &r::gelu_bwd(&x, &dy)), TOL_F32));
+        let (x16, dy16) = (to16(&x), to16(&dy));
+        emu.put_u16("x", &x16);
+        emu.put_u16("dy", &dy16);
+        run(&s(&[&"gelu_fwd_bf16", &n]));
+        checks.push(Check::new("gelu_fwd_bf16", format!("n={n}"), "bf16", compare(&from16(&emu.get_u16("out.u16")), &r::gelu_fwd(&from16(&x16))), TOL_BF16));
+        run(&s(&[&"gelu_bwd_bf16", &n]));
+        checks.push(Check::new("gelu_bwd_bf16", format!("n={n}"), "bf16", compare(&from16(&emu.get_u16("out.u16")), &r::gelu_bwd(&from16(&x16), &from16(&dy16))), TOL_BF16));
     }
     // Sums over rows (one split and several, vector and scalar widths), at an H100's geometry.
     const SMS: usize = 132;

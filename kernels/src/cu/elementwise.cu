@@ -1,26 +1,46 @@
-// Elementwise activations, f32. Grid-stride loops so any launch size is correct.
+// Elementwise activations, f32 math over f32 or bf16 storage (bf16 as raw bits, rounded to
+// nearest even on store). Grid-stride loops so any launch size is correct.
 
 // GPT-2 "gelu_new": 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
 #define GELU_K 0.7978845608028654f
 #define GELU_C 0.044715f
 
-extern "C" __global__ void gelu_fwd_f32(const float* __restrict__ x, float* __restrict__ y, long long n) {
+typedef unsigned short bf16_t;
+__device__ __forceinline__ float ld(const float* p, long long i) { return p[i]; }
+__device__ __forceinline__ float ld(const bf16_t* p, long long i) { return __uint_as_float(((unsigned)p[i]) << 16); }
+__device__ __forceinline__ void st(float* p, long long i, float v) { p[i] = v; }
+__device__ __forceinline__ void st(bf16_t* p, long long i, float v) {
+    const unsigned u = __float_as_uint(v);
+    p[i] = (u & 0x7fffffffu) > 0x7f800000u ? (bf16_t)0x7fc0 : (bf16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+template <typename T>
+__device__ __forceinline__ void gelu_fwd(const T* __restrict__ x, T* __restrict__ y, long long n) {
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (long long)gridDim.x * blockDim.x) {
-        float v = x[i];
+        float v = ld(x, i);
         float t = tanhf(GELU_K * (v + GELU_C * v * v * v));
-        y[i] = 0.5f * v * (1.0f + t);
+        st(y, i, 0.5f * v * (1.0f + t));
     }
 }
 
 // dx = dy * d/dx gelu(x); overwrites dx (callers accumulate elsewhere if needed).
-extern "C" __global__ void gelu_bwd_f32(const float* __restrict__ x, const float* __restrict__ dy,
-                                        float* __restrict__ dx, long long n) {
+template <typename T>
+__device__ __forceinline__ void gelu_bwd(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ dx, long long n) {
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (long long)gridDim.x * blockDim.x) {
-        float v = x[i];
+        float v = ld(x, i);
         float t = tanhf(GELU_K * (v + GELU_C * v * v * v));
         float dt = GELU_K * (1.0f + 3.0f * GELU_C * v * v);
-        dx[i] = dy[i] * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * dt);
+        st(dx, i, ld(dy, i) * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * dt));
     }
+}
+
+extern "C" __global__ void gelu_fwd_f32(const float* __restrict__ x, float* __restrict__ y, long long n) { gelu_fwd(x, y, n); }
+extern "C" __global__ void gelu_bwd_f32(const float* __restrict__ x, const float* __restrict__ dy, float* __restrict__ dx, long long n) {
+    gelu_bwd(x, dy, dx, n);
+}
+extern "C" __global__ void gelu_fwd_bf16(const bf16_t* __restrict__ x, bf16_t* __restrict__ y, long long n) { gelu_fwd(x, y, n); }
+extern "C" __global__ void gelu_bwd_bf16(const bf16_t* __restrict__ x, const bf16_t* __restrict__ dy, bf16_t* __restrict__ dx, long long n) {
+    gelu_bwd(x, dy, dx, n);
 }
