@@ -96,6 +96,33 @@ impl Layout {
         None
     }
 
+    /// How a GEMM can read this view's matrices [.., rows, cols] where they lie: `Some(false)`
+    /// row-major, `Some(true)` each stored transposed ([cols, rows]); in both cases from offset 0
+    /// and back to back in batch order, so that a buffer of exactly `numel` elements holds them.
+    /// None for anything else (narrowed, broadcast, permuted batch dims).
+    pub fn gemm_matrices(&self) -> Option<bool> {
+        let r = self.rank();
+        if r < 2 || self.offset != 0 {
+            return None;
+        }
+        let (rows, cols, sr, sc) = (self.shape[r - 2], self.shape[r - 1], self.strides[r - 2], self.strides[r - 1]);
+        let transposed = if (sc == 1 || cols == 1) && (sr == cols || rows == 1) {
+            false
+        } else if (sr == 1 || rows == 1) && (sc == rows || cols == 1) {
+            true
+        } else {
+            return None;
+        };
+        let mut expected = rows * cols;
+        for d in (0..r - 2).rev() {
+            if self.shape[d] != 1 && self.strides[d] != expected {
+                return None;
+            }
+            expected *= self.shape[d];
+        }
+        Some(transposed)
+    }
+
     pub fn permuted(&self, perm: &[usize]) -> Result<Layout> {
         let mut seen = vec![false; self.rank()];
         if perm.len() != self.rank() || perm.iter().any(|&p| p >= self.rank() || std::mem::replace(&mut seen[p], true)) {
@@ -190,6 +217,26 @@ impl Iterator for StridedOffsets<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gemm_matrices_reads_row_major_and_transposed_views_in_place() {
+        let l = Layout::contiguous(&[3, 4, 5]);
+        assert_eq!(l.gemm_matrices(), Some(false));
+        // The transpose of each matrix (a weight's .t(), K's .t() in Q·Kᵀ).
+        assert_eq!(l.permuted(&[0, 2, 1]).unwrap().gemm_matrices(), Some(true));
+        assert_eq!(Layout::contiguous(&[4, 5]).permuted(&[1, 0]).unwrap().gemm_matrices(), Some(true));
+        // Size-1 dims do not matter; a [1, n] row is both.
+        assert_eq!(Layout::contiguous(&[1, 4, 1, 5]).gemm_matrices(), Some(false));
+        assert_eq!(Layout::contiguous(&[1, 5]).gemm_matrices(), Some(false));
+        // Narrowed (offset or gaps), broadcast and batch-permuted views are not.
+        assert_eq!(l.narrowed(2, 1, 3).unwrap().gemm_matrices(), None);
+        assert_eq!(l.narrowed(0, 1, 2).unwrap().gemm_matrices(), None);
+        assert_eq!(Layout::contiguous(&[4, 5]).broadcast_to(&[3, 4, 5]).unwrap().gemm_matrices(), None);
+        assert_eq!(l.permuted(&[1, 0, 2]).unwrap().gemm_matrices(), None);
+        assert_eq!(Layout::contiguous(&[2, 3, 4, 5]).permuted(&[1, 0, 3, 2]).unwrap().gemm_matrices(), None);
+        // Transposed per matrix with the batch dims in order: [2, 3, 5, 4] from [2, 3, 4, 5].
+        assert_eq!(Layout::contiguous(&[2, 3, 4, 5]).permuted(&[0, 1, 3, 2]).unwrap().gemm_matrices(), Some(true));
+    }
 
     #[test]
     fn runs_match_offsets() {

@@ -327,24 +327,9 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, out_shape: &
 /// [cols, rows] (true), and the matrices lie back to back in batch order.
 fn gemm_in_place(t: &Tensor) -> Option<(DevF32<'_>, bool)> {
     let l = t.layout();
-    let r = l.rank();
-    if r < 2 || l.offset != 0 || t.dtype() != DType::F32 {
+    let transposed = l.gemm_matrices()?;
+    if t.dtype() != DType::F32 {
         return None;
-    }
-    let (rows, cols, sr, sc) = (l.shape[r - 2], l.shape[r - 1], l.strides[r - 2], l.strides[r - 1]);
-    let transposed = if (sc == 1 || cols == 1) && (sr == cols || rows == 1) {
-        false
-    } else if (sr == 1 || rows == 1) && (sc == rows || cols == 1) {
-        true
-    } else {
-        return None;
-    };
-    let mut expected = rows * cols;
-    for d in (0..r - 2).rev() {
-        if l.shape[d] != 1 && l.strides[d] != expected {
-            return None;
-        }
-        expected *= l.shape[d];
     }
     let guard = t.read();
     match &*guard {
