@@ -1,7 +1,7 @@
 //! Matmul timing with CUDA events (warm-up, median of many), our ladder against
 //! cuBLAS in the same process. Inputs are random, never zeros.
 
-use crate::device::{Gpu, MatmulF32};
+use crate::device::{Gpu, MatmulF32, Stored};
 use crate::{Error, Result};
 use cudarc::cublas::{result as cublas_result, sys as cublas_sys, CudaBlas, Gemm, GemmConfig};
 use cudarc::driver::{sys, CudaSlice, DevicePtr, DevicePtrMut};
@@ -123,6 +123,10 @@ pub fn matmul_bench(gpu: &Gpu, shapes: &[(usize, usize, usize)]) -> Result<Vec<T
         }
         row("matmul_v1_f32", time_ms(gpu, || gpu.matmul_f32(MatmulF32::V1Tiled, &ga, &gb, None, &mut c32, m, n, k)));
         row("matmul_v2_f32", time_ms(gpu, || gpu.matmul_f32(MatmulF32::V2Register, &ga, &gb, None, &mut c32, m, n, k)));
+        // v2 reading a transposed operand in place (backward's dY·Wᵀ and Xᵀ·dY); same FLOPs.
+        for stored in [Stored::NT, Stored::TN] {
+            row(stored.entry(), time_ms(gpu, || gpu.matmul_f32_batched_stored(stored, &ga, &gb, true, None, &mut c32, 1, m, n, k)));
+        }
         row("matmul_v3_bf16_f32out", time_ms(gpu, || gpu.matmul_bf16_f32out(&ga16, &gb16, None, &mut c32, m, n, k)));
         row("matmul_v3_bf16_bf16out", time_ms(gpu, || gpu.matmul_bf16_bf16out(&ga16, &gb16, None, &mut c16, m, n, k)));
         for (name, r) in crate::matmul_tc::timings(gpu, &ga16, &gb16, &mut c32, &mut c16, s) {
