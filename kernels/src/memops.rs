@@ -1038,6 +1038,26 @@ mod imp {
         v
     }
 
+    /// GELU forward (and backward) over `n` rotating sets of `x`'s element type.
+    fn gelu_rows<T: crate::device::RowElem + cudarc::driver::ValidAsZeroBits>(
+        gpu: &Gpu, x: &[T], n: usize, backward: bool, row: &mut impl FnMut(&str, f64, usize, Result<f64>),
+    ) -> Result<()> {
+        let up = || gpu.stream.clone_htod(x).map_err(|e| Error::cuda("bench upload", e));
+        let mut s: Vec<(CudaSlice<T>, CudaSlice<T>, CudaSlice<T>)> = (0..n).map(|_| Ok((up()?, up()?, up()?))).collect::<Result<_>>()?;
+        let bytes = std::mem::size_of_val(x) as f64;
+        row(&format!("gelu_fwd_{}", T::NAME), 2.0 * bytes, n, time_per_launch(gpu, n, |i| {
+            let (x, y, _) = &mut s[i];
+            gpu.gelu_fwd(x, y)
+        }));
+        if backward {
+            row(&format!("gelu_bwd_{}", T::NAME), 3.0 * bytes, n, time_per_launch(gpu, n, |i| {
+                let (x, dy, dx) = &mut s[i];
+                gpu.gelu_bwd(x, dy, dx)
+            }));
+        }
+        Ok(())
+    }
+
     fn to_bf16_bits(v: &[f32]) -> Vec<u16> {
         v.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect()
     }
@@ -1151,30 +1171,9 @@ mod imp {
                 let len = shape[0];
                 let n = sets_for(gpu, 3 * 4 * len);
                 let x = rand_vec(&mut rng, len, 4.0);
-                let mut s: Vec<(CudaSlice<f32>, CudaSlice<f32>, CudaSlice<f32>)> = (0..n).map(|_| Ok((up(&x)?, up(&x)?, up(&x)?))).collect::<Result<_>>()?;
-                row("gelu_fwd_f32", 2.0 * 4.0 * len as f64, n, time_per_launch(gpu, n, |i| {
-                    let (x, y, _) = &mut s[i];
-                    gpu.gelu_fwd(x, y)
-                }));
-                if backward {
-                    row("gelu_bwd_f32", 3.0 * 4.0 * len as f64, n, time_per_launch(gpu, n, |i| {
-                        let (x, dy, dx) = &mut s[i];
-                        gpu.gelu_bwd(x, dy, dx)
-                    }));
-                }
-                // bf16 storage: half the bytes.
-                let x16 = to_bf16_bits(&x);
-                let mut s16: Vec<(CudaSlice<u16>, CudaSlice<u16>, CudaSlice<u16>)> = (0..n).map(|_| Ok((up16(&x16)?, up16(&x16)?, up16(&x16)?))).collect::<Result<_>>()?;
-                row("gelu_fwd_bf16", 2.0 * 2.0 * len as f64, n, time_per_launch(gpu, n, |i| {
-                    let (x, y, _) = &mut s16[i];
-                    gpu.gelu_fwd(x, y)
-                }));
-                if backward {
-                    row("gelu_bwd_bf16", 3.0 * 2.0 * len as f64, n, time_per_launch(gpu, n, |i| {
-                        let (x, dy, dx) = &mut s16[i];
-                        gpu.gelu_bwd(x, dy, dx)
-                    }));
-                }
+                // f32, then bf16 storage (half the bytes).
+                gelu_rows(gpu, &x, n, backward, &mut row)?;
+                gelu_rows(gpu, &to_bf16_bits(&x), n, backward, &mut row)?;
             }
             "cross-entropy" => {
                 dims(shape, 2, "NxV", op)?;
