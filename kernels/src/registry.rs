@@ -6,6 +6,7 @@ pub struct Module {
     /// Module name (also the cache-file prefix).
     pub name: &'static str,
     pub file: &'static str,
+    /// What NVRTC compiles: the file, after any shared prelude (cu/*.cuh) it needs.
     pub source: &'static str,
     pub entries: &'static [&'static str],
     /// Needs the toolkit headers (cuda_bf16.h / mma.h) on the include path.
@@ -16,21 +17,21 @@ pub const MODULES: &[Module] = &[
     Module {
         name: "elementwise",
         file: "cu/elementwise.cu",
-        source: include_str!("cu/elementwise.cu"),
+        source: concat!(include_str!("cu/bf16_storage.cuh"), include_str!("cu/elementwise.cu")),
         entries: &["gelu_fwd_f32", "gelu_bwd_f32", "gelu_fwd_bf16", "gelu_bwd_bf16"],
         needs_headers: false,
     },
     Module {
         name: "softmax",
         file: "cu/softmax.cu",
-        source: include_str!("cu/softmax.cu"),
+        source: concat!(include_str!("cu/bf16_storage.cuh"), include_str!("cu/softmax.cu")),
         entries: crate::rows::SOFTMAX_ENTRIES,
         needs_headers: false,
     },
     Module {
         name: "layernorm",
         file: "cu/layernorm.cu",
-        source: include_str!("cu/layernorm.cu"),
+        source: concat!(include_str!("cu/bf16_storage.cuh"), include_str!("cu/layernorm.cu")),
         entries: crate::rows::LAYERNORM_ENTRIES,
         needs_headers: false,
     },

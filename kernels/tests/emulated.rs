@@ -47,7 +47,9 @@ fn compiler() -> Option<String> {
 fn build(cxx: &str, dir: &Path, driver: &str, sources: &[&str]) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"));
     for file in sources {
-        let text = std::fs::read_to_string(src.join("src/cu").join(file)).unwrap();
+        // The text NVRTC compiles (preludes included), not the bare file.
+        let module = kernels::MODULES.iter().find(|m| m.file == format!("cu/{file}")).unwrap_or_else(|| panic!("no module for {file}"));
+        let text = module.source;
         if *file == "attention.cu" {
             let lines: Vec<&str> = text.lines().collect();
             let at = |banner: &str| lines.iter().position(|l| l.starts_with(banner)).unwrap_or_else(|| panic!("attention.cu: no line {banner:?}")) - 1;

@@ -1,18 +1,10 @@
-// Elementwise activations, f32 math over f32 or bf16 storage (bf16 as raw bits, rounded to
-// nearest even on store). Grid-stride loops so any launch size is correct.
+// Elementwise activations, f32 math over f32 or bf16 storage. Grid-stride loops so any launch size is correct.
 
 // GPT-2 "gelu_new": 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
 #define GELU_K 0.7978845608028654f
 #define GELU_C 0.044715f
 
-typedef unsigned short bf16_t;
-__device__ __forceinline__ float ld(const float* p, long long i) { return p[i]; }
-__device__ __forceinline__ float ld(const bf16_t* p, long long i) { return __uint_as_float(((unsigned)p[i]) << 16); }
-__device__ __forceinline__ void st(float* p, long long i, float v) { p[i] = v; }
-__device__ __forceinline__ void st(bf16_t* p, long long i, float v) {
-    const unsigned u = __float_as_uint(v);
-    p[i] = (u & 0x7fffffffu) > 0x7f800000u ? (bf16_t)0x7fc0 : (bf16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
+// ld/st and bf16_t: bf16_storage.cuh, which the registry prepends.
 
 template <typename T>
 __device__ __forceinline__ void gelu_fwd(const T* __restrict__ x, T* __restrict__ y, long long n) {

@@ -91,16 +91,7 @@ extern "C" __global__ void layernorm_bwd_dparams_f32(const float* __restrict__ x
 // A lane owns the columns lane + 32 j (j < N), so rows up to 32 N wide; wider rows use v1.
 // Builds for f32 and bf16 activations (_bf16: x, y, dy, dx bf16; gamma, beta, mean, rstd and
 // the parameter gradients f32, the master weights' precision).
-// Storage types of the v2 kernels: f32, or bf16 as raw bits (no headers needed); the math is
-// f32 either way, bf16 stores round to nearest even.
-typedef unsigned short bf16_t;
-__device__ __forceinline__ float ld(const float* p, long long i) { return p[i]; }
-__device__ __forceinline__ float ld(const bf16_t* p, long long i) { return __uint_as_float(((unsigned)p[i]) << 16); }
-__device__ __forceinline__ void st(float* p, long long i, float v) { p[i] = v; }
-__device__ __forceinline__ void st(bf16_t* p, long long i, float v) {
-    const unsigned u = __float_as_uint(v);
-    p[i] = (u & 0x7fffffffu) > 0x7f800000u ? (bf16_t)0x7fc0 : (bf16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
+// Stored types: ld/st and bf16_t come from bf16_storage.cuh, which the registry prepends.
 
 
 // v1's forward reads each row three times, each loop waiting on its loads; v2 reads it once

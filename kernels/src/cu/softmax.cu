@@ -43,16 +43,7 @@ extern "C" __global__ void softmax_fwd_f32(const float* __restrict__ x, float* _
 // from memory once and every load of a lane is issued before the first reduction needs it
 // (v1's online loop waits on each load in turn). Rows up to 32 N wide; wider rows use v1.
 // Same -inf convention as v1. Builds for f32 and bf16 rows (_bf16: bf16 in and out).
-// Storage types of the v2 kernels: f32, or bf16 as raw bits (no headers needed); the math is
-// f32 either way, bf16 stores round to nearest even.
-typedef unsigned short bf16_t;
-__device__ __forceinline__ float ld(const float* p, long long i) { return p[i]; }
-__device__ __forceinline__ float ld(const bf16_t* p, long long i) { return __uint_as_float(((unsigned)p[i]) << 16); }
-__device__ __forceinline__ void st(float* p, long long i, float v) { p[i] = v; }
-__device__ __forceinline__ void st(bf16_t* p, long long i, float v) {
-    const unsigned u = __float_as_uint(v);
-    p[i] = (u & 0x7fffffffu) > 0x7f800000u ? (bf16_t)0x7fc0 : (bf16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
+// Stored types: ld/st and bf16_t come from bf16_storage.cuh, which the registry prepends.
 
 __device__ __forceinline__ float warp_max(float v) {
     for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, off));
