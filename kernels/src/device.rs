@@ -28,6 +28,8 @@ pub struct Gpu {
     pub info: DeviceInfo,
     pub compiled: Vec<Compiled>,
     funcs: HashMap<&'static str, CudaFunction>,
+    /// Resident blocks per SM by (kernel, threads, dynamic shared bytes), asked of the driver once.
+    occupancy: std::sync::Mutex<HashMap<(String, u32, usize), u32>>,
 }
 
 /// Errors instead of the panic cudarc's dynamic loading gives when libcuda is absent.
@@ -161,7 +163,20 @@ impl Gpu {
             }
             compiled.push(c);
         }
-        Ok(Gpu { ctx, stream, info, compiled, funcs })
+        Ok(Gpu { ctx, stream, info, compiled, funcs, occupancy: Default::default() })
+    }
+
+    /// Blocks of `f` resident per SM at this block size and dynamic shared memory (cached).
+    fn resident_blocks(&self, name: &str, f: &CudaFunction, threads: u32, smem: usize) -> Result<u32> {
+        let key = (name.to_string(), threads, smem);
+        if let Some(&n) = self.occupancy.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(n);
+        }
+        // The driver's occupancy query runs outside cudarc's own context handling.
+        self.ctx.bind_to_thread().map_err(|e| Error::cuda(format!("{name}: binding the CUDA context"), e))?;
+        let n = f.occupancy_max_active_blocks_per_multiprocessor(threads, smem, None).map_err(|e| Error::cuda(format!("{name}: occupancy"), e))?;
+        self.occupancy.lock().unwrap_or_else(|p| p.into_inner()).insert(key, n);
+        Ok(n)
     }
 
     pub(crate) fn f(&self, name: &str) -> Result<&CudaFunction> {
@@ -294,9 +309,7 @@ impl Gpu {
         let name = row_entry::<T>(v, "layernorm_bwd", c)?;
         let f = self.f(&name)?;
         let (threads, smem) = ((32 * crate::rows::LN_BWD_V2_WARPS) as u32, 2 * c * 4);
-        // The driver's occupancy query runs outside cudarc's own context handling.
-        self.ctx.bind_to_thread().map_err(|e| Error::cuda(format!("{name}: binding the CUDA context"), e))?;
-        let resident = f.occupancy_max_active_blocks_per_multiprocessor(threads, smem, None).map_err(|e| Error::cuda(format!("{name}: occupancy"), e))?;
+        let resident = self.resident_blocks(&name, f, threads, smem)?;
         let blocks = crate::rows::ln_bwd_v2_blocks(rows, self.info.sm_count.max(1) as usize, resident as usize);
         // SAFETY: every block writes its whole row of 2C partials before the finish kernel reads them.
         let mut partial = unsafe { self.stream.alloc::<f32>((blocks * 2 * c).max(1)) }
