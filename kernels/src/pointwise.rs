@@ -16,6 +16,8 @@ pub const ENTRIES: &[&str] = &[
     "log_softmax_fwd_f32",
     "softmax_bwd_f32",
     "cast_bf16_strided",
+    "copy_bf16_strided",
+    "widen_bf16_strided",
 ];
 
 /// The unary functions of `unary_fwd_f32` / `unary_bwd_f32` (discriminants = the kernel's codes).
@@ -44,7 +46,7 @@ mod imp {
     use crate::copy::{padded, MAX_RANK};
     use crate::device::{check_len, elementwise_cfg, row_cfg, to_i32, Gpu};
     use crate::{Error, Result};
-    use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+    use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
 
     /// Elements a view touches: 1 + its largest offset (0 for an empty view).
     fn extent(offset: usize, shape: &[usize], strides: &[usize]) -> usize {
@@ -54,9 +56,10 @@ mod imp {
         offset + 1 + shape.iter().zip(strides).map(|(d, s)| (d - 1) * s).sum::<usize>()
     }
 
-    /// The bf16 cast against `half`'s round-to-nearest-even, bit for bit, on a transposed view
-    /// (values with ties, tiny, huge and non-finite ones included); the output poisoned first.
-    /// Every other kernel here is checked through the engine (`engine::conformance`).
+    /// The view casts bit for bit on a transposed view, outputs poisoned first: f32 -> bf16
+    /// against `half`'s round-to-nearest-even (ties, tiny, huge and non-finite values included),
+    /// padded rows too; bf16 -> bf16 (padded) and bf16 -> f32 on those bits. Every other kernel
+    /// here is checked through the engine (`engine::conformance`).
     pub fn checks(gpu: &Gpu) -> Vec<crate::selftest::Check> {
         use crate::selftest::Check;
         use half::bf16;
@@ -64,37 +67,55 @@ mod imp {
         let mut src: Vec<f32> = (0..rows * cols).map(|i| ((i as f32) * 0.618_034).sin() * 10f32.powi((i % 13) as i32 - 6)).collect();
         let specials = [f32::from_bits(0x3f80_8000), f32::from_bits(0x3f81_8000), f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MAX, 1e-40, -0.0];
         src[..specials.len()].copy_from_slice(&specials);
+        let src16: Vec<u16> = src.iter().map(|&x| bf16::from_f32(x).to_bits()).collect();
         // The view: the transpose of [rows, cols], i.e. [cols, rows] with strides [1, cols].
         // Poison that is a finite number: an unwritten element never passes as a NaN.
         const POISON: u16 = 0x1234;
-        [rows, rows + 3]
-            .into_iter()
-            .map(|pitch| {
-                // Row c of dst: column c of src, then pitch - rows untouched (still poison).
-                let want: Vec<u16> = (0..cols)
-                    .flat_map(|c| (0..pitch).map(move |r| (r, c)))
-                    .map(|(r, c)| if r < rows { bf16::from_f32(src[r * cols + c]).to_bits() } else { POISON })
-                    .collect();
-                let run = || -> Result<Vec<u16>> {
-                    let s = gpu.stream.clone_htod(&src).map_err(|e| Error::cuda("upload", e))?;
-                    let mut d = gpu.stream.clone_htod(&vec![POISON; cols * pitch]).map_err(|e| Error::cuda("upload", e))?;
-                    gpu.cast_bf16_strided(&s, 0, &[cols, rows], &[1, cols], &mut d, rows, pitch)?;
-                    gpu.sync("cast_bf16_strided")?;
-                    gpu.stream.clone_dtoh(&d).map_err(|e| Error::cuda("download", e))
-                };
-                let desc = format!("[{cols}, {rows}] transposed view, pitch {pitch}");
-                match run() {
-                    Ok(got) => {
-                        let same = |a: u16, b: u16| a == b || (bf16::from_bits(a).is_nan() && bf16::from_bits(b).is_nan());
-                        match got.iter().zip(&want).filter(|(g, w)| !same(**g, **w)).count() {
-                            0 => Check::new("cast_bf16_strided", desc, "bit-exact", crate::reference::ErrStats::default(), 0.0),
-                            bad => Check::failed("cast_bf16_strided", desc, "bit-exact", format!("{bad} of {} elements differ from half's rounding", got.len())),
-                        }
-                    }
-                    Err(e) => Check::failed("cast_bf16_strided", desc, "bit-exact", e.to_string()),
-                }
-            })
-            .collect()
+        // Row c of dst: column c of the source, then pitch - rows untouched (still poison).
+        let transposed = |pitch: usize| -> Vec<u16> {
+            let src16 = &src16;
+            (0..cols).flat_map(|c| (0..pitch).map(move |r| if r < rows { src16[r * cols + c] } else { POISON })).collect()
+        };
+        let (view, strides) = ([cols, rows], [1, cols]);
+        let bits_check = |kernel: &str, desc: String, got: Result<Vec<u32>>, want: Vec<u32>, nan: fn(u32) -> bool| match got {
+            Ok(got) => match got.iter().zip(&want).filter(|(g, w)| g != w && !(nan(**g) && nan(**w))).count() {
+                0 if got.len() == want.len() => Check::new(kernel, desc, "bit-exact", crate::reference::ErrStats::default(), 0.0),
+                bad => Check::failed(kernel, desc, "bit-exact", format!("{bad} of {} elements differ", want.len())),
+            },
+            Err(e) => Check::failed(kernel, desc, "bit-exact", e.to_string()),
+        };
+        let nan16: fn(u32) -> bool = |b| bf16::from_bits(b as u16).is_nan();
+        let up = |v: &[u16]| -> Result<CudaSlice<u16>> { gpu.stream.clone_htod(v).map_err(|e| Error::cuda("upload", e)) };
+        let down16 = |d: &CudaSlice<u16>| -> Result<Vec<u32>> { Ok(gpu.stream.clone_dtoh(d).map_err(|e| Error::cuda("download", e))?.into_iter().map(u32::from).collect()) };
+        let mut checks = Vec::new();
+        for pitch in [rows, rows + 3] {
+            let desc = format!("[{cols}, {rows}] transposed view, pitch {pitch}");
+            let want: Vec<u32> = transposed(pitch).into_iter().map(u32::from).collect();
+            let got = (|| {
+                let s = gpu.stream.clone_htod(&src).map_err(|e| Error::cuda("upload", e))?;
+                let mut d = up(&vec![POISON; cols * pitch])?;
+                gpu.cast_bf16_strided(&s, 0, &view, &strides, &mut d, rows, pitch)?;
+                gpu.sync("cast_bf16_strided")?;
+                down16(&d)
+            })();
+            checks.push(bits_check("cast_bf16_strided", desc.clone(), got, want.clone(), nan16));
+            let got = (|| {
+                let mut d = up(&vec![POISON; cols * pitch])?;
+                gpu.copy_bf16_strided(&up(&src16)?, 0, &view, &strides, &mut d, rows, pitch)?;
+                gpu.sync("copy_bf16_strided")?;
+                down16(&d)
+            })();
+            checks.push(bits_check("copy_bf16_strided", desc, got, want, nan16));
+        }
+        let want: Vec<u32> = transposed(rows).into_iter().map(|b| bf16::from_bits(b).to_f32().to_bits()).collect();
+        let got = (|| {
+            let mut d = gpu.stream.clone_htod(&vec![f32::NAN; cols * rows]).map_err(|e| Error::cuda("upload", e))?;
+            gpu.widen_bf16_strided(&up(&src16)?, 0, &view, &strides, &mut d)?;
+            gpu.sync("widen_bf16_strided")?;
+            Ok(gpu.stream.clone_dtoh(&d).map_err(|e| Error::cuda("download", e))?.into_iter().map(f32::to_bits).collect())
+        })();
+        checks.push(bits_check("widen_bf16_strided", format!("[{cols}, {rows}] transposed view"), got, want, |b| f32::from_bits(b).is_nan()));
+        checks
     }
 
     impl Gpu {
@@ -198,7 +219,25 @@ mod imp {
         /// `pitch` apart in dst (pitch = cols: contiguous; the pad is left as it was).
         #[allow(clippy::too_many_arguments)]
         pub fn cast_bf16_strided(&self, src: &CudaSlice<f32>, offset: usize, shape: &[usize], strides: &[usize], dst: &mut CudaSlice<u16>, cols: usize, pitch: usize) -> Result<()> {
-            let what = format!("cast_bf16_strided shape {shape:?} strides {strides:?} +{offset}, rows of {cols} at pitch {pitch}");
+            self.cast_view("cast_bf16_strided", src, offset, shape, strides, dst, cols, pitch)
+        }
+
+        /// As [`Self::cast_bf16_strided`] from a bf16 view: the bits copied (a bf16 view
+        /// gathered, or padded for the tensor cores).
+        #[allow(clippy::too_many_arguments)]
+        pub fn copy_bf16_strided(&self, src: &CudaSlice<u16>, offset: usize, shape: &[usize], strides: &[usize], dst: &mut CudaSlice<u16>, cols: usize, pitch: usize) -> Result<()> {
+            self.cast_view("copy_bf16_strided", src, offset, shape, strides, dst, cols, pitch)
+        }
+
+        /// dst (f32, contiguous) = the bf16 view (`offset`, `strides`) of `src`, widened exactly.
+        pub fn widen_bf16_strided(&self, src: &CudaSlice<u16>, offset: usize, shape: &[usize], strides: &[usize], dst: &mut CudaSlice<f32>) -> Result<()> {
+            let cols = shape.last().copied().unwrap_or(1).max(1);
+            self.cast_view("widen_bf16_strided", src, offset, shape, strides, dst, cols, cols)
+        }
+
+        #[allow(clippy::too_many_arguments)]
+        fn cast_view<S: DeviceRepr, D: DeviceRepr>(&self, kernel: &str, src: &CudaSlice<S>, offset: usize, shape: &[usize], strides: &[usize], dst: &mut CudaSlice<D>, cols: usize, pitch: usize) -> Result<()> {
+            let what = format!("{kernel} shape {shape:?} strides {strides:?} +{offset}, rows of {cols} at pitch {pitch}");
             let (d, s) = padded(shape, strides).ok_or_else(|| Error::Other(format!("{what}: rank > {MAX_RANK} or strides of another rank")))?;
             let n: usize = shape.iter().product();
             if n == 0 {
@@ -214,7 +253,7 @@ mod imp {
             let (n64, c64, p64) = (n as i64, cols as i64, pitch as i64);
             let sv = src.slice(offset..);
             let args: Vec<i64> = d[1..].iter().chain(&s).map(|&x| x as i64).collect();
-            let mut b = self.stream.launch_builder(self.f("cast_bf16_strided")?);
+            let mut b = self.stream.launch_builder(self.f(kernel)?);
             b.arg(&sv).arg(dst).arg(&n64).arg(&c64).arg(&p64);
             for x in &args {
                 b.arg(x);
