@@ -200,6 +200,26 @@ impl Gpu {
         Ok(())
     }
 
+    /// The high-water mark of the default memory pool's bytes in use since the last reset
+    /// (tensors and workspaces: every allocation goes through cuMemAllocAsync); `reset` then
+    /// restarts the mark (from the next allocation on).
+    pub fn pool_peak_bytes(&self, reset: bool) -> Result<u64> {
+        use cudarc::driver::sys;
+        let attr = sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH;
+        let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+        let mut value = 0u64;
+        unsafe {
+            sys::cuDeviceGetDefaultMemPool(&mut pool, self.ctx.cu_device()).result().map_err(|e| Error::cuda("cuDeviceGetDefaultMemPool", e))?;
+            sys::cuMemPoolGetAttribute(pool, attr, &mut value as *mut u64 as *mut std::ffi::c_void).result().map_err(|e| Error::cuda("cuMemPoolGetAttribute(USED_MEM_HIGH)", e))?;
+            if reset {
+                // Only 0 may be set.
+                let mut zero = 0u64;
+                sys::cuMemPoolSetAttribute(pool, attr, &mut zero as *mut u64 as *mut std::ffi::c_void).result().map_err(|e| Error::cuda("cuMemPoolSetAttribute(USED_MEM_HIGH)", e))?;
+            }
+        }
+        Ok(value)
+    }
+
     pub fn sync(&self, what: &str) -> Result<()> {
         self.stream.synchronize().map_err(|e| Error::cuda(format!("synchronize after {what}"), e))
     }

@@ -51,29 +51,44 @@ pub fn train_step(args: &BenchArgs, threads: usize, device: Device) -> Result<()
     }
     let mut times = Vec::with_capacity(reps);
     let mut loss = 0.0;
+    pool_peak(device, true)?;
     for _ in 0..reps {
         let t0 = Instant::now();
         loss = step()?;
         times.push(t0.elapsed().as_secs_f64());
     }
+    let peak = pool_peak(device, false)?;
     let (med, min) = median(times);
     let tok_s = (b * t) as f64 / med;
     if args.json {
         println!(
             "{}",
             serde_json::json!({"op": "train-step", "model": args.model, "device": format!("{device:?}"), "precision": precision, "batch": b, "seq_len": t, "threads": threads,
-                "params": model.num_params(), "ms": med * 1e3, "ms_min": min * 1e3, "reps": reps, "tokens_per_s": tok_s, "loss": loss})
+                "params": model.num_params(), "ms": med * 1e3, "ms_min": min * 1e3, "reps": reps, "tokens_per_s": tok_s, "loss": loss, "peak_device_bytes": peak})
         );
     } else {
         let on = if device.is_cuda() { format!("{device:?}") } else { format!("cpu ({threads} threads)") };
+        let mem = peak.map(|p| format!(", peak device memory {:.2} GiB", p as f64 / (1u64 << 30) as f64)).unwrap_or_default();
         println!(
-            "train-step {} {b}x{t} {on} {precision}: median {:.1} ms (min {:.1}, {reps} reps), {tok_s:.1} tokens/s, loss {loss:.3}",
+            "train-step {} {b}x{t} {on} {precision}: median {:.1} ms (min {:.1}, {reps} reps), {tok_s:.1} tokens/s, loss {loss:.3}{mem}",
             args.model,
             med * 1e3,
             min * 1e3
         );
     }
     Ok(())
+}
+
+/// On CUDA, the memory pool's high-water mark in bytes (parameters, moments, activations kept
+/// for backward, gradients, workspaces): what bf16 activations save shows here. Reset first
+/// with `reset`.
+fn pool_peak(device: Device, reset: bool) -> Result<Option<u64>> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(n) = device {
+        return Ok(Some(engine::cuda::gpu(n)?.pool_peak_bytes(reset)?));
+    }
+    let _ = (device, reset);
+    Ok(None)
 }
 
 /// Greedy generation with the KV cache, never stopping early; tokens/s = new tokens / time.
