@@ -295,11 +295,21 @@ impl Tensor {
                     Some(acc) => acc.add(&gi)?,
                     None => gi,
                 };
-                grads.insert(input.id(), gi);
+                grads.insert(input.id(), in_dtype_of(gi, &input)?);
             }
         }
         Ok(())
     }
+}
+
+/// A gradient in its tensor's element type, as torch keeps them: a bf16 activation's gradient
+/// is stored in bf16, a parameter's (f32 master weights) in f32, whatever type the rule that
+/// made it wrote (ops without a bf16 kernel write f32; the bf16 matmul writes each operand's).
+fn in_dtype_of(g: Tensor, t: &Tensor) -> Result<Tensor> {
+    if g.dtype() == t.dtype() || !t.dtype().is_float() {
+        return Ok(g);
+    }
+    g.converted(t.dtype())
 }
 
 /// Tracked nodes reachable from `root`, inputs before the tensors computed from them.

@@ -3,7 +3,7 @@
 //! sum of the output and its backward, and returns every output and input gradient from both.
 //! `instructgpt selftest --device cuda` turns these into its table of errors.
 
-use crate::{Device, Result, Tensor};
+use crate::{DType, Device, Result, Tensor};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 /// One result on both devices: (what, e.g. "out" or "d0", on the device, on the CPU).
@@ -120,6 +120,30 @@ fn bf16_cases() -> Vec<(&'static str, Vec<Vec<usize>>, Build, bool)> {
         ("mlp block, bf16 autocast", vec![vec![2, 5, 32], vec![32], vec![32], vec![32, 64], vec![64], vec![64, 32]], |x| {
             let h = x[0].layer_norm(&x[1], &x[2], 1e-5)?.matmul_bias(&x[3], &x[4])?.gelu()?.matmul(&x[5])?;
             x[0].add(&h)
+        }, true),
+        // bf16 tensors through the ops that read and write bf16 natively (GELU, softmax,
+        // cross-entropy), and one that widens them (exp); to_dtype's gradient comes back in f32.
+        ("gelu, softmax, exp of bf16 tensors, bf16 autocast", vec![vec![3, 1001], vec![5, 200]], |x| {
+            let (a, b) = (x[0].to_dtype(DType::BF16)?, x[1].to_dtype(DType::BF16)?);
+            let s = b.softmax()?.add(&b.exp()?)?.sum_all()?;
+            a.gelu()?.add(&s)
+        }, true),
+        ("cross_entropy of bf16 logits (one target ignored), bf16 autocast", vec![vec![9, 257]], |x| {
+            let targets = Tensor::new(vec![5i64, 256, 0, -100, 17, 17, 100, 3, 200], &[9])?;
+            x[0].to_dtype(DType::BF16)?.cross_entropy(&targets)
+        }, true),
+        // A GPT-2 block as the model runs it under autocast: layernorm, attention and matmul
+        // outputs stored in bf16, q/k/v gathered from the bf16 qkv (a bf16 copy and its
+        // gradient), the residual stream and every parameter gradient f32. Weights scaled by
+        // 0.1 as trained ones are small: with |w| up to 1 the attention scores reach the
+        // hundreds, where bf16 rounding alone moves the softmax (errors ~1e-1 of the peak with
+        // the rounding emulated on the CPU, against ~5e-3 at this scale).
+        ("transformer block, bf16 autocast", vec![vec![2, 24, 128], vec![128], vec![128], vec![128, 384], vec![384], vec![128, 128]], |x| {
+            let qkv = x[0].layer_norm(&x[1], &x[2], 1e-5)?.matmul_bias(&x[3].mul_scalar(0.1)?, &x[4])?;
+            let heads = qkv.reshape(&[2, 24, 3, 2, 64])?.permute(&[2, 0, 3, 1, 4])?;
+            let part = |i: usize| heads.narrow(0, i, 1)?.reshape(&[2, 2, 24, 64]);
+            let a = crate::causal_attention(&part(0)?, &part(1)?, &part(2)?)?.permute(&[0, 2, 1, 3])?.reshape(&[2, 24, 128])?;
+            x[0].add(&a.matmul(&x[5].mul_scalar(0.1)?)?)
         }, true),
     ]
 }

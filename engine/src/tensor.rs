@@ -277,14 +277,18 @@ impl Tensor {
     }
 
     /// The f32 CPU elements in row-major order: borrowed when contiguous, gathered otherwise.
+    /// bf16 and f16 are widened (exactly) into an owned buffer: every op computes in f32.
     pub(crate) fn cpu_f32(&self, op: &'static str) -> Result<CpuSlice<'_, f32>> {
-        self.expect(op, DType::F32)?;
+        self.expect_float_on_cpu(op)?;
         let guard = self.read();
         let l = self.layout();
+        let Storage::Cpu(CpuStorage::F32(v)) = &*guard else {
+            let Storage::Cpu(s) = &*guard else { unreachable!("checked: on the CPU") };
+            return Ok(CpuSlice::Owned(f32s(s.copy_as(l, DType::F32))));
+        };
         if l.is_contiguous() {
             return Ok(CpuSlice::View(guard, l.offset, l.numel()));
         }
-        let Storage::Cpu(CpuStorage::F32(v)) = &*guard else { unreachable!() };
         // Run by run along the last dim (slice copies when it has unit stride).
         let mut out = Vec::with_capacity(l.numel());
         l.for_each_run(|s, n, st| {
@@ -297,13 +301,27 @@ impl Tensor {
         Ok(CpuSlice::Owned(out))
     }
 
-    /// The whole f32 CPU storage (for kernels that walk the strides themselves).
+    /// The whole f32 CPU storage (for kernels that walk the strides themselves); bf16 and f16
+    /// storage widened into an owned copy at the same offsets.
     pub(crate) fn cpu_f32_storage(&self, op: &'static str) -> Result<CpuSlice<'_, f32>> {
-        self.expect(op, DType::F32)?;
+        self.expect_float_on_cpu(op)?;
         let guard = self.read();
-        let Storage::Cpu(s) = &*guard else { unreachable!() };
+        let Storage::Cpu(s) = &*guard else { unreachable!("checked: on the CPU") };
+        if s.dtype() != DType::F32 {
+            return Ok(CpuSlice::Owned(f32s(s.gather_as(0..s.len(), DType::F32))));
+        }
         let len = s.len();
         Ok(CpuSlice::View(guard, 0, len))
+    }
+
+    fn expect_float_on_cpu(&self, op: &'static str) -> Result<()> {
+        if self.device() != Device::Cpu {
+            return Err(Error::NotOnDevice { op, device: self.device() });
+        }
+        if !self.dtype().is_float() {
+            return Err(Error::DType { op, expected: DType::F32, got: self.dtype() });
+        }
+        Ok(())
     }
 
     /// i64 ids in row-major order.
@@ -399,13 +417,24 @@ impl Tensor {
         }
     }
 
-    /// Convert the element type (a copy; not differentiable, so the result is not tracked).
+    /// Convert the element type: a copy, differentiable between float types (the gradient
+    /// comes back in this tensor's type, see `backward`), so `x.to_dtype(BF16)` stores an
+    /// activation in bf16 without cutting the graph. On CUDA f32 <-> bf16 converts on the device.
     pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        let out = self.converted(dtype)?;
+        if !(self.dtype().is_float() && dtype.is_float()) {
+            return Ok(out);
+        }
+        Ok(out.with_op(&[self], || Op::Copy(self.clone())))
+    }
+
+    /// `to_dtype` without recording.
+    pub(crate) fn converted(&self, dtype: DType) -> Result<Tensor> {
         if self.device() != Device::Cpu {
-            if dtype == DType::F32 && self.dtype() == DType::F32 {
-                return cuda::ops::contiguous(self); // a copy on the device (a fresh buffer)
+            if let Some(t) = cuda::ops::convert(self, dtype)? {
+                return Ok(t); // on the device, a fresh buffer
             }
-            return self.to_device(Device::Cpu)?.to_dtype(dtype)?.to_device(self.device());
+            return self.to_device(Device::Cpu)?.converted(dtype)?.to_device(self.device());
         }
         let guard = self.read();
         let Storage::Cpu(s) = &*guard else { unreachable!() };
@@ -426,7 +455,7 @@ impl Tensor {
 
     pub fn to_vec_f32(&self) -> Result<Vec<f32>> {
         // One copy: converting to the dtype it already has would make a second.
-        let t = if self.dtype() == DType::F32 { self.clone() } else { self.to_dtype(DType::F32)? };
+        let t = if self.dtype() == DType::F32 { self.clone() } else { self.converted(DType::F32)? };
         match t.contiguous_storage()? {
             CpuStorage::F32(v) => Ok(v),
             _ => unreachable!(),
@@ -434,7 +463,7 @@ impl Tensor {
     }
 
     pub fn to_vec_i64(&self) -> Result<Vec<i64>> {
-        let t = if self.dtype() == DType::I64 { self.clone() } else { self.to_dtype(DType::I64)? };
+        let t = if self.dtype() == DType::I64 { self.clone() } else { self.converted(DType::I64)? };
         match t.contiguous_storage()? {
             CpuStorage::I64(v) => Ok(v),
             _ => unreachable!(),
@@ -447,6 +476,13 @@ impl Tensor {
             return Err(Error::shape("to_scalar", format!("tensor of shape {:?} is not a scalar", self.shape())));
         }
         Ok(self.to_vec_f32()?[0])
+    }
+}
+
+fn f32s(s: CpuStorage) -> Vec<f32> {
+    match s {
+        CpuStorage::F32(v) => v,
+        _ => unreachable!("converted to f32"),
     }
 }
 

@@ -272,3 +272,38 @@ fn randn_is_reproducible_with_a_seeded_rng() {
         assert!((x - (3.0 + 0.5 * z)).abs() <= 1e-6);
     }
 }
+
+/// bf16 as storage: `to_dtype` between float types stays in the graph, ops read bf16 by
+/// widening it (exactly) and compute in f32, and each gradient comes back in its tensor's type
+/// (a bf16 leaf's in bf16, an f32 one's in f32, whatever type the rules wrote).
+#[test]
+fn bf16_storage_keeps_the_graph_and_gradients_take_their_tensors_type() {
+    use engine::DType;
+    let x = randn(&[3, 40], 21).var();
+    let w = randn(&[40], 22).var();
+    let b = randn(&[40], 23).var();
+    let xs = x.to_dtype(DType::BF16).unwrap();
+    assert_eq!(xs.dtype(), DType::BF16);
+    assert!(xs.tracked(), "to_dtype between float types is recorded");
+    // The op on bf16 equals the op on the widened values, bit for bit.
+    let widened = xs.detach().to_dtype(DType::F32).unwrap();
+    let (y, y_ref) = (xs.layer_norm(&w, &b, 1e-5).unwrap(), widened.layer_norm(&w, &b, 1e-5).unwrap());
+    assert_eq!(y.dtype(), DType::F32);
+    assert_eq!(vals(&y), vals(&y_ref));
+    // Gradients through the bf16 copy reach x in f32: d(sum 3·x_bf16)/dx = 3 exactly.
+    let g = xs.mul_scalar(3.0).unwrap().sum_all().unwrap().backward().unwrap();
+    assert_eq!(g.get(&x).unwrap().dtype(), DType::F32);
+    assert!(grad_of(&g, &x).iter().all(|&d| d == 3.0));
+    // A bf16 leaf gets a bf16 gradient: d(sum v²)/dv = 2v, rounded to bf16 (exact here: 2v is).
+    let v = x.detach().to_dtype(DType::BF16).unwrap().var();
+    let g = v.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    let gv = g.get(&v).unwrap();
+    assert_eq!(gv.dtype(), DType::BF16);
+    let want: Vec<f32> = vals(&v).iter().map(|&e| 2.0 * e).collect();
+    assert_eq!(vals(gv), want);
+    // Ids are not floats: converting them is not recorded, and float ops refuse them.
+    let ids = Tensor::new(vec![1i64, 2, 3], &[3]).unwrap();
+    assert!(!ids.to_dtype(DType::F32).unwrap().tracked());
+    let err = ids.gelu().unwrap_err().to_string();
+    assert!(err.contains("I64") || err.contains("i64"), "{err}");
+}

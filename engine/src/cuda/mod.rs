@@ -57,6 +57,7 @@ mod stub {
 
         unavailable! {
             fn contiguous(&Tensor) -> Tensor;
+            fn convert(&Tensor, crate::DType) -> Option<Tensor>;
             fn binary(BinaryOp, &Tensor, &Tensor) -> Tensor;
             fn affine(&Tensor, f32, f32) -> Tensor;
             fn gelu(&Tensor) -> Tensor;
@@ -70,7 +71,7 @@ mod stub {
             fn softmax_backward(&Tensor, &Tensor, usize, bool) -> Tensor;
             fn layer_norm(&Tensor, &Tensor, &Tensor, usize, f32) -> (Tensor, Tensor, Tensor);
             fn layer_norm_backward(&Tensor, &Tensor, &Tensor, &Tensor, &Tensor) -> (Tensor, Tensor, Tensor);
-            fn matmul(&Tensor, &Tensor, Option<&Tensor>, &[usize]) -> Tensor;
+            fn matmul(&Tensor, &Tensor, Option<&Tensor>, &[usize], crate::DType) -> Tensor;
             fn sum(&Tensor, &[usize], &[usize]) -> Tensor;
             fn max_rows(&Tensor, usize, &[usize]) -> (Tensor, Tensor);
             fn embedding(&Tensor, &[i64]) -> Tensor;

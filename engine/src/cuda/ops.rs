@@ -1,7 +1,12 @@
-//! The engine's ops on CUDA tensors (f32), each a launch of a kernel from `kernels/` on the
-//! device's one stream. The ops in `crate::ops` check shapes, call these for CUDA inputs and
-//! record the same `Op` for backward as on the CPU, so the gradient rules stay one table.
-//! Ops without a CUDA version here fail with `Error::NotOnDevice`, naming the op.
+//! The engine's ops on CUDA tensors, each a launch of a kernel from `kernels/` on the device's
+//! one stream. The ops in `crate::ops` check shapes, call these for CUDA inputs and record the
+//! same `Op` for backward as on the CPU, so the gradient rules stay one table.
+//!
+//! Element types: f32, and bf16 as storage. Every op reads bf16 inputs (widened exactly into
+//! f32 where it has no bf16 kernel, and then writes f32); matmul, attention, GELU, softmax and
+//! cross-entropy read bf16 natively. Under `autocast_bf16` the activations that feed matmuls are
+//! stored in bf16: matmul outputs (each gradient in its operand's type), layernorm and
+//! attention outputs (rounded once from their f32 math). Parameters and their gradients stay f32.
 
 use super::device::{gpu, CudaStorage};
 use crate::shape::Layout;
@@ -13,6 +18,7 @@ use kernels::attention::{AttnShape, KeyPad};
 use kernels::matmul_tc::MatmulTc;
 use kernels::memops::{BinaryOp, CeGroup};
 use kernels::pointwise::Unary;
+use kernels::rows::RowKernel;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLockReadGuard;
@@ -74,22 +80,31 @@ fn zeros(g: &Gpu, n: usize, what: &str) -> Result<CudaSlice<f32>> {
 }
 
 pub(crate) fn f32_of<'a>(t: &'a Tensor, op: &'static str) -> Result<DevF32<'a>> {
-    if t.dtype() != DType::F32 {
-        return Err(Error::DType { op, expected: DType::F32, got: t.dtype() });
-    }
     let guard = t.read();
-    let Storage::Cuda(CudaStorage::F32(src, _)) = &*guard else {
-        return Err(Error::NotOnDevice { op, device: t.device() });
-    };
     let l = t.layout();
-    if l.is_contiguous() && l.offset == 0 && src.len() == l.numel() {
-        return Ok(DevF32::Whole(guard));
+    let g = || gpu(ordinal(t));
+    match &*guard {
+        Storage::Cuda(CudaStorage::F32(src, _)) => {
+            if l.is_contiguous() && l.offset == 0 && src.len() == l.numel() {
+                return Ok(DevF32::Whole(guard));
+            }
+            let g = g()?;
+            let mut dst = alloc(&g, l.numel(), op)?;
+            let (shape, strides) = merged(l);
+            g.strided_copy_f32(src, l.offset, &shape, &strides, &mut dst).map_err(err(op))?;
+            Ok(DevF32::Gathered(dst))
+        }
+        Storage::Cuda(CudaStorage::U16(src, DType::BF16, _)) => {
+            // bf16 widened (exactly) for the kernels that take f32.
+            let g = g()?;
+            let mut dst = alloc(&g, l.numel(), op)?;
+            let (shape, strides) = merged(l);
+            g.widen_bf16_strided(src, l.offset, &shape, &strides, &mut dst).map_err(err(op))?;
+            Ok(DevF32::Gathered(dst))
+        }
+        Storage::Cuda(_) => Err(Error::DType { op, expected: DType::F32, got: t.dtype() }),
+        Storage::Cpu(_) => Err(Error::NotOnDevice { op, device: t.device() }),
     }
-    let g = gpu(ordinal(t))?;
-    let mut dst = alloc(&g, l.numel(), op)?;
-    let (shape, strides) = merged(l);
-    g.strided_copy_f32(src, l.offset, &shape, &strides, &mut dst).map_err(err(op))?;
-    Ok(DevF32::Gathered(dst))
 }
 
 /// The layout's dims without size-1 dims and with neighbours that step evenly merged: the same
@@ -123,15 +138,59 @@ fn tensor(buf: CudaSlice<f32>, shape: &[usize], device: usize) -> Tensor {
     Tensor::from_parts(Storage::Cuda(CudaStorage::F32(buf, device)), Layout::contiguous(shape), false, None, false)
 }
 
-/// A row-major copy of any view.
+/// A fresh contiguous bf16 CUDA tensor around `buf` (bf16 bit patterns).
+fn tensor16(buf: CudaSlice<u16>, shape: &[usize], device: usize) -> Tensor {
+    Tensor::from_parts(Storage::Cuda(CudaStorage::U16(buf, DType::BF16, device)), Layout::contiguous(shape), false, None, false)
+}
+
+/// A bf16 output buffer the kernel overwrites in full: NaN while [`poison_outputs`] is on.
+fn alloc16(g: &Gpu, n: usize, what: &str) -> Result<CudaSlice<u16>> {
+    let fail = |e| Error::Cuda(format!("{what}: allocating {n} bf16: {e:?}"));
+    if POISON.load(Ordering::SeqCst) {
+        return g.stream.clone_htod(&vec![0x7fc0u16; n.max(1)]).map_err(fail);
+    }
+    // SAFETY: any u16 is a valid bf16 pattern, and every caller's kernel writes all n elements.
+    unsafe { g.stream.alloc::<u16>(n.max(1)) }.map_err(fail)
+}
+
+fn is_bf16(t: &Tensor) -> bool {
+    t.dtype() == DType::BF16
+}
+
+/// A row-major copy of any view, in its own element type (f32 or bf16).
 pub(crate) fn contiguous(x: &Tensor) -> Result<Tensor> {
-    let g = gpu(ordinal(x))?;
-    let v = f32_of(x, "contiguous")?;
-    let buf = match v {
+    let (dev, op) = (ordinal(x), "contiguous");
+    let g = gpu(dev)?;
+    if is_bf16(x) {
+        let buf = match bf16_of(x, op)? {
+            DevBf16::Made(s) => s,
+            whole => g.stream.clone_dtod(&*whole).map_err(|e| Error::Cuda(format!("{op}: copy: {e:?}")))?,
+        };
+        return Ok(tensor16(buf, x.shape(), dev));
+    }
+    let buf = match f32_of(x, op)? {
         DevF32::Gathered(s) => s,
-        DevF32::Whole(_) => g.stream.clone_dtod(&*v).map_err(|e| Error::Cuda(format!("contiguous: copy: {e:?}")))?,
+        whole => g.stream.clone_dtod(&*whole).map_err(|e| Error::Cuda(format!("{op}: copy: {e:?}")))?,
     };
-    Ok(tensor(buf, x.shape(), ordinal(x)))
+    Ok(tensor(buf, x.shape(), dev))
+}
+
+/// `x` converted to `dtype` on the device, for f32 and bf16 (a fresh buffer); None for other
+/// pairs (ids), which the caller converts on the host.
+pub(crate) fn convert(x: &Tensor, dtype: DType) -> Result<Option<Tensor>> {
+    let (dev, op) = (ordinal(x), "to_dtype");
+    Ok(match (x.dtype(), dtype) {
+        (DType::F32 | DType::BF16, d) if d == x.dtype() => Some(contiguous(x)?),
+        (DType::BF16, DType::F32) => match f32_of(x, op)? {
+            DevF32::Gathered(s) => Some(tensor(s, x.shape(), dev)),
+            DevF32::Whole(_) => unreachable!("a bf16 tensor is always widened"),
+        },
+        (DType::F32, DType::BF16) => match bf16_of(x, op)? {
+            DevBf16::Made(s) => Some(tensor16(s, x.shape(), dev)),
+            DevBf16::Whole(_) => unreachable!("an f32 tensor is always rounded"),
+        },
+        _ => None,
+    })
 }
 
 /// `op(a, b)` elementwise; `a` and `b` already broadcast to one shape (views with 0 strides).
@@ -163,32 +222,54 @@ pub(crate) fn affine(x: &Tensor, mul: f32, add: f32) -> Result<Tensor> {
 }
 
 pub(crate) fn gelu(x: &Tensor) -> Result<Tensor> {
-    let g = gpu(ordinal(x))?;
-    let v = f32_of(x, "gelu")?;
-    let mut y = alloc(&g, x.numel(), "gelu")?;
-    g.gelu_fwd(&v, &mut y).map_err(err("gelu"))?;
-    Ok(tensor(y, x.shape(), ordinal(x)))
+    let (dev, op) = (ordinal(x), "gelu");
+    let g = gpu(dev)?;
+    if is_bf16(x) {
+        let v = bf16_of(x, op)?;
+        let mut y = alloc16(&g, x.numel(), op)?;
+        g.gelu_fwd::<u16>(&v, &mut y).map_err(err(op))?;
+        return Ok(tensor16(y, x.shape(), dev));
+    }
+    let v = f32_of(x, op)?;
+    let mut y = alloc(&g, x.numel(), op)?;
+    g.gelu_fwd(&v, &mut y).map_err(err(op))?;
+    Ok(tensor(y, x.shape(), dev))
 }
 
 pub(crate) fn gelu_backward(x: &Tensor, dy: &Tensor) -> Result<Tensor> {
-    let g = gpu(ordinal(x))?;
-    let (xv, dyv) = (f32_of(x, "gelu backward")?, f32_of(dy, "gelu backward")?);
-    let mut dx = alloc(&g, x.numel(), "gelu backward")?;
-    g.gelu_bwd(&xv, &dyv, &mut dx).map_err(err("gelu backward"))?;
-    Ok(tensor(dx, x.shape(), ordinal(x)))
+    let (dev, op) = (ordinal(x), "gelu backward");
+    let g = gpu(dev)?;
+    if is_bf16(x) && is_bf16(dy) {
+        let (xv, dyv) = (bf16_of(x, op)?, bf16_of(dy, op)?);
+        let mut dx = alloc16(&g, x.numel(), op)?;
+        g.gelu_bwd::<u16>(&xv, &dyv, &mut dx).map_err(err(op))?;
+        return Ok(tensor16(dx, x.shape(), dev));
+    }
+    let (xv, dyv) = (f32_of(x, op)?, f32_of(dy, op)?);
+    let mut dx = alloc(&g, x.numel(), op)?;
+    g.gelu_bwd(&xv, &dyv, &mut dx).map_err(err(op))?;
+    Ok(tensor(dx, x.shape(), dev))
 }
 
-/// Softmax over the last dim.
+/// Softmax over the last dim (bf16 rows in bf16 where the v2 kernel takes their width).
 pub(crate) fn softmax(x: &Tensor, cols: usize) -> Result<Tensor> {
-    let g = gpu(ordinal(x))?;
-    let v = f32_of(x, "softmax")?;
+    let (dev, op) = (ordinal(x), "softmax");
+    let g = gpu(dev)?;
     let rows = x.numel() / cols.max(1);
-    let mut y = alloc(&g, x.numel(), "softmax")?;
-    g.softmax_fwd(&v, &mut y, rows, cols).map_err(err("softmax"))?;
-    Ok(tensor(y, x.shape(), ordinal(x)))
+    if is_bf16(x) && RowKernel::for_width(cols) == RowKernel::V2 {
+        let v = bf16_of(x, op)?;
+        let mut y = alloc16(&g, x.numel(), op)?;
+        g.softmax_fwd_with::<u16>(RowKernel::V2, &v, &mut y, rows, cols).map_err(err(op))?;
+        return Ok(tensor16(y, x.shape(), dev));
+    }
+    let v = f32_of(x, op)?;
+    let mut y = alloc(&g, x.numel(), op)?;
+    g.softmax_fwd(&v, &mut y, rows, cols).map_err(err(op))?;
+    Ok(tensor(y, x.shape(), dev))
 }
 
-/// (y, mean [rows], rstd [rows]).
+/// (y, mean [rows], rstd [rows]); y in bf16 under autocast (it feeds a matmul), rounded once
+/// from the f32 kernel's output.
 pub(crate) fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, d: usize, eps: f32) -> Result<(Tensor, Tensor, Tensor)> {
     let (dev, op) = (ordinal(x), "layer_norm");
     let g = gpu(dev)?;
@@ -196,7 +277,19 @@ pub(crate) fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, d: usize, eps: f32)
     let rows = x.numel() / d.max(1);
     let (mut y, mut mean, mut rstd) = (alloc(&g, x.numel(), op)?, alloc(&g, rows, op)?, alloc(&g, rows, op)?);
     g.layernorm_fwd(&xv, &wv, &bv, &mut y, &mut mean, &mut rstd, rows, d, eps).map_err(err(op))?;
-    Ok((tensor(y, x.shape(), dev), tensor(mean, &[rows], dev), tensor(rstd, &[rows], dev)))
+    Ok((stored(tensor(y, x.shape(), dev), op)?, tensor(mean, &[rows], dev), tensor(rstd, &[rows], dev)))
+}
+
+/// An activation as autocast stores it: rounded to bf16 when autocast is on, else as it is.
+fn stored(t: Tensor, op: &'static str) -> Result<Tensor> {
+    if !crate::autocast::bf16_enabled() || is_bf16(&t) {
+        return Ok(t);
+    }
+    let dev = ordinal(&t);
+    match bf16_of(&t, op)? {
+        DevBf16::Made(s) => Ok(tensor16(s, t.shape(), dev)),
+        DevBf16::Whole(_) => unreachable!("an f32 tensor is always rounded"),
+    }
 }
 
 /// (dx, dw, db).
@@ -211,42 +304,112 @@ pub(crate) fn layer_norm_backward(x: &Tensor, w: &Tensor, mean: &Tensor, rstd: &
     Ok((tensor(dx, x.shape(), dev), tensor(dw, &[d], dev), tensor(db, &[d], dev)))
 }
 
-/// A tensor's elements as bf16 bits on its device, rounded from any f32 view: row-major rows of
-/// `cols`, written `pitch` apart into a buffer of `rows_to` rows, the padding zero (autocast's
-/// operands; a matmul's padded to multiples of 8 for the tensor-core kernels' fast path).
-fn bf16_rows(t: &Tensor, cols: usize, pitch: usize, rows_to: usize, op: &'static str) -> Result<CudaSlice<u16>> {
-    if t.dtype() != DType::F32 {
-        return Err(Error::DType { op, expected: DType::F32, got: t.dtype() });
+/// A tensor's elements as bf16 bits on its device, row-major from element 0: its own buffer
+/// when it already is exactly that, else made (rounded from an f32 view, copied from a bf16 one).
+pub(crate) enum DevBf16<'a> {
+    Whole(RwLockReadGuard<'a, Storage>),
+    Made(CudaSlice<u16>),
+}
+
+impl Deref for DevBf16<'_> {
+    type Target = CudaSlice<u16>;
+    fn deref(&self) -> &CudaSlice<u16> {
+        match self {
+            DevBf16::Whole(g) => match &**g {
+                Storage::Cuda(CudaStorage::U16(s, DType::BF16, _)) => s,
+                _ => unreachable!("checked in bf16_rows"),
+            },
+            DevBf16::Made(s) => s,
+        }
     }
+}
+
+/// A tensor's elements as bf16 bits: row-major rows of `cols`, written `pitch` apart into a
+/// buffer of `rows_to` rows, the padding zero (autocast's operands; a matmul's padded to
+/// multiples of 8 for the tensor-core kernels' fast path). A bf16 tensor that already lies so
+/// is read in place.
+fn bf16_rows<'a>(t: &'a Tensor, cols: usize, pitch: usize, rows_to: usize, op: &'static str) -> Result<DevBf16<'a>> {
     let guard = t.read();
-    let Storage::Cuda(CudaStorage::F32(src, _)) = &*guard else {
-        return Err(Error::NotOnDevice { op, device: t.device() });
-    };
+    let l = t.layout();
+    let unpadded = pitch == cols && rows_to * cols == t.numel();
+    if let Storage::Cuda(CudaStorage::U16(src, DType::BF16, _)) = &*guard {
+        if unpadded && l.is_contiguous() && l.offset == 0 && src.len() == l.numel() {
+            return Ok(DevBf16::Whole(guard));
+        }
+    }
     let g = gpu(ordinal(t))?;
     let len = rows_to * pitch;
     let alloc_err = |e| Error::Cuda(format!("{op}: allocating {len} bf16: {e:?}"));
-    let mut dst = if pitch == cols && rows_to * cols == t.numel() {
+    let mut dst = if unpadded {
         // SAFETY: any u16 is a valid bf16 pattern, and the cast writes every element.
         unsafe { g.stream.alloc::<u16>(len.max(1)) }.map_err(alloc_err)?
     } else {
         g.stream.alloc_zeros::<u16>(len.max(1)).map_err(alloc_err)?
     };
-    let (shape, strides) = merged(t.layout());
-    g.cast_bf16_strided(src, t.layout().offset, &shape, &strides, &mut dst, cols.max(1), pitch.max(1)).map_err(err(op))?;
-    Ok(dst)
+    let (shape, strides) = merged(l);
+    let (cols, pitch) = (cols.max(1), pitch.max(1));
+    match &*guard {
+        Storage::Cuda(CudaStorage::F32(src, _)) => g.cast_bf16_strided(src, l.offset, &shape, &strides, &mut dst, cols, pitch).map_err(err(op))?,
+        Storage::Cuda(CudaStorage::U16(src, DType::BF16, _)) => g.copy_bf16_strided(src, l.offset, &shape, &strides, &mut dst, cols, pitch).map_err(err(op))?,
+        Storage::Cuda(_) => return Err(Error::DType { op, expected: DType::BF16, got: t.dtype() }),
+        Storage::Cpu(_) => return Err(Error::NotOnDevice { op, device: t.device() }),
+    }
+    Ok(DevBf16::Made(dst))
 }
 
 /// `bf16_rows` without padding: the tensor's elements in order.
-fn bf16_of(t: &Tensor, op: &'static str) -> Result<CudaSlice<u16>> {
+fn bf16_of<'a>(t: &'a Tensor, op: &'static str) -> Result<DevBf16<'a>> {
     let cols = t.shape().last().copied().unwrap_or(1);
     bf16_rows(t, cols, cols, t.numel() / cols.max(1), op)
 }
 
-/// `matmul` under `autocast_bf16`: bf16 operands, f32 accumulation and output on tensor cores
-/// (wgmma on sm_90, mma.sync elsewhere), the bias added in f32. K and N are padded with zeros to
+/// A matmul output buffer: f32, or bf16 bits.
+trait GemmOut: cudarc::driver::DeviceRepr + Sized {
+    fn alloc(g: &Gpu, n: usize, op: &str) -> Result<CudaSlice<Self>>;
+    fn wrap(buf: CudaSlice<Self>, shape: &[usize], device: usize) -> Tensor;
+    /// C [rows, n] = A · B on tensor cores (+ bias), f32 accumulation.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(g: &Gpu, v: MatmulTc, a: &CudaSlice<u16>, b: &CudaSlice<u16>, bias: Option<&CudaSlice<f32>>, c: &mut CudaSlice<Self>, m: usize, n: usize, k: usize) -> kernels::Result<()>;
+    /// dst [rows, n] = the first n columns of `wide` [rows, pitch].
+    fn narrow_cols(g: &Gpu, wide: &CudaSlice<Self>, rows: usize, n: usize, pitch: usize, dst: &mut CudaSlice<Self>) -> kernels::Result<()>;
+}
+
+impl GemmOut for f32 {
+    fn alloc(g: &Gpu, n: usize, op: &str) -> Result<CudaSlice<f32>> {
+        alloc(g, n, op)
+    }
+    fn wrap(buf: CudaSlice<f32>, shape: &[usize], device: usize) -> Tensor {
+        tensor(buf, shape, device)
+    }
+    fn gemm(g: &Gpu, v: MatmulTc, a: &CudaSlice<u16>, b: &CudaSlice<u16>, bias: Option<&CudaSlice<f32>>, c: &mut CudaSlice<f32>, m: usize, n: usize, k: usize) -> kernels::Result<()> {
+        g.matmul_tc_f32out(v, a, b, bias, c, m, n, k)
+    }
+    fn narrow_cols(g: &Gpu, wide: &CudaSlice<f32>, rows: usize, n: usize, pitch: usize, dst: &mut CudaSlice<f32>) -> kernels::Result<()> {
+        g.strided_copy_f32(wide, 0, &[rows, n], &[pitch, 1], dst)
+    }
+}
+
+impl GemmOut for u16 {
+    fn alloc(g: &Gpu, n: usize, op: &str) -> Result<CudaSlice<u16>> {
+        alloc16(g, n, op)
+    }
+    fn wrap(buf: CudaSlice<u16>, shape: &[usize], device: usize) -> Tensor {
+        tensor16(buf, shape, device)
+    }
+    fn gemm(g: &Gpu, v: MatmulTc, a: &CudaSlice<u16>, b: &CudaSlice<u16>, bias: Option<&CudaSlice<f32>>, c: &mut CudaSlice<u16>, m: usize, n: usize, k: usize) -> kernels::Result<()> {
+        g.matmul_tc_bf16out(v, a, b, bias, c, m, n, k)
+    }
+    fn narrow_cols(g: &Gpu, wide: &CudaSlice<u16>, rows: usize, n: usize, pitch: usize, dst: &mut CudaSlice<u16>) -> kernels::Result<()> {
+        g.copy_bf16_strided(wide, 0, &[rows, n], &[pitch, 1], dst, n, n)
+    }
+}
+
+/// `matmul` under `autocast_bf16`: bf16 operands (read in place when they already are bf16
+/// rows), f32 accumulation on tensor cores (wgmma on sm_90, mma.sync elsewhere), the bias added
+/// in f32, the output written as `T` (bf16 bits or f32). K and N are padded with zeros to
 /// multiples of 8 (GPT-2's 50257-token vocabulary), which keeps the kernels on their fast path;
 /// a padded N is computed wide and its first N columns copied out.
-fn matmul_bf16(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, out_shape: &[usize]) -> Result<Tensor> {
+fn matmul_bf16<T: GemmOut>(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, out_shape: &[usize]) -> Result<Tensor> {
     let (dev, op) = (ordinal(a), "matmul (bf16 autocast)");
     let g = gpu(dev)?;
     // IGPT_SKIP_V5=1 keeps wgmma out, as in the kernel self-test (a faulting kernel poisons the context).
@@ -265,23 +428,28 @@ fn matmul_bf16(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, out_shape: &[usize
     };
     let bias_arg: Option<&CudaSlice<f32>> = bias_wide.as_ref().or(bias_dev.as_deref());
     // C [rows, n] = A [rows, k] · B [k, n], operands padded.
-    let gemm = |av: &Tensor, bv: &Tensor, rows: usize, dst: &mut CudaSlice<f32>| -> Result<()> {
+    let gemm = |av: &Tensor, bv: &Tensor, rows: usize, dst: &mut CudaSlice<T>| -> Result<()> {
         let (a16, b16) = (bf16_rows(av, k, kp, rows, op)?, bf16_rows(bv, n, np, kp, op)?);
         if np == n {
-            return g.matmul_tc_f32out(v, &a16, &b16, bias_arg, dst, rows, n, kp).map_err(err(op));
+            return T::gemm(&g, v, &a16, &b16, bias_arg, dst, rows, n, kp).map_err(err(op));
         }
-        let mut wide = alloc(&g, rows * np, op)?;
-        g.matmul_tc_f32out(v, &a16, &b16, bias_arg, &mut wide, rows, np, kp).map_err(err(op))?;
-        g.strided_copy_f32(&wide, 0, &[rows, n], &[np, 1], dst).map_err(err(op))
+        let mut wide = T::alloc(&g, rows * np, op)?;
+        T::gemm(&g, v, &a16, &b16, bias_arg, &mut wide, rows, np, kp).map_err(err(op))?;
+        T::narrow_cols(&g, &wide, rows, n, np, dst).map_err(err(op))
     };
     batched(a, b, out_shape, op, gemm)
 }
 
 /// `a` [.., M, K] · `b` [.., K, N] or [K, N] (+ `bias` [N]) → [.., M, N]. A shared `b` makes
 /// one GEMM over all rows of `a`; batched operands one GEMM per batch.
-pub(crate) fn matmul(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, out_shape: &[usize]) -> Result<Tensor> {
+/// Under autocast the product is written in `out` (bf16 for activations; the backward asks for
+/// each operand's type, so a parameter's gradient comes out of the kernel in f32); otherwise in f32.
+pub(crate) fn matmul(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, out_shape: &[usize], out: DType) -> Result<Tensor> {
     if crate::autocast::bf16_enabled() {
-        return matmul_bf16(a, b, bias, out_shape);
+        return match out {
+            DType::BF16 => matmul_bf16::<u16>(a, b, bias, out_shape),
+            _ => matmul_bf16::<f32>(a, b, bias, out_shape),
+        };
     }
     let op = "matmul";
     let (dev, g) = (ordinal(a), gpu(ordinal(a))?);
@@ -352,25 +520,25 @@ fn row_major_copy(t: &Tensor, op: &'static str) -> Result<CudaSlice<f32>> {
 /// The bf16 matmul's batching: `gemm(A, B, rows, C)` computes C [rows, N] = A [rows, K] · B [K, N]
 /// for one pair of operands; a shared `b` makes one call over all rows of `a`, batched operands
 /// one call per batch, each product copied into place.
-fn batched(a: &Tensor, b: &Tensor, out_shape: &[usize], op: &'static str, gemm: impl Fn(&Tensor, &Tensor, usize, &mut CudaSlice<f32>) -> Result<()>) -> Result<Tensor> {
+fn batched<T: GemmOut>(a: &Tensor, b: &Tensor, out_shape: &[usize], op: &'static str, gemm: impl Fn(&Tensor, &Tensor, usize, &mut CudaSlice<T>) -> Result<()>) -> Result<Tensor> {
     let dev = ordinal(a);
     let g = gpu(dev)?;
     let (ra, rb) = (a.rank(), b.rank());
     let (m, k, n) = (a.shape()[ra - 2], a.shape()[ra - 1], b.shape()[rb - 1]);
     let batches: usize = a.shape()[..ra - 2].iter().product();
-    let mut out = alloc(&g, batches * m * n, op)?;
+    let mut out = T::alloc(&g, batches * m * n, op)?;
     if rb == 2 || batches == 1 {
         gemm(a, b, batches * m, &mut out)?;
-        return Ok(tensor(out, out_shape, dev));
+        return Ok(T::wrap(out, out_shape, dev));
     }
     let (a3, b3) = (a.reshape(&[batches, m, k])?, b.reshape(&[batches, k, n])?);
-    let mut c = alloc(&g, m * n, op)?;
+    let mut c = T::alloc(&g, m * n, op)?;
     for i in 0..batches {
         gemm(&a3.narrow(0, i, 1)?, &b3.narrow(0, i, 1)?, m, &mut c)?;
         let mut dst = out.slice_mut(i * m * n..(i + 1) * m * n);
         g.stream.memcpy_dtod(&c, &mut dst).map_err(|e| Error::Cuda(format!("{op}: copy batch {i}: {e:?}")))?;
     }
-    Ok(tensor(out, out_shape, dev))
+    Ok(T::wrap(out, out_shape, dev))
 }
 
 /// Sum over `dims` (kept as size 1): the reduced dims are moved to the front and gathered, so
@@ -429,28 +597,41 @@ pub(crate) fn embedding_backward(dout: &Tensor, shape: &[usize], ids: &[i64]) ->
     Ok(tensor(dtable, shape, dev))
 }
 
-/// Mean cross-entropy over the rows whose target is kept: (loss [], lse [rows]).
+/// Mean cross-entropy over the rows whose target is kept: (loss [], lse [rows]); bf16 logits
+/// read as they are (the logits are the largest activation: [tokens, vocabulary]).
 pub(crate) fn cross_entropy(logits: &Tensor, targets: &[i64], v: usize) -> Result<(Tensor, Tensor)> {
     let (dev, op) = (ordinal(logits), "cross_entropy");
     let g = gpu(dev)?;
     let n = targets.len();
-    let x = f32_of(logits, op)?;
     let t = ids_on(&g, targets, op)?;
     let (mut loss, mut lse, mut mean) = (alloc(&g, n, op)?, alloc(&g, n, op)?, alloc(&g, 2, op)?);
-    g.cross_entropy_fwd_f32(CeGroup::Auto, &x, &t, &mut loss, &mut lse, n, v).map_err(err(op))?;
+    if is_bf16(logits) {
+        let x = bf16_of(logits, op)?;
+        g.cross_entropy_fwd_bf16(CeGroup::Auto, &x, &t, &mut loss, &mut lse, n, v).map_err(err(op))?;
+    } else {
+        let x = f32_of(logits, op)?;
+        g.cross_entropy_fwd_f32(CeGroup::Auto, &x, &t, &mut loss, &mut lse, n, v).map_err(err(op))?;
+    }
     g.cross_entropy_mean(&loss, &t, n, &mut mean).map_err(err(op))?;
     // `mean` holds [mean, kept rows]: the scalar is its first element.
     let loss = Tensor::from_parts(Storage::Cuda(CudaStorage::F32(mean, dev)), Layout::contiguous(&[]), false, None, false);
     Ok((loss, tensor(lse, &[n], dev)))
 }
 
-/// d(logits) = scale · (softmax − onehot), rows with ignored targets 0.
+/// d(logits) = scale · (softmax − onehot), rows with ignored targets 0; in the logits' type.
 pub(crate) fn cross_entropy_backward(logits: &Tensor, targets: &[i64], lse: &Tensor, scale: f32) -> Result<Tensor> {
     let (dev, op) = (ordinal(logits), "cross_entropy backward");
     let g = gpu(dev)?;
     let (n, v) = (targets.len(), *logits.shape().last().expect("rank >= 1"));
-    let (x, l) = (f32_of(logits, op)?, f32_of(lse, op)?);
+    let l = f32_of(lse, op)?;
     let t = ids_on(&g, targets, op)?;
+    if is_bf16(logits) {
+        let x = bf16_of(logits, op)?;
+        let mut dx = alloc16(&g, n * v, op)?;
+        g.cross_entropy_bwd_bf16(CeGroup::Auto, &x, &t, &l, &mut dx, n, v, scale).map_err(err(op))?;
+        return Ok(tensor16(dx, logits.shape(), dev));
+    }
+    let x = f32_of(logits, op)?;
     let mut dx = alloc(&g, n * v, op)?;
     g.cross_entropy_bwd_f32(CeGroup::Auto, &x, &t, &l, &mut dx, n, v, scale).map_err(err(op))?;
     Ok(tensor(dx, logits.shape(), dev))
@@ -500,7 +681,8 @@ pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, tq: us
             g.attention_fwd_f32(&qv, &kv, &vv, &mut out, &mut lse, s, pad.as_ref()).map_err(err(op))?;
         }
     }
-    Ok((tensor(out, q.shape(), dev), tensor(lse, &q.shape()[..q.rank() - 1], dev)))
+    // Under autocast the output is stored in bf16: it feeds the output projection's matmul.
+    Ok((stored(tensor(out, q.shape(), dev), op)?, tensor(lse, &q.shape()[..q.rank() - 1], dev)))
 }
 
 /// (dq, dk, dv) of `attention`.
@@ -549,20 +731,30 @@ pub(crate) fn adamw(param: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, lr: f
 }
 
 /// The gradient of `narrow`: `g` placed at `start..start+len` along `dim` of zeros of `shape`,
-/// one block copy per index of the dims before `dim`.
+/// one block copy per index of the dims before `dim`; in `g`'s type (f32 or bf16).
 pub(crate) fn narrow_backward(g: &Tensor, shape: &[usize], dim: usize, start: usize) -> Result<Tensor> {
     let (dev, op) = (ordinal(g), "narrow backward");
     let gpu = gpu(dev)?;
-    let (outer, n, inner): (usize, usize, usize) = (shape[..dim].iter().product(), shape[dim], shape[dim + 1..].iter().product());
-    let len = g.shape()[dim];
+    if is_bf16(g) {
+        let gv = bf16_of(g, op)?;
+        let out = place_narrowed(&gpu, &gv, shape, dim, start, g.shape()[dim], op)?;
+        return Ok(tensor16(out, shape, dev));
+    }
     let gv = f32_of(g, op)?;
-    let mut out = zeros(&gpu, shape.iter().product(), op)?; // written only at the narrowed part
+    Ok(tensor(place_narrowed(&gpu, &gv, shape, dim, start, g.shape()[dim], op)?, shape, dev))
+}
+
+fn place_narrowed<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(gpu: &Gpu, g: &CudaSlice<T>, shape: &[usize], dim: usize, start: usize, len: usize, op: &str) -> Result<CudaSlice<T>> {
+    let (outer, n, inner): (usize, usize, usize) = (shape[..dim].iter().product(), shape[dim], shape[dim + 1..].iter().product());
+    let total = shape.iter().product::<usize>();
+    // Written only at the narrowed part.
+    let mut out = gpu.stream.alloc_zeros::<T>(total.max(1)).map_err(|e| Error::Cuda(format!("{op}: allocating {total} elements: {e:?}")))?;
     for o in 0..outer {
-        let src = gv.slice(o * len * inner..(o + 1) * len * inner);
+        let src = g.slice(o * len * inner..(o + 1) * len * inner);
         let mut dst = out.slice_mut((o * n + start) * inner..(o * n + start + len) * inner);
         gpu.stream.memcpy_dtod(&src, &mut dst).map_err(|e| Error::Cuda(format!("{op}: copy: {e:?}")))?;
     }
-    Ok(tensor(out, shape, dev))
+    Ok(out)
 }
 
 /// `op(x)` elementwise (`lo`, `hi`: clamp's bounds).

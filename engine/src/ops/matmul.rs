@@ -4,7 +4,7 @@
 use super::view::f32_tensor;
 use crate::autograd::Op;
 use crate::cpu::gemm::{sgemm, MatMut, MatRef};
-use crate::{Error, Result, Tensor};
+use crate::{DType, Error, Result, Tensor};
 use rayon::prelude::*;
 
 /// Below this many multiply-adds per matrix, batches run in parallel instead of inside the GEMM.
@@ -13,16 +13,18 @@ const SMALL_GEMM: usize = 64 * 64 * 64;
 impl Tensor {
     /// `self` [.., M, K] · `rhs` [.., K, N] (or [K, N], shared by every batch) → [.., M, N].
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
-        matmul(self, rhs, None)
+        matmul(self, rhs, None, None)
     }
 
     /// `self · rhs + bias`, with `bias` [N] added to every row.
     pub fn matmul_bias(&self, rhs: &Tensor, bias: &Tensor) -> Result<Tensor> {
-        matmul(self, rhs, Some(bias))
+        matmul(self, rhs, Some(bias), None)
     }
 }
 
-fn matmul(a: &Tensor, b: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+/// `out`: the product's element type under autocast on CUDA (None: bf16, an activation); the
+/// backward asks for each operand's own type. f32 everywhere else.
+fn matmul(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, out: Option<DType>) -> Result<Tensor> {
     let (ra, rb) = (a.rank(), b.rank());
     let bad = |why: &str| Error::shape("matmul", format!("{:?} x {:?}: {why}", a.shape(), b.shape()));
     if ra < 2 || rb < 2 {
@@ -51,7 +53,7 @@ fn matmul(a: &Tensor, b: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     out_shape.extend([m, n]);
 
     if a.device().is_cuda() {
-        let out = crate::cuda::ops::matmul(a, b, bias, &out_shape)?;
+        let out = crate::cuda::ops::matmul(a, b, bias, &out_shape, out.unwrap_or(DType::BF16))?;
         let (ca, cb, cbias) = (a.clone(), b.clone(), bias.cloned());
         let inputs: Vec<&Tensor> = [Some(a), Some(b), bias].into_iter().flatten().collect();
         return Ok(out.with_op(&inputs, move || Op::Matmul(ca, cb, cbias)));
@@ -125,20 +127,21 @@ fn merged_row_stride(l: &crate::shape::Layout) -> Option<usize> {
     Some(stride.unwrap_or(l.strides[r - 2]))
 }
 
-/// dA = g·Bᵀ, dB = Aᵀ·g (summed over batches when B was shared), dbias = Σ rows of g.
+/// dA = g·Bᵀ, dB = Aᵀ·g (summed over batches when B was shared), dbias = Σ rows of g; each
+/// written in its operand's type (f32 weights get f32 gradients straight from the kernel).
 pub(crate) fn backward(g: &Tensor, a: Tensor, b: Tensor, bias: Option<Tensor>) -> Result<Vec<(Tensor, Tensor)>> {
     let mut grads = Vec::with_capacity(3);
     if a.tracked() {
-        grads.push((g.matmul(&b.t()?)?, a.clone()));
+        grads.push((matmul(g, &b.t()?, None, Some(a.dtype()))?, a.clone()));
     }
     if b.tracked() {
         let db = if b.rank() == 2 && a.rank() > 2 {
             let k = a.shape()[a.rank() - 1];
             let n = g.shape()[g.rank() - 1];
             let rows = a.numel() / k.max(1);
-            a.reshape(&[rows, k])?.t()?.matmul(&g.reshape(&[rows, n])?)?
+            matmul(&a.reshape(&[rows, k])?.t()?, &g.reshape(&[rows, n])?, None, Some(b.dtype()))?
         } else {
-            a.t()?.matmul(g)?
+            matmul(&a.t()?, g, None, Some(b.dtype()))?
         };
         grads.push((db, b));
     }

@@ -101,8 +101,8 @@ impl Tensor {
             return Ok(self.clone());
         }
         if self.device().is_cuda() {
-            if self.dtype() != crate::DType::F32 {
-                // ids and bf16 (not differentiable): rearranged on the host and sent back.
+            if !matches!(self.dtype(), crate::DType::F32 | crate::DType::BF16) {
+                // ids (not differentiable): rearranged on the host and sent back.
                 return self.to_device(crate::Device::Cpu)?.to_device(self.device());
             }
             return Ok(crate::cuda::ops::contiguous(self)?.with_op(&[self], || Op::Copy(self.clone())));
