@@ -8,8 +8,9 @@ use engine::conformance::Compared;
 use engine::{Device, Result, Tensor};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-/// (what, on `device`, on the CPU) for: the loss, each gradient, each parameter after the step.
-pub fn train_step(device: Device, config: Gpt2Config, batch: usize, time: usize, seed: u64) -> Result<Vec<Compared>> {
+/// (what, on `device`, on the CPU) for: the loss, each gradient, each parameter after the step;
+/// with `bf16` the device's step runs under `autocast_bf16` (the CPU's f32 is the reference).
+pub fn train_step(device: Device, config: Gpt2Config, batch: usize, time: usize, seed: u64, bf16: bool) -> Result<Vec<Compared>> {
     let model = Gpt2::new(config.clone(), seed)?;
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
     let ids: Vec<i64> = (0..batch * time).map(|_| rng.gen_range(0..config.vocab_size as i64)).collect();
@@ -32,7 +33,10 @@ pub fn train_step(device: Device, config: Gpt2Config, batch: usize, time: usize,
         }
         Ok(out)
     };
-    let got = run(&model.copy()?.to_device(device)?)?; // its own weights: the step changes them
+    let got = {
+        let _autocast = bf16.then(engine::autocast_bf16);
+        run(&model.copy()?.to_device(device)?)? // its own weights: the step changes them
+    };
     let want = run(&model)?;
     Ok(got.into_iter().zip(want).map(|((name, g), (_, w))| (name, g, w)).collect())
 }
@@ -40,8 +44,8 @@ pub fn train_step(device: Device, config: Gpt2Config, batch: usize, time: usize,
 /// Sampling's path on `device` against the CPU: a left-padded batch through the KV cache (a
 /// prefill, then one token at a time, the cache growing past its first capacity): each call's
 /// logits, and the prefill's log-probabilities of the next tokens (log_softmax and gather, as
-/// PPO scores its rollouts).
-pub fn decode(device: Device, config: Gpt2Config, seed: u64) -> Result<Vec<Compared>> {
+/// PPO scores its rollouts); with `bf16` under `autocast_bf16` on the device.
+pub fn decode(device: Device, config: Gpt2Config, seed: u64, bf16: bool) -> Result<Vec<Compared>> {
     let model = Gpt2::new(config.clone(), seed)?;
     let mut rng = StdRng::seed_from_u64(seed ^ 0xdec0);
     let (batch, prefix, steps, pad) = (2, 7, 4, [3usize, 0]);
@@ -61,7 +65,10 @@ pub fn decode(device: Device, config: Gpt2Config, seed: u64) -> Result<Vec<Compa
         }
         Ok(out)
     };
-    let got = run(&model.to_device(device)?)?;
+    let got = {
+        let _autocast = bf16.then(engine::autocast_bf16);
+        run(&model.to_device(device)?)?
+    };
     let want = run(&model)?;
     Ok(got.into_iter().zip(want).map(|((name, g), (_, w))| (name, g, w)).collect())
 }
@@ -72,7 +79,7 @@ mod tests {
 
     #[test]
     fn decode_on_the_cpu_agrees_with_itself() {
-        let rows = decode(Device::Cpu, Gpt2Config::custom(2, 2, 32, 16, 50), 4).unwrap();
+        let rows = decode(Device::Cpu, Gpt2Config::custom(2, 2, 32, 16, 50), 4, false).unwrap();
         assert_eq!(rows.len(), 2 + 4);
         for (what, got, want) in rows {
             assert!(!got.is_empty() && got.iter().all(|x| x.is_finite()) && got == want, "{what}");
@@ -82,7 +89,7 @@ mod tests {
     #[test]
     fn on_the_cpu_the_step_agrees_with_itself_and_covers_every_parameter() {
         let config = Gpt2Config::custom(2, 2, 32, 16, 50);
-        let rows = train_step(Device::Cpu, config.clone(), 2, 9, 3).unwrap();
+        let rows = train_step(Device::Cpu, config.clone(), 2, 9, 3, false).unwrap();
         let n = Gpt2::new(config, 3).unwrap().params().len();
         assert_eq!(rows.len(), 1 + 2 * n);
         for (what, got, want) in rows {

@@ -105,21 +105,33 @@ mod imp {
         out
     }
 
+    /// Tolerance of a whole-model check: f32 differs from the CPU by summation order only (1e-4
+    /// relative to the tensor's peak); bf16 autocast by its roundings, as the bf16 op cases.
+    fn model_tol(bf16: bool) -> (&'static str, f64) {
+        if bf16 {
+            ("bf16", 3.0 * selftest::TOL_BF16)
+        } else {
+            ("f32", 1e-4)
+        }
+    }
+
     /// One GPT-2 training step (2 layers, head dim 64: the flash kernels) on cuda:0 against the
     /// CPU: the loss, the worst gradient and the worst parameter after AdamW, each by max error.
-    fn gpt2_step() -> Vec<selftest::Check> {
+    /// With `bf16`, under autocast (bf16 activations; the CPU's f32 step is the reference).
+    fn gpt2_step(bf16: bool) -> Vec<selftest::Check> {
         let shape = "2 layers, 2 heads of 64, B2 x T33, vocab 300".to_string();
+        let (precision, tol) = model_tol(bf16);
         let config = models::Gpt2Config::custom(2, 2, 128, 64, 300);
-        let rows = match models::device_check::train_step(engine::Device::Cuda(0), config, 2, 33, 11) {
+        let rows = match models::device_check::train_step(engine::Device::Cuda(0), config, 2, 33, 11, bf16) {
             Ok(rows) => rows,
-            Err(e) => return vec![selftest::Check::failed("engine GPT-2 train step", shape, "f32", e.to_string())],
+            Err(e) => return vec![selftest::Check::failed("engine GPT-2 train step", shape, precision, e.to_string())],
         };
         let mut worst: std::collections::BTreeMap<&str, (kernels::reference::ErrStats, String)> = Default::default();
         for (what, got, want) in &rows {
             let group = if what == "loss" { "loss" } else if what.starts_with("grad") { "gradients" } else { "parameters after AdamW" };
             let st = match against_cpu(got, want) {
                 Ok(st) => st,
-                Err(e) => return vec![selftest::Check::failed("engine GPT-2 train step", format!("{shape}; {what}"), "f32", e)],
+                Err(e) => return vec![selftest::Check::failed("engine GPT-2 train step", format!("{shape}; {what}"), precision, e)],
             };
             let e = worst.entry(group).or_insert((st, what.clone()));
             // A tensor with NaN/inf stays the group's worst whatever comes after it.
@@ -127,23 +139,24 @@ mod imp {
                 *e = (st, what.clone());
             }
         }
-        // Summation order differs between devices (atomics, tiles): 1e-4 relative to the tensor's peak.
-        worst.into_iter().map(|(group, (st, what))| selftest::Check::new(&format!("engine GPT-2 train step ({group})"), format!("{shape}; worst: {what}"), "f32", st, 1e-4)).collect()
+        worst.into_iter().map(|(group, (st, what))| selftest::Check::new(&format!("engine GPT-2 train step ({group})"), format!("{shape}; worst: {what}"), precision, st, tol)).collect()
     }
 
     /// Sampling's path: a left-padded batch through the KV cache on cuda:0 against the CPU
-    /// (head dim 16: the composed attention that padding takes), one row per call.
-    fn gpt2_decode() -> Vec<selftest::Check> {
+    /// (head dim 16: the composed attention that padding takes), one row per call; with `bf16`
+    /// under autocast, as `--bf16` rollouts run.
+    fn gpt2_decode(bf16: bool) -> Vec<selftest::Check> {
         let shape = "2 layers, 2 heads of 16, B2, prefix 7 (3 padded) + 4 steps, vocab 300".to_string();
-        match models::device_check::decode(engine::Device::Cuda(0), models::Gpt2Config::custom(2, 2, 32, 64, 300), 12) {
-            Err(e) => vec![selftest::Check::failed("engine GPT-2 decode", shape, "f32", e.to_string())],
+        let (precision, tol) = model_tol(bf16);
+        match models::device_check::decode(engine::Device::Cuda(0), models::Gpt2Config::custom(2, 2, 32, 64, 300), 12, bf16) {
+            Err(e) => vec![selftest::Check::failed("engine GPT-2 decode", shape, precision, e.to_string())],
             Ok(rows) => rows
                 .into_iter()
                 .map(|(what, got, want)| {
                     let row = format!("engine GPT-2 decode ({what})");
                     match against_cpu(&got, &want) {
-                        Ok(st) => selftest::Check::new(&row, shape.clone(), "f32", st, 1e-4),
-                        Err(e) => selftest::Check::failed(&row, shape.clone(), "f32", e),
+                        Ok(st) => selftest::Check::new(&row, shape.clone(), precision, st, tol),
+                        Err(e) => selftest::Check::failed(&row, shape.clone(), precision, e),
                     }
                 })
                 .collect(),
@@ -158,8 +171,10 @@ mod imp {
         let mut checks = selftest::run_checks(&gpu)?;
         checks.push(engine_round_trip());
         checks.extend(engine_ops());
-        checks.extend(gpt2_step());
-        checks.extend(gpt2_decode());
+        for bf16 in [false, true] {
+            checks.extend(gpt2_step(bf16));
+            checks.extend(gpt2_decode(bf16));
+        }
         let timings = if args.no_bench {
             Vec::new()
         } else {
