@@ -54,6 +54,13 @@ int main(int argc, char** argv) {
     using LnBwdBf = void (*)(const bf*, const float*, const float*, const float*, const bf*, bf*, float*, int, int);
     const std::map<std::string, LnBwdBf> ln_bwd_bf = {
         {"layernorm_bwd_v2_bf16_w1024", ln::layernorm_bwd_v2_bf16_w1024}, {"layernorm_bwd_v2_bf16_w2048", ln::layernorm_bwd_v2_bf16_w2048}};
+    // f32 x with a bf16 y / dy (autocast's layernorm).
+    using LnFwdMix = void (*)(const float*, const float*, const float*, bf*, float*, float*, int, int, float);
+    const std::map<std::string, LnFwdMix> ln_fwd_mix = {
+        {"layernorm_fwd_v2_f32_bf16_w1024", ln::layernorm_fwd_v2_f32_bf16_w1024}, {"layernorm_fwd_v2_f32_bf16_w2048", ln::layernorm_fwd_v2_f32_bf16_w2048}};
+    using LnBwdMix = void (*)(const float*, const float*, const float*, const float*, const bf*, float*, float*, int, int);
+    const std::map<std::string, LnBwdMix> ln_bwd_mix = {
+        {"layernorm_bwd_v2_f32_bf16_w1024", ln::layernorm_bwd_v2_f32_bf16_w1024}, {"layernorm_bwd_v2_f32_bf16_w2048", ln::layernorm_bwd_v2_f32_bf16_w2048}};
 
     if (auto it = softmax.find(k); it != softmax.end()) {
         auto x = load("x", n);
@@ -99,6 +106,20 @@ int main(int argc, char** argv) {
         auto g = load("gamma", C), mean = load("mean", rows), rstd = load("rstd", rows);
         std::vector<bf> dx(n, BF16_NAN);
         std::vector<float> dg(C, nan), db(C, nan), partial((size_t)blocks * 2 * C, nan), block_sums(2 * (size_t)C, nan);
+        emu_dynamic_smem = block_sums.data();
+        emu_launch({(unsigned)blocks}, {256}, [&] { it->second(x.data(), g.data(), mean.data(), rstd.data(), dy.data(), dx.data(), partial.data(), rows, C); });
+        emu_launch({(unsigned)std::max((2 * C + 31) / 32, 1)}, {32, 8}, [&] { ln::layernorm_bwd_v2_finish_f32(partial.data(), dg.data(), db.data(), blocks, C); });
+        store("dx", dx), store("dgamma", dg), store("dbeta", db);
+    } else if (auto it = ln_fwd_mix.find(k); it != ln_fwd_mix.end()) {
+        auto x = load("x", n), g = load("gamma", C), b = load("beta", C);
+        std::vector<bf> y(n, BF16_NAN);
+        std::vector<float> mean(rows, nan), rstd(rows, nan);
+        emu_launch(row_grid, row_block, [&] { it->second(x.data(), g.data(), b.data(), y.data(), mean.data(), rstd.data(), rows, C, 1e-5f); });
+        store("y", y), store("mean", mean), store("rstd", rstd);
+    } else if (auto it = ln_bwd_mix.find(k); it != ln_bwd_mix.end()) {
+        auto x = load("x", n), g = load("gamma", C), mean = load("mean", rows), rstd = load("rstd", rows);
+        auto dy = load<bf>("dy", n);
+        std::vector<float> dx(n, nan), dg(C, nan), db(C, nan), partial((size_t)blocks * 2 * C, nan), block_sums(2 * (size_t)C, nan);
         emu_dynamic_smem = block_sums.data();
         emu_launch({(unsigned)blocks}, {256}, [&] { it->second(x.data(), g.data(), mean.data(), rstd.data(), dy.data(), dx.data(), partial.data(), rows, C); });
         emu_launch({(unsigned)std::max((2 * C + 31) / 32, 1)}, {32, 8}, [&] { ln::layernorm_bwd_v2_finish_f32(partial.data(), dg.data(), db.data(), blocks, C); });

@@ -78,11 +78,18 @@ impl RowElem for u16 {
 /// The entry of row kernel `op` to launch: v1's (`{op}_f32`; f32 only), or v2's build for rows
 /// of `width` (`{op}_v2_{f32|bf16}_w*`).
 fn row_entry<T: RowElem>(v: RowKernel, op: &str, width: usize) -> Result<String> {
+    row_entry2::<T, T>(v, op, width)
+}
+
+/// As [`row_entry`] for a kernel whose input is `X` and output `Y`: `{op}_v2_{X}_{Y}_w*` when they
+/// differ (layernorm from the f32 residual stream to a bf16 activation; v2 only).
+fn row_entry2<X: RowElem, Y: RowElem>(v: RowKernel, op: &str, width: usize) -> Result<String> {
+    let types = if X::NAME == Y::NAME { X::NAME.to_string() } else { format!("{}_{}", X::NAME, Y::NAME) };
     match v {
-        RowKernel::V1 if T::NAME == "f32" => Ok(format!("{op}_f32")),
-        RowKernel::V1 => Err(Error::Other(format!("{op}: v1 has no {} build; v2 takes rows up to {}", T::NAME, crate::rows::V2_MAX_WIDTH))),
+        RowKernel::V1 if types == "f32" => Ok(format!("{op}_f32")),
+        RowKernel::V1 => Err(Error::Other(format!("{op}: v1 has no {types} build; v2 takes rows up to {}", crate::rows::V2_MAX_WIDTH))),
         RowKernel::V2 => {
-            let stem = format!("{op}_v2_{}", T::NAME);
+            let stem = format!("{op}_v2_{types}");
             RowKernel::v2_entry(&stem, width).ok_or_else(|| Error::Other(format!("{stem}: rows of {width} are wider than v2 takes ({})", crate::rows::V2_MAX_WIDTH)))
         }
     }
@@ -274,16 +281,16 @@ impl Gpu {
     }
 
     /// Either version for f32 activations; v2 for bf16 ones (x, y as u16 bit patterns; gamma,
-    /// beta, mean, rstd f32).
+    /// beta, mean, rstd f32), and for an f32 x with a bf16 y (autocast).
     #[allow(clippy::too_many_arguments)]
-    pub fn layernorm_fwd_with<T: RowElem>(
-        &self, v: RowKernel, x: &CudaSlice<T>, gamma: &CudaSlice<f32>, beta: &CudaSlice<f32>, y: &mut CudaSlice<T>,
+    pub fn layernorm_fwd_with<X: RowElem, Y: RowElem>(
+        &self, v: RowKernel, x: &CudaSlice<X>, gamma: &CudaSlice<f32>, beta: &CudaSlice<f32>, y: &mut CudaSlice<Y>,
         mean: &mut CudaSlice<f32>, rstd: &mut CudaSlice<f32>, rows: usize, c: usize, eps: f32,
     ) -> Result<()> {
         for (w, l, n) in [("x", x.len(), rows * c), ("gamma", gamma.len(), c), ("beta", beta.len(), c), ("y", y.len(), rows * c), ("mean", mean.len(), rows), ("rstd", rstd.len(), rows)] {
             check_len(&format!("layernorm_fwd {w}"), l, n)?;
         }
-        let name = row_entry::<T>(v, "layernorm_fwd", c)?;
+        let name = row_entry2::<X, Y>(v, "layernorm_fwd", c)?;
         let (r, cc) = (to_i32("rows", rows)?, to_i32("C", c)?);
         let mut b = self.stream.launch_builder(self.f(&name)?);
         b.arg(x).arg(gamma).arg(beta).arg(y).arg(mean).arg(rstd).arg(&r).arg(&cc).arg(&eps);
@@ -303,11 +310,12 @@ impl Gpu {
 
     /// v1: a dx kernel and a dgamma/dbeta kernel. v2: one fused pass writing per-block partial
     /// dgamma/dbeta (a scratch buffer from the stream's pool), then a kernel that sums them.
-    /// bf16 activations (x, dy, dx; v2 only): the parameter gradients stay f32.
+    /// bf16 activations (x, dy, dx; v2 only): the parameter gradients stay f32. x and dx are
+    /// `X`, dy is `Y` (the forward's output type: f32 x with bf16 dy under autocast).
     #[allow(clippy::too_many_arguments)]
-    pub fn layernorm_bwd_with<T: RowElem>(
-        &self, v: RowKernel, x: &CudaSlice<T>, gamma: &CudaSlice<f32>, mean: &CudaSlice<f32>, rstd: &CudaSlice<f32>,
-        dy: &CudaSlice<T>, dx: &mut CudaSlice<T>, dgamma: &mut CudaSlice<f32>, dbeta: &mut CudaSlice<f32>,
+    pub fn layernorm_bwd_with<X: RowElem, Y: RowElem>(
+        &self, v: RowKernel, x: &CudaSlice<X>, gamma: &CudaSlice<f32>, mean: &CudaSlice<f32>, rstd: &CudaSlice<f32>,
+        dy: &CudaSlice<Y>, dx: &mut CudaSlice<X>, dgamma: &mut CudaSlice<f32>, dbeta: &mut CudaSlice<f32>,
         rows: usize, c: usize,
     ) -> Result<()> {
         for (w, l, n) in [("x", x.len(), rows * c), ("gamma", gamma.len(), c), ("mean", mean.len(), rows), ("rstd", rstd.len(), rows), ("dy", dy.len(), rows * c), ("dx", dx.len(), rows * c), ("dgamma", dgamma.len(), c), ("dbeta", dbeta.len(), c)] {
@@ -316,7 +324,7 @@ impl Gpu {
         let (r, cc) = (to_i32("rows", rows)?, to_i32("C", c)?);
         let launch_err = |name: String| move |e| Error::cuda(format!("launch {name} {rows}x{c}"), e);
         if v == RowKernel::V1 {
-            row_entry::<T>(v, "layernorm_bwd", c)?; // f32 only
+            row_entry2::<X, Y>(v, "layernorm_bwd", c)?; // f32 only
             let mut b = self.stream.launch_builder(self.f("layernorm_bwd_dx_f32")?);
             b.arg(x).arg(gamma).arg(mean).arg(rstd).arg(dy).arg(dx).arg(&r).arg(&cc);
             unsafe { b.launch(row_cfg(rows)) }.map_err(launch_err("layernorm_bwd_dx_f32".into()))?;
@@ -326,7 +334,7 @@ impl Gpu {
             unsafe { b.launch(cfg(grid, (32, 8, 1))) }.map_err(launch_err("layernorm_bwd_dparams_f32".into()))?;
             return Ok(());
         }
-        let name = row_entry::<T>(v, "layernorm_bwd", c)?;
+        let name = row_entry2::<X, Y>(v, "layernorm_bwd", c)?;
         let f = self.f(&name)?;
         let (threads, smem) = ((32 * crate::rows::LN_BWD_V2_WARPS) as u32, 2 * c * 4);
         let resident = self.resident_blocks(&name, f, threads, smem)?;

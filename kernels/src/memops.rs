@@ -1164,6 +1164,21 @@ mod imp {
                             gpu.layernorm_bwd_with(RowKernel::V2, x, &gg, &mean, &rstd, dy, dx, &mut dg, &mut db, r, c)
                         }));
                     }
+                    // Autocast's build: f32 x (the residual stream) to a bf16 y; back from a bf16
+                    // dy to an f32 dx.
+                    let fwd = RowKernel::v2_entry("layernorm_fwd_v2_f32_bf16", c).unwrap_or_default();
+                    row(&fwd, (4.0 + 2.0) * rc + 4.0 * (2.0 * cf + 2.0 * rf), n, time_per_launch(gpu, n, |i| {
+                        let (l, (_, y, _)) = (&s[i], &mut s16[i]);
+                        gpu.layernorm_fwd_with(RowKernel::V2, &l.x, &gg, &gb, y, &mut mean, &mut rstd, r, c, 1e-5)
+                    }));
+                    if backward {
+                        let name = RowKernel::v2_entry("layernorm_bwd_v2_f32_bf16", c).unwrap_or_default();
+                        let (mut dg, mut db) = (up(&g)?, up(&b)?);
+                        row(&format!("{name} (fused + finish)"), (4.0 + 2.0 + 4.0) * rc + 4.0 * (3.0 * cf + 2.0 * rf), n, time_per_launch(gpu, n, |i| {
+                            let (l, (_, dy, _)) = (&mut s[i], &s16[i]);
+                            gpu.layernorm_bwd_with(RowKernel::V2, &l.x, &gg, &mean, &rstd, dy, &mut l.dx, &mut dg, &mut db, r, c)
+                        }));
+                    }
                 }
             }
             "gelu" => {

@@ -78,8 +78,9 @@ mod imp {
         };
         let (view, strides) = ([cols, rows], [1, cols]);
         let bits_check = |kernel: &str, desc: String, got: Result<Vec<u32>>, want: Vec<u32>, nan: fn(u32) -> bool| match got {
+            Ok(got) if got.len() != want.len() => Check::failed(kernel, desc, "bit-exact", format!("{} elements where {} were expected", got.len(), want.len())),
             Ok(got) => match got.iter().zip(&want).filter(|(g, w)| g != w && !(nan(**g) && nan(**w))).count() {
-                0 if got.len() == want.len() => Check::new(kernel, desc, "bit-exact", crate::reference::ErrStats::default(), 0.0),
+                0 => Check::new(kernel, desc, "bit-exact", crate::reference::ErrStats::default(), 0.0),
                 bad => Check::failed(kernel, desc, "bit-exact", format!("{bad} of {} elements differ", want.len())),
             },
             Err(e) => Check::failed(kernel, desc, "bit-exact", e.to_string()),

@@ -2,7 +2,8 @@
 //! versions that the self-test checks and the bench compares: v1 reads a row more than once and
 //! takes any width; v2 holds the row in registers (its backward is one fused pass) and takes
 //! rows up to [`V2_MAX_WIDTH`], in two builds by how many elements each lane holds, for f32 and
-//! for bf16 activations (f32 math; layernorm's parameters, statistics and their gradients f32).
+//! for bf16 activations (f32 math; layernorm's parameters, statistics and their gradients f32),
+//! and layernorm also from an f32 input to a bf16 output (autocast's f32 residual stream).
 
 pub const SOFTMAX_ENTRIES: &[&str] = &[
     "softmax_fwd_f32", "softmax_fwd_v2_f32_w1024", "softmax_fwd_v2_f32_w2048", "softmax_fwd_v2_bf16_w1024", "softmax_fwd_v2_bf16_w2048",
@@ -12,6 +13,7 @@ pub const LAYERNORM_ENTRIES: &[&str] = &[
     "layernorm_fwd_v2_f32_w1024", "layernorm_fwd_v2_f32_w2048",
     "layernorm_bwd_v2_f32_w1024", "layernorm_bwd_v2_f32_w2048", "layernorm_bwd_v2_finish_f32",
     "layernorm_fwd_v2_bf16_w1024", "layernorm_fwd_v2_bf16_w2048", "layernorm_bwd_v2_bf16_w1024", "layernorm_bwd_v2_bf16_w2048",
+    "layernorm_fwd_v2_f32_bf16_w1024", "layernorm_fwd_v2_f32_bf16_w2048", "layernorm_bwd_v2_f32_bf16_w1024", "layernorm_bwd_v2_f32_bf16_w2048",
 ];
 
 /// The widest row v2 takes (64 elements per lane).

@@ -233,6 +233,34 @@ mod imp {
                 rows_out.push(Check::new(&format!("{bwd} + finish (dbeta)"), shape.clone(), "bf16->f32", compare(&c.down(&gdb)?, &b.dbeta), TOL_F32));
                 Ok(rows_out)
             });
+            // Autocast's layernorm: the f32 residual stream in, a bf16 y out; backward from a
+            // bf16 dy (the reference sees it rounded) to an f32 dx.
+            let (fwd, bwd) = (format!("layernorm_fwd_v2_f32_bf16{w}"), format!("layernorm_bwd_v2_f32_bf16{w}"));
+            case(&mut out, &fwd, shape.clone(), "f32->bf16", || {
+                let x: Vec<f32> = c.rand(rows * ch, -2.0, 2.0).into_iter().map(|v| v + 3.0).collect();
+                let dy16 = to_bf16(&c.rand(rows * ch, -1.0, 1.0));
+                let dy = from_bf16(&dy16);
+                let (gamma, beta) = (c.rand(ch, 0.5, 1.5), c.rand(ch, -0.5, 0.5));
+                let (gx, gg, gb, gdy) = (c.up(&x)?, c.up(&gamma)?, c.up(&beta)?, c.up(&dy16)?);
+                let (mut gy, mut gm, mut gr) = (c.poisoned_bf16(rows * ch)?, c.poisoned(rows)?, c.poisoned(rows)?);
+                gpu.layernorm_fwd_with(RowKernel::V2, &gx, &gg, &gb, &mut gy, &mut gm, &mut gr, rows, ch, 1e-5)?;
+                gpu.sync(&fwd)?;
+                let f = r::layernorm_fwd(&x, &gamma, &beta, rows, ch, 1e-5);
+                let (mean, rstd) = (c.down(&gm)?, c.down(&gr)?);
+                let mut rows_out = vec![
+                    Check::new(&format!("{fwd} (y)"), shape.clone(), "f32->bf16", compare(&c.down_bf16(&gy)?, &f.y), TOL_BF16),
+                    Check::new(&format!("{fwd} (mean)"), shape.clone(), "f32", compare(&mean, &f.mean), TOL_F32),
+                    Check::new(&format!("{fwd} (rstd)"), shape.clone(), "f32", compare(&rstd, &f.rstd), TOL_F32),
+                ];
+                let (mut gdx, mut gdg, mut gdb) = (c.poisoned(rows * ch)?, c.poisoned(ch)?, c.poisoned(ch)?);
+                gpu.layernorm_bwd_with(RowKernel::V2, &gx, &gg, &gm, &gr, &gdy, &mut gdx, &mut gdg, &mut gdb, rows, ch)?;
+                gpu.sync(&bwd)?;
+                let b = r::layernorm_bwd(&x, &gamma, &mean, &rstd, &dy, rows, ch);
+                rows_out.push(Check::new(&format!("{bwd} (dx)"), shape.clone(), "bf16->f32", compare(&c.down(&gdx)?, &b.dx), TOL_F32));
+                rows_out.push(Check::new(&format!("{bwd} + finish (dgamma)"), shape.clone(), "bf16->f32", compare(&c.down(&gdg)?, &b.dgamma), TOL_F32));
+                rows_out.push(Check::new(&format!("{bwd} + finish (dbeta)"), shape.clone(), "bf16->f32", compare(&c.down(&gdb)?, &b.dbeta), TOL_F32));
+                Ok(rows_out)
+            });
         }
 
         for n in [1usize, 1001, (1 << 20) + 5] {

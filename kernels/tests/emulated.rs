@@ -2,7 +2,7 @@
 //! CUDA thread) and compared with f64 references at the GPU self-test's tolerances (or bit for
 //! bit): their indexing, bounds (under AddressSanitizer), reductions and barriers are checked on
 //! machines without a GPU.
-//! Covered: the row kernels (softmax, layernorm, both versions, f32 and bf16), every kernel of
+//! Covered: the row kernels (softmax, layernorm, both versions, f32 and bf16, layernorm f32 to bf16), every kernel of
 //! cu/pointwise.cu (the engine's remaining ops), the f32 attention kernels (v1 forward and backward, decode; head dims
 //! 32/64/128, left padding), the f32 matmuls (v1; v2 batched, operands stored as read or
 //! transposed), cross-entropy (warp and block, f32 and bf16), embedding (forward, both
@@ -239,10 +239,29 @@ fn row_kernels_match_the_references_on_the_cpu_emulation() {
         let b = r::layernorm_bwd(&x, &gamma, &mean, &rstd, &dy, rows, c);
         checks.push(Check::new(&format!("{k} (dx)"), shape.clone(), "bf16", compare(&from16(&emu.get_u16("dx.u16")), &b.dx), TOL_BF16));
         checks.push(Check::new(&format!("{k} (dgamma)"), shape.clone(), "bf16->f32", compare(&emu.get("dgamma"), &b.dgamma), TOL_F32));
+        checks.push(Check::new(&format!("{k} (dbeta)"), shape.clone(), "bf16->f32", compare(&emu.get("dbeta"), &b.dbeta), TOL_F32));
+
+        // Autocast's layernorm: f32 x (not rounded) to a bf16 y; back from the bf16 dy to an f32 dx.
+        let x: Vec<f32> = rand(&mut rng, rows * c, -2.0, 2.0).into_iter().map(|v| v + 3.0).collect();
+        emu.put("x", &x);
+        let k = format!("layernorm_fwd_v2_f32_bf16_{w}");
+        emu.run(&k, rows, c, 1);
+        let f = r::layernorm_fwd(&x, &gamma, &beta, rows, c, 1e-5);
+        let (mean, rstd) = (emu.get("mean"), emu.get("rstd"));
+        checks.push(Check::new(&format!("{k} (y)"), shape.clone(), "f32->bf16", compare(&from16(&emu.get_u16("y.u16")), &f.y), TOL_BF16));
+        checks.push(Check::new(&format!("{k} (mean)"), shape.clone(), "f32", compare(&mean, &f.mean), TOL_F32));
+        checks.push(Check::new(&format!("{k} (rstd)"), shape.clone(), "f32", compare(&rstd, &f.rstd), TOL_F32));
+        emu.put("mean", &mean);
+        emu.put("rstd", &rstd);
+        let k = format!("layernorm_bwd_v2_f32_bf16_{w}");
+        emu.run(&k, rows, c, 2);
+        let b = r::layernorm_bwd(&x, &gamma, &mean, &rstd, &dy, rows, c);
+        checks.push(Check::new(&format!("{k} (dx)"), shape.clone(), "bf16->f32", compare(&emu.get("dx"), &b.dx), TOL_F32));
+        checks.push(Check::new(&format!("{k} (dgamma)"), shape.clone(), "bf16->f32", compare(&emu.get("dgamma"), &b.dgamma), TOL_F32));
         checks.push(Check::new(&format!("{k} (dbeta)"), shape, "bf16->f32", compare(&emu.get("dbeta"), &b.dbeta), TOL_F32));
     }
     std::fs::remove_dir_all(&dir).ok();
-    report(&checks, seed, 100);
+    report(&checks, seed, 118);
 }
 
 fn setup(cxx: &str, driver: &str, sources: &[&str]) -> (Emu, PathBuf) {

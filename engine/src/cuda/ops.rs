@@ -268,16 +268,34 @@ pub(crate) fn softmax(x: &Tensor, cols: usize) -> Result<Tensor> {
     Ok(tensor(y, x.shape(), dev))
 }
 
-/// (y, mean [rows], rstd [rows]); y in bf16 under autocast (it feeds a matmul), rounded once
-/// from the f32 kernel's output.
+/// (y, mean [rows], rstd [rows]). Under autocast y is bf16 (it feeds a matmul): written so by
+/// the kernel where the row fits v2 (the f32 residual stream in, bf16 out), else rounded once
+/// from the f32 kernel's output. A bf16 x gives a bf16 y where the row fits v2.
 pub(crate) fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, d: usize, eps: f32) -> Result<(Tensor, Tensor, Tensor)> {
     let (dev, op) = (ordinal(x), "layer_norm");
     let g = gpu(dev)?;
-    let (xv, wv, bv) = (f32_of(x, op)?, f32_of(w, op)?, f32_of(b, op)?);
+    let (wv, bv) = (f32_of(w, op)?, f32_of(b, op)?);
     let rows = x.numel() / d.max(1);
-    let (mut y, mut mean, mut rstd) = (alloc(&g, x.numel(), op)?, alloc(&g, rows, op)?, alloc(&g, rows, op)?);
-    g.layernorm_fwd(&xv, &wv, &bv, &mut y, &mut mean, &mut rstd, rows, d, eps).map_err(err(op))?;
-    Ok((stored(tensor(y, x.shape(), dev), op)?, tensor(mean, &[rows], dev), tensor(rstd, &[rows], dev)))
+    let (mut mean, mut rstd) = (alloc(&g, rows, op)?, alloc(&g, rows, op)?);
+    let v2 = RowKernel::for_width(d) == RowKernel::V2;
+    let bf16_out = is_bf16(x) || crate::autocast::bf16_enabled();
+    let y = if v2 && bf16_out {
+        let mut y = alloc16(&g, x.numel(), op)?;
+        if is_bf16(x) {
+            let xv = bf16_of(x, op)?;
+            g.layernorm_fwd_with(RowKernel::V2, &xv, &wv, &bv, &mut y, &mut mean, &mut rstd, rows, d, eps).map_err(err(op))?;
+        } else {
+            let xv = f32_of(x, op)?;
+            g.layernorm_fwd_with(RowKernel::V2, &xv, &wv, &bv, &mut y, &mut mean, &mut rstd, rows, d, eps).map_err(err(op))?;
+        }
+        tensor16(y, x.shape(), dev)
+    } else {
+        let xv = f32_of(x, op)?;
+        let mut y = alloc(&g, x.numel(), op)?;
+        g.layernorm_fwd(&xv, &wv, &bv, &mut y, &mut mean, &mut rstd, rows, d, eps).map_err(err(op))?;
+        stored(tensor(y, x.shape(), dev), op)?
+    };
+    Ok((y, tensor(mean, &[rows], dev), tensor(rstd, &[rows], dev)))
 }
 
 /// An activation as autocast stores it: rounded to bf16 when autocast is on, else as it is.
@@ -292,16 +310,37 @@ fn stored(t: Tensor, op: &'static str) -> Result<Tensor> {
     }
 }
 
-/// (dx, dw, db).
+/// (dx, dw, db); dx in x's type. A bf16 dy (the forward's bf16 y) is read as it is where the
+/// row fits v2.
 pub(crate) fn layer_norm_backward(x: &Tensor, w: &Tensor, mean: &Tensor, rstd: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
     let (dev, op) = (ordinal(x), "layer_norm backward");
     let g = gpu(dev)?;
     let d = w.numel();
     let rows = x.numel() / d.max(1);
-    let (xv, wv, mv, rv, dyv) = (f32_of(x, op)?, f32_of(w, op)?, f32_of(mean, op)?, f32_of(rstd, op)?, f32_of(dy, op)?);
-    let (mut dx, mut dw, mut db) = (alloc(&g, x.numel(), op)?, alloc(&g, d, op)?, alloc(&g, d, op)?);
-    g.layernorm_bwd(&xv, &wv, &mv, &rv, &dyv, &mut dx, &mut dw, &mut db, rows, d).map_err(err(op))?;
-    Ok((tensor(dx, x.shape(), dev), tensor(dw, &[d], dev), tensor(db, &[d], dev)))
+    let (wv, mv, rv) = (f32_of(w, op)?, f32_of(mean, op)?, f32_of(rstd, op)?);
+    let (mut dw, mut db) = (alloc(&g, d, op)?, alloc(&g, d, op)?);
+    let v2 = RowKernel::for_width(d) == RowKernel::V2;
+    let dx = match (v2 && is_bf16(dy), is_bf16(x)) {
+        (true, true) => {
+            let (xv, dyv) = (bf16_of(x, op)?, bf16_of(dy, op)?);
+            let mut dx = alloc16(&g, x.numel(), op)?;
+            g.layernorm_bwd_with(RowKernel::V2, &xv, &wv, &mv, &rv, &dyv, &mut dx, &mut dw, &mut db, rows, d).map_err(err(op))?;
+            tensor16(dx, x.shape(), dev)
+        }
+        (true, false) => {
+            let (xv, dyv) = (f32_of(x, op)?, bf16_of(dy, op)?);
+            let mut dx = alloc(&g, x.numel(), op)?;
+            g.layernorm_bwd_with(RowKernel::V2, &xv, &wv, &mv, &rv, &dyv, &mut dx, &mut dw, &mut db, rows, d).map_err(err(op))?;
+            tensor(dx, x.shape(), dev)
+        }
+        (false, _) => {
+            let (xv, dyv) = (f32_of(x, op)?, f32_of(dy, op)?);
+            let mut dx = alloc(&g, x.numel(), op)?;
+            g.layernorm_bwd(&xv, &wv, &mv, &rv, &dyv, &mut dx, &mut dw, &mut db, rows, d).map_err(err(op))?;
+            tensor(dx, x.shape(), dev)
+        }
+    };
+    Ok((dx, tensor(dw, &[d], dev), tensor(db, &[d], dev)))
 }
 
 /// A tensor's elements as bf16 bits on its device, row-major from element 0: its own buffer

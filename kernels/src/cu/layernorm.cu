@@ -95,17 +95,19 @@ extern "C" __global__ void layernorm_bwd_dparams_f32(const float* __restrict__ x
 
 
 // v1's forward reads each row three times, each loop waiting on its loads; v2 reads it once
-// into registers (all loads in flight together). Same arithmetic and order as v1.
-template <int N, typename T>
-__device__ __forceinline__ void layernorm_fwd_v2(const T* __restrict__ x, const float* __restrict__ gamma,
-                                                 const float* __restrict__ beta, T* __restrict__ y,
+// into registers (all loads in flight together). Same arithmetic and order as v1. x is TX and
+// y is TY: f32/f32, bf16/bf16, or f32/bf16 (autocast: the f32 residual stream in, the bf16
+// activation that feeds the next matmul out).
+template <int N, typename TX, typename TY>
+__device__ __forceinline__ void layernorm_fwd_v2(const TX* __restrict__ x, const float* __restrict__ gamma,
+                                                 const float* __restrict__ beta, TY* __restrict__ y,
                                                  float* __restrict__ mean_out, float* __restrict__ rstd_out,
                                                  int rows, int C, float eps) {
     const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
     if (row >= rows) return;  // warp-uniform
-    const T* xr = x + (long long)row * C;
-    T* yr = y + (long long)row * C;
+    const TX* xr = x + (long long)row * C;
+    TY* yr = y + (long long)row * C;
 
     float v[N];
     float s = 0.0f;
@@ -134,25 +136,37 @@ __device__ __forceinline__ void layernorm_fwd_v2(const T* __restrict__ x, const 
 extern "C" __global__ void __launch_bounds__(128) layernorm_fwd_v2_f32_w1024(
     const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta, float* __restrict__ y,
     float* __restrict__ mean_out, float* __restrict__ rstd_out, int rows, int C, float eps) {
-    layernorm_fwd_v2<32, float>(x, gamma, beta, y, mean_out, rstd_out, rows, C, eps);
+    layernorm_fwd_v2<32, float, float>(x, gamma, beta, y, mean_out, rstd_out, rows, C, eps);
 }
 
 extern "C" __global__ void __launch_bounds__(128) layernorm_fwd_v2_f32_w2048(
     const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta, float* __restrict__ y,
     float* __restrict__ mean_out, float* __restrict__ rstd_out, int rows, int C, float eps) {
-    layernorm_fwd_v2<64, float>(x, gamma, beta, y, mean_out, rstd_out, rows, C, eps);
+    layernorm_fwd_v2<64, float, float>(x, gamma, beta, y, mean_out, rstd_out, rows, C, eps);
 }
 
 extern "C" __global__ void __launch_bounds__(128) layernorm_fwd_v2_bf16_w1024(
     const bf16_t* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta, bf16_t* __restrict__ y,
     float* __restrict__ mean_out, float* __restrict__ rstd_out, int rows, int C, float eps) {
-    layernorm_fwd_v2<32, bf16_t>(x, gamma, beta, y, mean_out, rstd_out, rows, C, eps);
+    layernorm_fwd_v2<32, bf16_t, bf16_t>(x, gamma, beta, y, mean_out, rstd_out, rows, C, eps);
 }
 
 extern "C" __global__ void __launch_bounds__(128) layernorm_fwd_v2_bf16_w2048(
     const bf16_t* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta, bf16_t* __restrict__ y,
     float* __restrict__ mean_out, float* __restrict__ rstd_out, int rows, int C, float eps) {
-    layernorm_fwd_v2<64, bf16_t>(x, gamma, beta, y, mean_out, rstd_out, rows, C, eps);
+    layernorm_fwd_v2<64, bf16_t, bf16_t>(x, gamma, beta, y, mean_out, rstd_out, rows, C, eps);
+}
+
+extern "C" __global__ void __launch_bounds__(128) layernorm_fwd_v2_f32_bf16_w1024(
+    const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta, bf16_t* __restrict__ y,
+    float* __restrict__ mean_out, float* __restrict__ rstd_out, int rows, int C, float eps) {
+    layernorm_fwd_v2<32, float, bf16_t>(x, gamma, beta, y, mean_out, rstd_out, rows, C, eps);
+}
+
+extern "C" __global__ void __launch_bounds__(128) layernorm_fwd_v2_f32_bf16_w2048(
+    const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta, bf16_t* __restrict__ y,
+    float* __restrict__ mean_out, float* __restrict__ rstd_out, int rows, int C, float eps) {
+    layernorm_fwd_v2<64, float, bf16_t>(x, gamma, beta, y, mean_out, rstd_out, rows, C, eps);
 }
 
 // Backward in one pass over x and dy (v1 reads both twice, and its dgamma/dbeta kernel has only
@@ -160,11 +174,12 @@ extern "C" __global__ void __launch_bounds__(128) layernorm_fwd_v2_bf16_w2048(
 // loop re-reads the row the warp just read, from L1), while each lane keeps dgamma/dbeta sums
 // for its own columns in registers. At the end the block adds its warps' sums in warp order in
 // shared memory (2C floats, dynamic) and writes them as row blockIdx.x of `partial` [gridDim.x,
-// 2C]; layernorm_bwd_v2_finish_f32 sums those rows. Deterministic for a given grid.
-template <int N, typename T>
-__device__ __forceinline__ void layernorm_bwd_v2(const T* __restrict__ x, const float* __restrict__ gamma,
+// 2C]; layernorm_bwd_v2_finish_f32 sums those rows. Deterministic for a given grid. x and dx
+// are TX, dy is TY (the forward's y type).
+template <int N, typename TX, typename TY>
+__device__ __forceinline__ void layernorm_bwd_v2(const TX* __restrict__ x, const float* __restrict__ gamma,
                                                  const float* __restrict__ mean, const float* __restrict__ rstd,
-                                                 const T* __restrict__ dy, T* __restrict__ dx,
+                                                 const TY* __restrict__ dy, TX* __restrict__ dx,
                                                  float* __restrict__ partial, int rows, int C) {
     extern __shared__ float block_sums[];  // [2C]: dgamma then dbeta
     const int warps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -221,28 +236,42 @@ extern "C" __global__ void __launch_bounds__(256) layernorm_bwd_v2_f32_w1024(
     const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ mean,
     const float* __restrict__ rstd, const float* __restrict__ dy, float* __restrict__ dx,
     float* __restrict__ partial, int rows, int C) {
-    layernorm_bwd_v2<32, float>(x, gamma, mean, rstd, dy, dx, partial, rows, C);
+    layernorm_bwd_v2<32, float, float>(x, gamma, mean, rstd, dy, dx, partial, rows, C);
 }
 
 extern "C" __global__ void __launch_bounds__(256) layernorm_bwd_v2_f32_w2048(
     const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ mean,
     const float* __restrict__ rstd, const float* __restrict__ dy, float* __restrict__ dx,
     float* __restrict__ partial, int rows, int C) {
-    layernorm_bwd_v2<64, float>(x, gamma, mean, rstd, dy, dx, partial, rows, C);
+    layernorm_bwd_v2<64, float, float>(x, gamma, mean, rstd, dy, dx, partial, rows, C);
 }
 
 extern "C" __global__ void __launch_bounds__(256) layernorm_bwd_v2_bf16_w1024(
     const bf16_t* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ mean,
     const float* __restrict__ rstd, const bf16_t* __restrict__ dy, bf16_t* __restrict__ dx,
     float* __restrict__ partial, int rows, int C) {
-    layernorm_bwd_v2<32, bf16_t>(x, gamma, mean, rstd, dy, dx, partial, rows, C);
+    layernorm_bwd_v2<32, bf16_t, bf16_t>(x, gamma, mean, rstd, dy, dx, partial, rows, C);
 }
 
 extern "C" __global__ void __launch_bounds__(256) layernorm_bwd_v2_bf16_w2048(
     const bf16_t* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ mean,
     const float* __restrict__ rstd, const bf16_t* __restrict__ dy, bf16_t* __restrict__ dx,
     float* __restrict__ partial, int rows, int C) {
-    layernorm_bwd_v2<64, bf16_t>(x, gamma, mean, rstd, dy, dx, partial, rows, C);
+    layernorm_bwd_v2<64, bf16_t, bf16_t>(x, gamma, mean, rstd, dy, dx, partial, rows, C);
+}
+
+extern "C" __global__ void __launch_bounds__(256) layernorm_bwd_v2_f32_bf16_w1024(
+    const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ mean,
+    const float* __restrict__ rstd, const bf16_t* __restrict__ dy, float* __restrict__ dx,
+    float* __restrict__ partial, int rows, int C) {
+    layernorm_bwd_v2<32, float, bf16_t>(x, gamma, mean, rstd, dy, dx, partial, rows, C);
+}
+
+extern "C" __global__ void __launch_bounds__(256) layernorm_bwd_v2_f32_bf16_w2048(
+    const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ mean,
+    const float* __restrict__ rstd, const bf16_t* __restrict__ dy, float* __restrict__ dx,
+    float* __restrict__ partial, int rows, int C) {
+    layernorm_bwd_v2<64, float, bf16_t>(x, gamma, mean, rstd, dy, dx, partial, rows, C);
 }
 
 // dgamma[c] = sum_b partial[b][c], dbeta[c] = sum_b partial[b][C + c]: column sums of the
