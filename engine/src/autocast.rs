@@ -2,7 +2,8 @@
 //! flash attention on CUDA read their operands as bf16 (rounded from the f32 parameters, which
 //! stay the master copies that AdamW updates, or read in place when already bf16) and accumulate
 //! in f32 on tensor cores; the activations that feed matmuls are stored in bf16 (matmul,
-//! layernorm and attention outputs), and so is what GELU and softmax make of them. Ops without a
+//! layernorm and attention outputs), and so is what GELU and softmax make of them; heads whose
+//! outputs are compared ask for f32 (`Tensor::matmul_as`: logits, rewards, values). Ops without a
 //! bf16 kernel widen their inputs and write f32 (the residual stream stays f32). Gradients take
 //! their tensor's type (see `backward`): parameters get f32 ones.
 //! The CPU ignores it: its f32 result is the reference the bf16 one is checked against.

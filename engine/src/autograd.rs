@@ -280,6 +280,8 @@ impl Tensor {
         grads.insert(self.id(), Tensor::ones(self.shape()).to_device(self.device())?);
         for node in order.iter().rev() {
             let Some(g) = grads.remove(&node.id()) else { continue };
+            // Summed in whatever types the rules wrote, converted once.
+            let g = in_dtype_of(g, node)?;
             if node.is_var() {
                 store.accumulate(node.id(), g)?;
                 continue;
@@ -295,7 +297,7 @@ impl Tensor {
                     Some(acc) => acc.add(&gi)?,
                     None => gi,
                 };
-                grads.insert(input.id(), in_dtype_of(gi, &input)?);
+                grads.insert(input.id(), gi);
             }
         }
         Ok(())

@@ -128,9 +128,29 @@ fn bf16_cases() -> Vec<(&'static str, Vec<Vec<usize>>, Build, bool)> {
             let s = b.softmax()?.add(&b.exp()?)?.sum_all()?;
             a.gelu()?.add(&s)
         }, true),
+        ("layer_norm of bf16 rows (bf16 in and out), bf16 autocast", vec![vec![5, 7, 96], vec![96], vec![96]], |x| x[0].to_dtype(DType::BF16)?.layer_norm(&x[1], &x[2], 1e-5), true),
         ("cross_entropy of bf16 logits (one target ignored), bf16 autocast", vec![vec![9, 257]], |x| {
             let targets = Tensor::new(vec![5i64, 256, 0, -100, 17, 17, 100, 3, 200], &[9])?;
             x[0].to_dtype(DType::BF16)?.cross_entropy(&targets)
+        }, true),
+        // The storage types autocast promises on the device (the CPU ignores autocast): an
+        // activation matmul, layernorm, attention and GELU of bf16 store bf16; a head
+        // (`matmul_as` f32) and the residual add f32.
+        ("storage types under bf16 autocast (matmul, matmul_as f32, layer_norm, attention, gelu, add)", vec![vec![2, 2, 16, 64], vec![64, 64], vec![64], vec![64]], |x| {
+            let act = x[0].matmul(&x[1])?;
+            let head = x[0].matmul_as(&x[1], DType::F32)?;
+            let ln = x[0].layer_norm(&x[2], &x[3], 1e-5)?;
+            let att = crate::causal_attention(&ln, &act, &x[0])?;
+            let g = act.gelu()?;
+            let sum = head.add(&att)?.add(&g)?;
+            if x[0].device().is_cuda() {
+                let got = [act.dtype(), head.dtype(), ln.dtype(), att.dtype(), g.dtype(), sum.dtype()];
+                let want = [DType::BF16, DType::F32, DType::BF16, DType::BF16, DType::BF16, DType::F32];
+                if got != want {
+                    return Err(crate::Error::Msg(format!("types (matmul, matmul_as f32, layer_norm, attention, gelu, add) {got:?}, want {want:?}")));
+                }
+            }
+            Ok(sum)
         }, true),
         // A GPT-2 block as the model runs it under autocast: layernorm, attention and matmul
         // outputs stored in bf16, q/k/v gathered from the bf16 qkv (a bf16 copy and its

@@ -79,7 +79,7 @@ impl Reader {
         if t.dtype().is_float() != dtype.is_float() {
             return Err(Error::file(&self.path, format!("tensor {name:?} has dtype {:?}, expected {dtype:?}", t.dtype())));
         }
-        t.to_dtype(dtype)
+        t.converted(dtype)
     }
 
     /// Every tensor, in name order.
@@ -119,7 +119,7 @@ pub fn save(path: impl AsRef<Path>, tensors: &[(String, Tensor)], dtype: Option<
             DType::F16 => Dtype::F16,
             DType::I64 => Dtype::I64,
         };
-        let bytes = t.to_dtype(target)?.contiguous_storage()?.as_bytes().to_vec();
+        let bytes = t.converted(target)?.contiguous_storage()?.as_bytes().to_vec();
         owned.push((name.clone(), st_dtype, t.shape().to_vec(), bytes));
     }
     let views = owned

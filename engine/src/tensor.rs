@@ -356,10 +356,10 @@ impl Tensor {
             return Err(Error::shape("assign", format!("{:?} into {:?}", src.shape(), self.shape())));
         }
         if self.device().is_cuda() {
-            let src = if src.dtype() == self.dtype() { src.clone() } else { src.to_dtype(self.dtype())? };
+            let src = if src.dtype() == self.dtype() { src.clone() } else { src.converted(self.dtype())? };
             return cuda::ops::assign(self, &src.to_device(self.device())?);
         }
-        let data = src.to_dtype(self.dtype())?.contiguous_storage()?;
+        let data = src.converted(self.dtype())?.contiguous_storage()?;
         let layout = self.layout().clone();
         let mut guard = self.write();
         let Storage::Cpu(dst) = &mut *guard else { return Err(Error::NotOnDevice { op: "assign", device: self.device() }) };

@@ -147,7 +147,7 @@ fn grown(buf: &Tensor, len: usize, cap: usize) -> Result<Tensor> {
 /// A copy: later appends to one never show in the other (the buffers are written in place).
 impl Clone for KvCache {
     fn clone(&self) -> Self {
-        let copy = |t: &Tensor| t.to_dtype(t.dtype());
+        let copy = |t: &Tensor| t.detach().to_dtype(t.dtype());
         let layers = self.layers.iter().map(|(k, v)| Ok((copy(k)?, copy(v)?))).collect::<Result<_>>().expect("copying a KV cache");
         KvCache { layers, len: self.len, capacity: self.capacity }
     }
@@ -280,9 +280,10 @@ impl Gpt2 {
     }
 
     /// Logits from final hidden states: ln_f(h) · wteᵀ, through a transposed view of wte (the
-    /// tied head; no copy, and its gradient lands on wte).
+    /// tied head; no copy, and its gradient lands on wte). f32 under autocast too: sampling and
+    /// PPO's log-probability ratios need more than bf16's 8 bits at |logit| ~100.
     pub fn lm_head(&self, h: &Tensor) -> Result<Tensor> {
-        h.matmul(&self.wte.t()?)
+        h.matmul_as(&self.wte.t()?, engine::DType::F32)
     }
 
     /// Final hidden states [B, T, C] (after ln_f) for ids [B, T].

@@ -189,10 +189,11 @@ impl RewardModel {
         g
     }
 
-    /// The head on every position: [B, T, C] hidden states -> [B, T] (PPO's values).
+    /// The head on every position: [B, T, C] hidden states -> [B, T] (PPO's values). Rewards
+    /// and values are written f32 under autocast too (compared and subtracted, not passed on).
     pub fn head(&self, h: &Tensor) -> engine::Result<Tensor> {
         let (b, t) = (h.shape()[0], h.shape()[1]);
-        h.matmul(&self.head_w)?.add(&self.head_b)?.reshape(&[b, t])
+        h.matmul_as(&self.head_w, DType::F32)?.add(&self.head_b)?.reshape(&[b, t])
     }
 
     /// Raw (unnormalized) rewards [B] read at `last[b]` of each row of `ids` [B, T]. Right padding
@@ -203,7 +204,7 @@ impl RewardModel {
         let c = h.shape()[2];
         let idx: Vec<i64> = last.iter().enumerate().map(|(r, &i)| (r * t + i) as i64).collect();
         let picked = h.reshape(&[b * t, c])?.index_select(0, &Tensor::new(idx, &[b])?)?;
-        picked.matmul(&self.head_w)?.add(&self.head_b)?.reshape(&[b])
+        picked.matmul_as(&self.head_w, DType::F32)?.add(&self.head_b)?.reshape(&[b])
     }
 
     /// Raw rewards of token sequences (right-padded into one batch; each longer than the model's

@@ -277,7 +277,7 @@ impl Tensor {
     pub fn where_cond(&self, on_true: &Tensor, on_false: &Tensor) -> Result<Tensor> {
         let device = [on_true, on_false, self].iter().map(|t| t.device()).find(|d| d.is_cuda()).unwrap_or(Device::Cpu);
         let (on_true, on_false) = (on_device(on_true, device)?, on_device(on_false, device)?);
-        let cond = if self.dtype() == crate::DType::F32 { self.clone() } else { self.to_dtype(crate::DType::F32)? };
+        let cond = if self.dtype() == crate::DType::F32 { self.clone() } else { self.converted(crate::DType::F32)? };
         let cond = cond.detach().to_device(device)?;
         let shape = broadcast_shape("where", &broadcast_shape("where", cond.shape(), on_true.shape())?, on_false.shape())?;
         let (c, a, b) = (cond.broadcast_as(&shape)?.detach(), on_true.broadcast_as(&shape)?, on_false.broadcast_as(&shape)?);

@@ -20,6 +20,14 @@ impl Tensor {
     pub fn matmul_bias(&self, rhs: &Tensor, bias: &Tensor) -> Result<Tensor> {
         matmul(self, rhs, Some(bias), None)
     }
+
+    /// `matmul` written as `dtype` under autocast on CUDA (where a product is otherwise an
+    /// activation, stored bf16); f32 elsewhere. For heads whose outputs are compared, not just
+    /// passed on: logits (PPO's ratios and KL are differences of log-probabilities, and bf16's
+    /// spacing is 0.5 at |logit| 100), rewards and values.
+    pub fn matmul_as(&self, rhs: &Tensor, dtype: DType) -> Result<Tensor> {
+        matmul(self, rhs, None, Some(dtype))
+    }
 }
 
 /// `out`: the product's element type under autocast on CUDA (None: bf16, an activation); the
