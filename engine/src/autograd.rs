@@ -276,10 +276,10 @@ impl Tensor {
         }
         let _guard = no_grad();
         let order = topological_order(self);
-        let mut grads: HashMap<TensorId, Tensor> = HashMap::new();
-        grads.insert(self.id(), Tensor::ones(self.shape()).to_device(self.device())?);
+        let mut grads = Pending::default();
+        grads.put(self.id(), Tensor::ones(self.shape()).to_device(self.device())?, false);
         for node in order.iter().rev() {
-            let Some(g) = grads.remove(&node.id()) else { continue };
+            let Some(g) = grads.take(node.id()) else { continue };
             // Summed in whatever types the rules wrote, converted once.
             let g = in_dtype_of(g, node)?;
             if node.is_var() {
@@ -289,17 +289,75 @@ impl Tensor {
             let Some(op) = node.take_op() else {
                 return Err(Error::Autograd("part of the graph was already freed by an earlier backward".into()));
             };
-            for (gi, input) in op.backward(node, &g)? {
-                if !input.tracked() {
-                    continue;
+            if let Op::Narrow(x, dim, start) = &op {
+                if x.tracked() {
+                    grads.add_narrowed(x, *dim, *start, &g)?;
                 }
-                let gi = match grads.remove(&input.id()) {
-                    Some(acc) => acc.add(&gi)?,
-                    None => gi,
-                };
-                grads.insert(input.id(), gi);
+                continue;
+            }
+            for (gi, input) in op.backward(node, &g)? {
+                if input.tracked() {
+                    grads.add(input.id(), gi)?;
+                }
             }
         }
+        Ok(())
+    }
+}
+
+/// Gradients still to be passed on, by tensor id. An entry is `owned` when its buffer was made
+/// here (a sum, or zeros) and nothing else holds it: then gradients of narrowed views of that
+/// tensor (q, k and v cut from one qkv projection) are added into their slices in place,
+/// instead of each becoming a zero-filled full-size tensor that is then summed whole.
+#[derive(Default)]
+struct Pending {
+    grads: HashMap<TensorId, Tensor>,
+    owned: HashSet<TensorId>,
+}
+
+impl Pending {
+    fn put(&mut self, id: TensorId, g: Tensor, owned: bool) {
+        if owned {
+            self.owned.insert(id);
+        } else {
+            self.owned.remove(&id);
+        }
+        self.grads.insert(id, g);
+    }
+
+    fn take(&mut self, id: TensorId) -> Option<Tensor> {
+        self.owned.remove(&id);
+        self.grads.remove(&id)
+    }
+
+    /// Add `g` to the gradient of tensor `id` (a rule's output may be shared, e.g. Add hands the
+    /// same `g` to both inputs, so it is stored as not owned).
+    fn add(&mut self, id: TensorId, g: Tensor) -> Result<()> {
+        match self.take(id) {
+            Some(acc) => self.put(id, acc.add(&g)?, true),
+            None => self.put(id, g, false),
+        }
+        Ok(())
+    }
+
+    /// Add `g`, the gradient of `x.narrow(dim, start, len)`, into `x`'s gradient: into its
+    /// slice of an owned buffer (made as zeros, f32, for the first one), else as a whole tensor.
+    /// The same sums as the general rule, element for element (0 + g, acc + g).
+    fn add_narrowed(&mut self, x: &Tensor, dim: usize, start: usize, g: &Tensor) -> Result<()> {
+        let id = x.id();
+        let owned = self.owned.contains(&id);
+        let buf = match self.take(id) {
+            None => Tensor::zeros_on(x.shape(), x.device())?,
+            Some(acc) if owned && acc.dtype() == crate::DType::F32 => acc,
+            Some(acc) => {
+                let full = ops::view::narrow_backward(g, x.shape(), dim, start)?;
+                self.put(id, acc.add(&full)?, true);
+                return Ok(());
+            }
+        };
+        let slice = buf.narrow(dim, start, g.shape()[dim])?;
+        slice.assign(&slice.add(g)?)?;
+        self.put(id, buf, true);
         Ok(())
     }
 }

@@ -307,3 +307,38 @@ fn bf16_storage_keeps_the_graph_and_gradients_take_their_tensors_type() {
     let err = ids.gelu().unwrap_err().to_string();
     assert!(err.contains("I64") || err.contains("i64"), "{err}");
 }
+
+/// Gradients of narrowed views (q, k and v cut from one projection) are added into their
+/// slices of one buffer: overlapping slices add up, a gradient shared with another tensor (Add
+/// hands the same one to both inputs) is never written into, whichever arrives first.
+#[test]
+fn narrowed_gradients_add_into_one_buffer_without_touching_shared_ones() {
+    let x = randn(&[4, 6], 31).var();
+    let w = randn(&[4, 6], 32).var();
+    let c = randn(&[4, 6], 33);
+    let slices = |x: &Tensor| -> Tensor {
+        let a = x.narrow(1, 0, 3).unwrap().mul_scalar(2.0).unwrap().sum_all().unwrap();
+        let b = x.narrow(1, 2, 4).unwrap().sqr().unwrap().sum_all().unwrap(); // overlaps a at column 2
+        let d = x.narrow(0, 1, 2).unwrap().sum_all().unwrap(); // another dim
+        a.add(&b).unwrap().add(&d).unwrap()
+    };
+    let shared = || x.add(&w).unwrap().mul(&c).unwrap().sum_all().unwrap();
+    let xs = vals(&x);
+    let cs = vals(&c);
+    let want: Vec<f32> = (0..24)
+        .map(|i| {
+            let (r, col) = (i / 6, i % 6);
+            cs[i] + if col < 3 { 2.0 } else { 0.0 } + if col >= 2 { 2.0 * xs[i] } else { 0.0 } + if (1..3).contains(&r) { 1.0 } else { 0.0 }
+        })
+        .collect();
+    for shared_first in [true, false] {
+        let loss = if shared_first { shared().add(&slices(&x)).unwrap() } else { slices(&x).add(&shared()).unwrap() };
+        let g = loss.backward().unwrap();
+        assert_close(&grad_of(&g, &x), &want, 1e-6, "dx");
+        assert_eq!(grad_of(&g, &w), cs, "dw is the shared gradient, untouched");
+    }
+    // Only narrowed views: the buffer starts as zeros; untouched elements stay exactly 0.
+    let g = x.narrow(1, 4, 2).unwrap().sum_all().unwrap().backward().unwrap();
+    let dx = grad_of(&g, &x);
+    assert!(dx.iter().enumerate().all(|(i, &d)| d == if i % 6 >= 4 { 1.0 } else { 0.0 }), "{dx:?}");
+}
