@@ -95,6 +95,70 @@ mod imp {
         v.iter().map(|&x| bf16::from_bits(x).to_f32()).collect()
     }
 
+    /// A row kernel's activation type on the host: f32, or bf16 bits (u16).
+    trait Act: crate::device::RowElem + Clone + Default {
+        const POISON: Self;
+        /// `v` as stored (rounded for bf16).
+        fn store(v: &[f32]) -> Vec<Self>;
+        fn load(v: &[Self]) -> Vec<f32>;
+    }
+    impl Act for f32 {
+        const POISON: f32 = f32::NAN;
+        fn store(v: &[f32]) -> Vec<f32> {
+            v.to_vec()
+        }
+        fn load(v: &[f32]) -> Vec<f32> {
+            v.to_vec()
+        }
+    }
+    impl Act for u16 {
+        const POISON: u16 = 0x7fc0; // bf16 NaN
+        fn store(v: &[f32]) -> Vec<u16> {
+            to_bf16(v)
+        }
+        fn load(v: &[u16]) -> Vec<f32> {
+            from_bf16(v)
+        }
+    }
+
+    /// Layernorm v2 with x (and dx) stored as `X`, y (and dy) as `Y`, against the reference on
+    /// the stored inputs: bf16/bf16, or f32/bf16 (autocast's). Outputs poisoned first.
+    fn ln_v2_typed<X: Act, Y: Act>(out: &mut Vec<Check>, c: &mut Ctx, gpu: &Gpu, rows: usize, ch: usize, w: &str) {
+        let types = if X::NAME == Y::NAME { X::NAME.to_string() } else { format!("{}_{}", X::NAME, Y::NAME) };
+        let (fwd, bwd) = (format!("layernorm_fwd_v2_{types}{w}"), format!("layernorm_bwd_v2_{types}{w}"));
+        let tol = |name: &str| if name == "f32" { TOL_F32 } else { TOL_BF16 };
+        let (x_label, y_label): (&'static str, &'static str) = if X::NAME == "f32" { ("f32", "f32->bf16") } else { ("bf16->f32", "bf16") };
+        let shape = format!("{rows}x{ch}");
+        case(out, &fwd, shape.clone(), y_label, || {
+            let x = X::store(&c.rand(rows * ch, -2.0, 2.0).into_iter().map(|v| v + 3.0).collect::<Vec<f32>>());
+            let dy = Y::store(&c.rand(rows * ch, -1.0, 1.0));
+            let (gamma, beta) = (c.rand(ch, 0.5, 1.5), c.rand(ch, -0.5, 0.5));
+            let (gx, gg, gb, gdy) = (c.up(&x)?, c.up(&gamma)?, c.up(&beta)?, c.up(&dy)?);
+            let (mut gy, mut gm, mut gr) = (c.up(&vec![Y::POISON; rows * ch])?, c.poisoned(rows)?, c.poisoned(rows)?);
+            gpu.layernorm_fwd_with(RowKernel::V2, &gx, &gg, &gb, &mut gy, &mut gm, &mut gr, rows, ch, 1e-5)?;
+            gpu.sync(&fwd)?;
+            let (x, dy) = (X::load(&x), Y::load(&dy));
+            let f = r::layernorm_fwd(&x, &gamma, &beta, rows, ch, 1e-5);
+            let (mean, rstd) = (c.down(&gm)?, c.down(&gr)?);
+            let down = |s: &CudaSlice<Y>| -> Result<Vec<f32>> { Ok(Y::load(&gpu.stream.clone_dtoh(s).map_err(|e| Error::cuda("download", e))?)) };
+            let mut rows_out = vec![
+                Check::new(&format!("{fwd} (y)"), shape.clone(), y_label, compare(&down(&gy)?, &f.y), tol(Y::NAME)),
+                Check::new(&format!("{fwd} (mean)"), shape.clone(), x_label, compare(&mean, &f.mean), TOL_F32),
+                Check::new(&format!("{fwd} (rstd)"), shape.clone(), x_label, compare(&rstd, &f.rstd), TOL_F32),
+            ];
+            let (mut gdx, mut gdg, mut gdb) = (c.up(&vec![X::POISON; rows * ch])?, c.poisoned(ch)?, c.poisoned(ch)?);
+            gpu.layernorm_bwd_with(RowKernel::V2, &gx, &gg, &gm, &gr, &gdy, &mut gdx, &mut gdg, &mut gdb, rows, ch)?;
+            gpu.sync(&bwd)?;
+            let b = r::layernorm_bwd(&x, &gamma, &mean, &rstd, &dy, rows, ch);
+            let dx = X::load(&gpu.stream.clone_dtoh(&gdx).map_err(|e| Error::cuda("download", e))?);
+            let grads = if X::NAME == "f32" { "bf16->f32" } else { "bf16" };
+            rows_out.push(Check::new(&format!("{bwd} (dx)"), shape.clone(), grads, compare(&dx, &b.dx), tol(X::NAME)));
+            rows_out.push(Check::new(&format!("{bwd} + finish (dgamma)"), shape.clone(), "bf16->f32", compare(&c.down(&gdg)?, &b.dgamma), TOL_F32));
+            rows_out.push(Check::new(&format!("{bwd} + finish (dbeta)"), shape.clone(), "bf16->f32", compare(&c.down(&gdb)?, &b.dbeta), TOL_F32));
+            Ok(rows_out)
+        });
+    }
+
     /// Runs one case; a launch or sync error becomes a failed row instead of aborting the run.
     fn case(out: &mut Vec<Check>, kernel: &str, shape: String, precision: &'static str, f: impl FnOnce() -> Result<Vec<Check>>) {
         match f() {
@@ -204,63 +268,11 @@ mod imp {
                     Ok(rows_out)
                 });
             }
-            // bf16 activations (v2): x, y, dy, dx bf16 (the reference sees the rounded inputs);
-            // statistics and parameter gradients f32.
+            // bf16 activations (v2): x, y, dy, dx bf16; and autocast's build, the f32 residual
+            // stream in, a bf16 y out (dy bf16, dx f32). Statistics and parameter gradients f32.
             let Some(w) = RowKernel::v2_entry("", ch) else { continue };
-            let (fwd, bwd) = (format!("layernorm_fwd_v2_bf16{w}"), format!("layernorm_bwd_v2_bf16{w}"));
-            case(&mut out, &fwd, shape.clone(), "bf16", || {
-                let x16 = to_bf16(&c.rand(rows * ch, -2.0, 2.0).into_iter().map(|v| v + 3.0).collect::<Vec<f32>>());
-                let dy16 = to_bf16(&c.rand(rows * ch, -1.0, 1.0));
-                let (x, dy) = (from_bf16(&x16), from_bf16(&dy16));
-                let (gamma, beta) = (c.rand(ch, 0.5, 1.5), c.rand(ch, -0.5, 0.5));
-                let (gx, gg, gb, gdy) = (c.up(&x16)?, c.up(&gamma)?, c.up(&beta)?, c.up(&dy16)?);
-                let (mut gy, mut gm, mut gr) = (c.poisoned_bf16(rows * ch)?, c.poisoned(rows)?, c.poisoned(rows)?);
-                gpu.layernorm_fwd_with(RowKernel::V2, &gx, &gg, &gb, &mut gy, &mut gm, &mut gr, rows, ch, 1e-5)?;
-                gpu.sync(&fwd)?;
-                let f = r::layernorm_fwd(&x, &gamma, &beta, rows, ch, 1e-5);
-                let (mean, rstd) = (c.down(&gm)?, c.down(&gr)?);
-                let mut rows_out = vec![
-                    Check::new(&format!("{fwd} (y)"), shape.clone(), "bf16", compare(&c.down_bf16(&gy)?, &f.y), TOL_BF16),
-                    Check::new(&format!("{fwd} (mean)"), shape.clone(), "bf16->f32", compare(&mean, &f.mean), TOL_F32),
-                    Check::new(&format!("{fwd} (rstd)"), shape.clone(), "bf16->f32", compare(&rstd, &f.rstd), TOL_F32),
-                ];
-                let (mut gdx, mut gdg, mut gdb) = (c.poisoned_bf16(rows * ch)?, c.poisoned(ch)?, c.poisoned(ch)?);
-                gpu.layernorm_bwd_with(RowKernel::V2, &gx, &gg, &gm, &gr, &gdy, &mut gdx, &mut gdg, &mut gdb, rows, ch)?;
-                gpu.sync(&bwd)?;
-                let b = r::layernorm_bwd(&x, &gamma, &mean, &rstd, &dy, rows, ch);
-                rows_out.push(Check::new(&format!("{bwd} (dx)"), shape.clone(), "bf16", compare(&c.down_bf16(&gdx)?, &b.dx), TOL_BF16));
-                rows_out.push(Check::new(&format!("{bwd} + finish (dgamma)"), shape.clone(), "bf16->f32", compare(&c.down(&gdg)?, &b.dgamma), TOL_F32));
-                rows_out.push(Check::new(&format!("{bwd} + finish (dbeta)"), shape.clone(), "bf16->f32", compare(&c.down(&gdb)?, &b.dbeta), TOL_F32));
-                Ok(rows_out)
-            });
-            // Autocast's layernorm: the f32 residual stream in, a bf16 y out; backward from a
-            // bf16 dy (the reference sees it rounded) to an f32 dx.
-            let (fwd, bwd) = (format!("layernorm_fwd_v2_f32_bf16{w}"), format!("layernorm_bwd_v2_f32_bf16{w}"));
-            case(&mut out, &fwd, shape.clone(), "f32->bf16", || {
-                let x: Vec<f32> = c.rand(rows * ch, -2.0, 2.0).into_iter().map(|v| v + 3.0).collect();
-                let dy16 = to_bf16(&c.rand(rows * ch, -1.0, 1.0));
-                let dy = from_bf16(&dy16);
-                let (gamma, beta) = (c.rand(ch, 0.5, 1.5), c.rand(ch, -0.5, 0.5));
-                let (gx, gg, gb, gdy) = (c.up(&x)?, c.up(&gamma)?, c.up(&beta)?, c.up(&dy16)?);
-                let (mut gy, mut gm, mut gr) = (c.poisoned_bf16(rows * ch)?, c.poisoned(rows)?, c.poisoned(rows)?);
-                gpu.layernorm_fwd_with(RowKernel::V2, &gx, &gg, &gb, &mut gy, &mut gm, &mut gr, rows, ch, 1e-5)?;
-                gpu.sync(&fwd)?;
-                let f = r::layernorm_fwd(&x, &gamma, &beta, rows, ch, 1e-5);
-                let (mean, rstd) = (c.down(&gm)?, c.down(&gr)?);
-                let mut rows_out = vec![
-                    Check::new(&format!("{fwd} (y)"), shape.clone(), "f32->bf16", compare(&c.down_bf16(&gy)?, &f.y), TOL_BF16),
-                    Check::new(&format!("{fwd} (mean)"), shape.clone(), "f32", compare(&mean, &f.mean), TOL_F32),
-                    Check::new(&format!("{fwd} (rstd)"), shape.clone(), "f32", compare(&rstd, &f.rstd), TOL_F32),
-                ];
-                let (mut gdx, mut gdg, mut gdb) = (c.poisoned(rows * ch)?, c.poisoned(ch)?, c.poisoned(ch)?);
-                gpu.layernorm_bwd_with(RowKernel::V2, &gx, &gg, &gm, &gr, &gdy, &mut gdx, &mut gdg, &mut gdb, rows, ch)?;
-                gpu.sync(&bwd)?;
-                let b = r::layernorm_bwd(&x, &gamma, &mean, &rstd, &dy, rows, ch);
-                rows_out.push(Check::new(&format!("{bwd} (dx)"), shape.clone(), "bf16->f32", compare(&c.down(&gdx)?, &b.dx), TOL_F32));
-                rows_out.push(Check::new(&format!("{bwd} + finish (dgamma)"), shape.clone(), "bf16->f32", compare(&c.down(&gdg)?, &b.dgamma), TOL_F32));
-                rows_out.push(Check::new(&format!("{bwd} + finish (dbeta)"), shape.clone(), "bf16->f32", compare(&c.down(&gdb)?, &b.dbeta), TOL_F32));
-                Ok(rows_out)
-            });
+            ln_v2_typed::<u16, u16>(&mut out, &mut c, gpu, rows, ch, &w);
+            ln_v2_typed::<f32, u16>(&mut out, &mut c, gpu, rows, ch, &w);
         }
 
         for n in [1usize, 1001, (1 << 20) + 5] {
