@@ -71,6 +71,20 @@ int main(int argc, char** argv) {
             });
             emu_store("dst.f32", dst);
         }
+    } else if (k == "cast_bf16_transposed" || k == "copy_bf16_transposed") {
+        // <dir>/tview.i64: B, R, C, ld, bs, pitch; the source (from its offset) is rows x cols long.
+        auto a = emu_load<long long>("tview.i64", 6);
+        const long long B = a[0], R = a[1], Cc = a[2], ld = a[3], bs = a[4], pitch = a[5];
+        std::vector<unsigned short> dst((size_t)(B * R * pitch), 0x1234);
+        const dim3 grid{(unsigned)((Cc + 31) / 32), (unsigned)((R + 31) / 32), (unsigned)B}, block{32, 8};
+        if (k == "cast_bf16_transposed") {
+            auto src = emu_load<float>("x.f32", n);
+            emu_launch(grid, block, [&] { cast_bf16_transposed(src.data(), dst.data(), R, Cc, ld, bs, pitch); });
+        } else {
+            auto src = emu_load<unsigned short>("x.u16", n);
+            emu_launch(grid, block, [&] { copy_bf16_transposed(src.data(), dst.data(), R, Cc, ld, bs, pitch); });
+        }
+        emu_store("dst.u16", dst);
     } else if (k == "unary_fwd_f32" || k == "unary_bwd_f32") {
         const int op = atoi(argv[5]);
         const float lo = (float)atof(argv[6]), hi = (float)atof(argv[7]);

@@ -35,6 +35,31 @@ pub fn padded(shape: &[usize], strides: &[usize]) -> Option<([usize; MAX_RANK], 
     Some((d, s))
 }
 
+/// A view that is a batch of transposed row-major matrices: after merging (size-1 dims dropped),
+/// [R, C] with strides [1, ld], or [B, R, C] with strides [bs, 1, ld]: element (b, r, c) at
+/// b·bs + c·ld + r. The tiled cast kernels (`cast_bf16_transposed`, `copy_bf16_transposed`) read
+/// such views coalesced; a matmul's transposed operands (Xᵀ, Wᵀ) are this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransposedBatch {
+    pub batch: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub ld: usize,
+    pub batch_stride: usize,
+}
+
+/// The largest grid y and z (matrices of up to 65535·32 rows, 65535 of them).
+const GRID_YZ: usize = 65535;
+
+pub fn transposed_batch(shape: &[usize], strides: &[usize]) -> Option<TransposedBatch> {
+    let t = match (shape, strides) {
+        (&[rows, cols], &[1, ld]) => TransposedBatch { batch: 1, rows, cols, ld, batch_stride: 0 },
+        (&[batch, rows, cols], &[batch_stride, 1, ld]) => TransposedBatch { batch, rows, cols, ld, batch_stride },
+        _ => return None,
+    };
+    (t.rows > 1 && t.cols > 1 && t.rows.div_ceil(32) <= GRID_YZ && t.batch <= GRID_YZ).then_some(t)
+}
+
 #[cfg(feature = "cuda")]
 pub use imp::*;
 
@@ -112,5 +137,32 @@ mod tests {
         assert_eq!(gather_reference(&src, 5, &[2, 2], &[0, 1]), vec![5.0, 6.0, 5.0, 6.0], "broadcast rows");
         assert_eq!(padded(&[2, 3], &[1, 4]), Some(([1, 1, 1, 1, 2, 3], [0, 0, 0, 0, 1, 4])));
         assert_eq!(padded(&[1; 7], &[1; 7]), None);
+    }
+
+    #[test]
+    fn transposed_views_are_recognized_and_nothing_else() {
+        // Wᵀ of a row-major [5, 7] weight: [7, 5] with strides [1, 7].
+        assert_eq!(transposed_batch(&[7, 5], &[1, 7]), Some(TransposedBatch { batch: 1, rows: 7, cols: 5, ld: 7, batch_stride: 0 }));
+        // Kᵀ per head of [B·H, T, D] keys: [B·H, D, T] with strides [T·D, 1, D].
+        assert_eq!(transposed_batch(&[6, 16, 9], &[144, 1, 16]), Some(TransposedBatch { batch: 6, rows: 16, cols: 9, ld: 16, batch_stride: 144 }));
+        // A narrowed source: rows `ld` apart with ld > rows.
+        assert_eq!(transposed_batch(&[4, 3], &[1, 10]).map(|t| t.ld), Some(10));
+        // Row-major, a vector, rank 1 or 4, and no unit stride on the row dim: the strided kernel.
+        for (shape, strides) in [(vec![5, 7], vec![7, 1]), (vec![1, 7], vec![1, 1]), (vec![7, 1], vec![1, 7]), (vec![35], vec![1]), (vec![2, 2, 3, 4], vec![24, 1, 2, 6]), (vec![4, 3], vec![2, 8])] {
+            assert_eq!(transposed_batch(&shape, &strides), None, "{shape:?} {strides:?}");
+        }
+        // Grids beyond the hardware's y/z limit fall back too.
+        assert_eq!(transposed_batch(&[65536 * 32, 2], &[1, 65536 * 32]), None);
+        assert_eq!(transposed_batch(&[65536, 2, 2], &[4, 1, 2]), None);
+    }
+
+    /// The reference the tiled kernels are checked against is the plain gather of the view.
+    #[test]
+    fn a_transposed_batch_reads_what_the_view_reads() {
+        let src: Vec<f32> = (0..200).map(|i| i as f32).collect();
+        let (shape, strides, offset) = ([3usize, 4, 5], [60usize, 1, 11], 7);
+        let t = transposed_batch(&shape, &strides).unwrap();
+        let got: Vec<f32> = (0..t.batch).flat_map(|b| (0..t.rows).flat_map(move |r| (0..t.cols).map(move |c| (b, r, c)))).map(|(b, r, c)| src[offset + b * t.batch_stride + c * t.ld + r]).collect();
+        assert_eq!(got, gather_reference(&src, offset, &shape, &strides));
     }
 }

@@ -970,7 +970,7 @@ mod imp {
     }
 
     /// Ops [`bench_op`] knows (names as the CLI spells them).
-    pub const BENCH_OPS: &[&str] = &["softmax", "layernorm", "gelu", "cross-entropy", "adamw", "embedding", "sum-rows", "l2norm", "binary"];
+    pub const BENCH_OPS: &[&str] = &["softmax", "layernorm", "gelu", "cross-entropy", "adamw", "embedding", "sum-rows", "l2norm", "binary", "cast"];
 
     fn l2_bytes(gpu: &Gpu) -> usize {
         gpu.ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE).ok().filter(|&v| v > 0).map(|v| v as usize).unwrap_or(50 << 20)
@@ -1311,6 +1311,29 @@ mod imp {
                 row("binary_mul_f32 column [R,C]*[R,1]", 4.0 * (2 * r * c + r) as f64, n, time_per_launch(gpu, n, |i| {
                     let [x, y, o] = &mut s[i];
                     gpu.binary(BinaryOp::Mul, x, &[c, 1], y, &[1, 0], o, &[r, c])
+                }));
+            }
+            "cast" => {
+                // f32 [R, C] to bf16 bits: read 4 bytes, write 2 per element. As stored, then the
+                // transposed view [C, R] (a backward's Xᵀ) by the strided kernel and by the tiled one.
+                dims(shape, 2, "RxC", op)?;
+                let (r, c) = (shape[0], shape[1]);
+                let bytes = 6.0 * (r * c) as f64;
+                let n = sets_for(gpu, 6 * r * c);
+                let x = rand_vec(&mut rng, r * c, 2.0);
+                let mut s: Vec<(CudaSlice<f32>, CudaSlice<u16>)> = (0..n).map(|_| Ok((up(&x)?, up16(&vec![0u16; r * c])?))).collect::<Result<_>>()?;
+                row("cast_bf16_strided, row-major", bytes, n, time_per_launch(gpu, n, |i| {
+                    let (x, y) = &mut s[i];
+                    gpu.cast_bf16_strided(x, 0, &[r, c], &[c, 1], y, c, c)
+                }));
+                row("cast_bf16_strided, transposed view", bytes, n, time_per_launch(gpu, n, |i| {
+                    let (x, y) = &mut s[i];
+                    gpu.cast_bf16_strided(x, 0, &[c, r], &[1, c], y, r, r)
+                }));
+                let t = crate::copy::TransposedBatch { batch: 1, rows: c, cols: r, ld: c, batch_stride: 0 };
+                row("cast_bf16_transposed (tiled), transposed view", bytes, n, time_per_launch(gpu, n, |i| {
+                    let (x, y) = &mut s[i];
+                    gpu.cast_bf16_transposed(x, 0, t, y, r)
                 }));
             }
             other => return Err(Error::Other(format!("bench: unknown memory-bound op {other:?} (known: {})", BENCH_OPS.join(", ")))),

@@ -18,6 +18,8 @@ pub const ENTRIES: &[&str] = &[
     "cast_bf16_strided",
     "copy_bf16_strided",
     "widen_bf16_strided",
+    "cast_bf16_transposed",
+    "copy_bf16_transposed",
 ];
 
 /// The unary functions of `unary_fwd_f32` / `unary_bwd_f32` (discriminants = the kernel's codes).
@@ -43,7 +45,7 @@ pub use imp::checks;
 #[cfg(feature = "cuda")]
 mod imp {
     use super::Unary;
-    use crate::copy::{padded, MAX_RANK};
+    use crate::copy::{padded, TransposedBatch, MAX_RANK};
     use crate::device::{check_len, elementwise_cfg, row_cfg, to_i32, Gpu};
     use crate::{Error, Result};
     use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
@@ -116,6 +118,28 @@ mod imp {
             Ok(gpu.stream.clone_dtoh(&d).map_err(|e| Error::cuda("download", e))?.into_iter().map(f32::to_bits).collect())
         })();
         checks.push(bits_check("widen_bf16_strided", format!("[{cols}, {rows}] transposed view"), got, want, |b| f32::from_bits(b).is_nan()));
+        // The tiled kernels: 3 transposed matrices of 37 x 35 (sizes not multiples of 32), rows
+        // ld = 40 apart, a gap between matrices, an offset; dst rows padded to 40.
+        let t = TransposedBatch { batch: 3, rows: 37, cols: 35, ld: 40, batch_stride: 35 * 40 + 7 };
+        let (offset, pitch) = (5, 40);
+        let view = crate::copy::gather_reference(&src, offset, &[t.batch, t.rows, t.cols], &[t.batch_stride, 1, t.ld]);
+        let want: Vec<u32> = (0..t.batch * t.rows * pitch).map(|i| if i % pitch < t.cols { u32::from(bf16::from_f32(view[i / pitch * t.cols + i % pitch]).to_bits()) } else { u32::from(POISON) }).collect();
+        let desc = format!("{t:?} +{offset}, pitch {pitch}");
+        let got = (|| {
+            let s = gpu.stream.clone_htod(&src).map_err(|e| Error::cuda("upload", e))?;
+            let mut d = up(&vec![POISON; t.batch * t.rows * pitch])?;
+            gpu.cast_bf16_transposed(&s, offset, t, &mut d, pitch)?;
+            gpu.sync("cast_bf16_transposed")?;
+            down16(&d)
+        })();
+        checks.push(bits_check("cast_bf16_transposed", desc.clone(), got, want.clone(), nan16));
+        let got = (|| {
+            let mut d = up(&vec![POISON; t.batch * t.rows * pitch])?;
+            gpu.copy_bf16_transposed(&up(&src16)?, offset, t, &mut d, pitch)?;
+            gpu.sync("copy_bf16_transposed")?;
+            down16(&d)
+        })();
+        checks.push(bits_check("copy_bf16_transposed", desc, got, want, nan16));
         checks
     }
 
@@ -234,6 +258,43 @@ mod imp {
         pub fn widen_bf16_strided(&self, src: &CudaSlice<u16>, offset: usize, shape: &[usize], strides: &[usize], dst: &mut CudaSlice<f32>) -> Result<()> {
             let cols = shape.last().copied().unwrap_or(1).max(1);
             self.cast_view("widen_bf16_strided", src, offset, shape, strides, dst, cols, cols)
+        }
+
+        /// As [`Self::cast_bf16_strided`] for a batch of transposed matrices (the view from
+        /// `offset` with [`crate::copy::transposed_batch`]'s layout), tiled so that reads and
+        /// writes are coalesced: dst rows of `t.cols`, `pitch` apart.
+        pub fn cast_bf16_transposed(&self, src: &CudaSlice<f32>, offset: usize, t: TransposedBatch, dst: &mut CudaSlice<u16>, pitch: usize) -> Result<()> {
+            self.cast_tiles("cast_bf16_transposed", src, offset, t, dst, pitch)
+        }
+
+        /// As [`Self::cast_bf16_transposed`] from bf16 (the bits copied).
+        pub fn copy_bf16_transposed(&self, src: &CudaSlice<u16>, offset: usize, t: TransposedBatch, dst: &mut CudaSlice<u16>, pitch: usize) -> Result<()> {
+            self.cast_tiles("copy_bf16_transposed", src, offset, t, dst, pitch)
+        }
+
+        fn cast_tiles<S: DeviceRepr, D: DeviceRepr>(&self, kernel: &str, src: &CudaSlice<S>, offset: usize, t: TransposedBatch, dst: &mut CudaSlice<D>, pitch: usize) -> Result<()> {
+            let what = format!("{kernel} {t:?} +{offset}, pitch {pitch}");
+            if t.batch == 0 || t.rows == 0 || t.cols == 0 {
+                return Ok(());
+            }
+            let se = offset + 1 + (t.batch - 1) * t.batch_stride + (t.cols - 1) * t.ld + (t.rows - 1);
+            let de = t.batch * t.rows * pitch;
+            if pitch < t.cols || se > src.len() || dst.len() < de {
+                return Err(Error::Other(format!("{what}: reads {se} of {} source elements, writes {de} of {} (pitch >= cols)", src.len(), dst.len())));
+            }
+            if t.rows.div_ceil(32) > 65535 || t.batch > 65535 {
+                return Err(Error::Other(format!("{what}: grid beyond 65535 in y or z")));
+            }
+            let v: [i64; 5] = [t.rows as i64, t.cols as i64, t.ld as i64, t.batch_stride as i64, pitch as i64];
+            let sv = src.slice(offset..);
+            let mut b = self.stream.launch_builder(self.f(kernel)?);
+            b.arg(&sv).arg(dst);
+            for x in &v {
+                b.arg(x);
+            }
+            let cfg = LaunchConfig { grid_dim: (t.cols.div_ceil(32) as u32, t.rows.div_ceil(32) as u32, t.batch as u32), block_dim: (32, 8, 1), shared_mem_bytes: 0 };
+            unsafe { b.launch(cfg) }.map_err(|e| Error::cuda(format!("launch {what}"), e))?;
+            Ok(())
         }
 
         #[allow(clippy::too_many_arguments)]

@@ -10,6 +10,7 @@
 //! every kernel but the tensor-core ones (inline PTX). Skipped, with a message, where no C++20 compiler with AddressSanitizer is found
 //! ($CXX, c++, g++).
 
+use kernels::copy::TransposedBatch;
 use kernels::reference::{self as r, compare};
 use kernels::selftest::{Check, TOL_BF16, TOL_F32};
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -405,9 +406,26 @@ fn pointwise_row_and_view_kernels_match_the_references_on_the_cpu_emulation() {
             checks.push(exact(kernel, label, bad, n));
         }
     }
+    // The tiled casts of transposed matrices: sizes off the 32x32 tile, rows ld apart, a gap
+    // between matrices, an offset, padded dst rows; one matrix of Wᵀ's shape too.
+    let buf = rand(&mut rng, 5000, -3.0, 3.0);
+    let buf16: Vec<u16> = buf.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect();
+    for (offset, t, pitch) in [(5, TransposedBatch { batch: 3, rows: 37, cols: 35, ld: 40, batch_stride: 35 * 40 + 7 }, 40), (0, TransposedBatch { batch: 1, rows: 64, cols: 70, ld: 64, batch_stride: 0 }, 72)] {
+        let view = kernels::copy::gather_reference(&buf, offset, &[t.batch, t.rows, t.cols], &[t.batch_stride, 1, t.ld]);
+        emu.put_i64("tview.i64", &[t.batch, t.rows, t.cols, t.ld, t.batch_stride, pitch].map(|v| v as i64));
+        emu.put("x", &buf[offset..]);
+        emu.put_u16("x", &buf16[offset..]);
+        for kernel in ["cast_bf16_transposed", "copy_bf16_transposed"] {
+            emu.run(kernel, 1, buf.len() - offset, 0);
+            let got = emu.get_u16("dst.u16");
+            let want = |i: usize| if i % pitch < t.cols { half::bf16::from_f32(view[i / pitch * t.cols + i % pitch]).to_bits() } else { 0x1234 };
+            let bad = (0..got.len()).filter(|&i| got[i] != want(i)).count() + (t.batch * t.rows * pitch).abs_diff(got.len());
+            checks.push(exact(kernel, format!("{t:?} +{offset}, pitch {pitch}"), bad, got.len()));
+        }
+    }
     elementwise_checks(&emu, &mut rng, &mut checks);
     std::fs::remove_dir_all(&dir).ok();
-    report(&checks, seed, 51);
+    report(&checks, seed, 55);
 }
 
 /// The elementwise kernels of cu/pointwise.cu: each unary function and its gradient, where,

@@ -30,6 +30,9 @@ pub enum Op {
     SumRows,
     /// KxN: global L2 norm over K buffers of N floats (GB/s, cuda only).
     L2norm,
+    /// RxC: rounding an f32 [R, C] to bf16 (autocast's operands), row-major and transposed
+    /// (strided vs tiled kernels) (GB/s, cuda only).
+    Cast,
     /// RxC: add/sub/mul/div/min/max, same shape and broadcast (GB/s, cuda only).
     Binary,
     /// N tokens: a GPT-2 124M train step's device allocations under each allocator: cuMemAlloc,
@@ -102,6 +105,7 @@ fn default_shape(op: Op) -> &'static str {
         Op::SumRows => "8192x3072",
         Op::L2norm => "64x1966081",
         Op::Binary => "8192x3072",
+        Op::Cast => "8192x3072",
         Op::Alloc => "8192",
         Op::TrainStep | Op::Generate => "0",
     }
@@ -254,7 +258,7 @@ fn measure_cpu(args: &BenchArgs, s: &[usize]) -> Result<Measured> {
         }
         Op::Adamw => return bench_adamw(args, s),
         Op::TrainStep | Op::Generate => unreachable!("handled in run"),
-        Op::Embedding | Op::SumRows | Op::L2norm | Op::Binary | Op::Alloc => bail!("{:?}: only benchmarked with --device cuda", args.op),
+        Op::Embedding | Op::SumRows | Op::L2norm | Op::Binary | Op::Cast | Op::Alloc => bail!("{:?}: only benchmarked with --device cuda", args.op),
     };
     let (median_ms, min_ms, reps) = time(args.reps, || run_op(&inputs, &*f))?;
     Ok(Measured { median_ms, min_ms, reps, flops, bytes })
@@ -324,6 +328,7 @@ fn run_cuda(args: &BenchArgs, s: &[usize]) -> Result<()> {
         Op::SumRows => "sum-rows",
         Op::L2norm => "l2norm",
         Op::Binary => "binary",
+        Op::Cast => "cast",
         Op::Matmul | Op::Alloc | Op::Attention | Op::TrainStep | Op::Generate => bail!("--device cuda: {:?} is benchmarked by `instructgpt selftest --device cuda`", args.op),
     };
     // The ceiling, measured in this process: a device-to-device copy, bytes read + written.

@@ -387,11 +387,16 @@ fn bf16_rows<'a>(t: &'a Tensor, cols: usize, pitch: usize, rows_to: usize, op: &
     };
     let (shape, strides) = merged(l);
     let (cols, pitch) = (cols.max(1), pitch.max(1));
-    match &*guard {
-        Storage::Cuda(CudaStorage::F32(src, _)) => g.cast_bf16_strided(src, l.offset, &shape, &strides, &mut dst, cols, pitch).map_err(err(op))?,
-        Storage::Cuda(CudaStorage::U16(src, DType::BF16, _)) => g.copy_bf16_strided(src, l.offset, &shape, &strides, &mut dst, cols, pitch).map_err(err(op))?,
-        Storage::Cuda(_) => return Err(Error::DType { op, expected: DType::BF16, got: t.dtype() }),
-        Storage::Cpu(_) => return Err(Error::NotOnDevice { op, device: t.device() }),
+    // Transposed matrices (Xᵀ, Wᵀ of a backward) go through the tiled kernels: the strided one
+    // would read them 32 rows apart per warp.
+    let tiles = kernels::copy::transposed_batch(&shape, &strides).filter(|t| t.cols == cols);
+    match (&*guard, tiles) {
+        (Storage::Cuda(CudaStorage::F32(src, _)), Some(t)) => g.cast_bf16_transposed(src, l.offset, t, &mut dst, pitch).map_err(err(op))?,
+        (Storage::Cuda(CudaStorage::F32(src, _)), None) => g.cast_bf16_strided(src, l.offset, &shape, &strides, &mut dst, cols, pitch).map_err(err(op))?,
+        (Storage::Cuda(CudaStorage::U16(src, DType::BF16, _)), Some(t)) => g.copy_bf16_transposed(src, l.offset, t, &mut dst, pitch).map_err(err(op))?,
+        (Storage::Cuda(CudaStorage::U16(src, DType::BF16, _)), None) => g.copy_bf16_strided(src, l.offset, &shape, &strides, &mut dst, cols, pitch).map_err(err(op))?,
+        (Storage::Cuda(_), _) => return Err(Error::DType { op, expected: DType::BF16, got: t.dtype() }),
+        (Storage::Cpu(_), _) => return Err(Error::NotOnDevice { op, device: t.device() }),
     }
     Ok(DevBf16::Made(dst))
 }

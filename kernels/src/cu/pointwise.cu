@@ -277,3 +277,34 @@ extern "C" __global__ void __launch_bounds__(256) widen_bf16_strided(const unsig
     const long long s[6] = {s0, s1, s2, s3, s4, s5};
     cast_strided(src, dst, n, cols, pitch, d1, d2, d3, d4, d5, s);
 }
+
+// The same casts for a batch of transposed matrices, the view the tensor-core matmuls' operands
+// most often are (Xᵀ·dY, dY·Wᵀ): dst row (b·R + r), column c (rows `pitch` apart) = src element
+// (r, c) of matrix b, stored at src[b·bs + c·ld + r]. Through a 32x32 tile in shared memory, so
+// that both the reads (along r) and the writes (along c) are coalesced; the strided kernel above
+// reads such a view 32 rows apart per warp. Block (32, 8); grid (ceil(C/32), ceil(R/32), B).
+template <typename S, typename D>
+__device__ __forceinline__ void cast_transposed(const S* __restrict__ src, D* __restrict__ dst, long long R, long long C,
+                                                long long ld, long long bs, long long pitch) {
+    __shared__ S tile[32][33];
+    const long long b = blockIdx.z, r0 = (long long)blockIdx.y * 32, c0 = (long long)blockIdx.x * 32;
+    const S* sm = src + b * bs;
+    for (int j = threadIdx.y; j < 32; j += 8) {
+        const long long r = r0 + threadIdx.x, c = c0 + j;
+        if (r < R && c < C) tile[j][threadIdx.x] = __ldg(sm + c * ld + r);
+    }
+    __syncthreads();
+    for (int j = threadIdx.y; j < 32; j += 8) {
+        const long long r = r0 + j, c = c0 + threadIdx.x;
+        if (r < R && c < C) convert(tile[threadIdx.x][j], dst[(b * R + r) * pitch + c]);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256) cast_bf16_transposed(const float* __restrict__ src, unsigned short* __restrict__ dst,
+                                                                       long long R, long long C, long long ld, long long bs, long long pitch) {
+    cast_transposed(src, dst, R, C, ld, bs, pitch);
+}
+extern "C" __global__ void __launch_bounds__(256) copy_bf16_transposed(const unsigned short* __restrict__ src, unsigned short* __restrict__ dst,
+                                                                       long long R, long long C, long long ld, long long bs, long long pitch) {
+    cast_transposed(src, dst, R, C, ld, bs, pitch);
+}
