@@ -65,7 +65,7 @@ mod gpu {
     use cudarc::driver::sys::CUfunction_attribute_enum;
     use cudarc::driver::{CudaFunction, CudaSlice, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg};
     use half::bf16;
-    use rand::{rngs::StdRng, Rng, SeedableRng};
+    use rand::{rngs::StdRng, SeedableRng};
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
 
@@ -263,16 +263,7 @@ mod gpu {
         (640, 8, 1032, true),
     ];
 
-    fn rand(rng: &mut StdRng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-        (0..n)
-            .map(|_| loop {
-                let v = rng.gen_range(lo..hi);
-                if v != 0.0 {
-                    break v;
-                }
-            })
-            .collect()
-    }
+    use crate::reference::rand_nonzero as rand;
 
     /// v4 (and v5 on Hopper), f32 and bf16 out, against the f64 reference on the same
     /// bf16-rounded inputs; fresh random inputs, NaN-poisoned outputs. The 1000^3 case also

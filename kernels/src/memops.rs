@@ -728,12 +728,7 @@ mod imp {
     impl Ctx<'_> {
         /// Uniform in [lo, hi), never exactly zero.
         fn rand(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-            (0..n).map(|_| loop {
-                let v = self.rng.gen_range(lo..hi);
-                if v != 0.0 {
-                    break v;
-                }
-            }).collect()
+            crate::reference::rand_nonzero(&mut self.rng, n, lo, hi)
         }
         fn up<T: DeviceRepr>(&self, v: &[T]) -> Result<CudaSlice<T>> {
             self.gpu.stream.clone_htod(v).map_err(|e| Error::cuda("upload", e))

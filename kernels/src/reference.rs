@@ -191,6 +191,19 @@ pub struct ErrStats {
     pub non_finite: usize,
 }
 
+/// `n` values uniform in [lo, hi), never exactly zero: the kernels' checks' inputs (a zero can
+/// hide a dropped term).
+pub fn rand_nonzero(rng: &mut impl rand::Rng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| loop {
+            let v = rng.gen_range(lo..hi);
+            if v != 0.0 {
+                break v;
+            }
+        })
+        .collect()
+}
+
 pub fn compare(got: &[f32], r: &Ref) -> ErrStats {
     assert_eq!(got.len(), r.value.len(), "length mismatch");
     let mut st = ErrStats::default();

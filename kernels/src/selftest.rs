@@ -61,14 +61,7 @@ mod imp {
     impl Ctx<'_> {
         /// Uniform in [lo, hi), never exactly zero.
         pub(crate) fn rand(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-            (0..n)
-                .map(|_| loop {
-                    let v = self.rng.gen_range(lo..hi);
-                    if v != 0.0 {
-                        break v;
-                    }
-                })
-                .collect()
+            r::rand_nonzero(&mut self.rng, n, lo, hi)
         }
         pub(crate) fn up<T: cudarc::driver::DeviceRepr>(&self, v: &[T]) -> Result<CudaSlice<T>> {
             self.gpu.stream.clone_htod(v).map_err(|e| Error::cuda("upload", e))

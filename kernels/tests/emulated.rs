@@ -129,16 +129,7 @@ impl Emu {
     }
 }
 
-fn rand(rng: &mut StdRng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-    (0..n)
-        .map(|_| loop {
-            let v = rng.gen_range(lo..hi);
-            if v != 0.0 {
-                break v;
-            }
-        })
-        .collect()
-}
+use kernels::reference::rand_nonzero as rand;
 
 #[test]
 fn row_kernels_match_the_references_on_the_cpu_emulation() {
