@@ -19,6 +19,7 @@ pub mod reference;
 pub mod registry;
 pub mod rows;
 pub mod selftest;
+pub mod tma;
 pub mod toolkit;
 
 #[cfg(feature = "cuda")]

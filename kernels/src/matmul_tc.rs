@@ -2,19 +2,23 @@
 //! whose headers describe the designs). Row-major C[M,N] = A[M,K] B[K,N] (+ bias[N], f32),
 //! bf16 in (bit patterns), f32 accumulate, f32 or bf16 out, any M, N, K.
 //! - v4 (sm_80+): inline-PTX mma.sync m16n8k16 + ldmatrix, 4-stage cp.async pipeline.
-//! - v5 (sm_90a only): Hopper wgmma from shared-memory descriptors (128-byte swizzle). The
-//!   module is registered (so `kernels compile` reports it); compiled for any target other than
-//!   compute_90a it holds stubs that trap. `Gpu::new` compiles every module for the plain
-//!   `compute_90` of an H100, so the v5 launcher compiles and loads its own compute_90a build
-//!   once per context (see `v5_function`).
+//! - v5 (sm_90a only): Hopper wgmma from shared-memory descriptors (128-byte swizzle), fed by
+//!   cp.async from every thread.
+//! - v6 (sm_90a only): v5's wgmma fed by TMA (tensor maps from [`crate::tma`]), one producer
+//!   warpgroup and two consumers synchronised by mbarriers, persistent over the tiles.
+//!
+//! v5 and v6 share one module (`cu/matmul_wgmma.cu`), registered so that `kernels compile`
+//! reports it; compiled for any target other than compute_90a it holds stubs that trap.
+//! `Gpu::new` compiles every module for the plain `compute_90` of an H100, so these launchers
+//! compile and load their own compute_90a build once per context (see `sm90a_function`).
 //!
 //! This file holds the launchers (as `impl Gpu` methods), the self-test checks and the timing
 //! rows added to `bench::matmul_bench`.
 
 /// Every `extern "C"` entry of `cu/matmul_mma.cu`.
 pub const V4_ENTRIES: &[&str] = &["matmul_v4_bf16_f32out", "matmul_v4_bf16_bf16out"];
-/// Every `extern "C"` entry of `cu/matmul_wgmma.cu`.
-pub const V5_ENTRIES: &[&str] = &["matmul_v5_bf16_f32out", "matmul_v5_bf16_bf16out"];
+/// Every `extern "C"` entry of `cu/matmul_wgmma.cu` (v5 and v6).
+pub const SM90A_ENTRIES: &[&str] = &["matmul_v5_bf16_f32out", "matmul_v5_bf16_bf16out", "matmul_v6_bf16_f32out", "matmul_v6_bf16_bf16out"];
 
 /// v4 tiles (must match `cu/matmul_mma.cu`).
 pub const V4_BM: usize = 128;
@@ -30,12 +34,19 @@ pub const V5_THREADS: u32 = 256;
 /// 4 stages x (A 128 x 64 + B 64 x 256) bf16, plus 1024 bytes to align the base to 1024.
 pub const V5_SMEM_BYTES: usize = 4 * (128 * 64 + 64 * 256) * 2 + 1024;
 
+/// v6: v5's tile; a producer warpgroup and two consumers (must match `cu/matmul_wgmma.cu`).
+pub const V6_THREADS: u32 = 384;
+/// v5's stages, its 1024 bytes of alignment, and 8 mbarriers (full and empty per stage).
+pub const V6_SMEM_BYTES: usize = 4 * (128 * 64 + 64 * 256) * 2 + 1024 + 8 * 8;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum MatmulTc {
     /// mma.sync + ldmatrix + cp.async (sm_80+).
     V4Mma,
     /// wgmma (sm_90a; the launcher refuses other devices).
     V5Wgmma,
+    /// wgmma + TMA, warp-specialized, persistent (sm_90a).
+    V6Tma,
 }
 
 impl MatmulTc {
@@ -45,6 +56,8 @@ impl MatmulTc {
             (MatmulTc::V4Mma, true) => "matmul_v4_bf16_bf16out",
             (MatmulTc::V5Wgmma, false) => "matmul_v5_bf16_f32out",
             (MatmulTc::V5Wgmma, true) => "matmul_v5_bf16_bf16out",
+            (MatmulTc::V6Tma, false) => "matmul_v6_bf16_f32out",
+            (MatmulTc::V6Tma, true) => "matmul_v6_bf16_bf16out",
         }
     }
 }
@@ -60,6 +73,7 @@ mod gpu {
     use crate::device::Gpu;
     use crate::reference::{self as r, compare};
     use crate::selftest::{Check, TOL_BF16, TOL_F32};
+    use crate::tma::Bf16TileMap;
     use crate::toolkit::Arch;
     use crate::{Error, Result};
     use cudarc::driver::sys::CUfunction_attribute_enum;
@@ -69,10 +83,10 @@ mod gpu {
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
 
-    /// v5 functions per context, compiled for compute_90a. The cached functions keep their
-    /// context alive, so a context address cannot be reused while it is a key here.
+    /// v5 and v6 functions per context, compiled for compute_90a. The cached functions keep
+    /// their context alive, so a context address cannot be reused while it is a key here.
     #[allow(clippy::type_complexity)]
-    static V5_CACHE: Mutex<Vec<(usize, Arc<HashMap<&'static str, CudaFunction>>)>> = Mutex::new(Vec::new());
+    static SM90A_CACHE: Mutex<Vec<(usize, Arc<HashMap<&'static str, CudaFunction>>)>> = Mutex::new(Vec::new());
 
     fn check_len(kernel: &str, what: &str, got: usize, want: usize) -> Result<()> {
         if got < want {
@@ -84,14 +98,14 @@ mod gpu {
     }
 
     impl Gpu {
-        /// True when v5 (wgmma) can run here: compute capability 9.0 (H100 / H200).
+        /// True when v5 and v6 (wgmma) can run here: compute capability 9.0 (H100 / H200).
         pub fn has_wgmma(&self) -> bool {
             self.info.compute_capability == (9, 0)
         }
 
-        /// The compute_90a build of the v5 module, compiled (or read from the kernel cache) and
-        /// loaded once per context.
-        fn v5_function(&self, name: &'static str) -> Result<CudaFunction> {
+        /// The compute_90a build of `cu/matmul_wgmma.cu` (v5, v6), compiled (or read from the
+        /// kernel cache) and loaded once per context.
+        fn sm90a_function(&self, name: &'static str) -> Result<CudaFunction> {
             if !self.has_wgmma() {
                 return Err(Error::Other(format!(
                     "{name}: wgmma needs compute capability 9.0 (sm_90a); this device is {:?}",
@@ -99,7 +113,7 @@ mod gpu {
                 )));
             }
             let key = Arc::as_ptr(&self.ctx) as usize;
-            let mut cache = V5_CACHE.lock().map_err(|_| Error::Other("v5 cache poisoned".into()))?;
+            let mut cache = SM90A_CACHE.lock().map_err(|_| Error::Other("sm_90a kernel cache poisoned".into()))?;
             if let Some((_, funcs)) = cache.iter().find(|(k, _)| *k == key) {
                 return funcs
                     .get(name)
@@ -114,7 +128,7 @@ mod gpu {
                 .load_module(cudarc::nvrtc::Ptx::from_src(c.ptx.clone()))
                 .map_err(|e| Error::cuda("loading module matmul_wgmma (compute_90a)", e))?;
             let mut funcs = HashMap::new();
-            for e in V5_ENTRIES {
+            for e in SM90A_ENTRIES {
                 let f = module
                     .load_function(e)
                     .map_err(|err| Error::cuda(format!("loading function {e}"), err))?;
@@ -183,20 +197,22 @@ mod gpu {
             if m == 0 || n == 0 {
                 return Ok(());
             }
-            // v5 has no scalar fallback: shapes or buffers it cannot take go to v4.
+            // v5 and v6 have no scalar fallback (and TMA needs 16-byte row strides): shapes or
+            // buffers they cannot take go to v4.
+            let (pa, _ra) = a.device_ptr(&self.stream);
+            let (pb, _rb) = b.device_ptr(&self.stream);
             let mut v = v;
-            if v == MatmulTc::V5Wgmma {
+            if v != MatmulTc::V4Mma {
                 let aligned = |p: u64| p.is_multiple_of(16);
-                let (pa, _ra) = a.device_ptr(&self.stream);
-                let (pb, _rb) = b.device_ptr(&self.stream);
-                if !k.is_multiple_of(8) || !n.is_multiple_of(8) || !aligned(pa) || !aligned(pb) {
+                if k == 0 || !k.is_multiple_of(8) || !n.is_multiple_of(8) || !aligned(pa) || !aligned(pb) {
                     v = MatmulTc::V4Mma;
                     name = v.name(bf16_out);
                 }
             }
             let (f, bm, bn, threads, smem) = match v {
                 MatmulTc::V4Mma => (self.f(name)?.clone(), V4_BM, V4_BN, V4_THREADS, V4_SMEM_BYTES),
-                MatmulTc::V5Wgmma => (self.v5_function(name)?, V5_BM, V5_BN, V5_THREADS, V5_SMEM_BYTES),
+                MatmulTc::V5Wgmma => (self.sm90a_function(name)?, V5_BM, V5_BN, V5_THREADS, V5_SMEM_BYTES),
+                MatmulTc::V6Tma => (self.sm90a_function(name)?, V5_BM, V5_BN, V6_THREADS, V6_SMEM_BYTES),
             };
             self.ctx
                 .bind_to_thread()
@@ -206,24 +222,41 @@ mod gpu {
                 smem as i32,
             )
             .map_err(|e| Error::cuda(format!("{name}: raising the dynamic shared memory limit to {smem} B"), e))?;
-            let blocks = m.div_ceil(bm) * n.div_ceil(bn);
-            if blocks > i32::MAX as usize {
-                return Err(Error::Other(format!("{shape}: {blocks} blocks do not fit grid.x")));
+            let tiles = m.div_ceil(bm) * n.div_ceil(bn);
+            if tiles > i32::MAX as usize {
+                return Err(Error::Other(format!("{shape}: {tiles} tiles do not fit grid.x")));
             }
+            // v6 is persistent: one block per SM (its shared memory allows no more), each
+            // walking the tiles with a stride of the grid.
+            let blocks = match v {
+                MatmulTc::V6Tma => tiles.min(self.info.sm_count.max(1) as usize),
+                _ => tiles,
+            };
             let cfg = LaunchConfig {
                 grid_dim: (blocks as u32, 1, 1),
                 block_dim: (threads, 1, 1),
                 shared_mem_bytes: smem as u32,
             };
             let null: u64 = 0; // a null `const float*` for "no bias"
+            let maps = match v {
+                MatmulTc::V6Tma => Some((
+                    Bf16TileMap::new(&format!("{shape}: A"), pa, m, k, V5_BM as u32, 64)?.encode(&format!("{shape}: A"), pa)?,
+                    Bf16TileMap::new(&format!("{shape}: B"), pb, k, n, 64, 64)?.encode(&format!("{shape}: B"), pb)?,
+                )),
+                _ => None,
+            };
             let mut lb = self.stream.launch_builder(&f);
-            lb.arg(a).arg(b);
+            match &maps {
+                Some((am, bmap)) => lb.arg(am).arg(bmap),
+                None => lb.arg(a).arg(b),
+            };
             match bias {
                 Some(bias) => lb.arg(bias),
                 None => lb.arg(&null),
             };
             lb.arg(c).arg(&mi).arg(&ni).arg(&ki);
             unsafe { lb.launch(cfg) }.map_err(|e| Error::cuda(format!("launch {shape} blocks={blocks} smem={smem}"), e))?;
+            drop((_ra, _rb)); // A and B are read by the launch just queued
             Ok(())
         }
     }
@@ -232,15 +265,42 @@ mod gpu {
         i32::try_from(v).map_err(|_| Error::Other(format!("{shape}: {what} = {v} does not fit in i32")))
     }
 
-    /// The versions this device runs. `IGPT_SKIP_V5=1` leaves v5 out (a kernel fault poisons the
-    /// CUDA context, and with it every later check and timing in the process).
+    fn env_is(name: &str, value: &str) -> bool {
+        std::env::var(name).is_ok_and(|s| s == value)
+    }
+
+    /// The versions this device runs, oldest first. `IGPT_SKIP_V5=1` / `IGPT_SKIP_V6=1` leave one
+    /// out (a kernel fault poisons the CUDA context, and with it every later check and timing
+    /// in the process).
     fn versions(gpu: &Gpu) -> Vec<MatmulTc> {
         let mut v = vec![MatmulTc::V4Mma];
-        let skip_v5 = std::env::var("IGPT_SKIP_V5").map(|s| s == "1").unwrap_or(false);
-        if gpu.has_wgmma() && !skip_v5 {
+        if gpu.has_wgmma() && !env_is("IGPT_SKIP_V5", "1") {
             v.push(MatmulTc::V5Wgmma);
         }
+        if gpu.has_wgmma() && !env_is("IGPT_SKIP_V6", "1") {
+            v.push(MatmulTc::V6Tma);
+        }
         v
+    }
+
+    impl Gpu {
+        /// The version the engine's bf16 matmuls use: v5 on Hopper (v6 takes over once a GPU
+        /// check has shown it correct and faster), v4 elsewhere. `IGPT_MATMUL=v4|v5|v6` picks
+        /// one; `IGPT_SKIP_V5=1` keeps the default to v4.
+        pub fn engine_matmul(&self) -> Result<MatmulTc> {
+            let hopper = self.has_wgmma();
+            match std::env::var("IGPT_MATMUL").ok().as_deref() {
+                None | Some("") => Ok(if hopper && !env_is("IGPT_SKIP_V5", "1") { MatmulTc::V5Wgmma } else { MatmulTc::V4Mma }),
+                Some("v4") => Ok(MatmulTc::V4Mma),
+                Some(v @ ("v5" | "v6")) if !hopper => Err(Error::Other(format!(
+                    "IGPT_MATMUL={v}: wgmma needs compute capability 9.0 (sm_90a); this device is {:?}",
+                    self.info.compute_capability
+                ))),
+                Some("v5") => Ok(MatmulTc::V5Wgmma),
+                Some("v6") => Ok(MatmulTc::V6Tma),
+                Some(other) => Err(Error::Other(format!("IGPT_MATMUL={other:?}: expected v4, v5 or v6"))),
+            }
+        }
     }
 
     /// (M, N, K, bias): 1x1x1; the scalar fallback (K, N not multiples of 8); ragged edges on
@@ -261,13 +321,16 @@ mod gpu {
         (256, 512, 136, true),
         (8, 776, 40, false),
         (640, 8, 1032, true),
+        // more tiles than an H100 has SMs (v6's persistent blocks take two), 3 k-tiles each:
+        // v6's stage ring wraps inside a tile.
+        (2176, 2304, 136, true),
     ];
 
     use crate::reference::rand_nonzero as rand;
 
-    /// v4 (and v5 on Hopper), f32 and bf16 out, against the f64 reference on the same
+    /// v4 (and v5, v6 on Hopper), f32 and bf16 out, against the f64 reference on the same
     /// bf16-rounded inputs; fresh random inputs, NaN-poisoned outputs. The 1000^3 case also
-    /// reruns v4/v5 and requires a bitwise-identical result (a race would show there).
+    /// reruns each version and requires a bitwise-identical result (a race would show there).
     pub fn checks(gpu: &Gpu) -> Vec<Check> {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -283,7 +346,8 @@ mod gpu {
             let bits = gpu.stream.clone_dtoh(s).map_err(|e| Error::cuda("download", e))?;
             Ok(bits.into_iter().map(|b| bf16::from_bits(b).to_f32()).collect())
         };
-        // Versions outermost: every v4 row is in before v5 runs (a v5 fault would poison the context).
+        // Versions outermost: every older version's rows are in before a newer one runs (a fault
+        // would poison the context).
         for v in versions(gpu) {
             for &(m, n, k, with_bias) in CHECK_SHAPES {
                 let shape = format!("{m}x{n}x{k}{}", if with_bias { "+bias" } else { "" });
@@ -343,7 +407,7 @@ mod gpu {
         out
     }
 
-    /// Timing rows for `bench::matmul_bench`: (name, median ms) of v4 (and v5 on Hopper), both
+    /// Timing rows for `bench::matmul_bench`: (name, median ms) of v4 (and v5, v6 on Hopper), both
     /// outputs, on the bench's own random bf16 inputs (no bias, like the other rows).
     #[allow(clippy::type_complexity)]
     pub fn timings(

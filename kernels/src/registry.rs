@@ -74,7 +74,7 @@ pub const MODULES: &[Module] = &[
         name: "matmul_wgmma",
         file: "cu/matmul_wgmma.cu",
         source: include_str!("cu/matmul_wgmma.cu"),
-        entries: crate::matmul_tc::V5_ENTRIES,
+        entries: crate::matmul_tc::SM90A_ENTRIES,
         needs_headers: false,
     },
     Module {

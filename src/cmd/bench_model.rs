@@ -35,7 +35,11 @@ pub fn train_step(args: &BenchArgs, threads: usize, device: Device) -> Result<()
     let inputs = ids.narrow(1, 0, t)?.contiguous()?;
     let targets = lm_targets(&ids)?.narrow(1, 0, t)?.contiguous()?;
     super::model_arg::check_bf16(args.bf16, device)?;
-    let precision = if args.bf16 { "bf16 autocast" } else { "f32" };
+    let precision = match (args.bf16, std::env::var("IGPT_MATMUL")) {
+        (false, _) => "f32".to_string(),
+        (true, Ok(v)) if !v.is_empty() => format!("bf16 autocast (IGPT_MATMUL={v})"),
+        (true, _) => "bf16 autocast".to_string(),
+    };
     let mut opt = AdamW::new(model.param_groups(0.1), AdamWConfig::default())?;
     let mut step = || -> Result<f32> {
         let _autocast = args.bf16.then(engine::autocast_bf16);

@@ -14,6 +14,11 @@ pub struct SelftestArgs {
     /// Skip the matmul timings.
     #[arg(long)]
     pub no_bench: bool,
+    /// Only the tensor-core matmul checks (v4; v5, v6 on Hopper), the matmul timings and the
+    /// bf16 GPT-2 train step (its matmuls follow IGPT_MATMUL): a process of its own for the
+    /// newest kernel, whose fault would poison the CUDA context for every later check.
+    #[arg(long)]
+    pub matmul_only: bool,
     /// Also write the JSON object to this file (the tables still print).
     #[arg(long)]
     pub json_out: Option<std::path::PathBuf>,
@@ -168,12 +173,23 @@ mod imp {
         let gpu = engine::cuda::gpu(0)?;
         let nvrtc = compile::nvrtc_version()?;
         let include = toolkit::find_include_dir().map(|p| p.display().to_string()).unwrap_or_else(|e| e.to_string());
-        let mut checks = selftest::run_checks(&gpu)?;
-        checks.push(engine_round_trip());
-        checks.extend(engine_ops());
-        for bf16 in [false, true] {
-            checks.extend(gpt2_step(bf16));
-            checks.extend(gpt2_decode(bf16));
+        let mut checks = Vec::new();
+        if args.matmul_only {
+            checks.extend(kernels::matmul_tc::checks(&gpu));
+            // Name the engine's matmul version in the rows (IGPT_MATMUL picks it).
+            let v = gpu.engine_matmul().map(|v| format!("{v:?}")).unwrap_or_else(|e| e.to_string());
+            checks.extend(gpt2_step(true).into_iter().map(|mut c| {
+                c.shape = format!("{}; matmuls {v}", c.shape);
+                c
+            }));
+        } else {
+            checks.extend(selftest::run_checks(&gpu)?);
+            checks.push(engine_round_trip());
+            checks.extend(engine_ops());
+            for bf16 in [false, true] {
+                checks.extend(gpt2_step(bf16));
+                checks.extend(gpt2_decode(bf16));
+            }
         }
         let timings = if args.no_bench {
             Vec::new()
@@ -181,7 +197,7 @@ mod imp {
             // 4096^3, and GPT-2 small's MLP up-projection at 8 x 1024 tokens.
             bench::matmul_bench(&gpu, &[(4096, 4096, 4096), (8192, 3072, 768)])?
         };
-        let attention_timings = if args.no_bench { Vec::new() } else { kernels::attention::bench(&gpu) };
+        let attention_timings = if args.no_bench || args.matmul_only { Vec::new() } else { kernels::attention::bench(&gpu) };
         let failed = checks.iter().filter(|c| !c.pass).count();
         let report = serde_json::to_string_pretty(&serde_json::json!({
             "device": gpu.info, "nvrtc": nvrtc, "include_dir": include,

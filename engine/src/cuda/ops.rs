@@ -456,9 +456,8 @@ impl GemmOut for u16 {
 fn matmul_bf16<T: GemmOut>(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, out_shape: &[usize]) -> Result<Tensor> {
     let (dev, op) = (ordinal(a), "matmul (bf16 autocast)");
     let g = gpu(dev)?;
-    // IGPT_SKIP_V5=1 keeps wgmma out, as in the kernel self-test (a faulting kernel poisons the context).
-    let skip_v5 = std::env::var("IGPT_SKIP_V5").is_ok_and(|s| s == "1");
-    let v = if g.has_wgmma() && !skip_v5 { MatmulTc::V5Wgmma } else { MatmulTc::V4Mma };
+    // v5 on Hopper, v4 elsewhere; IGPT_MATMUL=v4|v5|v6 chooses (see `Gpu::engine_matmul`).
+    let v = g.engine_matmul().map_err(err(op))?;
     let (k, n) = (a.shape()[a.rank() - 1], b.shape()[b.rank() - 1]);
     let (kp, np) = (k.next_multiple_of(8).max(8), n.next_multiple_of(8).max(8));
     let bias_dev = bias.map(|t| f32_of(t, op)).transpose()?;

@@ -1,4 +1,7 @@
-// v5: Hopper warpgroup MMA (sm_90a only). Row-major C[M,N] = A[M,K] B[K,N] (+ bias[N], f32),
+// Hopper matmuls (sm_90a only): v5, wgmma fed by cp.async; v6 (below), the same wgmma fed by
+// TMA, warp-specialized and persistent.
+//
+// v5: Hopper warpgroup MMA. Row-major C[M,N] = A[M,K] B[K,N] (+ bias[N], f32),
 // bf16 in (raw bits), f32 accumulate, f32 or bf16 out. No headers.
 //
 // Design:
@@ -40,6 +43,12 @@ typedef unsigned short bf16_t;
 #define V5_B_STAGE_BYTES (V5_BK * V5_BN * 2)  // 32768
 // Dynamic shared memory (the launcher in matmul_tc.rs must agree): 4 * 49152 + 1024 for alignment.
 #define V5_SMEM_BYTES (V5_STAGES * (V5_A_STAGE_BYTES + V5_B_STAGE_BYTES) + 1024)
+
+// v6's tensor maps (CUtensorMap: 128 opaque bytes; sm_90 needs 64-byte alignment, CUDA 13's
+// header declares 128), passed by value.
+struct __align__(128) v6_tensor_map {
+    unsigned long long opaque[16];
+};
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
@@ -141,6 +150,61 @@ __device__ __forceinline__ void v5_load_stage(unsigned sa, unsigned sb, const bf
     }
 }
 
+// Grouped rasterisation of tile index `pid` (8 tile rows walk the N tiles together, so the
+// tiles running at one time share their A rows and B columns in L2): the tile's first row and column.
+__device__ __forceinline__ void v5_tile_origin(int pid, int M, int N, int& bm, int& bn) {
+    const int tiles_m = (M + V5_BM - 1) / V5_BM, tiles_n = (N + V5_BN - 1) / V5_BN;
+    const int per_group = 8 * tiles_n;
+    const int first_m = (pid / per_group) * 8;
+    const int gsize = min(tiles_m - first_m, 8);
+    bm = (first_m + (pid % per_group) % gsize) * V5_BM;
+    bn = ((pid % per_group) / gsize) * V5_BN;
+}
+
+// Epilogue of one warpgroup's 64 x 256 accumulators (rows rows0.., columns bn..), + bias, straight
+// from registers. Layout (per warp w of the warpgroup, g = lane/4, t = lane%4), as mma.sync's C:
+// d[4j + 0..1] = (row 16w + g, cols 8j + 2t, +1), d[4j + 2..3] = (row 16w + g + 8, same cols).
+template <bool OUT_BF16>
+__device__ __forceinline__ void v5_store_tile(const float d[128], const float* __restrict__ bias, void* __restrict__ Cv,
+                                              int M, int N, int rows0, int bn) {
+    const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int row0 = rows0 + warp * 16 + g;
+    const bool pair_ok = (N & 1) == 0 && ((((unsigned long long)Cv) & (OUT_BF16 ? 3 : 7)) == 0);
+#pragma unroll
+    for (int j = 0; j < 32; ++j) {
+        const int gc = bn + j * 8 + 2 * t;
+        if (gc >= N) continue;
+        const bool two = gc + 1 < N;
+        const float b0v = bias ? bias[gc] : 0.0f;
+        const float b1v = (bias && two) ? bias[gc + 1] : 0.0f;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int gr = row0 + h * 8;
+            if (gr >= M) continue;
+            const float v0 = d[4 * j + 2 * h] + b0v, v1 = d[4 * j + 2 * h + 1] + b1v;
+            const long long idx = (long long)gr * N + gc;
+            if (OUT_BF16) {
+                bf16_t* C = (bf16_t*)Cv;
+                const unsigned p = v5_pack_bf16x2(v0, v1);
+                if (two && pair_ok) {
+                    *reinterpret_cast<unsigned*>(C + idx) = p;
+                } else {
+                    C[idx] = (bf16_t)(p & 0xffffu);
+                    if (two) C[idx + 1] = (bf16_t)(p >> 16);
+                }
+            } else {
+                float* C = (float*)Cv;
+                if (two && pair_ok) {
+                    *reinterpret_cast<float2*>(C + idx) = make_float2(v0, v1);
+                } else {
+                    C[idx] = v0;
+                    if (two) C[idx + 1] = v1;
+                }
+            }
+        }
+    }
+}
+
 template <bool OUT_BF16>
 __device__ __forceinline__ void matmul_v5(const bf16_t* __restrict__ A, const bf16_t* __restrict__ B,
                                           const float* __restrict__ bias, void* __restrict__ Cv, int M, int N, int K) {
@@ -149,13 +213,8 @@ __device__ __forceinline__ void matmul_v5(const bf16_t* __restrict__ A, const bf
     const unsigned base = (raw + 1023u) & ~1023u;
     const unsigned sA = base, sB = base + V5_STAGES * V5_A_STAGE_BYTES;
 
-    // Grouped rasterisation over a 1-D grid (8 tile rows walk the N tiles together).
-    const int tiles_m = (M + V5_BM - 1) / V5_BM, tiles_n = (N + V5_BN - 1) / V5_BN;
-    const int pid = blockIdx.x, per_group = 8 * tiles_n;
-    const int first_m = (pid / per_group) * 8;
-    const int gsize = min(tiles_m - first_m, 8);
-    const int tile_m = first_m + (pid % per_group) % gsize, tile_n = (pid % per_group) / gsize;
-    const int bm = tile_m * V5_BM, bn = tile_n * V5_BN;
+    int bm, bn;
+    v5_tile_origin(blockIdx.x, M, N, bm, bn);
 
     const int wg = threadIdx.x >> 7;  // warpgroup: rows 64 wg ..
     float d[128];
@@ -194,44 +253,7 @@ __device__ __forceinline__ void matmul_v5(const bf16_t* __restrict__ A, const bf
     v5_fence_acc(d);
     v5_cp_async_wait<0>();
 
-    // Epilogue. Accumulator layout (per warp w of the warpgroup, g = lane/4, t = lane%4):
-    // d[4j + 0..1] = (row 16w + g, cols 8j + 2t, +1), d[4j + 2..3] = (row 16w + g + 8, same cols).
-    const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int row0 = bm + wg * 64 + warp * 16 + g;
-    const bool pair_ok = (N & 1) == 0 && ((((unsigned long long)Cv) & (OUT_BF16 ? 3 : 7)) == 0);
-#pragma unroll
-    for (int j = 0; j < 32; ++j) {
-        const int gc = bn + j * 8 + 2 * t;
-        if (gc >= N) continue;
-        const bool two = gc + 1 < N;
-        const float b0v = bias ? bias[gc] : 0.0f;
-        const float b1v = (bias && two) ? bias[gc + 1] : 0.0f;
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            const int gr = row0 + h * 8;
-            if (gr >= M) continue;
-            const float v0 = d[4 * j + 2 * h] + b0v, v1 = d[4 * j + 2 * h + 1] + b1v;
-            const long long idx = (long long)gr * N + gc;
-            if (OUT_BF16) {
-                bf16_t* C = (bf16_t*)Cv;
-                const unsigned p = v5_pack_bf16x2(v0, v1);
-                if (two && pair_ok) {
-                    *reinterpret_cast<unsigned*>(C + idx) = p;
-                } else {
-                    C[idx] = (bf16_t)(p & 0xffffu);
-                    if (two) C[idx + 1] = (bf16_t)(p >> 16);
-                }
-            } else {
-                float* C = (float*)Cv;
-                if (two && pair_ok) {
-                    *reinterpret_cast<float2*>(C + idx) = make_float2(v0, v1);
-                } else {
-                    C[idx] = v0;
-                    if (two) C[idx + 1] = v1;
-                }
-            }
-        }
-    }
+    v5_store_tile<OUT_BF16>(d, bias, Cv, M, N, bm + wg * 64, bn);
 }
 
 extern "C" __global__ void __launch_bounds__(V5_THREADS, 1)
@@ -246,13 +268,204 @@ matmul_v5_bf16_bf16out(const bf16_t* __restrict__ A, const bf16_t* __restrict__ 
     matmul_v5<true>(A, B, bias, C, M, N, K);
 }
 
-#else  // not compute_90a: stubs (wgmma needs sm_90a; the launcher never calls these)
+// ---------------------------------------------------------------------------------------------
+// v6: v5's wgmma fed by TMA, warp-specialized and persistent (sm_90a only).
+//
+//   Same tile (128 x 256 x 64), the same swizzled shared-memory layouts and wgmma descriptors as
+//   v5: the tensor-memory accelerator writes exactly the layout v5's cp.async wrote by hand
+//   (CU_TENSOR_MAP_SWIZZLE_128B: 16-byte chunk c of 128-byte row r lands at c ^ (r & 7) inside
+//   each 1024-byte, 8-row atom). A is one box of 64 k x 128 rows; B is four boxes of 64 n x 64 k
+//   (its four 8192-byte column blocks). Boxes past the matrix edges are zero-filled by the TMA
+//   unit and still count their full bytes, so the transaction count per stage is a constant.
+//
+//   384 threads = 3 warpgroups. Warpgroup 0 is the producer: it gives registers back
+//   (setmaxnreg 40) and one thread issues all TMA copies. Warpgroups 1 and 2 are consumers
+//   (setmaxnreg 232): rows 0..63 and 64..127 of the tile, 128 f32 accumulators per thread.
+//   4 stages, each with two mbarriers:
+//     full[s]  (1 arrival + 49152 transaction bytes): the producer arms it with
+//              arrive.expect_tx, the TMA copies complete it;
+//     empty[s] (8 arrivals: lane 0 of each consumer warp): a consumer warp arrives once the
+//              wgmma groups that read stage s have retired (wgmma.wait_group), after which the
+//              producer may overwrite it.
+//   Phases: pass p over the ring waits for parity p & 1 of full[s]; the producer waits for
+//   parity (p & 1) ^ 1 of empty[s], which a fresh barrier reports complete at once (pass 0).
+//   Consumers keep one wgmma group in flight: stage s is released after the next stage's group
+//   is issued and wait_group 1 has retired s's.
+//
+//   Persistent: grid = min(tiles, SMs); block b takes tiles b, b + grid, ... in v5's grouped
+//   order. The producer runs ahead into the next tile while the consumers store this one, so
+//   the epilogue's global stores overlap the next tile's loads.
+//
+//   Every mbarrier wait gives up after 10 s (%globaltimer) and traps: a protocol bug shows as
+//   a launch error in the self-test instead of a hung GPU.
+//
+// Needs K % 8 == 0, N % 8 == 0, K > 0 and 16-byte aligned A and B (TMA: global strides are
+// multiples of 16 bytes); the launcher sends other shapes to v4. The tensor maps are encoded on
+// the host (cuTensorMapEncodeTiled) for each call and passed by value (__grid_constant__).
+
+#define V6_THREADS 384
+#define V6_STAGES 4
+#define V6_STAGE_BYTES (V5_A_STAGE_BYTES + V5_B_STAGE_BYTES)  // 49152: the tx count of full[s]
+// Dynamic shared memory (matmul_tc.rs must agree): 4 stages, 1024 for alignment, 8 mbarriers.
+#define V6_SMEM_BYTES (V6_STAGES * V6_STAGE_BYTES + 1024 + 2 * V6_STAGES * 8)
+
+
+__device__ __forceinline__ void v6_mbar_init(unsigned bar, unsigned count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void v6_mbar_arrive(unsigned bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void v6_mbar_arrive_expect_tx(unsigned bar, unsigned bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ unsigned long long v6_clock_ns() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(t));
+    return t;
+}
+// Waits until the phase of parity `parity` has completed; traps after 10 s (a wait here
+// normally lasts microseconds: only a protocol bug gets there).
+__device__ __forceinline__ void v6_mbar_wait(unsigned bar, unsigned parity) {
+    unsigned done = 0, polls = 0;
+    unsigned long long deadline = 0;
+    while (true) {
+        asm volatile(
+            "{\n"
+            ".reg .pred p;\n"
+            "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+            "selp.u32 %0, 1, 0, p;\n"
+            "}\n"
+            : "=r"(done)
+            : "r"(bar), "r"(parity)
+            : "memory");
+        if (done) return;
+        if ((++polls & 1023u) == 0) {
+            const unsigned long long now = v6_clock_ns();
+            if (deadline == 0) deadline = now + 10000000000ull;
+            else if (now > deadline) __trap();
+        }
+    }
+}
+// 2-D tile copy global -> shared (coordinates: innermost first), completing on `bar`.
+__device__ __forceinline__ void v6_tma_load(unsigned dst, const v6_tensor_map* map, unsigned bar, int c0, int c1) {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
+        "l"((unsigned long long)map), "r"(c0), "r"(c1), "r"(bar)
+        : "memory");
+}
+
+template <bool OUT_BF16>
+__device__ __forceinline__ void matmul_v6(const v6_tensor_map* a_map, const v6_tensor_map* b_map, const float* __restrict__ bias,
+                                          void* __restrict__ Cv, int M, int N, int K) {
+    extern __shared__ __align__(1024) unsigned char v6_smem[];
+    const unsigned raw = (unsigned)__cvta_generic_to_shared(v6_smem);
+    const unsigned base = (raw + 1023u) & ~1023u;
+    const unsigned sA = base, sB = base + V6_STAGES * V5_A_STAGE_BYTES;
+    const unsigned full = base + V6_STAGES * V6_STAGE_BYTES, empty = full + V6_STAGES * 8;
+
+    const int tiles = ((M + V5_BM - 1) / V5_BM) * ((N + V5_BN - 1) / V5_BN);
+    const int ktiles = (K + V5_BK - 1) / V5_BK;
+    const int wg = threadIdx.x >> 7;
+
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < V6_STAGES; ++s) {
+            v6_mbar_init(full + 8 * s, 1);
+            v6_mbar_init(empty + 8 * s, 8);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");  // visible to the TMA unit
+    }
+    __syncthreads();
+
+    if (wg == 0) {
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+        if (threadIdx.x == 0) {
+            asm volatile("prefetch.tensormap [%0];\n" ::"l"((unsigned long long)a_map) : "memory");
+            asm volatile("prefetch.tensormap [%0];\n" ::"l"((unsigned long long)b_map) : "memory");
+            int s = 0;
+            unsigned phase = 0;
+            for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+                int bm, bn;
+                v5_tile_origin(tile, M, N, bm, bn);
+                for (int kt = 0; kt < ktiles; ++kt) {
+                    v6_mbar_wait(empty + 8 * s, phase ^ 1);
+                    const unsigned bar = full + 8 * s;
+                    v6_mbar_arrive_expect_tx(bar, V6_STAGE_BYTES);
+                    v6_tma_load(sA + s * V5_A_STAGE_BYTES, a_map, bar, kt * V5_BK, bm);
+#pragma unroll
+                    for (int j = 0; j < 4; ++j) v6_tma_load(sB + s * V5_B_STAGE_BYTES + j * 8192, b_map, bar, bn + 64 * j, kt * V5_BK);
+                    if (++s == V6_STAGES) { s = 0; phase ^= 1; }
+                }
+            }
+        }
+        return;
+    }
+
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+    const int cw = wg - 1;  // consumer warpgroup: rows 64 cw .. of each tile
+    const bool signals = (threadIdx.x & 31) == 0;
+    int s = 0;
+    unsigned phase = 0;
+    float d[128];
+    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+        int bm, bn;
+        v5_tile_origin(tile, M, N, bm, bn);
+#pragma unroll
+        for (int i = 0; i < 128; ++i) d[i] = 0.0f;
+        int held = -1;  // the stage whose wgmma group may still be in flight
+        for (int kt = 0; kt < ktiles; ++kt) {
+            v6_mbar_wait(full + 8 * s, phase);
+            const unsigned a0 = sA + s * V5_A_STAGE_BYTES + cw * (64 * 128);
+            const unsigned b0 = sB + s * V5_B_STAGE_BYTES;
+            v5_fence_acc(d);
+            v5_wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < V5_BK / 16; ++kk)
+                v5_wgmma_m64n256k16(d, v5_desc(a0 + kk * 32, 16, 1024), v5_desc(b0 + kk * 2048, 8192, 1024));
+            v5_wgmma_commit();
+            v5_fence_acc(d);
+            v5_wgmma_wait<1>();  // the previous stage's group has retired
+            v5_fence_acc(d);
+            if (held >= 0 && signals) v6_mbar_arrive(empty + 8 * held);
+            held = s;
+            if (++s == V6_STAGES) { s = 0; phase ^= 1; }
+        }
+        v5_wgmma_wait<0>();
+        v5_fence_acc(d);
+        if (held >= 0 && signals) v6_mbar_arrive(empty + 8 * held);
+        v5_store_tile<OUT_BF16>(d, bias, Cv, M, N, bm + cw * 64, bn);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(V6_THREADS, 1)
+matmul_v6_bf16_f32out(const __grid_constant__ v6_tensor_map a_map, const __grid_constant__ v6_tensor_map b_map,
+                      const float* __restrict__ bias, float* __restrict__ C, int M, int N, int K) {
+    matmul_v6<false>(&a_map, &b_map, bias, C, M, N, K);
+}
+
+extern "C" __global__ void __launch_bounds__(V6_THREADS, 1)
+matmul_v6_bf16_bf16out(const __grid_constant__ v6_tensor_map a_map, const __grid_constant__ v6_tensor_map b_map,
+                       const float* __restrict__ bias, bf16_t* __restrict__ C, int M, int N, int K) {
+    matmul_v6<true>(&a_map, &b_map, bias, C, M, N, K);
+}
+
+#else  // not compute_90a: stubs (wgmma and setmaxnreg need sm_90a; the launcher never calls these)
 
 extern "C" __global__ void matmul_v5_bf16_f32out(const bf16_t* A, const bf16_t* B, const float* bias, float* C, int M, int N, int K) {
     __trap();
 }
 
 extern "C" __global__ void matmul_v5_bf16_bf16out(const bf16_t* A, const bf16_t* B, const float* bias, bf16_t* C, int M, int N, int K) {
+    __trap();
+}
+
+extern "C" __global__ void matmul_v6_bf16_f32out(const __grid_constant__ v6_tensor_map a_map, const __grid_constant__ v6_tensor_map b_map,
+                                                 const float* bias, float* C, int M, int N, int K) {
+    __trap();
+}
+
+extern "C" __global__ void matmul_v6_bf16_bf16out(const __grid_constant__ v6_tensor_map a_map, const __grid_constant__ v6_tensor_map b_map,
+                                                  const float* bias, bf16_t* C, int M, int N, int K) {
     __trap();
 }
 
