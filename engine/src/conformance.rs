@@ -114,8 +114,14 @@ fn bf16_cases() -> Vec<(&'static str, Vec<Vec<usize>>, Build, bool)> {
         ("matmul, K and N not multiples of 8 (padded), bf16 autocast", vec![vec![33, 45], vec![45, 19]], |x| x[0].matmul(&x[1]), true),
         ("matmul, batched, transposed view, bf16 autocast", vec![vec![3, 17, 24], vec![3, 11, 24]], |x| x[0].matmul(&x[1].t()?), true),
         ("attention, flash kernels (head dim 64), bf16 autocast", vec![vec![2, 3, 40, 64]; 3], |x| crate::causal_attention(&x[0], &x[1], &x[2]), true),
-        ("attention, head dim 32 under bf16 autocast (the f32 kernels)", vec![vec![2, 2, 40, 32]; 3], |x| crate::causal_attention(&x[0], &x[1], &x[2]), true),
-        ("attention, padded keys under bf16 autocast (the f32 kernels)", vec![vec![2, 3, 24, 64]; 3], |x| crate::causal_attention_padded(&x[0], &x[1], &x[2], &[0, 5]), true),
+        ("attention, head dim 32, bf16 autocast", vec![vec![2, 2, 40, 32]; 3], |x| crate::causal_attention(&x[0], &x[1], &x[2]), true),
+        ("attention, padded keys, bf16 autocast", vec![vec![2, 3, 24, 64]; 3], |x| crate::causal_attention_padded(&x[0], &x[1], &x[2], &[0, 5]), true),
+        ("attention, padded keys, padding queries (head dim 32, tq < tk), bf16 autocast", vec![vec![3, 2, 20, 32], vec![3, 2, 50, 32], vec![3, 2, 50, 32]], |x| {
+            crate::causal_attention_padded(&x[0], &x[1], &x[2], &[40, 0, 33])
+        }, true),
+        ("attention, padded, one query (the f32 decode kernel), bf16 autocast", vec![vec![2, 2, 1, 64], vec![2, 2, 9, 64], vec![2, 2, 9, 64]], |x| {
+            crate::causal_attention_padded(&x[0], &x[1], &x[2], &[3, 9])
+        }, true),
         ("attention, flash kernels (head dim 128, tq < tk), bf16 autocast", vec![vec![1, 2, 17, 128], vec![1, 2, 70, 128], vec![1, 2, 70, 128]], |x| crate::causal_attention(&x[0], &x[1], &x[2]), true),
         ("mlp block, bf16 autocast", vec![vec![2, 5, 32], vec![32], vec![32], vec![32, 64], vec![64], vec![64, 32]], |x| {
             let h = x[0].layer_norm(&x[1], &x[2], 1e-5)?.matmul_bias(&x[3], &x[4])?.gelu()?.matmul(&x[5])?;

@@ -1,15 +1,18 @@
-// Runs the f32 attention kernels of cu/attention.cu (v1 forward and backward, decode) on the
-// CPU emulation, for kernels/tests/emulated.rs (which passes the source without the bf16
-// tensor-core section: its inline PTX has no CPU meaning):
-//   attention_emu <fwd|bwd|decode> <heads> <tq> <tk> <d> <heads_per_row, 0: no padding> <dir>
-// Reads q, k, v (and dout, out, lse for bwd) as raw f32 and pads.i32; writes out, lse or dq,
-// dk, dv, all poisoned with NaN first (dq zeroed, as the launcher does).
+// Runs the attention kernels of cu/attention.cu on the CPU emulation, for
+// kernels/tests/emulated.rs (which swaps the source's PTX helpers for emu/tensor_core.h):
+//   attention_emu <fwd|bwd|decode|fwd2|bwd2> <heads> <tq> <tk> <d> <heads_per_row, 0: no padding> <dir>
+// fwd, bwd, decode: the f32 kernels (v1, decode), reading q, k, v (and dout, out, lse for bwd)
+// as raw f32; fwd2, bwd2: v2 on the emulated tensor cores, reading q, k, v, dout as bf16 bits
+// (.u16) and out, lse as f32. Padding from pads.i32. Writes out, lse or dq, dk, dv, all poisoned
+// with NaN first (dq zeroed, as the launcher does).
 #include "emu.h"
 
-#include "attention_f32.cu"
+#include "attention.cu"
 
 using Fwd = void (*)(const float*, const float*, const float*, float*, float*, int, int, float, const int*, int);
 using Bwd = void (*)(const float*, const float*, const float*, const float*, const float*, const float*, float*, float*, float*, int, int, float, const int*, int);
+using Fwd2 = void (*)(const bf16_t*, const bf16_t*, const bf16_t*, float*, float*, int, int, float, const int*, int);
+using Bwd2 = void (*)(const bf16_t*, const bf16_t*, const bf16_t*, const bf16_t*, const float*, const float*, float*, float*, float*, int, int, float, const int*, int);
 using Dec = void (*)(const float*, const float*, const float*, float*, float*, int, float, const int*, int);
 
 int main(int argc, char** argv) {
@@ -24,6 +27,32 @@ int main(int argc, char** argv) {
     const int* pad = hpr > 0 ? pads.data() : nullptr;
     const int hpr_arg = hpr > 0 ? hpr : 1;
     auto pick = [&](auto f32, auto f64, auto f128) { return d == 32 ? f32 : d == 64 ? f64 : f128; };
+    if (k == "fwd2" || k == "bwd2") {
+        auto q = emu_load<bf16_t>("q.u16", nq), kk = emu_load<bf16_t>("k.u16", nk), v = emu_load<bf16_t>("v.u16", nk);
+        const unsigned tiles_q = (tq + V2_BQ - 1) / V2_BQ;
+        if (k == "fwd2") {
+            std::vector<float> out(nq, nan), lse((size_t)heads * tq, nan);
+            Fwd2 f = pick(attn_fwd_v2_bf16_d32, attn_fwd_v2_bf16_d64, attn_fwd_v2_bf16_d128);
+            emu_launch({(unsigned)heads, tiles_q}, {V2_THREADS}, [&] { f(q.data(), kk.data(), v.data(), out.data(), lse.data(), tq, tk, scale, pad, hpr_arg); });
+            emu_store("out.f32", out), emu_store("lse.f32", lse);
+            return 0;
+        }
+        auto dout = emu_load<bf16_t>("dout.u16", nq);
+        auto out = emu_load<float>("out.f32", nq), lse = emu_load<float>("lse.f32", (size_t)heads * tq);
+        const int rows = heads * tq;
+        std::vector<float> delta(rows, nan), dq(nq, 0.0f), dk(nk, nan), dv(nk, nan);
+        emu_launch({(unsigned)((rows + 3) / 4)}, {128}, [&] { attn_bwd_preprocess_bf16(out.data(), dout.data(), delta.data(), rows, d); });
+        // The launcher's dynamic shared memory (kernels::attention::bwd_v2_smem_bytes), exactly.
+        const int lds = d + 8;
+        std::vector<unsigned char> smem((size_t)(2 * B2_BK * lds + 2 * B2_BQ * lds + B2_BQ * B2_LDS_S) * 2 + 2 * B2_BQ * 4);
+        emu_dynamic_smem = smem.data();
+        Bwd2 f = pick(attn_bwd_v2_bf16_d32, attn_bwd_v2_bf16_d64, attn_bwd_v2_bf16_d128);
+        emu_launch({(unsigned)heads, (unsigned)((tk + B2_BK - 1) / B2_BK)}, {B2_THREADS}, [&] {
+            f(q.data(), kk.data(), v.data(), dout.data(), lse.data(), delta.data(), dq.data(), dk.data(), dv.data(), tq, tk, scale, pad, hpr_arg);
+        });
+        emu_store("dq.f32", dq), emu_store("dk.f32", dk), emu_store("dv.f32", dv);
+        return 0;
+    }
     auto q = emu_load<float>("q.f32", nq), kk = emu_load<float>("k.f32", nk), v = emu_load<float>("v.f32", nk);
     if (k == "fwd" || k == "decode") {
         std::vector<float> out(nq, nan), lse((size_t)heads * tq, nan);

@@ -1,5 +1,5 @@
-// A CPU emulation of CUDA thread blocks, enough to run our warp-synchronous kernels (no tensor
-// cores, no async copies) on a machine without a GPU: one std::thread per CUDA thread of a
+// A CPU emulation of CUDA thread blocks, enough to run our warp-synchronous kernels (and, with
+// tensor_core.h, attention's mma.sync / ldmatrix / cp.async helpers) on a machine without a GPU: one std::thread per CUDA thread of a
 // block, the grid's blocks run one after another by the same threads, warp shuffles and
 // __syncthreads on std::barrier. Slow, but it runs the kernel's own source (after one textual
 // edit, see tests/emulated.rs), so indexing, bounds, reductions and barriers are checked.
@@ -28,6 +28,7 @@ inline dim3 blockDim, gridDim;
 struct EmuWarp {
     std::barrier<> bar{32};
     unsigned long long slot[32];  // one value per lane, any type of up to 8 bytes
+    unsigned frag[32][6];         // one mma's A and B fragments per lane (tensor_core.h)
 };
 inline thread_local EmuWarp* emu_warp;
 inline thread_local int emu_lane;
@@ -88,6 +89,10 @@ struct alignas(16) float4 {  // as on the GPU: a misaligned float4 access is UB 
     float x, y, z, w;
 };
 inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
+struct alignas(8) float2 {
+    float x, y;
+};
+inline float2 make_float2(float a, float b) { return {a, b}; }
 struct alignas(16) uint4 {
     unsigned int x, y, z, w;
 };

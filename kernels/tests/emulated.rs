@@ -6,8 +6,9 @@
 //! cu/pointwise.cu (the engine's remaining ops), the f32 attention kernels (v1 forward and backward, decode; head dims
 //! 32/64/128, left padding), the f32 matmuls (v1; v2 batched, operands stored as read or
 //! transposed), cross-entropy (warp and block, f32 and bf16), embedding (forward, both
-//! backwards), AdamW, GELU (f32 and bf16), the row sums, the global L2 norm and the broadcast binary ops:
-//! every kernel but the tensor-core ones (inline PTX). Skipped, with a message, where no C++20 compiler with AddressSanitizer is found
+//! backwards), AdamW, GELU (f32 and bf16), the row sums, the global L2 norm and the broadcast binary ops,
+//! and attention v2 on stand-ins for its tensor-core instructions (emu/tensor_core.h): every kernel
+//! but the tensor-core matmuls (inline PTX). Skipped, with a message, where no C++20 compiler with AddressSanitizer is found
 //! ($CXX, c++, g++).
 
 use kernels::copy::TransposedBatch;
@@ -43,21 +44,23 @@ fn compiler() -> Option<String> {
 
 /// Builds the driver `emu/{driver}.cpp` over the kernel sources (the dynamic shared array
 /// rewritten to a pointer the driver sizes), with AddressSanitizer and UBSan: a
-/// kernel that reads or writes outside its buffers (or its shared arrays) fails the run. attention.cu goes in as
-/// attention_f32.cu, without its bf16 tensor-core section (inline PTX).
+/// kernel that reads or writes outside its buffers (or its shared arrays) fails the run. attention.cu's
+/// PTX helpers are swapped for the CPU stand-ins of emu/tensor_core.h.
 fn build(cxx: &str, dir: &Path, driver: &str, sources: &[&str]) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"));
     for file in sources {
         // The text NVRTC compiles (preludes included), not the bare file.
         let module = kernels::MODULES.iter().find(|m| m.file == format!("cu/{file}")).unwrap_or_else(|| panic!("no module for {file}"));
         let text = module.source;
-        if *file == "attention.cu" {
-            let lines: Vec<&str> = text.lines().collect();
-            let at = |banner: &str| lines.iter().position(|l| l.starts_with(banner)).unwrap_or_else(|| panic!("attention.cu: no line {banner:?}")) - 1;
-            let (v2, decode) = (at("// v2: bf16 tensor cores"), at("// Decode: one query per head"));
-            std::fs::write(dir.join("attention_f32.cu"), [&lines[..v2], &lines[decode..]].concat().join("\n")).unwrap();
-            continue;
-        }
+        let text = if *file == "attention.cu" {
+            // Its PTX helpers (inline assembly) swapped for the CPU stand-ins of emu/tensor_core.h.
+            let (begin, end) = ("// --- PTX helpers (begin)", "// --- PTX helpers (end)");
+            let (i, j) = (text.find(begin).expect("attention.cu: no PTX helpers banner"), text.find(end).expect("attention.cu: no end banner"));
+            format!("{}#include \"tensor_core.h\"\n{}", &text[..i], &text[j + end.len()..])
+                .replace("extern __shared__ __align__(128) unsigned char smem[];", "unsigned char* smem = static_cast<unsigned char*>(emu_dynamic_smem);")
+        } else {
+            text.to_string()
+        };
         let text = text.replace("extern __shared__ float block_sums[];", "float* block_sums = static_cast<float*>(emu_dynamic_smem);");
         assert!(!text.contains("extern __shared__"), "{file}: a dynamic shared array the emulation does not know");
         std::fs::write(dir.join(file), text).unwrap();
@@ -257,7 +260,10 @@ fn row_kernels_match_the_references_on_the_cpu_emulation() {
 }
 
 fn setup(cxx: &str, driver: &str, sources: &[&str]) -> (Emu, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("igpt-emu-{driver}-{}", std::process::id()));
+    // One directory per call: two tests may build the same driver at once.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("igpt-emu-{driver}-{}-{call}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     (Emu { exe: build(cxx, &dir, driver, sources), dir: dir.clone() }, dir)
 }
@@ -596,6 +602,58 @@ fn f32_attention_kernels_match_the_reference_on_the_cpu_emulation() {
     }
     std::fs::remove_dir_all(&dir).ok();
     report(&checks, seed, 38);
+}
+
+/// v2 (bf16 in, f32 accumulation on tensor cores) with mma.sync, ldmatrix and cp.async on the
+/// stand-ins of emu/tensor_core.h: forward, then backward from the emulated forward's out and
+/// lse, against the f64 reference on the same bf16-rounded inputs.
+#[test]
+fn bf16_attention_kernels_match_the_reference_on_the_cpu_emulation() {
+    use kernels::attention::{lse_check, reference, AttnShape};
+    let Some(cxx) = compiler() else { return };
+    let (emu, dir) = setup(&cxx, "attention", &["attention.cu"]);
+    let seed = seed();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut checks: Vec<Check> = Vec::new();
+    let to16 = |v: &[f32]| -> Vec<u16> { v.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect() };
+    let from16 = |v: &[u16]| -> Vec<f32> { v.iter().map(|&x| half::bf16::from_bits(x).to_f32()).collect() };
+    // (heads per row, tq, tk, d, padding keys per batch row; empty: no padding): head dims
+    // 32/64/128, two query tiles with a partial one, tq < tk, padding queries (tq = tk), a
+    // wholly padded key tile, pad = tk - 1.
+    let cases: [(usize, usize, usize, usize, &[usize]); 6] = [
+        (2, 70, 70, 64, &[]),
+        (1, 33, 100, 128, &[]),
+        (2, 40, 40, 32, &[]),
+        (2, 20, 80, 32, &[5, 0, 79]),
+        (1, 70, 70, 64, &[0, 37]),
+        (1, 40, 130, 128, &[70, 129]),
+    ];
+    for (hpr, tq, tk, d, pads) in cases {
+        let heads = hpr * pads.len().max(1);
+        let s = AttnShape { heads, tq, tk, d };
+        let label = format!("{} pad {pads:?}", s.describe());
+        let (nq, nk) = (heads * tq * d, heads * tk * d);
+        let (q, mut k, mut v, g) = (rand(&mut rng, nq, -2.0, 2.0), rand(&mut rng, nk, -2.0, 2.0), rand(&mut rng, nk, -1.0, 1.0), rand(&mut rng, nq, -1.0, 1.0));
+        nan_padding(&mut k, &mut v, pads, hpr, tk, d);
+        let (q16, k16, v16, g16) = (to16(&q), to16(&k), to16(&v), to16(&g));
+        for (name, x) in [("q", &q16), ("k", &k16), ("v", &v16), ("dout", &g16)] {
+            emu.put_u16(name, x);
+        }
+        emu.put_i32("pads.i32", &pads.iter().map(|&p| p as i32).collect::<Vec<i32>>());
+        let hpr_arg = if pads.is_empty() { 0 } else { hpr };
+        let (f, b) = reference(&from16(&q16), &from16(&k16), &from16(&v16), Some(&from16(&g16)), s, pads);
+        let b = b.unwrap();
+        let run = |kernel: &str| emu.run_args(&[kernel, &heads.to_string(), &tq.to_string(), &tk.to_string(), &d.to_string(), &hpr_arg.to_string(), &dir.display().to_string()].map(String::from));
+        run("fwd2");
+        checks.push(Check::new("attn_fwd_v2_bf16 (out)", label.clone(), "bf16->f32", compare(&emu.get("out"), &f.out), TOL_BF16));
+        checks.push(lse_check("attn_fwd_v2_bf16 (lse)", label.clone(), "bf16->f32", &emu.get("lse"), &f.lse, TOL_BF16));
+        run("bwd2");
+        for (name, want) in [("dq", &b.dq), ("dk", &b.dk), ("dv", &b.dv)] {
+            checks.push(Check::new(&format!("attn_bwd_v2_bf16 ({name})"), label.clone(), "bf16->f32", compare(&emu.get(name), want), TOL_BF16));
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    report(&checks, seed, 30);
 }
 
 #[test]

@@ -685,13 +685,14 @@ pub(crate) fn attention_kernel_fits(d: usize) -> bool {
     kernels::attention::F32_HEAD_DIMS.contains(&d)
 }
 
-/// Autocast runs attention on tensor cores (v2) where v2 takes the shape: head dim 64 or 128,
-/// no padding; elsewhere the f32 kernels run, as outside autocast.
-fn attention_in_bf16(d: usize, key_pad: &[usize]) -> bool {
-    crate::autocast::bf16_enabled() && kernels::attention::BF16_HEAD_DIMS.contains(&d) && key_pad.iter().all(|&p| p == 0)
+/// Autocast runs attention on tensor cores (v2, head dims 32, 64 and 128, left padding
+/// included); one query per head (sampling) takes the f32 decode kernel, which spreads the keys
+/// over a block instead of filling a 64-query tile with one row.
+fn attention_in_bf16(d: usize, tq: usize) -> bool {
+    crate::autocast::bf16_enabled() && kernels::attention::BF16_HEAD_DIMS.contains(&d) && tq > 1
 }
 
-/// `key_pad` (one count per batch row, or empty) on the device, for the f32 kernels.
+/// `key_pad` (one count per batch row, or empty) on the device.
 fn key_pad_on(g: &Gpu, key_pad: &[usize], op: &str) -> Result<Option<CudaSlice<i32>>> {
     if key_pad.iter().all(|&p| p == 0) {
         return Ok(None);
@@ -708,14 +709,14 @@ pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, tq: us
     let g = gpu(dev)?;
     let s = AttnShape { heads, tq, tk, d };
     let (mut out, mut lse) = (alloc(&g, heads * tq * d, op)?, alloc(&g, heads * tq, op)?);
-    if attention_in_bf16(d, key_pad) {
+    let counts = key_pad_on(&g, key_pad, op)?;
+    let pad = counts.as_ref().map(|c| KeyPad { counts: c, heads_per_row: heads / key_pad.len() });
+    if attention_in_bf16(d, tq) {
         // Autocast: bf16 q, k, v on tensor cores (v2), f32 accumulation, out and lse.
         let (q16, k16, v16) = (bf16_of(q, op)?, bf16_of(k, op)?, bf16_of(v, op)?);
-        g.attention_fwd_bf16(&q16, &k16, &v16, &mut out, &mut lse, s).map_err(err(op))?;
+        g.attention_fwd_bf16(&q16, &k16, &v16, &mut out, &mut lse, s, pad.as_ref()).map_err(err(op))?;
     } else {
         let (qv, kv, vv) = (f32_of(q, op)?, f32_of(k, op)?, f32_of(v, op)?);
-        let counts = key_pad_on(&g, key_pad, op)?;
-        let pad = counts.as_ref().map(|c| KeyPad { counts: c, heads_per_row: heads / key_pad.len() });
         if tq == 1 {
             // One new query per head (sampling with the KV cache): the decode kernel, which
             // spreads the keys over a block instead of filling a 64-query tile with one row.
@@ -736,13 +737,13 @@ pub(crate) fn attention_backward(q: &Tensor, k: &Tensor, v: &Tensor, out: &Tenso
     let s = AttnShape { heads, tq, tk, d };
     let (ov, lv) = (f32_of(out, op)?, f32_of(lse, op)?);
     let (mut dq, mut dk, mut dv, mut delta) = (alloc(&g, q.numel(), op)?, alloc(&g, k.numel(), op)?, alloc(&g, v.numel(), op)?, alloc(&g, heads * tq, op)?);
-    if attention_in_bf16(d, key_pad) {
+    let counts = key_pad_on(&g, key_pad, op)?;
+    let pad = counts.as_ref().map(|c| KeyPad { counts: c, heads_per_row: heads / key_pad.len() });
+    if attention_in_bf16(d, tq) {
         let (q16, k16, v16, do16) = (bf16_of(q, op)?, bf16_of(k, op)?, bf16_of(v, op)?, bf16_of(dout, op)?);
-        g.attention_bwd_bf16(&q16, &k16, &v16, &ov, &lv, &do16, &mut dq, &mut dk, &mut dv, &mut delta, s).map_err(err(op))?;
+        g.attention_bwd_bf16(&q16, &k16, &v16, &ov, &lv, &do16, &mut dq, &mut dk, &mut dv, &mut delta, s, pad.as_ref()).map_err(err(op))?;
     } else {
         let (qv, kv, vv, dov) = (f32_of(q, op)?, f32_of(k, op)?, f32_of(v, op)?, f32_of(dout, op)?);
-        let counts = key_pad_on(&g, key_pad, op)?;
-        let pad = counts.as_ref().map(|c| KeyPad { counts: c, heads_per_row: heads / key_pad.len() });
         g.attention_bwd_f32(&qv, &kv, &vv, &ov, &lv, &dov, &mut dq, &mut dk, &mut dv, &mut delta, s, pad.as_ref()).map_err(err(op))?;
     }
     Ok((tensor(dq, q.shape(), dev), tensor(dk, k.shape(), dev), tensor(dv, v.shape(), dev)))

@@ -4,9 +4,8 @@
 // Layout (every tensor contiguous): q [heads, tq, D], k/v [heads, tk, D], o [heads, tq, D],
 // lse [heads, tq] (natural log), tq <= tk. Query i sits at absolute position i + (tk - tq)
 // and sees keys j <= i + (tk - tq) (a KV cache puts the new queries at the end). scale =
-// 1/sqrt(D). D is a template parameter: 32 (f32 kernels only), 64 or 128; the launchers reject
-// anything else.
-// Left padding (f32 kernels): with `key_pad` non-null, the heads of batch row b (heads b*hpr ..
+// 1/sqrt(D). D is a template parameter: 32, 64 or 128; the launchers reject anything else.
+// Left padding (every kernel): with `key_pad` non-null, the heads of batch row b (heads b*hpr ..
 // (b+1)*hpr - 1, hpr = heads_per_row) also hide their first key_pad[b] keys. A query that sees
 // no key at all then outputs zeros with lse = +inf (so backward's P is exactly 0), as the CPU
 // engine does; without padding key 0 is visible to every query.
@@ -46,14 +45,18 @@ typedef unsigned short bf16_t;
 
 __device__ __forceinline__ float bf16_to_f32(bf16_t b) { return __uint_as_float(((unsigned)b) << 16); }
 
+// Leading padding keys of `head` (0 without padding).
+__device__ __forceinline__ int pad_of(const int* __restrict__ key_pad, int heads_per_row, int head) {
+    return key_pad ? key_pad[head / heads_per_row] : 0;
+}
+
+// --- PTX helpers (begin): the CPU emulation (kernels/emu/tensor_core.h) replaces this section.
 // Two f32 -> packed bf16x2 (round to nearest even); `lo` goes to the low half.
 __device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) {
     unsigned r;
     asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
     return r;
 }
-
-__device__ __forceinline__ bf16_t f32_to_bf16(float x) { return (bf16_t)(pack_bf16x2(x, 0.0f) & 0xffffu); }
 
 __device__ __forceinline__ unsigned smem_addr(const void* p) {
     return (unsigned)__cvta_generic_to_shared(p);
@@ -78,11 +81,6 @@ __device__ __forceinline__ void mma_bf16(float c[4], const unsigned a[4], unsign
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// Leading padding keys of `head` (0 without padding).
-__device__ __forceinline__ int pad_of(const int* __restrict__ key_pad, int heads_per_row, int head) {
-    return key_pad ? key_pad[head / heads_per_row] : 0;
-}
-
 // Four 8x8 bf16 matrices, transposed: lane L supplies the row address of matrix L/8, row L%8.
 // Lane gets, of matrix i, elements [2t][g] (low half) and [2t+1][g] (high half) in r[i]:
 // for a row-major [k][n] tile that is exactly the mma B fragment (k = 2t.., n = g).
@@ -92,6 +90,9 @@ __device__ __forceinline__ void ldsm_x4_trans(unsigned r[4], const bf16_t* row_p
                  : "r"(smem_addr(row_ptr))
                  : "memory");
 }
+// --- PTX helpers (end)
+
+__device__ __forceinline__ bf16_t f32_to_bf16(float x) { return (bf16_t)(pack_bf16x2(x, 0.0f) & 0xffffu); }
 
 __device__ __forceinline__ unsigned ld_b32(const bf16_t* p) { return *reinterpret_cast<const unsigned*>(p); }
 
@@ -445,10 +446,11 @@ attn_bwd_v1_f32_d128(const float* __restrict__ q, const float* __restrict__ k, c
 #define V2_THREADS 128
 
 // Copies rows [row0, row0 + ROWS) of a row-major [n, D] bf16 matrix into a shared tile with
-// pitch D + 8 by 16-byte cp.async; rows >= n are zero-filled. Needs 16-byte aligned rows
-// (D % 8 == 0 and a 16-byte aligned base; the launcher checks).
+// pitch D + 8 by 16-byte cp.async; rows >= n, and rows < lo (padding keys), are zero-filled and
+// never read. Needs 16-byte aligned rows (D % 8 == 0 and a 16-byte aligned base; the launcher
+// checks).
 template <int D, int ROWS, int NTHREADS>
-__device__ __forceinline__ void load_tile_async(bf16_t* s, const bf16_t* __restrict__ src, int row0, int n) {
+__device__ __forceinline__ void load_tile_async(bf16_t* s, const bf16_t* __restrict__ src, int row0, int n, int lo = 0) {
     constexpr int CPR = D / 8;  // 16-byte chunks per row
     constexpr int LDS = D + 8;
     static_assert((ROWS * CPR) % NTHREADS == 0, "tile chunks must divide evenly among the threads");
@@ -457,7 +459,7 @@ __device__ __forceinline__ void load_tile_async(bf16_t* s, const bf16_t* __restr
         const int idx = threadIdx.x + it * NTHREADS;
         const int r = idx / CPR, c = idx % CPR;
         const int gr = row0 + r;
-        const bool ok = gr < n;
+        const bool ok = gr < n && gr >= lo;
         cp_async16(s + r * LDS + c * 8, ok ? (const void*)(src + (long long)gr * D + c * 8) : (const void*)src,
                    ok ? 16 : 0);
     }
@@ -466,7 +468,8 @@ __device__ __forceinline__ void load_tile_async(bf16_t* s, const bf16_t* __restr
 template <int D>
 __device__ __forceinline__ void attn_fwd_v2(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k,
                                             const bf16_t* __restrict__ v, float* __restrict__ o,
-                                            float* __restrict__ lse, int tq, int tk, float scale) {
+                                            float* __restrict__ lse, int tq, int tk, float scale,
+                                            const int* __restrict__ key_pad, int heads_per_row) {
     constexpr int LDS = D + 8;  // padded pitch: conflict-free fragment loads and ldmatrix
     constexpr int KS = D / 16;  // k-steps over the head dim
     constexpr int NT = V2_BK / 8;  // n-tiles of S per warp (keys)
@@ -482,6 +485,7 @@ __device__ __forceinline__ void attn_fwd_v2(const bf16_t* __restrict__ q, const 
     const bf16_t* kh = k + (long long)head * tk * D;
     const bf16_t* vh = v + (long long)head * tk * D;
     const float scale_log2 = scale * LOG2E;
+    const int pad = pad_of(key_pad, heads_per_row, head);  // first visible key
 
     // Q tile -> shared (through sK) -> A fragments in registers.
     load_tile_async<D, V2_BQ, V2_THREADS>(sK, qh, q0, tq);
@@ -505,11 +509,12 @@ __device__ __forceinline__ void attn_fwd_v2(const bf16_t* __restrict__ q, const 
     for (int i = 0; i < DN; ++i) oacc[i][0] = oacc[i][1] = oacc[i][2] = oacc[i][3] = 0.0f;
     float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.0f, l1 = 0.0f;
 
-    load_tile_async<D, V2_BK, V2_THREADS>(sK, kh, 0, tk);
+    const int it0 = pad / V2_BK;  // tiles wholly padding are skipped
+    if (it0 < n_kt) load_tile_async<D, V2_BK, V2_THREADS>(sK, kh, it0 * V2_BK, tk, pad);
     cp_async_commit();
-    for (int it = 0; it < n_kt; ++it) {
+    for (int it = it0; it < n_kt; ++it) {
         const int j0 = it * V2_BK;
-        load_tile_async<D, V2_BK, V2_THREADS>(sV, vh, j0, tk);  // sV is free: last PV ended with a barrier
+        load_tile_async<D, V2_BK, V2_THREADS>(sV, vh, j0, tk, pad);  // sV is free: last PV ended with a barrier
         cp_async_commit();
         cp_async_wait_1();  // K(it) has landed (groups complete in order)
         __syncthreads();
@@ -527,9 +532,9 @@ __device__ __forceinline__ void attn_fwd_v2(const bf16_t* __restrict__ q, const 
             }
         }
 
-        // Scale to base 2, mask (only tiles that cross the diagonal or the end of the keys;
-        // the smallest limit in the block is q0 + off), online softmax.
-        const bool need_mask = j0 + V2_BK - 1 > q0 + off;
+        // Scale to base 2, mask (only tiles that cross the diagonal or the end of the keys, the
+        // smallest limit in the block being q0 + off, or hold padding keys), online softmax.
+        const bool need_mask = j0 + V2_BK - 1 > q0 + off || j0 < pad;
         float mx0 = NEG_INF, mx1 = NEG_INF;
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
@@ -537,7 +542,7 @@ __device__ __forceinline__ void attn_fwd_v2(const bf16_t* __restrict__ q, const 
             for (int e = 0; e < 4; ++e) {
                 const int key = j0 + nt * 8 + 2 * t + (e & 1);
                 float x = sacc[nt][e] * scale_log2;
-                if (need_mask && key > (e < 2 ? lim0 : lim1)) x = NEG_INF;
+                if (need_mask && (key > (e < 2 ? lim0 : lim1) || key < pad)) x = NEG_INF;
                 sacc[nt][e] = x;
             }
             mx0 = fmaxf(mx0, fmaxf(sacc[nt][0], sacc[nt][1]));
@@ -574,7 +579,7 @@ __device__ __forceinline__ void attn_fwd_v2(const bf16_t* __restrict__ q, const 
         cp_async_wait_all();  // V(it) has landed
         __syncthreads();      // ... for every thread; and every warp is done reading sK
         if (it + 1 < n_kt) {
-            load_tile_async<D, V2_BK, V2_THREADS>(sK, kh, j0 + V2_BK, tk);
+            load_tile_async<D, V2_BK, V2_THREADS>(sK, kh, j0 + V2_BK, tk, pad);
             cp_async_commit();
         }
 
@@ -602,32 +607,41 @@ __device__ __forceinline__ void attn_fwd_v2(const bf16_t* __restrict__ q, const 
     l0 += __shfl_xor_sync(FULL_MASK, l0, 2);
     l1 += __shfl_xor_sync(FULL_MASK, l1, 1);
     l1 += __shfl_xor_sync(FULL_MASK, l1, 2);
-    const float inv0 = 1.0f / l0, inv1 = 1.0f / l1;
+    // l = 0: the row saw no key (all padding): zeros and lse = +inf, as v1.
+    const float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
     if (row0 < tq) {
         float* orow = o + ((long long)head * tq + row0) * D;
 #pragma unroll
         for (int dn = 0; dn < DN; ++dn)
             *reinterpret_cast<float2*>(orow + dn * 8 + 2 * t) = make_float2(oacc[dn][0] * inv0, oacc[dn][1] * inv0);
-        if (t == 0) lse[(long long)head * tq + row0] = (m0 + log2f(l0)) * LN2;
+        if (t == 0) lse[(long long)head * tq + row0] = l0 > 0.0f ? (m0 + log2f(l0)) * LN2 : POS_INF;
     }
     if (row1 < tq) {
         float* orow = o + ((long long)head * tq + row1) * D;
 #pragma unroll
         for (int dn = 0; dn < DN; ++dn)
             *reinterpret_cast<float2*>(orow + dn * 8 + 2 * t) = make_float2(oacc[dn][2] * inv1, oacc[dn][3] * inv1);
-        if (t == 0) lse[(long long)head * tq + row1] = (m1 + log2f(l1)) * LN2;
+        if (t == 0) lse[(long long)head * tq + row1] = l1 > 0.0f ? (m1 + log2f(l1)) * LN2 : POS_INF;
     }
 }
 
 extern "C" __global__ void __launch_bounds__(V2_THREADS, 1)
+attn_fwd_v2_bf16_d32(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
+                     float* __restrict__ o, float* __restrict__ lse, int tq, int tk, float scale,
+                     const int* __restrict__ key_pad, int heads_per_row) {
+    attn_fwd_v2<32>(q, k, v, o, lse, tq, tk, scale, key_pad, heads_per_row);
+}
+extern "C" __global__ void __launch_bounds__(V2_THREADS, 1)
 attn_fwd_v2_bf16_d64(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
-                     float* __restrict__ o, float* __restrict__ lse, int tq, int tk, float scale) {
-    attn_fwd_v2<64>(q, k, v, o, lse, tq, tk, scale);
+                     float* __restrict__ o, float* __restrict__ lse, int tq, int tk, float scale,
+                     const int* __restrict__ key_pad, int heads_per_row) {
+    attn_fwd_v2<64>(q, k, v, o, lse, tq, tk, scale, key_pad, heads_per_row);
 }
 extern "C" __global__ void __launch_bounds__(V2_THREADS, 1)
 attn_fwd_v2_bf16_d128(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
-                      float* __restrict__ o, float* __restrict__ lse, int tq, int tk, float scale) {
-    attn_fwd_v2<128>(q, k, v, o, lse, tq, tk, scale);
+                     float* __restrict__ o, float* __restrict__ lse, int tq, int tk, float scale,
+                     const int* __restrict__ key_pad, int heads_per_row) {
+    attn_fwd_v2<128>(q, k, v, o, lse, tq, tk, scale, key_pad, heads_per_row);
 }
 
 // v2 backward. Dynamic shared memory layout (bytes), all offsets multiples of 16:
@@ -644,7 +658,7 @@ __device__ __forceinline__ void attn_bwd_v2(const bf16_t* __restrict__ q, const 
                                             const bf16_t* __restrict__ v, const bf16_t* __restrict__ dout,
                                             const float* __restrict__ lse, const float* __restrict__ delta,
                                             float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv,
-                                            int tq, int tk, float scale) {
+                                            int tq, int tk, float scale, const int* __restrict__ key_pad, int heads_per_row) {
     constexpr int LDS = D + 8;
     constexpr int KS = D / 16;
     constexpr int DN = D / 8;     // n-tiles of dK/dV per warp
@@ -666,9 +680,10 @@ __device__ __forceinline__ void attn_bwd_v2(const bf16_t* __restrict__ q, const 
     const long long hq = (long long)head * tq * D, hk = (long long)head * tk * D;
     const float scale_log2 = scale * LOG2E;
     const int kr0 = j0 + warp * 16 + g, kr1 = kr0 + 8;  // this thread's two keys (rows of S^T)
+    const int pad = pad_of(key_pad, heads_per_row, head);  // keys below it: no query sees them
 
-    load_tile_async<D, B2_BK, B2_THREADS>(sK, k + hk, j0, tk);
-    load_tile_async<D, B2_BK, B2_THREADS>(sV, v + hk, j0, tk);
+    load_tile_async<D, B2_BK, B2_THREADS>(sK, k + hk, j0, tk, pad);
+    load_tile_async<D, B2_BK, B2_THREADS>(sV, v + hk, j0, tk, pad);
     cp_async_commit();
 
     float dka[DN][4], dva[DN][4];
@@ -679,7 +694,9 @@ __device__ __forceinline__ void attn_bwd_v2(const bf16_t* __restrict__ q, const 
     }
 
     const int i_first = max(0, j0 - off);  // first query that sees key j0 (always < tq)
-    for (int i0 = (i_first / B2_BQ) * B2_BQ; i0 < tq; i0 += B2_BQ) {
+    // A tile of padding keys only: no query tile to visit; dK = dV = 0.
+    const int i_start = (j0 + B2_BK <= pad) ? tq : (i_first / B2_BQ) * B2_BQ;
+    for (int i0 = i_start; i0 < tq; i0 += B2_BQ) {
         load_tile_async<D, B2_BQ, B2_THREADS>(sQ, q + hq, i0, tq);
         load_tile_async<D, B2_BQ, B2_THREADS>(sdO, dout + hq, i0, tq);
         cp_async_commit();
@@ -713,7 +730,7 @@ __device__ __forceinline__ void attn_bwd_v2(const bf16_t* __restrict__ q, const 
         }
 
         // P^T = exp(S^T * scale - lse), dS^T = P^T * (dP^T - delta); masked entries are exactly 0.
-        const bool need_mask = (j0 + B2_BK - 1 > i0 + off) || (i0 + B2_BQ > tq) || (j0 + B2_BK > tk);
+        const bool need_mask = (j0 + B2_BK - 1 > i0 + off) || (i0 + B2_BQ > tq) || (j0 + B2_BK > tk) || (j0 < pad);
 #pragma unroll
         for (int nt = 0; nt < NTQ; ++nt) {
 #pragma unroll
@@ -721,10 +738,10 @@ __device__ __forceinline__ void attn_bwd_v2(const bf16_t* __restrict__ q, const 
                 const int qi = nt * 8 + 2 * t + (e & 1);
                 const int i = i0 + qi;
                 const int key = e < 2 ? kr0 : kr1;
-                float p = exp2f(st[nt][e] * scale_log2 - sL[qi]);
-                if (need_mask && !(i < tq && key < tk && key <= i + off)) p = 0.0f;
+                const bool vis = !need_mask || (i < tq && key < tk && key <= i + off && key >= pad);
+                const float p = vis ? exp2f(st[nt][e] * scale_log2 - sL[qi]) : 0.0f;
                 st[nt][e] = p;
-                dpt[nt][e] = p * (dpt[nt][e] - sD[qi]);
+                dpt[nt][e] = vis ? p * (dpt[nt][e] - sD[qi]) : 0.0f;
             }
         }
 
@@ -803,6 +820,7 @@ __device__ __forceinline__ void attn_bwd_v2(const bf16_t* __restrict__ q, const 
         }
         __syncthreads();  // sQ, sdO, sdS, sL, sD are rewritten by the next query tile
     }
+    cp_async_wait_all();  // K and V's copies, when a padding tile skipped the loop
 
     if (kr0 < tk) {
         const long long at = hk + (long long)kr0 * D + 2 * t;
@@ -823,16 +841,25 @@ __device__ __forceinline__ void attn_bwd_v2(const bf16_t* __restrict__ q, const 
 }
 
 extern "C" __global__ void __launch_bounds__(B2_THREADS, 1)
+attn_bwd_v2_bf16_d32(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
+                     const bf16_t* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
+                     float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, int tq, int tk, float scale,
+                     const int* __restrict__ key_pad, int heads_per_row) {
+    attn_bwd_v2<32>(q, k, v, dout, lse, delta, dq, dk, dv, tq, tk, scale, key_pad, heads_per_row);
+}
+extern "C" __global__ void __launch_bounds__(B2_THREADS, 1)
 attn_bwd_v2_bf16_d64(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
                      const bf16_t* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
-                     float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, int tq, int tk, float scale) {
-    attn_bwd_v2<64>(q, k, v, dout, lse, delta, dq, dk, dv, tq, tk, scale);
+                     float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, int tq, int tk, float scale,
+                     const int* __restrict__ key_pad, int heads_per_row) {
+    attn_bwd_v2<64>(q, k, v, dout, lse, delta, dq, dk, dv, tq, tk, scale, key_pad, heads_per_row);
 }
 extern "C" __global__ void __launch_bounds__(B2_THREADS, 1)
 attn_bwd_v2_bf16_d128(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
-                      const bf16_t* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
-                      float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, int tq, int tk, float scale) {
-    attn_bwd_v2<128>(q, k, v, dout, lse, delta, dq, dk, dv, tq, tk, scale);
+                     const bf16_t* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
+                     float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, int tq, int tk, float scale,
+                     const int* __restrict__ key_pad, int heads_per_row) {
+    attn_bwd_v2<128>(q, k, v, dout, lse, delta, dq, dk, dv, tq, tk, scale, key_pad, heads_per_row);
 }
 
 // ------------------------------------------------------------------------------------------

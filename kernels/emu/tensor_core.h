@@ -1,0 +1,85 @@
+// CPU stand-ins for the PTX helpers of cu/attention.cu (the section between its "PTX helpers"
+// banners), so that the bf16 tensor-core kernels (v2) run on the emulation too:
+// - cp.async is a plain copy (zero-filling the rest of its 16 bytes); commit and wait are no-ops
+//   (the copy is done when it returns; the kernel's __syncthreads orders it for other threads);
+// - mma.sync m16n8k16 and ldmatrix.x4.trans are warp-collective: every lane posts its fragments
+//   (or row address), the warp meets at a barrier, each lane computes its own results from all
+//   the lanes' posts, and the warp meets again before the scratch is reused. A divergent call
+//   deadlocks, as it is undefined on the GPU;
+// - cvt.rn.bf16x2.f32 rounds to nearest even (NaN to the canonical 0x7fff).
+// The products are summed in double and rounded once: the GPU's own summation order is not
+// modelled (the references' bf16 tolerance covers it).
+#pragma once
+#include "emu.h"
+
+inline unsigned short emu_f32_to_bf16(float x) {
+    unsigned u;
+    std::memcpy(&u, &x, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fff;
+    return (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+inline float emu_bf16_to_f32(unsigned short b) {
+    const unsigned u = (unsigned)b << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+
+__device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) {
+    return (unsigned)emu_f32_to_bf16(lo) | ((unsigned)emu_f32_to_bf16(hi) << 16);
+}
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
+    std::memcpy(smem, gmem, src_bytes);
+    std::memset(static_cast<char*>(smem) + src_bytes, 0, 16 - src_bytes);
+}
+__device__ __forceinline__ void cp_async_commit() {}
+__device__ __forceinline__ void cp_async_wait_all() {}
+__device__ __forceinline__ void cp_async_wait_1() {}
+
+// D(16x8) += A(16x16) B(16x8), the fragment layouts of cu/attention.cu's mma_bf16.
+__device__ __forceinline__ void mma_bf16(float c[4], const unsigned a[4], unsigned b0, unsigned b1) {
+    unsigned* mine = emu_warp->frag[emu_lane];
+    for (int i = 0; i < 4; ++i) mine[i] = a[i];
+    mine[4] = b0;
+    mine[5] = b1;
+    emu_warp->bar.arrive_and_wait();
+    float A[16][16], B[16][8];
+    for (int lane = 0; lane < 32; ++lane) {
+        const unsigned* f = emu_warp->frag[lane];
+        const int g = lane >> 2, t = lane & 3;
+        for (int h = 0; h < 2; ++h) {  // low, high half: k and k + 1
+            const int k = 2 * t + h;
+            const int sh = 16 * h;
+            A[g][k] = emu_bf16_to_f32((unsigned short)(f[0] >> sh));
+            A[g + 8][k] = emu_bf16_to_f32((unsigned short)(f[1] >> sh));
+            A[g][k + 8] = emu_bf16_to_f32((unsigned short)(f[2] >> sh));
+            A[g + 8][k + 8] = emu_bf16_to_f32((unsigned short)(f[3] >> sh));
+            B[k][g] = emu_bf16_to_f32((unsigned short)(f[4] >> sh));
+            B[k + 8][g] = emu_bf16_to_f32((unsigned short)(f[5] >> sh));
+        }
+    }
+    emu_warp->bar.arrive_and_wait();
+    const int g = emu_lane >> 2, t = emu_lane & 3;
+    for (int e = 0; e < 4; ++e) {
+        const int row = g + (e < 2 ? 0 : 8), col = 2 * t + (e & 1);
+        double acc = c[e];
+        for (int k = 0; k < 16; ++k) acc += (double)A[row][k] * (double)B[k][col];
+        c[e] = (float)acc;
+    }
+}
+
+// ldmatrix.sync.aligned.m8n8.x4.trans: lane L posts the address of row L % 8 of matrix L / 8;
+// r[i] = (matrix i)[2t][g] | (matrix i)[2t + 1][g] << 16.
+__device__ __forceinline__ void ldsm_x4_trans(unsigned r[4], const unsigned short* row_ptr) {
+    std::memcpy(&emu_warp->slot[emu_lane], &row_ptr, sizeof(row_ptr));
+    emu_warp->bar.arrive_and_wait();
+    const int g = emu_lane >> 2, t = emu_lane & 3;
+    for (int i = 0; i < 4; ++i) {
+        const unsigned short *lo, *hi;
+        std::memcpy(&lo, &emu_warp->slot[i * 8 + 2 * t], sizeof(lo));
+        std::memcpy(&hi, &emu_warp->slot[i * 8 + 2 * t + 1], sizeof(hi));
+        r[i] = (unsigned)lo[g] | ((unsigned)hi[g] << 16);
+    }
+    emu_warp->bar.arrive_and_wait();
+}
