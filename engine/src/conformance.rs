@@ -43,6 +43,7 @@ fn cases() -> Vec<(&'static str, Vec<Vec<usize>>, Build, bool)> {
         ("softmax", vec![vec![7, 129]], |x| x[0].softmax(), true),
         ("layer_norm", vec![vec![5, 7, 96], vec![96], vec![96]], |x| x[0].layer_norm(&x[1], &x[2], 1e-5), true),
         ("matmul + bias", vec![vec![65, 33], vec![33, 47], vec![47]], |x| x[0].matmul_bias(&x[1], &x[2]), true),
+        ("matmul_bias_gelu (f32: matmul, then GELU)", vec![vec![2, 9, 40], vec![40, 64], vec![64]], |x| x[0].matmul_bias_gelu(&x[1], &x[2]), true),
         ("matmul, shared weight", vec![vec![2, 9, 33], vec![33, 20]], |x| x[0].matmul(&x[1]), true),
         ("matmul, transposed view", vec![vec![33, 65], vec![47, 33]], |x| x[0].t()?.matmul(&x[1].t()?), true),
         ("matmul, batched", vec![vec![3, 17, 9], vec![3, 9, 11]], |x| x[0].matmul(&x[1]), true),
@@ -123,6 +124,9 @@ fn bf16_cases() -> Vec<(&'static str, Vec<Vec<usize>>, Build, bool)> {
             crate::causal_attention_padded(&x[0], &x[1], &x[2], &[3, 9])
         }, true),
         ("attention, flash kernels (head dim 128, tq < tk), bf16 autocast", vec![vec![1, 2, 17, 128], vec![1, 2, 70, 128], vec![1, 2, 70, 128]], |x| crate::causal_attention(&x[0], &x[1], &x[2]), true),
+        // The fused GELU epilogue (N = 64), and the composed fallback (N = 36, not a multiple of 8).
+        ("matmul_bias_gelu (the tensor-core GELU epilogue), bf16 autocast", vec![vec![2, 9, 40], vec![40, 64], vec![64]], |x| x[0].matmul_bias_gelu(&x[1], &x[2]), true),
+        ("matmul_bias_gelu, N not a multiple of 8 (matmul, then GELU), bf16 autocast", vec![vec![7, 24], vec![24, 36], vec![36]], |x| x[0].matmul_bias_gelu(&x[1], &x[2]), true),
         ("mlp block, bf16 autocast", vec![vec![2, 5, 32], vec![32], vec![32], vec![32, 64], vec![64], vec![64, 32]], |x| {
             let h = x[0].layer_norm(&x[1], &x[2], 1e-5)?.matmul_bias(&x[3], &x[4])?.gelu()?.matmul(&x[5])?;
             x[0].add(&h)

@@ -1,12 +1,16 @@
-// CPU stand-ins for the PTX helpers of cu/attention.cu (the section between its "PTX helpers"
-// banners), so that the bf16 tensor-core kernels (v2) run on the emulation too:
+// CPU stand-ins for the PTX helpers of cu/attention.cu, cu/matmul_mma.cu and
+// cu/matmul_epilogue.cuh (each file's section between its "PTX helpers" banners), so that the
+// bf16 tensor-core kernels (attention v2, matmul v4 and the matmuls' epilogue) run on the
+// emulation too:
 // - cp.async is a plain copy (zero-filling the rest of its 16 bytes); commit and wait are no-ops
 //   (the copy is done when it returns; the kernel's __syncthreads orders it for other threads);
 // - mma.sync m16n8k16 and ldmatrix.x4.trans are warp-collective: every lane posts its fragments
 //   (or row address), the warp meets at a barrier, each lane computes its own results from all
 //   the lanes' posts, and the warp meets again before the scratch is reused. A divergent call
 //   deadlocks, as it is undefined on the GPU;
-// - cvt.rn.bf16x2.f32 rounds to nearest even (NaN to the canonical 0x7fff).
+// - cvt.rn.bf16x2.f32 rounds to nearest even (NaN to the canonical 0x7fff);
+// - matmul v4 addresses shared memory by 32-bit offsets (cvta): here, offsets from the launch's
+//   dynamic shared memory, its only shared array.
 // The products are summed in double and rounded once: the GPU's own summation order is not
 // modelled (the references' bf16 tolerance covers it).
 #pragma once
@@ -83,3 +87,32 @@ __device__ __forceinline__ void ldsm_x4_trans(unsigned r[4], const unsigned shor
     }
     emu_warp->bar.arrive_and_wait();
 }
+
+// ldmatrix.sync.aligned.m8n8.x4 (not transposed): r[i] = (matrix i)[g][2t] | (matrix i)[g][2t + 1] << 16.
+__device__ __forceinline__ void ldsm_x4(unsigned r[4], const unsigned short* row_ptr) {
+    std::memcpy(&emu_warp->slot[emu_lane], &row_ptr, sizeof(row_ptr));
+    emu_warp->bar.arrive_and_wait();
+    const int g = emu_lane >> 2, t = emu_lane & 3;
+    for (int i = 0; i < 4; ++i) {
+        const unsigned short* row;
+        std::memcpy(&row, &emu_warp->slot[i * 8 + g], sizeof(row));
+        r[i] = (unsigned)row[2 * t] | ((unsigned)row[2 * t + 1] << 16);
+    }
+    emu_warp->bar.arrive_and_wait();
+}
+
+// matmul_epilogue.cuh
+__device__ __forceinline__ unsigned mm_pack_bf16x2(float lo, float hi) { return pack_bf16x2(lo, hi); }
+
+// matmul_mma.cu (v4): shared addresses are offsets into the dynamic shared memory.
+inline unsigned short* emu_smem_at(unsigned offset) { return reinterpret_cast<unsigned short*>(static_cast<char*>(emu_dynamic_smem) + offset); }
+__device__ __forceinline__ unsigned v4_smem_addr(const void* p) {
+    return (unsigned)(static_cast<const char*>(p) - static_cast<const char*>(emu_dynamic_smem));
+}
+__device__ __forceinline__ void v4_cp_async16(unsigned smem, const void* gmem, int src_bytes) { cp_async16(emu_smem_at(smem), gmem, src_bytes); }
+__device__ __forceinline__ void v4_cp_async_commit() {}
+template <int N>
+__device__ __forceinline__ void v4_cp_async_wait() {}
+__device__ __forceinline__ void v4_ldsm_x4(unsigned r[4], unsigned addr) { ldsm_x4(r, emu_smem_at(addr)); }
+__device__ __forceinline__ void v4_ldsm_x4_trans(unsigned r[4], unsigned addr) { ldsm_x4_trans(r, emu_smem_at(addr)); }
+__device__ __forceinline__ void v4_mma(float c[4], const unsigned a[4], unsigned b0, unsigned b1) { mma_bf16(c, a, b0, b1); }

@@ -130,7 +130,7 @@ pub fn matmul_bench(gpu: &Gpu, shapes: &[(usize, usize, usize)]) -> Result<Vec<T
         row("matmul_v3_bf16_f32out", time_ms(gpu, || gpu.matmul_bf16_f32out(&ga16, &gb16, None, &mut c32, m, n, k)));
         row("matmul_v3_bf16_bf16out", time_ms(gpu, || gpu.matmul_bf16_bf16out(&ga16, &gb16, None, &mut c16, m, n, k)));
         for (name, r) in crate::matmul_tc::timings(gpu, &ga16, &gb16, &mut c32, &mut c16, s) {
-            row(name, r);
+            row(&name, r);
         }
     }
     // Percent of cuBLAS at the same shape and input precision.

@@ -16,9 +16,16 @@
 //! rows added to `bench::matmul_bench`.
 
 /// Every `extern "C"` entry of `cu/matmul_mma.cu`.
-pub const V4_ENTRIES: &[&str] = &["matmul_v4_bf16_f32out", "matmul_v4_bf16_bf16out"];
+pub const V4_ENTRIES: &[&str] = &["matmul_v4_bf16_f32out", "matmul_v4_bf16_bf16out", "matmul_v4_bf16_gelu"];
 /// Every `extern "C"` entry of `cu/matmul_wgmma.cu` (v5 and v6).
-pub const SM90A_ENTRIES: &[&str] = &["matmul_v5_bf16_f32out", "matmul_v5_bf16_bf16out", "matmul_v6_bf16_f32out", "matmul_v6_bf16_bf16out"];
+pub const SM90A_ENTRIES: &[&str] = &[
+    "matmul_v5_bf16_f32out",
+    "matmul_v5_bf16_bf16out",
+    "matmul_v5_bf16_gelu",
+    "matmul_v6_bf16_f32out",
+    "matmul_v6_bf16_bf16out",
+    "matmul_v6_bf16_gelu",
+];
 
 /// v4 tiles (must match `cu/matmul_mma.cu`).
 pub const V4_BM: usize = 128;
@@ -49,15 +56,29 @@ pub enum MatmulTc {
     V6Tma,
 }
 
+/// What the epilogue writes (`cu/matmul_epilogue.cuh`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Epi {
+    /// C in f32.
+    F32,
+    /// C in bf16.
+    Bf16,
+    /// C = gelu(A·B + bias) in bf16, and the pre-activation A·B + bias (bf16) beside it.
+    Bf16Gelu,
+}
+
 impl MatmulTc {
-    pub fn name(self, bf16_out: bool) -> &'static str {
-        match (self, bf16_out) {
-            (MatmulTc::V4Mma, false) => "matmul_v4_bf16_f32out",
-            (MatmulTc::V4Mma, true) => "matmul_v4_bf16_bf16out",
-            (MatmulTc::V5Wgmma, false) => "matmul_v5_bf16_f32out",
-            (MatmulTc::V5Wgmma, true) => "matmul_v5_bf16_bf16out",
-            (MatmulTc::V6Tma, false) => "matmul_v6_bf16_f32out",
-            (MatmulTc::V6Tma, true) => "matmul_v6_bf16_bf16out",
+    pub fn name(self, epi: Epi) -> &'static str {
+        match (self, epi) {
+            (MatmulTc::V4Mma, Epi::F32) => "matmul_v4_bf16_f32out",
+            (MatmulTc::V4Mma, Epi::Bf16) => "matmul_v4_bf16_bf16out",
+            (MatmulTc::V4Mma, Epi::Bf16Gelu) => "matmul_v4_bf16_gelu",
+            (MatmulTc::V5Wgmma, Epi::F32) => "matmul_v5_bf16_f32out",
+            (MatmulTc::V5Wgmma, Epi::Bf16) => "matmul_v5_bf16_bf16out",
+            (MatmulTc::V5Wgmma, Epi::Bf16Gelu) => "matmul_v5_bf16_gelu",
+            (MatmulTc::V6Tma, Epi::F32) => "matmul_v6_bf16_f32out",
+            (MatmulTc::V6Tma, Epi::Bf16) => "matmul_v6_bf16_bf16out",
+            (MatmulTc::V6Tma, Epi::Bf16Gelu) => "matmul_v6_bf16_gelu",
         }
     }
 }
@@ -155,7 +176,7 @@ mod gpu {
             n: usize,
             k: usize,
         ) -> Result<()> {
-            self.matmul_tc_launch(v, false, a, b, bias, c, (m, n, k))
+            self.matmul_tc_launch(v, Epi::F32, a, b, bias, c, None, (m, n, k))
         }
 
         /// As [`Self::matmul_tc_f32out`] with a bf16 output (round to nearest even).
@@ -171,25 +192,50 @@ mod gpu {
             n: usize,
             k: usize,
         ) -> Result<()> {
-            self.matmul_tc_launch(v, true, a, b, bias, c, (m, n, k))
+            self.matmul_tc_launch(v, Epi::Bf16, a, b, bias, c, None, (m, n, k))
+        }
+
+        /// C = gelu(A·B + bias) and `pre` = A·B + bias, both bf16 from one kernel: an MLP's
+        /// up-projection with the pre-activation its backward needs.
+        #[allow(clippy::too_many_arguments)]
+        pub fn matmul_tc_bf16_gelu(
+            &self,
+            v: MatmulTc,
+            a: &CudaSlice<u16>,
+            b: &CudaSlice<u16>,
+            bias: Option<&CudaSlice<f32>>,
+            c: &mut CudaSlice<u16>,
+            pre: &mut CudaSlice<u16>,
+            m: usize,
+            n: usize,
+            k: usize,
+        ) -> Result<()> {
+            self.matmul_tc_launch(v, Epi::Bf16Gelu, a, b, bias, c, Some(pre), (m, n, k))
         }
 
         #[allow(clippy::too_many_arguments)]
         fn matmul_tc_launch<TO: DeviceRepr>(
             &self,
             v: MatmulTc,
-            bf16_out: bool,
+            epi: Epi,
             a: &CudaSlice<u16>,
             b: &CudaSlice<u16>,
             bias: Option<&CudaSlice<f32>>,
             c: &mut CudaSlice<TO>,
+            mut pre: Option<&mut CudaSlice<u16>>,
             (m, n, k): (usize, usize, usize),
         ) -> Result<()> {
-            let mut name = v.name(bf16_out);
+            let mut name = v.name(epi);
             let shape = format!("{name} M={m} N={n} K={k}");
             check_len(&shape, "A", a.len(), m * k)?;
             check_len(&shape, "B", b.len(), k * n)?;
             check_len(&shape, "C", c.len(), m * n)?;
+            if let Some(pre) = &pre {
+                check_len(&shape, "pre", pre.len(), m * n)?;
+            }
+            if (epi == Epi::Bf16Gelu) != pre.is_some() {
+                return Err(Error::Other(format!("{shape}: the GELU epilogue, and only it, writes a pre-activation buffer")));
+            }
             if let Some(bias) = bias {
                 check_len(&shape, "bias", bias.len(), n)?;
             }
@@ -206,7 +252,7 @@ mod gpu {
                 let aligned = |p: u64| p.is_multiple_of(16);
                 if k == 0 || !k.is_multiple_of(8) || !n.is_multiple_of(8) || !aligned(pa) || !aligned(pb) {
                     v = MatmulTc::V4Mma;
-                    name = v.name(bf16_out);
+                    name = v.name(epi);
                 }
             }
             let (f, bm, bn, threads, smem) = match v {
@@ -254,7 +300,11 @@ mod gpu {
                 Some(bias) => lb.arg(bias),
                 None => lb.arg(&null),
             };
-            lb.arg(c).arg(&mi).arg(&ni).arg(&ki);
+            lb.arg(c);
+            if let Some(pre) = pre.as_mut() {
+                lb.arg(&mut **pre);
+            }
+            lb.arg(&mi).arg(&ni).arg(&ki);
             unsafe { lb.launch(cfg) }.map_err(|e| Error::cuda(format!("launch {shape} blocks={blocks} smem={smem}"), e))?;
             drop((_ra, _rb)); // A and B are read by the launch just queued
             Ok(())
@@ -366,7 +416,7 @@ mod gpu {
                     let (ga, gb) = (up16(&a16)?, up16(&b16)?);
                     let gbias = bias.as_ref().map(|b| up(b)).transpose()?;
                     let mut rows = Vec::new();
-                    let name = v.name(false);
+                    let name = v.name(Epi::F32);
                     let mut gc = up(&vec![f32::NAN; m * n])?;
                     gpu.matmul_tc_f32out(v, &ga, &gb, gbias.as_ref(), &mut gc, m, n, k)?;
                     gpu.sync(name)?;
@@ -391,25 +441,36 @@ mod gpu {
                         }
                         rows.push(ch);
                     }
-                    let name16 = v.name(true);
+                    let name16 = v.name(Epi::Bf16);
                     let mut gc16 = up16(&vec![bf16::NAN.to_bits(); m * n])?;
                     gpu.matmul_tc_bf16out(v, &ga, &gb, gbias.as_ref(), &mut gc16, m, n, k)?;
                     gpu.sync(name16)?;
                     rows.push(Check::new(name16, shape.clone(), "bf16", compare(&down16(&gc16)?, &want), TOL_BF16));
+                    // GELU epilogue: the pre-activation against the product, and the output against
+                    // GELU of that stored pre-activation (a reference from the exact product would
+                    // charge GELU with the matmul's rounding where the product cancels near 0).
+                    let name_g = v.name(Epi::Bf16Gelu);
+                    let (mut post, mut pre) = (up16(&vec![bf16::NAN.to_bits(); m * n])?, up16(&vec![bf16::NAN.to_bits(); m * n])?);
+                    gpu.matmul_tc_bf16_gelu(v, &ga, &gb, gbias.as_ref(), &mut post, &mut pre, m, n, k)?;
+                    gpu.sync(name_g)?;
+                    let stored_pre = down16(&pre)?;
+                    rows.push(Check::new(&format!("{name_g} (pre)"), shape.clone(), "bf16", compare(&stored_pre, &want), TOL_BF16));
+                    rows.push(Check::new(&format!("{name_g} (gelu)"), shape.clone(), "bf16", compare(&down16(&post)?, &r::gelu_fwd(&stored_pre)), TOL_BF16));
                     Ok(rows)
                 })();
                 match r {
                     Ok(rows) => out.extend(rows),
-                    Err(e) => out.push(Check::failed(v.name(false), shape.clone(), "bf16->f32", e.to_string())),
+                    Err(e) => out.push(Check::failed(v.name(Epi::F32), shape.clone(), "bf16->f32", e.to_string())),
                 }
             }
         }
         out
     }
 
-    /// Timing rows for `bench::matmul_bench`: (name, median ms) of v4 (and v5, v6 on Hopper), both
-    /// outputs, on the bench's own random bf16 inputs (no bias, like the other rows).
-    #[allow(clippy::type_complexity)]
+    /// Timing rows for `bench::matmul_bench`: (name, median ms) of v4 (and v5, v6 on Hopper), each
+    /// epilogue (f32, bf16, bf16 GELU with its pre-activation), and the GELU it replaces (a bf16
+    /// matmul, then the GELU kernel), on the bench's own random bf16 inputs (no bias, like the
+    /// other rows).
     pub fn timings(
         gpu: &Gpu,
         a: &CudaSlice<u16>,
@@ -417,11 +478,26 @@ mod gpu {
         c32: &mut CudaSlice<f32>,
         c16: &mut CudaSlice<u16>,
         (m, n, k): (usize, usize, usize),
-    ) -> Vec<(&'static str, Result<f64>)> {
+    ) -> Vec<(String, Result<f64>)> {
         let mut rows = Vec::new();
+        let mut pre = match gpu.stream.alloc_zeros::<u16>(m * n) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                rows.push(("matmul_tc gelu setup".to_string(), Err(Error::cuda("allocating the pre-activation", e))));
+                None
+            }
+        };
         for v in versions(gpu) {
-            rows.push((v.name(false), time_ms(gpu, || gpu.matmul_tc_f32out(v, a, b, None, c32, m, n, k))));
-            rows.push((v.name(true), time_ms(gpu, || gpu.matmul_tc_bf16out(v, a, b, None, c16, m, n, k))));
+            rows.push((v.name(Epi::F32).to_string(), time_ms(gpu, || gpu.matmul_tc_f32out(v, a, b, None, c32, m, n, k))));
+            rows.push((v.name(Epi::Bf16).to_string(), time_ms(gpu, || gpu.matmul_tc_bf16out(v, a, b, None, c16, m, n, k))));
+            if let Some(pre) = pre.as_mut() {
+                rows.push((v.name(Epi::Bf16Gelu).to_string(), time_ms(gpu, || gpu.matmul_tc_bf16_gelu(v, a, b, None, c16, pre, m, n, k))));
+                let unfused = time_ms(gpu, || {
+                    gpu.matmul_tc_bf16out(v, a, b, None, pre, m, n, k)?;
+                    gpu.gelu_fwd(pre, c16)
+                });
+                rows.push((format!("{} + gelu_fwd_bf16 (unfused)", v.name(Epi::Bf16)), unfused));
+            }
         }
         rows
     }

@@ -66,14 +66,14 @@ pub const MODULES: &[Module] = &[
     Module {
         name: "matmul_mma",
         file: "cu/matmul_mma.cu",
-        source: include_str!("cu/matmul_mma.cu"),
+        source: concat!(include_str!("cu/matmul_epilogue.cuh"), include_str!("cu/matmul_mma.cu")),
         entries: crate::matmul_tc::V4_ENTRIES,
         needs_headers: false,
     },
     Module {
         name: "matmul_wgmma",
         file: "cu/matmul_wgmma.cu",
-        source: include_str!("cu/matmul_wgmma.cu"),
+        source: concat!(include_str!("cu/matmul_epilogue.cuh"), include_str!("cu/matmul_wgmma.cu")),
         entries: crate::matmul_tc::SM90A_ENTRIES,
         needs_headers: false,
     },

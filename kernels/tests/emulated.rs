@@ -7,8 +7,8 @@
 //! 32/64/128, left padding), the f32 matmuls (v1; v2 batched, operands stored as read or
 //! transposed), cross-entropy (warp and block, f32 and bf16), embedding (forward, both
 //! backwards), AdamW, GELU (f32 and bf16), the row sums, the global L2 norm and the broadcast binary ops,
-//! and attention v2 on stand-ins for its tensor-core instructions (emu/tensor_core.h): every kernel
-//! but the tensor-core matmuls (inline PTX). Skipped, with a message, where no C++20 compiler with AddressSanitizer is found
+//! and, on stand-ins for their tensor-core instructions (emu/tensor_core.h), attention v2 and matmul
+//! v4 with its epilogues: every kernel but the Hopper matmuls (wgmma, TMA). Skipped, with a message, where no C++20 compiler with AddressSanitizer is found
 //! ($CXX, c++, g++).
 
 use kernels::copy::TransposedBatch;
@@ -44,24 +44,18 @@ fn compiler() -> Option<String> {
 
 /// Builds the driver `emu/{driver}.cpp` over the kernel sources (the dynamic shared array
 /// rewritten to a pointer the driver sizes), with AddressSanitizer and UBSan: a
-/// kernel that reads or writes outside its buffers (or its shared arrays) fails the run. attention.cu's
-/// PTX helpers are swapped for the CPU stand-ins of emu/tensor_core.h.
+/// kernel that reads or writes outside its buffers (or its shared arrays) fails the run. PTX
+/// helper sections are swapped for the CPU stand-ins of emu/tensor_core.h.
 fn build(cxx: &str, dir: &Path, driver: &str, sources: &[&str]) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"));
     for file in sources {
         // The text NVRTC compiles (preludes included), not the bare file.
         let module = kernels::MODULES.iter().find(|m| m.file == format!("cu/{file}")).unwrap_or_else(|| panic!("no module for {file}"));
         let text = module.source;
-        let text = if *file == "attention.cu" {
-            // Its PTX helpers (inline assembly) swapped for the CPU stand-ins of emu/tensor_core.h.
-            let (begin, end) = ("// --- PTX helpers (begin)", "// --- PTX helpers (end)");
-            let (i, j) = (text.find(begin).expect("attention.cu: no PTX helpers banner"), text.find(end).expect("attention.cu: no end banner"));
-            format!("{}#include \"tensor_core.h\"\n{}", &text[..i], &text[j + end.len()..])
-                .replace("extern __shared__ __align__(128) unsigned char smem[];", "unsigned char* smem = static_cast<unsigned char*>(emu_dynamic_smem);")
-        } else {
-            text.to_string()
-        };
-        let text = text.replace("extern __shared__ float block_sums[];", "float* block_sums = static_cast<float*>(emu_dynamic_smem);");
+        let text = without_ptx(text)
+            .replace("extern __shared__ float block_sums[];", "float* block_sums = static_cast<float*>(emu_dynamic_smem);")
+            .replace("extern __shared__ __align__(128) unsigned char smem[];", "unsigned char* smem = static_cast<unsigned char*>(emu_dynamic_smem);")
+            .replace("extern __shared__ __align__(128) unsigned char v4_smem[];", "unsigned char* v4_smem = static_cast<unsigned char*>(emu_dynamic_smem);");
         assert!(!text.contains("extern __shared__"), "{file}: a dynamic shared array the emulation does not know");
         std::fs::write(dir.join(file), text).unwrap();
     }
@@ -79,6 +73,22 @@ fn build(cxx: &str, dir: &Path, driver: &str, sources: &[&str]) -> PathBuf {
         .unwrap();
     assert!(out.status.success(), "compiling kernels/emu/{driver}.cpp with {cxx}:\n{}", String::from_utf8_lossy(&out.stderr));
     exe
+}
+
+/// A kernel source with each section between "PTX helpers" banners (inline assembly) swapped
+/// for the CPU stand-ins of emu/tensor_core.h.
+fn without_ptx(text: &str) -> String {
+    let (begin, end) = ("// --- PTX helpers (begin)", "// --- PTX helpers (end)");
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(begin) {
+        let j = rest[i..].find(end).map(|j| i + j).expect("a PTX helpers section without its end banner");
+        out.push_str(&rest[..i]);
+        out.push_str("#include \"tensor_core.h\"\n");
+        rest = &rest[j + end.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 struct Emu {
@@ -654,6 +664,43 @@ fn bf16_attention_kernels_match_the_reference_on_the_cpu_emulation() {
     }
     std::fs::remove_dir_all(&dir).ok();
     report(&checks, seed, 30);
+}
+
+/// Matmul v4 (mma.sync, ldmatrix and cp.async on the stand-ins of emu/tensor_core.h) with each
+/// epilogue: f32, bf16, and bf16 GELU with its pre-activation (the epilogue v5 and v6 share),
+/// against the f64 reference on the same bf16 inputs.
+#[test]
+fn tensor_core_matmul_v4_and_its_epilogues_match_the_reference_on_the_cpu_emulation() {
+    let Some(cxx) = compiler() else { return };
+    let (emu, dir) = setup(&cxx, "matmul_tc", &["matmul_mma.cu"]);
+    let seed = seed();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut checks: Vec<Check> = Vec::new();
+    let to16 = |v: &[f32]| -> Vec<u16> { v.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect() };
+    let from16 = |v: &[u16]| -> Vec<f32> { v.iter().map(|&x| half::bf16::from_bits(x).to_f32()).collect() };
+    // (m, n, k, bias): ragged tiles on the fast path (two k-tiles), odd N and K (the scalar
+    // loads, unpaired stores), a thin N, more than one block in each direction.
+    for (m, n, k, with_bias) in [(130usize, 264usize, 40usize, true), (17, 33, 5, true), (64, 8, 72, false), (257, 520, 24, true)] {
+        let shape = format!("{m}x{n}x{k}{}", if with_bias { "+bias" } else { "" });
+        let (a16, b16) = (to16(&rand(&mut rng, m * k, -1.0, 1.0)), to16(&rand(&mut rng, k * n, -1.0, 1.0)));
+        let bias = rand(&mut rng, n, -1.0, 1.0);
+        emu.put_u16("a", &a16);
+        emu.put_u16("b", &b16);
+        emu.put("bias", &bias);
+        let want = r::matmul(&from16(&a16), &from16(&b16), with_bias.then_some(&bias[..]), m, n, k);
+        let run = |kind: &str| emu.run_args(&[kind, &m.to_string(), &n.to_string(), &k.to_string(), if with_bias { "1" } else { "0" }, &dir.display().to_string()].map(String::from));
+        run("f32");
+        checks.push(Check::new("matmul_v4_bf16_f32out", shape.clone(), "bf16->f32", compare(&emu.get("c"), &want), TOL_F32));
+        run("bf16");
+        checks.push(Check::new("matmul_v4_bf16_bf16out", shape.clone(), "bf16", compare(&from16(&emu.get_u16("c.u16")), &want), TOL_BF16));
+        run("gelu");
+        // The output against GELU of the kernel's own stored pre-activation (as the self-test).
+        let stored_pre = from16(&emu.get_u16("pre.u16"));
+        checks.push(Check::new("matmul_v4_bf16_gelu (pre)", shape.clone(), "bf16", compare(&stored_pre, &want), TOL_BF16));
+        checks.push(Check::new("matmul_v4_bf16_gelu (gelu)", shape, "bf16", compare(&from16(&emu.get_u16("c.u16")), &r::gelu_fwd(&stored_pre)), TOL_BF16));
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    report(&checks, seed, 16);
 }
 
 #[test]

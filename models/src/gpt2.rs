@@ -348,7 +348,7 @@ impl Gpt2 {
         let att = att.permute(&[0, 2, 1, 3])?.reshape(&[b, t, e])?;
         let x = x.add(&att.matmul_bias(&blk.attn_proj.w, &blk.attn_proj.b)?)?;
         let h = x.layer_norm(&blk.ln_2.w, &blk.ln_2.b, self.eps())?;
-        let m = h.matmul_bias(&blk.c_fc.w, &blk.c_fc.b)?.gelu()?.matmul_bias(&blk.mlp_proj.w, &blk.mlp_proj.b)?;
+        let m = h.matmul_bias_gelu(&blk.c_fc.w, &blk.c_fc.b)?.matmul_bias(&blk.mlp_proj.w, &blk.mlp_proj.b)?;
         x.add(&m)
     }
 }

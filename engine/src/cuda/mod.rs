@@ -72,6 +72,7 @@ mod stub {
             fn layer_norm(&Tensor, &Tensor, &Tensor, usize, f32) -> (Tensor, Tensor, Tensor);
             fn layer_norm_backward(&Tensor, &Tensor, &Tensor, &Tensor, &Tensor) -> (Tensor, Tensor, Tensor);
             fn matmul(&Tensor, &Tensor, Option<&Tensor>, &[usize], crate::DType) -> Tensor;
+            fn matmul_bias_gelu(&Tensor, &Tensor, &Tensor, &[usize]) -> Option<(Tensor, Tensor)>;
             fn sum(&Tensor, &[usize], &[usize]) -> Tensor;
             fn max_rows(&Tensor, usize, &[usize]) -> (Tensor, Tensor);
             fn embedding(&Tensor, &[i64]) -> Tensor;

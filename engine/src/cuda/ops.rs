@@ -483,6 +483,25 @@ fn matmul_bf16<T: GemmOut>(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, out_sh
     batched(a, b, out_shape, op, gemm)
 }
 
+/// `gelu(a · b + bias)` under autocast in one tensor-core kernel (the GELU epilogue): the
+/// pre-activation and its GELU, both bf16. None where that kernel does not apply (a batched `b`,
+/// N not a multiple of 8, K = 0): the caller runs the two ops.
+pub(crate) fn matmul_bias_gelu(a: &Tensor, b: &Tensor, bias: &Tensor, out_shape: &[usize]) -> Result<Option<(Tensor, Tensor)>> {
+    let (k, n) = (a.shape()[a.rank() - 1], b.shape()[b.rank() - 1]);
+    if b.rank() != 2 || !n.is_multiple_of(8) || k == 0 {
+        return Ok(None);
+    }
+    let (dev, op) = (ordinal(a), "matmul_bias_gelu (bf16 autocast)");
+    let g = gpu(dev)?;
+    let v = g.engine_matmul().map_err(err(op))?;
+    let (rows, kp) = (a.numel() / k, k.next_multiple_of(8));
+    let (a16, b16) = (bf16_rows(a, k, kp, rows, op)?, bf16_rows(b, n, n, kp, op)?);
+    let bias_dev = f32_of(bias, op)?;
+    let (mut pre, mut post) = (alloc16(&g, rows * n, op)?, alloc16(&g, rows * n, op)?);
+    g.matmul_tc_bf16_gelu(v, &a16, &b16, Some(&bias_dev), &mut post, &mut pre, rows, n, kp).map_err(err(op))?;
+    Ok(Some((tensor16(pre, out_shape, dev), tensor16(post, out_shape, dev))))
+}
+
 /// `a` [.., M, K] · `b` [.., K, N] or [K, N] (+ `bias` [N]) → [.., M, N]. A shared `b` makes
 /// one GEMM over all rows of `a`; batched operands one GEMM per batch.
 /// Under autocast the product is written in `out` (bf16 for activations; the backward asks for

@@ -2,7 +2,7 @@
 //! bias fused into the output (C starts as the bias rows, then the GEMM accumulates into it).
 
 use super::view::f32_tensor;
-use crate::autograd::Op;
+use crate::autograd::{Op, UnaryOp};
 use crate::cpu::gemm::{sgemm, MatMut, MatRef};
 use crate::{DType, Error, Result, Tensor};
 use rayon::prelude::*;
@@ -21,6 +21,23 @@ impl Tensor {
         matmul(self, rhs, Some(bias), None)
     }
 
+    /// `gelu(self · rhs + bias)`: an MLP's up-projection. On CUDA under autocast one tensor-core
+    /// kernel writes both the pre-activation (which GELU's backward reads) and its GELU, instead
+    /// of a matmul writing the pre-activation and a GELU kernel reading it back; elsewhere (and
+    /// for a batched `rhs`, or N not a multiple of 8) `matmul_bias`, then `gelu`. The graph is
+    /// the same either way: a matmul node, then a GELU node on its output.
+    pub fn matmul_bias_gelu(&self, rhs: &Tensor, bias: &Tensor) -> Result<Tensor> {
+        if self.device().is_cuda() && crate::autocast::bf16_enabled() {
+            let out_shape = matmul_shape(self, rhs, Some(bias))?;
+            if let Some((pre, post)) = crate::cuda::ops::matmul_bias_gelu(self, rhs, bias, &out_shape)? {
+                let pre = pre.with_op(&[self, rhs, bias], || Op::Matmul(self.clone(), rhs.clone(), Some(bias.clone())));
+                let saved = post.detach();
+                return Ok(post.with_op(&[&pre], || Op::Unary(UnaryOp::Gelu, pre.clone(), saved)));
+            }
+        }
+        self.matmul_bias(rhs, bias)?.gelu()
+    }
+
     /// `matmul` written as `dtype` under autocast on CUDA (where a product is otherwise an
     /// activation, stored bf16); f32 elsewhere. For heads whose outputs are compared, not just
     /// passed on: logits (PPO's ratios and KL are differences of log-probabilities, and bf16's
@@ -30,9 +47,9 @@ impl Tensor {
     }
 }
 
-/// `out`: the product's element type under autocast on CUDA (None: bf16, an activation); the
-/// backward asks for each operand's own type. f32 everywhere else.
-fn matmul(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, out: Option<DType>) -> Result<Tensor> {
+/// The product's shape [.., M, N], after checking the operands (ranks, inner dims, batch dims,
+/// bias, devices).
+fn matmul_shape(a: &Tensor, b: &Tensor, bias: Option<&Tensor>) -> Result<Vec<usize>> {
     let (ra, rb) = (a.rank(), b.rank());
     let bad = |why: &str| Error::shape("matmul", format!("{:?} x {:?}: {why}", a.shape(), b.shape()));
     if ra < 2 || rb < 2 {
@@ -56,9 +73,18 @@ fn matmul(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, out: Option<DType>) -> 
             return Err(Error::DeviceMismatch { op: "matmul", a: a.device(), b: t.device() });
         }
     }
-    let batches: usize = batch_shape.iter().product();
     let mut out_shape = batch_shape.to_vec();
     out_shape.extend([m, n]);
+    Ok(out_shape)
+}
+
+/// `out`: the product's element type under autocast on CUDA (None: bf16, an activation); the
+/// backward asks for each operand's own type. f32 everywhere else.
+fn matmul(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, out: Option<DType>) -> Result<Tensor> {
+    let out_shape = matmul_shape(a, b, bias)?;
+    let (ra, rb) = (a.rank(), b.rank());
+    let (m, k, n) = (a.shape()[ra - 2], a.shape()[ra - 1], b.shape()[rb - 1]);
+    let batches: usize = a.shape()[..ra - 2].iter().product();
 
     if a.device().is_cuda() {
         let out = crate::cuda::ops::matmul(a, b, bias, &out_shape, out.unwrap_or(DType::BF16))?;
@@ -165,6 +191,23 @@ pub(crate) fn backward(g: &Tensor, a: Tensor, b: Tensor, bias: Option<Tensor>) -
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn matmul_bias_gelu_is_matmul_bias_then_gelu_values_and_gradients() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let x = Tensor::randn(&[2, 5, 12], 0.0, 1.0, &mut rng).var();
+        let w = Tensor::randn(&[12, 16], 0.0, 0.5, &mut rng).var();
+        let b = Tensor::randn(&[16], 0.0, 0.5, &mut rng).var();
+        let fused = x.matmul_bias_gelu(&w, &b).unwrap();
+        let composed = x.matmul_bias(&w, &b).unwrap().gelu().unwrap();
+        assert_eq!(fused.shape(), &[2, 5, 16]);
+        assert_eq!(fused.to_vec_f32().unwrap(), composed.to_vec_f32().unwrap());
+        let (gf, gc) = (fused.sum_all().unwrap().backward().unwrap(), composed.sum_all().unwrap().backward().unwrap());
+        for t in [&x, &w, &b] {
+            assert_eq!(gf.get(t).unwrap().to_vec_f32().unwrap(), gc.get(t).unwrap().to_vec_f32().unwrap());
+        }
+        assert!(x.matmul_bias_gelu(&w, &Tensor::zeros(&[15])).is_err());
+    }
 
     /// One row per matrix taken out of longer sequences ([B, T, K] narrowed to [B, 1, K]) is one
     /// GEMM over B rows, and gives what its contiguous copy gives.

@@ -693,7 +693,9 @@ __device__ __forceinline__ void attn_bwd_v2(const bf16_t* __restrict__ q, const 
         dva[i][0] = dva[i][1] = dva[i][2] = dva[i][3] = 0.0f;
     }
 
-    const int i_first = max(0, j0 - off);  // first query that sees key j0 (always < tq)
+    // First query that sees a key of this tile (the first key past the padding); < tq unless
+    // every key of the tile is padding.
+    const int i_first = max(0, max(j0, pad) - off);
     // A tile of padding keys only: no query tile to visit; dK = dV = 0.
     const int i_start = (j0 + B2_BK <= pad) ? tq : (i_first / B2_BQ) * B2_BQ;
     for (int i0 = i_start; i0 < tq; i0 += B2_BQ) {

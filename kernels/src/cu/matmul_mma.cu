@@ -10,7 +10,8 @@
 //   padded pitches (A: 32+8, B: 256+8 elements) make ldmatrix and the 16-byte cp.async stores
 //   bank-conflict free (rows land 5 resp. 1 16-byte units apart modulo 8);
 //   grouped rasterisation (GROUP_M tile rows walk the N tiles together) for L2 reuse;
-//   epilogue straight from the accumulators: + bias, float2 / bf16x2 stores when N is even.
+//   epilogue straight from the accumulators: + bias, float2 / bf16x2 stores when N is even
+//   (matmul_epilogue.cuh: f32, bf16, or bf16 GELU with its pre-activation).
 // Fast path: K % 8 == 0, N % 8 == 0 and 16-byte aligned A and B (whole 16-byte chunks are then
 // in or out of range). Otherwise the tiles are filled by bounds-checked scalar loads (same
 // pipeline, slower). Out-of-range elements are zero, so any M, N, K is correct.
@@ -30,6 +31,7 @@ typedef unsigned short bf16_t;
 // Dynamic shared memory in bytes (the launcher in matmul_tc.rs must agree): 108544.
 #define V4_SMEM_BYTES (V4_STAGES * (V4_A_STAGE + V4_B_STAGE) * 2)
 
+// --- PTX helpers (begin): the CPU emulation (kernels/emu/tensor_core.h) replaces this section.
 __device__ __forceinline__ unsigned v4_smem_addr(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
 
 __device__ __forceinline__ void v4_cp_async16(unsigned smem, const void* gmem, int src_bytes) {
@@ -58,12 +60,8 @@ __device__ __forceinline__ void v4_mma(float c[4], const unsigned a[4], unsigned
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+// --- PTX helpers (end)
 
-__device__ __forceinline__ unsigned v4_pack_bf16x2(float lo, float hi) {
-    unsigned r;
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
-    return r;
-}
 
 // Fills one pipeline stage with the k-tile starting at k0.
 // A: 128 rows x 4 chunks (512 chunks), B: 32 rows x 32 chunks (1024 chunks); 6 per thread.
@@ -101,9 +99,9 @@ __device__ __forceinline__ void v4_load_stage(bf16_t* sa, bf16_t* sb, const bf16
     }
 }
 
-template <bool OUT_BF16>
-__device__ __forceinline__ void matmul_v4(const bf16_t* __restrict__ A, const bf16_t* __restrict__ B,
-                                          const float* __restrict__ bias, void* __restrict__ Cv, int M, int N, int K) {
+template <int EPI>
+__device__ __forceinline__ void matmul_v4(const bf16_t* __restrict__ A, const bf16_t* __restrict__ B, const float* __restrict__ bias,
+                                          void* __restrict__ Cv, bf16_t* __restrict__ aux, int M, int N, int K) {
     extern __shared__ __align__(128) unsigned char v4_smem[];
     bf16_t* sA = reinterpret_cast<bf16_t*>(v4_smem);
     bf16_t* sB = sA + V4_STAGES * V4_A_STAGE;
@@ -180,8 +178,7 @@ __device__ __forceinline__ void matmul_v4(const bf16_t* __restrict__ A, const bf
 
     // Epilogue straight from registers.
     const int g = lane >> 2, t = lane & 3;
-    // Column pairs are 8-byte (f32) / 4-byte (bf16) aligned when N is even and C is.
-    const bool pair_ok = (N & 1) == 0 && ((((unsigned long long)Cv) & (OUT_BF16 ? 3 : 7)) == 0);
+    const bool pair_ok = mm_pairs_aligned<EPI>(N, Cv, aux);
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
         const int gc = bn + wn + j * 8 + 2 * t;
@@ -195,26 +192,7 @@ __device__ __forceinline__ void matmul_v4(const bf16_t* __restrict__ A, const bf
             for (int h = 0; h < 2; ++h) {
                 const int gr = bm + wm + i * 16 + g + h * 8;
                 if (gr >= M) continue;
-                const float v0 = acc[i][j][2 * h] + b0, v1 = acc[i][j][2 * h + 1] + b1;
-                const long long idx = (long long)gr * N + gc;
-                if (OUT_BF16) {
-                    bf16_t* C = (bf16_t*)Cv;
-                    const unsigned p = v4_pack_bf16x2(v0, v1);
-                    if (two && pair_ok) {
-                        *reinterpret_cast<unsigned*>(C + idx) = p;
-                    } else {
-                        C[idx] = (bf16_t)(p & 0xffffu);
-                        if (two) C[idx + 1] = (bf16_t)(p >> 16);
-                    }
-                } else {
-                    float* C = (float*)Cv;
-                    if (two && pair_ok) {
-                        *reinterpret_cast<float2*>(C + idx) = make_float2(v0, v1);
-                    } else {
-                        C[idx] = v0;
-                        if (two) C[idx + 1] = v1;
-                    }
-                }
+                mm_store_pair<EPI>(Cv, aux, (long long)gr * N + gc, acc[i][j][2 * h] + b0, acc[i][j][2 * h + 1] + b1, two, two && pair_ok);
             }
         }
     }
@@ -223,11 +201,18 @@ __device__ __forceinline__ void matmul_v4(const bf16_t* __restrict__ A, const bf
 extern "C" __global__ void __launch_bounds__(V4_THREADS, 1)
 matmul_v4_bf16_f32out(const bf16_t* __restrict__ A, const bf16_t* __restrict__ B, const float* __restrict__ bias,
                       float* __restrict__ C, int M, int N, int K) {
-    matmul_v4<false>(A, B, bias, C, M, N, K);
+    matmul_v4<EPI_F32>(A, B, bias, C, nullptr, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(V4_THREADS, 1)
 matmul_v4_bf16_bf16out(const bf16_t* __restrict__ A, const bf16_t* __restrict__ B, const float* __restrict__ bias,
                        bf16_t* __restrict__ C, int M, int N, int K) {
-    matmul_v4<true>(A, B, bias, C, M, N, K);
+    matmul_v4<EPI_BF16>(A, B, bias, C, nullptr, M, N, K);
+}
+
+// C = gelu(A B + bias) and pre = A B + bias, both bf16 (see matmul_epilogue.cuh).
+extern "C" __global__ void __launch_bounds__(V4_THREADS, 1)
+matmul_v4_bf16_gelu(const bf16_t* __restrict__ A, const bf16_t* __restrict__ B, const float* __restrict__ bias,
+                    bf16_t* __restrict__ C, bf16_t* __restrict__ pre, int M, int N, int K) {
+    matmul_v4<EPI_BF16_GELU>(A, B, bias, C, pre, M, N, K);
 }

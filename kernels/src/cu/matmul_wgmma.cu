@@ -2,7 +2,8 @@
 // TMA, warp-specialized and persistent.
 //
 // v5: Hopper warpgroup MMA. Row-major C[M,N] = A[M,K] B[K,N] (+ bias[N], f32),
-// bf16 in (raw bits), f32 accumulate, f32 or bf16 out. No headers.
+// bf16 in (raw bits), f32 accumulate, f32 or bf16 out, or bf16 GELU with its pre-activation
+// (matmul_epilogue.cuh, prepended by the registry). No headers.
 //
 // Design:
 //   block tile 128 x 256 x 64, 256 threads = 2 warpgroups; warpgroup w owns rows 64w..64w+63
@@ -64,11 +65,6 @@ __device__ __forceinline__ void v5_wgmma_commit() { asm volatile("wgmma.commit_g
 template <int N>
 __device__ __forceinline__ void v5_wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
 
-__device__ __forceinline__ unsigned v5_pack_bf16x2(float lo, float hi) {
-    unsigned r;
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
-    return r;
-}
 
 // wgmma shared-memory matrix descriptor, 128-byte swizzle, base offset 0.
 __device__ __forceinline__ unsigned long long v5_desc(unsigned addr, unsigned lbo, unsigned sbo) {
@@ -164,12 +160,12 @@ __device__ __forceinline__ void v5_tile_origin(int pid, int M, int N, int& bm, i
 // Epilogue of one warpgroup's 64 x 256 accumulators (rows rows0.., columns bn..), + bias, straight
 // from registers. Layout (per warp w of the warpgroup, g = lane/4, t = lane%4), as mma.sync's C:
 // d[4j + 0..1] = (row 16w + g, cols 8j + 2t, +1), d[4j + 2..3] = (row 16w + g + 8, same cols).
-template <bool OUT_BF16>
+template <int EPI>
 __device__ __forceinline__ void v5_store_tile(const float d[128], const float* __restrict__ bias, void* __restrict__ Cv,
-                                              int M, int N, int rows0, int bn) {
+                                              bf16_t* __restrict__ aux, int M, int N, int rows0, int bn) {
     const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int row0 = rows0 + warp * 16 + g;
-    const bool pair_ok = (N & 1) == 0 && ((((unsigned long long)Cv) & (OUT_BF16 ? 3 : 7)) == 0);
+    const bool pair_ok = mm_pairs_aligned<EPI>(N, Cv, aux);
 #pragma unroll
     for (int j = 0; j < 32; ++j) {
         const int gc = bn + j * 8 + 2 * t;
@@ -181,33 +177,14 @@ __device__ __forceinline__ void v5_store_tile(const float d[128], const float* _
         for (int h = 0; h < 2; ++h) {
             const int gr = row0 + h * 8;
             if (gr >= M) continue;
-            const float v0 = d[4 * j + 2 * h] + b0v, v1 = d[4 * j + 2 * h + 1] + b1v;
-            const long long idx = (long long)gr * N + gc;
-            if (OUT_BF16) {
-                bf16_t* C = (bf16_t*)Cv;
-                const unsigned p = v5_pack_bf16x2(v0, v1);
-                if (two && pair_ok) {
-                    *reinterpret_cast<unsigned*>(C + idx) = p;
-                } else {
-                    C[idx] = (bf16_t)(p & 0xffffu);
-                    if (two) C[idx + 1] = (bf16_t)(p >> 16);
-                }
-            } else {
-                float* C = (float*)Cv;
-                if (two && pair_ok) {
-                    *reinterpret_cast<float2*>(C + idx) = make_float2(v0, v1);
-                } else {
-                    C[idx] = v0;
-                    if (two) C[idx + 1] = v1;
-                }
-            }
+            mm_store_pair<EPI>(Cv, aux, (long long)gr * N + gc, d[4 * j + 2 * h] + b0v, d[4 * j + 2 * h + 1] + b1v, two, two && pair_ok);
         }
     }
 }
 
-template <bool OUT_BF16>
-__device__ __forceinline__ void matmul_v5(const bf16_t* __restrict__ A, const bf16_t* __restrict__ B,
-                                          const float* __restrict__ bias, void* __restrict__ Cv, int M, int N, int K) {
+template <int EPI>
+__device__ __forceinline__ void matmul_v5(const bf16_t* __restrict__ A, const bf16_t* __restrict__ B, const float* __restrict__ bias,
+                                          void* __restrict__ Cv, bf16_t* __restrict__ aux, int M, int N, int K) {
     extern __shared__ __align__(1024) unsigned char v5_smem[];
     const unsigned raw = (unsigned)__cvta_generic_to_shared(v5_smem);
     const unsigned base = (raw + 1023u) & ~1023u;
@@ -253,19 +230,26 @@ __device__ __forceinline__ void matmul_v5(const bf16_t* __restrict__ A, const bf
     v5_fence_acc(d);
     v5_cp_async_wait<0>();
 
-    v5_store_tile<OUT_BF16>(d, bias, Cv, M, N, bm + wg * 64, bn);
+    v5_store_tile<EPI>(d, bias, Cv, aux, M, N, bm + wg * 64, bn);
 }
 
 extern "C" __global__ void __launch_bounds__(V5_THREADS, 1)
 matmul_v5_bf16_f32out(const bf16_t* __restrict__ A, const bf16_t* __restrict__ B, const float* __restrict__ bias,
                       float* __restrict__ C, int M, int N, int K) {
-    matmul_v5<false>(A, B, bias, C, M, N, K);
+    matmul_v5<EPI_F32>(A, B, bias, C, nullptr, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(V5_THREADS, 1)
 matmul_v5_bf16_bf16out(const bf16_t* __restrict__ A, const bf16_t* __restrict__ B, const float* __restrict__ bias,
                        bf16_t* __restrict__ C, int M, int N, int K) {
-    matmul_v5<true>(A, B, bias, C, M, N, K);
+    matmul_v5<EPI_BF16>(A, B, bias, C, nullptr, M, N, K);
+}
+
+// C = gelu(A B + bias) and pre = A B + bias, both bf16 (see matmul_epilogue.cuh).
+extern "C" __global__ void __launch_bounds__(V5_THREADS, 1)
+matmul_v5_bf16_gelu(const bf16_t* __restrict__ A, const bf16_t* __restrict__ B, const float* __restrict__ bias,
+                    bf16_t* __restrict__ C, bf16_t* __restrict__ pre, int M, int N, int K) {
+    matmul_v5<EPI_BF16_GELU>(A, B, bias, C, pre, M, N, K);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -355,9 +339,9 @@ __device__ __forceinline__ void v6_tma_load(unsigned dst, const v6_tensor_map* m
         : "memory");
 }
 
-template <bool OUT_BF16>
+template <int EPI>
 __device__ __forceinline__ void matmul_v6(const v6_tensor_map* a_map, const v6_tensor_map* b_map, const float* __restrict__ bias,
-                                          void* __restrict__ Cv, int M, int N, int K) {
+                                          void* __restrict__ Cv, bf16_t* __restrict__ aux, int M, int N, int K) {
     extern __shared__ __align__(1024) unsigned char v6_smem[];
     const unsigned raw = (unsigned)__cvta_generic_to_shared(v6_smem);
     const unsigned base = (raw + 1023u) & ~1023u;
@@ -433,20 +417,26 @@ __device__ __forceinline__ void matmul_v6(const v6_tensor_map* a_map, const v6_t
         v5_wgmma_wait<0>();
         v5_fence_acc(d);
         if (held >= 0 && signals) v6_mbar_arrive(empty + 8 * held);
-        v5_store_tile<OUT_BF16>(d, bias, Cv, M, N, bm + cw * 64, bn);
+        v5_store_tile<EPI>(d, bias, Cv, aux, M, N, bm + cw * 64, bn);
     }
 }
 
 extern "C" __global__ void __launch_bounds__(V6_THREADS, 1)
 matmul_v6_bf16_f32out(const __grid_constant__ v6_tensor_map a_map, const __grid_constant__ v6_tensor_map b_map,
                       const float* __restrict__ bias, float* __restrict__ C, int M, int N, int K) {
-    matmul_v6<false>(&a_map, &b_map, bias, C, M, N, K);
+    matmul_v6<EPI_F32>(&a_map, &b_map, bias, C, nullptr, M, N, K);
 }
 
 extern "C" __global__ void __launch_bounds__(V6_THREADS, 1)
 matmul_v6_bf16_bf16out(const __grid_constant__ v6_tensor_map a_map, const __grid_constant__ v6_tensor_map b_map,
                        const float* __restrict__ bias, bf16_t* __restrict__ C, int M, int N, int K) {
-    matmul_v6<true>(&a_map, &b_map, bias, C, M, N, K);
+    matmul_v6<EPI_BF16>(&a_map, &b_map, bias, C, nullptr, M, N, K);
+}
+
+extern "C" __global__ void __launch_bounds__(V6_THREADS, 1)
+matmul_v6_bf16_gelu(const __grid_constant__ v6_tensor_map a_map, const __grid_constant__ v6_tensor_map b_map,
+                    const float* __restrict__ bias, bf16_t* __restrict__ C, bf16_t* __restrict__ pre, int M, int N, int K) {
+    matmul_v6<EPI_BF16_GELU>(&a_map, &b_map, bias, C, pre, M, N, K);
 }
 
 #else  // not compute_90a: stubs (wgmma and setmaxnreg need sm_90a; the launcher never calls these)
@@ -456,6 +446,15 @@ extern "C" __global__ void matmul_v5_bf16_f32out(const bf16_t* A, const bf16_t* 
 }
 
 extern "C" __global__ void matmul_v5_bf16_bf16out(const bf16_t* A, const bf16_t* B, const float* bias, bf16_t* C, int M, int N, int K) {
+    __trap();
+}
+
+extern "C" __global__ void matmul_v5_bf16_gelu(const bf16_t* A, const bf16_t* B, const float* bias, bf16_t* C, bf16_t* pre, int M, int N, int K) {
+    __trap();
+}
+
+extern "C" __global__ void matmul_v6_bf16_gelu(const __grid_constant__ v6_tensor_map a_map, const __grid_constant__ v6_tensor_map b_map,
+                                               const float* bias, bf16_t* C, bf16_t* pre, int M, int N, int K) {
     __trap();
 }
 
