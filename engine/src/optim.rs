@@ -45,6 +45,10 @@ struct Slot {
     moments: Option<(Tensor, Tensor)>,
 }
 
+/// One parameter's AdamW update on CUDA: (param, grad, m, v, lr, weight decay, the parameter's
+/// own 1-based step); a device's are applied in one launch.
+pub(crate) type AdamwItem<'a> = (&'a Tensor, &'a Tensor, &'a Tensor, &'a Tensor, f32, f32, u64);
+
 pub struct AdamW {
     cfg: AdamWConfig,
     slots: Vec<Slot>,
@@ -93,28 +97,44 @@ impl AdamW {
     }
 
     /// One update with learning rate `lr` (times each group's scale, see `set_lr_scales`).
-    /// Parameters without a gradient are left alone (torch).
+    /// Parameters without a gradient are left alone (torch). On CUDA every parameter of a
+    /// device is updated by one launch.
     pub fn step(&mut self, grads: &GradStore, lr: f32) -> Result<()> {
-        self.step += 1;
-        let AdamWConfig { beta1, beta2, eps } = self.cfg;
-        for s in self.slots.iter_mut() {
-            let Some(g) = grads.get(&s.param) else { continue };
-            if g.shape() != s.param.shape() {
+        // Every gradient's shape first: a bad one fails the step before any state changes.
+        for s in &self.slots {
+            if let Some(g) = grads.get(&s.param).filter(|g| g.shape() != s.param.shape()) {
                 return Err(Error::shape("AdamW", format!("gradient {:?} for parameter {:?}", g.shape(), s.param.shape())));
             }
-            let st = &mut s.state;
-            st.step += 1;
-            let t = st.step as i32;
-            let (bc1, bc2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
+        }
+        self.step += 1;
+        let AdamWConfig { beta1, beta2, eps } = self.cfg;
+        let mut on_device: Vec<(usize, Vec<AdamwItem<'_>>)> = Vec::new();
+        for s in self.slots.iter_mut() {
+            let Some(g) = grads.get(&s.param) else { continue };
+            s.state.step += 1;
             let lr = lr * s.lr_scale;
-            if let Some((m, v)) = &s.moments {
-                crate::cuda::ops::adamw(&s.param, g, m, v, lr, beta1, beta2, eps, s.weight_decay, st.step)?;
+            if s.moments.is_some() {
+                let s: &Slot = s; // one launch per device, below, borrows every CUDA slot at once
+                let (Some((m, v)), crate::Device::Cuda(dev)) = (&s.moments, s.param.device()) else {
+                    return Err(Error::Msg(format!("AdamW: moments on CUDA for a CPU parameter {:?}", s.param)));
+                };
+                let item = (&s.param, g, m, v, lr, s.weight_decay, s.state.step);
+                match on_device.iter_mut().find(|(d, _)| *d == dev) {
+                    Some((_, items)) => items.push(item),
+                    None => on_device.push((dev, vec![item])),
+                }
                 continue;
             }
+            let st = &mut s.state;
+            let t = st.step as i32;
+            let (bc1, bc2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
             let k = adamw::Step { decay: 1.0 - lr * s.weight_decay, beta1, beta2, step_size: lr / bc1, bc2_sqrt: bc2.sqrt(), eps };
             let g = g.cpu_f32("AdamW gradient")?;
             let (m, v) = (&mut st.m, &mut st.v);
             s.param.update_f32(|p| adamw::update(p, &g, m, v, k))?;
+        }
+        for (_, items) in &on_device {
+            crate::cuda::ops::adamw_multi(items, beta1, beta2, eps)?;
         }
         Ok(())
     }

@@ -1,7 +1,8 @@
-// Runs the f32 matmul kernels of cu/matmul_f32.cu (v1, and v2 batched with its operand layouts)
-// on the CPU emulation, for kernels/tests/emulated.rs:
-//   matmul_emu <v1|nn|nt|tn> <batches> <m> <n> <k> <shared_b 0|1> <bias 0|1> <dir>
-// Reads a, b (stored as the entry expects) and bias as raw f32; writes c, poisoned with NaN first.
+// Runs the f32 matmul kernels of cu/matmul_f32.cu (v1, v2 with the GELU epilogue, and v2 batched
+// with its operand layouts) on the CPU emulation, for kernels/tests/emulated.rs:
+//   matmul_emu <v1|gelu|nn|nt|tn> <batches> <m> <n> <k> <shared_b 0|1> <bias 0|1> <dir>
+// Reads a, b (stored as the entry expects) and bias as raw f32; writes c (and pre for gelu),
+// poisoned with NaN first.
 #include "emu.h"
 
 #include "matmul_f32.cu"
@@ -18,6 +19,10 @@ int main(int argc, char** argv) {
     std::vector<float> c((size_t)batches * m * n, NAN);
     if (kind == "v1") {
         emu_launch({(unsigned)((n + 31) / 32), (unsigned)((m + 31) / 32)}, {32, 32}, [&] { matmul_v1_f32(a.data(), b.data(), bp, c.data(), m, n, k); });
+    } else if (kind == "gelu") {
+        std::vector<float> pre((size_t)m * n, NAN);
+        emu_launch({(unsigned)((n + 127) / 128), (unsigned)((m + 127) / 128)}, {256}, [&] { matmul_v2_f32_gelu(a.data(), b.data(), bp, c.data(), pre.data(), m, n, k); });
+        emu_store("pre.f32", pre);
     } else {
         auto entry = kind == "nn" ? matmul_v2_f32_batched : kind == "nt" ? matmul_v2_f32_batched_nt : matmul_v2_f32_batched_tn;
         const long long sa = (long long)m * k, sb = shared_b ? 0 : (long long)k * n, sc = (long long)m * n;

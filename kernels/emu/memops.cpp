@@ -8,6 +8,7 @@
 //   embedding_bwd_atomic_f32 N V D              ids.i64 dout.f32 dtable.f32 (added into) -> dtable.f32
 //   embedding_bwd_sorted_f32 NSEG N V D         perm.i32 seg.i32 seg_id.i64 dout.f32 dtable.f32 -> dtable.f32
 //   adamw_f32 N lr b1 b2 eps wd bc1 bc2         p g m v (.f32) -> p m v
+//   adamw_multi_f32 COUNT FIRST_AT BLOCKS TOTAL b1 b2 eps   table.u64, p g m v (.f32) -> p m v
 //   gelu_{fwd,bwd}_{f32,bf16} N                 x (dy) .{f32,u16} -> out
 //   sum_rows R C VW GX SPLITS ROWS_PER          x.f32 -> out.f32 (memops::sum_rows_geometry)
 //   l2norm NBUF BLOCKS                          data.f32 offsets.i64 lens.i64 -> out.f32 [norm, sumsq]
@@ -117,6 +118,25 @@ int main(int argc, char** argv) {
         for (int i = 0; i < 7; ++i) h[i] = (float)atof(argv[4 + i]);
         auto p = emu_load<float>("p.f32", n), g = emu_load<float>("g.f32", n), m = emu_load<float>("m.f32", n), v = emu_load<float>("v.f32", n);
         emu_launch(flat, threads, [&] { opt::adamw_f32(p.data(), g.data(), m.data(), v.data(), n, h[0], h[1], h[2], h[3], h[4], h[5], h[6]); });
+        emu_store("p.f32", p), emu_store("m.f32", m), emu_store("v.f32", v);
+    } else if (k == "adamw_multi_f32") {
+        // table.u64: kernels::adamw::plan's words, each record's four buffer words being element
+        // offsets into p, g, m, v (.f32, the tensors back to back), turned into pointers here.
+        const int count = (int)arg(0), first_at = (int)arg(1), blocks = (int)arg(2);
+        const long long total = arg(3);
+        float h[3];
+        for (int i = 0; i < 3; ++i) h[i] = (float)atof(argv[7 + i]);
+        auto table = emu_load<unsigned long long>("table.u64", (size_t)first_at + count + 1);
+        auto p = emu_load<float>("p.f32", total), g = emu_load<float>("g.f32", total), m = emu_load<float>("m.f32", total), v = emu_load<float>("v.f32", total);
+        float* bases[4] = {p.data(), g.data(), m.data(), v.data()};
+        for (int t = 0; t < count; ++t)
+            for (int w = 0; w < 4; ++w) {
+                float* ptr = bases[w] + table[(size_t)t * 8 + w];
+                std::memcpy(&table[(size_t)t * 8 + w], &ptr, sizeof(ptr));
+            }
+        const auto* records = reinterpret_cast<const opt::AdamwTensor*>(table.data());
+        const auto* first = reinterpret_cast<const long long*>(table.data() + first_at);
+        emu_launch({(unsigned)blocks}, threads, [&] { opt::adamw_multi_f32(records, first, count, h[0], h[1], h[2]); });
         emu_store("p.f32", p), emu_store("m.f32", m), emu_store("v.f32", v);
     } else if (k == "gelu_fwd_bf16" || k == "gelu_bwd_bf16") {
         const long long n = arg(0);

@@ -386,7 +386,16 @@ impl Gpu {
             MatmulF32::V1Tiled => ("matmul_v1_f32", 32usize, (32u32, 32u32, 1u32)),
             MatmulF32::V2Register => ("matmul_v2_f32", 128, (256, 1, 1)),
         };
-        self.launch_matmul(name, tile, block, a, b, bias, c, (m, n, k))
+        self.launch_matmul(name, tile, block, a, b, bias, c, None, (m, n, k))
+    }
+
+    /// v2 with the GELU epilogue: C = gelu(A B + bias) and `pre` = A B + bias, f32 [m, n] each.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_f32_gelu(
+        &self, a: &CudaSlice<f32>, b: &CudaSlice<f32>, bias: Option<&CudaSlice<f32>>, c: &mut CudaSlice<f32>,
+        pre: &mut CudaSlice<f32>, m: usize, n: usize, k: usize,
+    ) -> Result<()> {
+        self.launch_matmul("matmul_v2_f32_gelu", 128, (256, 1, 1), a, b, bias, c, Some(pre), (m, n, k))
     }
 
     /// `batches` products C[i] = A[i] B[i] (+ bias) in one launch of v2: A [batches, m, k], B
@@ -443,7 +452,7 @@ impl Gpu {
         &self, a: &CudaSlice<u16>, b: &CudaSlice<u16>, bias: Option<&CudaSlice<f32>>, c: &mut CudaSlice<f32>,
         m: usize, n: usize, k: usize,
     ) -> Result<()> {
-        self.launch_matmul("matmul_v3_bf16_f32out", 128, (256, 1, 1), a, b, bias, c, (m, n, k))
+        self.launch_matmul("matmul_v3_bf16_f32out", 128, (256, 1, 1), a, b, bias, c, None, (m, n, k))
     }
 
     /// As [`Self::matmul_bf16_f32out`] with a bf16 output.
@@ -452,18 +461,22 @@ impl Gpu {
         &self, a: &CudaSlice<u16>, b: &CudaSlice<u16>, bias: Option<&CudaSlice<f32>>, c: &mut CudaSlice<u16>,
         m: usize, n: usize, k: usize,
     ) -> Result<()> {
-        self.launch_matmul("matmul_v3_bf16_bf16out", 128, (256, 1, 1), a, b, bias, c, (m, n, k))
+        self.launch_matmul("matmul_v3_bf16_bf16out", 128, (256, 1, 1), a, b, bias, c, None, (m, n, k))
     }
 
+    /// `pre`: the GELU entries' second output, pushed after C.
     #[allow(clippy::too_many_arguments)]
     fn launch_matmul<TI, TO>(
         &self, name: &str, tile: usize, block: Dim, a: &CudaSlice<TI>, b: &CudaSlice<TI>,
-        bias: Option<&CudaSlice<f32>>, c: &mut CudaSlice<TO>, (m, n, k): (usize, usize, usize),
+        bias: Option<&CudaSlice<f32>>, c: &mut CudaSlice<TO>, pre: Option<&mut CudaSlice<TO>>, (m, n, k): (usize, usize, usize),
     ) -> Result<()> {
         let shape = format!("{name} M={m} N={n} K={k}");
         check_len(&format!("{shape}: A"), a.len(), m * k)?;
         check_len(&format!("{shape}: B"), b.len(), k * n)?;
         check_len(&format!("{shape}: C"), c.len(), m * n)?;
+        if let Some(pre) = &pre {
+            check_len(&format!("{shape}: pre"), pre.len(), m * n)?;
+        }
         if let Some(bias) = bias {
             check_len(&format!("{shape}: bias"), bias.len(), n)?;
         }
@@ -480,7 +493,11 @@ impl Gpu {
             Some(bias) => lb.arg(bias),
             None => lb.arg(&null),
         };
-        lb.arg(c).arg(&mi).arg(&ni).arg(&ki);
+        lb.arg(c);
+        if let Some(pre) = pre {
+            lb.arg(pre);
+        }
+        lb.arg(&mi).arg(&ni).arg(&ki);
         unsafe { lb.launch(cfg(grid, block)) }.map_err(|e| Error::cuda(format!("launch {shape} grid={grid:?}"), e))?;
         Ok(())
     }

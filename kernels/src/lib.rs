@@ -6,6 +6,7 @@
 //! With feature `cuda`: NVRTC compilation with an on-disk cache, a device handle
 //! with typed launchers, the GPU self-test and the matmul benchmark.
 
+pub mod adamw;
 pub mod attention;
 pub mod cache;
 pub mod compile;

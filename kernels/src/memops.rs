@@ -1238,6 +1238,26 @@ mod imp {
                     let [p, g, m, v] = &mut s[i];
                     gpu.adamw(p, g, m, v, h)
                 }));
+                drop(s);
+                // A model's parameters: GPT-2 124M's 148 tensors, one launch each vs one in all.
+                let (d, layers) = (768usize, 12);
+                let mut sizes = vec![50257 * d, 1024 * d];
+                for _ in 0..layers {
+                    sizes.extend([d, d, d * 3 * d, 3 * d, d * d, d, d, d, d * 4 * d, 4 * d, 4 * d * d, d]);
+                }
+                sizes.extend([d, d]);
+                let total: usize = sizes.iter().sum();
+                let fill = |n: usize, x: f32| gpu.stream.clone_htod(&vec![x; n]).map_err(|e| Error::cuda("upload", e));
+                let mut t: Vec<[CudaSlice<f32>; 4]> = sizes.iter().map(|&n| Ok([fill(n, 0.5)?, fill(n, 0.01)?, fill(n, 1e-3)?, fill(n, 1e-6)?])).collect::<Result<_>>()?;
+                let what = format!("GPT-2 124M's {} tensors", sizes.len());
+                let bytes = 7.0 * 4.0 * total as f64;
+                let per = time_per_launch(gpu, 1, |_| t.iter_mut().try_for_each(|[p, g, m, v]| gpu.adamw(p, g, m, v, h)));
+                row(&format!("adamw_f32, a launch per tensor ({what})"), bytes, 1, per);
+                let multi = time_per_launch(gpu, 1, |_| {
+                    let mut list: Vec<_> = t.iter_mut().map(|[p, g, m, v]| crate::adamw::AdamwTensor { p, g, m, v, h }).collect();
+                    gpu.adamw_multi(&mut list, 0.9, 0.95, 1e-8)
+                });
+                row(&format!("adamw_multi_f32, one launch ({what})"), bytes, 1, multi);
             }
             "embedding" => {
                 dims(shape, 3, "NxVxD", op)?;

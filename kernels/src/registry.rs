@@ -39,14 +39,14 @@ pub const MODULES: &[Module] = &[
         name: "adamw",
         file: "cu/adamw.cu",
         source: include_str!("cu/adamw.cu"),
-        entries: &["adamw_f32"],
+        entries: &["adamw_f32", "adamw_multi_f32"],
         needs_headers: false,
     },
     Module {
         name: "matmul_f32",
         file: "cu/matmul_f32.cu",
-        source: include_str!("cu/matmul_f32.cu"),
-        entries: &["matmul_v1_f32", "matmul_v2_f32", "matmul_v2_f32_batched", "matmul_v2_f32_batched_nt", "matmul_v2_f32_batched_tn"],
+        source: concat!(include_str!("cu/matmul_epilogue.cuh"), include_str!("cu/matmul_f32.cu")),
+        entries: &["matmul_v1_f32", "matmul_v2_f32", "matmul_v2_f32_gelu", "matmul_v2_f32_batched", "matmul_v2_f32_batched_nt", "matmul_v2_f32_batched_tn"],
         needs_headers: false,
     },
     Module {
@@ -160,7 +160,7 @@ mod tests {
     fn the_required_kernels_are_registered() {
         for e in [
             "gelu_fwd_f32", "gelu_bwd_f32", "softmax_fwd_f32", "layernorm_fwd_f32",
-            "layernorm_bwd_dx_f32", "layernorm_bwd_dparams_f32", "adamw_f32",
+            "layernorm_bwd_dx_f32", "layernorm_bwd_dparams_f32", "adamw_f32", "adamw_multi_f32",
             "matmul_v1_f32", "matmul_v2_f32", "matmul_v3_bf16_f32out", "matmul_v3_bf16_bf16out",
         ] {
             assert!(module_of(e).is_some(), "{e} missing");

@@ -287,6 +287,42 @@ mod imp {
             });
         }
 
+        // Every tensor in one launch: lengths around the chunk (and an empty one), each its own
+        // learning rate, decay and step.
+        let sizes = [5usize, 2 * crate::adamw::CHUNK + 1, 0, 1000, (1 << 20) + 3];
+        case(&mut out, "adamw_multi_f32", format!("{} tensors", sizes.len()), "f32", || {
+            let mut host = Vec::new();
+            for (i, &n) in sizes.iter().enumerate() {
+                let h = AdamWParams { lr: 1e-4 * (i + 1) as f64, b1: 0.9, b2: 0.95, eps: 1e-8, wd: 0.05 * i as f64, step: c.rng.gen_range(1..300) };
+                let (p, g, m) = (c.rand(n, -1.0, 1.0), c.rand(n, -1.0, 1.0), c.rand(n, -0.1, 0.1));
+                let v: Vec<f32> = c.rand(n, -0.1, 0.1).into_iter().map(|x| x * x).collect();
+                host.push((p, g, m, v, h));
+            }
+            let mut dev = Vec::new();
+            for (p, g, m, v, _) in &host {
+                // cudarc cannot allocate 0 elements: an empty tensor keeps one unused slot.
+                let up = |x: &[f32]| c.up(if x.is_empty() { &[0.0] } else { x });
+                dev.push((up(p)?, up(g)?, up(m)?, up(v)?));
+            }
+            let mut list: Vec<_> = dev
+                .iter_mut()
+                .zip(&host)
+                .filter(|(_, (p, ..))| !p.is_empty())
+                .map(|((gp, gg, gm, gv), (.., h))| crate::adamw::AdamwTensor { p: gp, g: gg, m: gm, v: gv, h: *h })
+                .collect();
+            gpu.adamw_multi(&mut list, 0.9, 0.95, 1e-8)?;
+            gpu.sync("adamw_multi_f32")?;
+            let mut rows = Vec::new();
+            for ((p, g, m, v, h), (gp, _, gm, gv)) in host.iter().zip(&dev).filter(|((p, ..), _)| !p.is_empty()) {
+                let want = r::adamw(p, g, m, v, *h);
+                let s = format!("n={} of {} tensors, step={}", p.len(), sizes.len(), h.step);
+                rows.push(Check::new("adamw_multi_f32 (p)", s.clone(), "f32", compare(&c.down(gp)?, &want.p), TOL_F32));
+                rows.push(Check::new("adamw_multi_f32 (m)", s.clone(), "f32", compare(&c.down(gm)?, &want.m), TOL_F32));
+                rows.push(Check::new("adamw_multi_f32 (v)", s, "f32", compare(&c.down(gv)?, &want.v), TOL_F32));
+            }
+            Ok(rows)
+        });
+
         // (M, N, K, bias): tile multiples, ragged edges, tiny, vector-aligned and not.
         let shapes = [
             (1usize, 1usize, 1usize, false), (17, 33, 5, true), (127, 129, 65, false), (128, 128, 128, true),
@@ -307,6 +343,13 @@ mod imp {
                     gpu.sync(name)?;
                     rows_out.push(Check::new(name, shape.clone(), "f32", compare(&c.down(&gc)?, &want), TOL_F32));
                 }
+                // v2's GELU epilogue: the pre-activation, and the output against GELU of it.
+                let (mut post, mut pre) = (c.poisoned(m * n)?, c.poisoned(m * n)?);
+                gpu.matmul_f32_gelu(&ga, &gb, gbias.as_ref(), &mut post, &mut pre, m, n, k)?;
+                gpu.sync("matmul_v2_f32_gelu")?;
+                let stored_pre = c.down(&pre)?;
+                rows_out.push(Check::new("matmul_v2_f32_gelu (pre)", shape.clone(), "f32", compare(&stored_pre, &want), TOL_F32));
+                rows_out.push(Check::new("matmul_v2_f32_gelu (gelu)", shape.clone(), "f32", compare(&c.down(&post)?, &r::gelu_fwd(&stored_pre)), TOL_F32));
                 // bf16: the reference uses the same bf16-rounded inputs, so only accumulation
                 // (and for bf16 out, the final rounding) differs.
                 let to_bf = |v: &[f32]| -> Vec<u16> { v.iter().map(|&x| bf16::from_f32(x).to_bits()).collect() };

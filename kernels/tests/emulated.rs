@@ -209,23 +209,19 @@ fn row_kernels_match_the_references_on_the_cpu_emulation() {
         }
     }
     // bf16 rows (v2): activations as bf16 bits, the references on the same rounded inputs.
-    let (to16, from16) = (
-        |v: &[f32]| -> Vec<u16> { v.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect() },
-        |v: &[u16]| -> Vec<f32> { v.iter().map(|&x| half::bf16::from_bits(x).to_f32()).collect() },
-    );
     for (rows, c) in [(7usize, 33usize), (9, 1000), (5, 1600)] {
         let shape = format!("{rows}x{c}");
         let w = if c <= 1024 { "w1024" } else { "w2048" };
-        let x16 = to16(&rand(&mut rng, rows * c, -6.0, 6.0));
+        let x16 = bf16_bits(&rand(&mut rng, rows * c, -6.0, 6.0));
         emu.put_u16("x", &x16);
         let k = format!("softmax_fwd_v2_bf16_{w}");
         emu.run(&k, rows, c, 1);
-        checks.push(Check::new(&k, shape.clone(), "bf16", compare(&from16(&emu.get_u16("y.u16")), &r::softmax(&from16(&x16), rows, c)), TOL_BF16));
+        checks.push(Check::new(&k, shape.clone(), "bf16", compare(&from_bf16_bits(&emu.get_u16("y.u16")), &r::softmax(&from_bf16_bits(&x16), rows, c)), TOL_BF16));
 
-        let x16 = to16(&rand(&mut rng, rows * c, -2.0, 2.0).into_iter().map(|v| v + 3.0).collect::<Vec<f32>>());
-        let dy16 = to16(&rand(&mut rng, rows * c, -1.0, 1.0));
+        let x16 = bf16_bits(&rand(&mut rng, rows * c, -2.0, 2.0).into_iter().map(|v| v + 3.0).collect::<Vec<f32>>());
+        let dy16 = bf16_bits(&rand(&mut rng, rows * c, -1.0, 1.0));
         let (gamma, beta) = (rand(&mut rng, c, 0.5, 1.5), rand(&mut rng, c, -0.5, 0.5));
-        let (x, dy) = (from16(&x16), from16(&dy16));
+        let (x, dy) = (from_bf16_bits(&x16), from_bf16_bits(&dy16));
         emu.put_u16("x", &x16);
         emu.put_u16("dy", &dy16);
         emu.put("gamma", &gamma);
@@ -234,7 +230,7 @@ fn row_kernels_match_the_references_on_the_cpu_emulation() {
         emu.run(&k, rows, c, 1);
         let f = r::layernorm_fwd(&x, &gamma, &beta, rows, c, 1e-5);
         let (mean, rstd) = (emu.get("mean"), emu.get("rstd"));
-        checks.push(Check::new(&format!("{k} (y)"), shape.clone(), "bf16", compare(&from16(&emu.get_u16("y.u16")), &f.y), TOL_BF16));
+        checks.push(Check::new(&format!("{k} (y)"), shape.clone(), "bf16", compare(&from_bf16_bits(&emu.get_u16("y.u16")), &f.y), TOL_BF16));
         checks.push(Check::new(&format!("{k} (mean)"), shape.clone(), "bf16->f32", compare(&mean, &f.mean), TOL_F32));
         checks.push(Check::new(&format!("{k} (rstd)"), shape.clone(), "bf16->f32", compare(&rstd, &f.rstd), TOL_F32));
         emu.put("mean", &mean);
@@ -242,7 +238,7 @@ fn row_kernels_match_the_references_on_the_cpu_emulation() {
         let k = format!("layernorm_bwd_v2_bf16_{w}");
         emu.run(&k, rows, c, 2);
         let b = r::layernorm_bwd(&x, &gamma, &mean, &rstd, &dy, rows, c);
-        checks.push(Check::new(&format!("{k} (dx)"), shape.clone(), "bf16", compare(&from16(&emu.get_u16("dx.u16")), &b.dx), TOL_BF16));
+        checks.push(Check::new(&format!("{k} (dx)"), shape.clone(), "bf16", compare(&from_bf16_bits(&emu.get_u16("dx.u16")), &b.dx), TOL_BF16));
         checks.push(Check::new(&format!("{k} (dgamma)"), shape.clone(), "bf16->f32", compare(&emu.get("dgamma"), &b.dgamma), TOL_F32));
         checks.push(Check::new(&format!("{k} (dbeta)"), shape.clone(), "bf16->f32", compare(&emu.get("dbeta"), &b.dbeta), TOL_F32));
 
@@ -253,7 +249,7 @@ fn row_kernels_match_the_references_on_the_cpu_emulation() {
         emu.run(&k, rows, c, 1);
         let f = r::layernorm_fwd(&x, &gamma, &beta, rows, c, 1e-5);
         let (mean, rstd) = (emu.get("mean"), emu.get("rstd"));
-        checks.push(Check::new(&format!("{k} (y)"), shape.clone(), "f32->bf16", compare(&from16(&emu.get_u16("y.u16")), &f.y), TOL_BF16));
+        checks.push(Check::new(&format!("{k} (y)"), shape.clone(), "f32->bf16", compare(&from_bf16_bits(&emu.get_u16("y.u16")), &f.y), TOL_BF16));
         checks.push(Check::new(&format!("{k} (mean)"), shape.clone(), "f32", compare(&mean, &f.mean), TOL_F32));
         checks.push(Check::new(&format!("{k} (rstd)"), shape.clone(), "f32", compare(&rstd, &f.rstd), TOL_F32));
         emu.put("mean", &mean);
@@ -276,6 +272,14 @@ fn setup(cxx: &str, driver: &str, sources: &[&str]) -> (Emu, PathBuf) {
     let dir = std::env::temp_dir().join(format!("igpt-emu-{driver}-{}-{call}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     (Emu { exe: build(cxx, &dir, driver, sources), dir: dir.clone() }, dir)
+}
+
+/// f32 values rounded to bf16 (bit patterns), and back.
+fn bf16_bits(v: &[f32]) -> Vec<u16> {
+    v.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect()
+}
+fn from_bf16_bits(v: &[u16]) -> Vec<f32> {
+    v.iter().map(|&x| half::bf16::from_bits(x).to_f32()).collect()
 }
 
 fn seed() -> u64 {
@@ -625,8 +629,6 @@ fn bf16_attention_kernels_match_the_reference_on_the_cpu_emulation() {
     let seed = seed();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut checks: Vec<Check> = Vec::new();
-    let to16 = |v: &[f32]| -> Vec<u16> { v.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect() };
-    let from16 = |v: &[u16]| -> Vec<f32> { v.iter().map(|&x| half::bf16::from_bits(x).to_f32()).collect() };
     // (heads per row, tq, tk, d, padding keys per batch row; empty: no padding): head dims
     // 32/64/128, two query tiles with a partial one, tq < tk, padding queries (tq = tk), a
     // wholly padded key tile, pad = tk - 1.
@@ -645,13 +647,13 @@ fn bf16_attention_kernels_match_the_reference_on_the_cpu_emulation() {
         let (nq, nk) = (heads * tq * d, heads * tk * d);
         let (q, mut k, mut v, g) = (rand(&mut rng, nq, -2.0, 2.0), rand(&mut rng, nk, -2.0, 2.0), rand(&mut rng, nk, -1.0, 1.0), rand(&mut rng, nq, -1.0, 1.0));
         nan_padding(&mut k, &mut v, pads, hpr, tk, d);
-        let (q16, k16, v16, g16) = (to16(&q), to16(&k), to16(&v), to16(&g));
+        let (q16, k16, v16, g16) = (bf16_bits(&q), bf16_bits(&k), bf16_bits(&v), bf16_bits(&g));
         for (name, x) in [("q", &q16), ("k", &k16), ("v", &v16), ("dout", &g16)] {
             emu.put_u16(name, x);
         }
         emu.put_i32("pads.i32", &pads.iter().map(|&p| p as i32).collect::<Vec<i32>>());
         let hpr_arg = if pads.is_empty() { 0 } else { hpr };
-        let (f, b) = reference(&from16(&q16), &from16(&k16), &from16(&v16), Some(&from16(&g16)), s, pads);
+        let (f, b) = reference(&from_bf16_bits(&q16), &from_bf16_bits(&k16), &from_bf16_bits(&v16), Some(&from_bf16_bits(&g16)), s, pads);
         let b = b.unwrap();
         let run = |kernel: &str| emu.run_args(&[kernel, &heads.to_string(), &tq.to_string(), &tk.to_string(), &d.to_string(), &hpr_arg.to_string(), &dir.display().to_string()].map(String::from));
         run("fwd2");
@@ -676,28 +678,26 @@ fn tensor_core_matmul_v4_and_its_epilogues_match_the_reference_on_the_cpu_emulat
     let seed = seed();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut checks: Vec<Check> = Vec::new();
-    let to16 = |v: &[f32]| -> Vec<u16> { v.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect() };
-    let from16 = |v: &[u16]| -> Vec<f32> { v.iter().map(|&x| half::bf16::from_bits(x).to_f32()).collect() };
     // (m, n, k, bias): ragged tiles on the fast path (two k-tiles), odd N and K (the scalar
     // loads, unpaired stores), a thin N, more than one block in each direction.
     for (m, n, k, with_bias) in [(130usize, 264usize, 40usize, true), (17, 33, 5, true), (64, 8, 72, false), (257, 520, 24, true)] {
         let shape = format!("{m}x{n}x{k}{}", if with_bias { "+bias" } else { "" });
-        let (a16, b16) = (to16(&rand(&mut rng, m * k, -1.0, 1.0)), to16(&rand(&mut rng, k * n, -1.0, 1.0)));
+        let (a16, b16) = (bf16_bits(&rand(&mut rng, m * k, -1.0, 1.0)), bf16_bits(&rand(&mut rng, k * n, -1.0, 1.0)));
         let bias = rand(&mut rng, n, -1.0, 1.0);
         emu.put_u16("a", &a16);
         emu.put_u16("b", &b16);
         emu.put("bias", &bias);
-        let want = r::matmul(&from16(&a16), &from16(&b16), with_bias.then_some(&bias[..]), m, n, k);
+        let want = r::matmul(&from_bf16_bits(&a16), &from_bf16_bits(&b16), with_bias.then_some(&bias[..]), m, n, k);
         let run = |kind: &str| emu.run_args(&[kind, &m.to_string(), &n.to_string(), &k.to_string(), if with_bias { "1" } else { "0" }, &dir.display().to_string()].map(String::from));
         run("f32");
         checks.push(Check::new("matmul_v4_bf16_f32out", shape.clone(), "bf16->f32", compare(&emu.get("c"), &want), TOL_F32));
         run("bf16");
-        checks.push(Check::new("matmul_v4_bf16_bf16out", shape.clone(), "bf16", compare(&from16(&emu.get_u16("c.u16")), &want), TOL_BF16));
+        checks.push(Check::new("matmul_v4_bf16_bf16out", shape.clone(), "bf16", compare(&from_bf16_bits(&emu.get_u16("c.u16")), &want), TOL_BF16));
         run("gelu");
         // The output against GELU of the kernel's own stored pre-activation (as the self-test).
-        let stored_pre = from16(&emu.get_u16("pre.u16"));
+        let stored_pre = from_bf16_bits(&emu.get_u16("pre.u16"));
         checks.push(Check::new("matmul_v4_bf16_gelu (pre)", shape.clone(), "bf16", compare(&stored_pre, &want), TOL_BF16));
-        checks.push(Check::new("matmul_v4_bf16_gelu (gelu)", shape, "bf16", compare(&from16(&emu.get_u16("c.u16")), &r::gelu_fwd(&stored_pre)), TOL_BF16));
+        checks.push(Check::new("matmul_v4_bf16_gelu (gelu)", shape, "bf16", compare(&from_bf16_bits(&emu.get_u16("c.u16")), &r::gelu_fwd(&stored_pre)), TOL_BF16));
     }
     std::fs::remove_dir_all(&dir).ok();
     report(&checks, seed, 16);
@@ -712,7 +712,7 @@ fn f32_matmul_kernels_match_the_reference_on_the_cpu_emulation() {
     let mut checks: Vec<Check> = Vec::new();
     let transpose = |x: &[f32], rows: usize, cols: usize| -> Vec<f32> { (0..cols * rows).map(|i| x[(i % rows) * cols + i / rows]).collect() };
     // (batches, m, n, k, shared B, bias): ragged edges, vector-aligned and not, a B shared by all.
-    for (batches, m, n, k, shared_b, with_bias) in [(1usize, 17usize, 33usize, 5usize, false, true), (2, 130, 136, 72, false, false), (3, 64, 130, 33, true, true), (1, 1, 1, 1, false, false)] {
+    for (batches, m, n, k, shared_b, with_bias) in [(1usize, 17usize, 33usize, 5usize, false, true), (2, 130, 136, 72, false, false), (3, 64, 130, 33, true, true), (1, 1, 1, 1, false, false), (1, 129, 264, 24, false, true)] {
         let shape = format!("{batches}x{m}x{n}x{k}{}{}", if shared_b { " shared B" } else { "" }, if with_bias { " +bias" } else { "" });
         let nb = if shared_b { 1 } else { batches };
         let (a, b) = (rand(&mut rng, batches * m * k, -1.0, 1.0), rand(&mut rng, nb * k * n, -1.0, 1.0));
@@ -725,8 +725,8 @@ fn f32_matmul_kernels_match_the_reference_on_the_cpu_emulation() {
             want.scale.extend(one.scale);
         }
         emu.put("bias", &bias);
-        for kind in ["v1", "nn", "nt", "tn"] {
-            if kind == "v1" && batches > 1 {
+        for kind in ["v1", "gelu", "nn", "nt", "tn"] {
+            if (kind == "v1" || kind == "gelu") && batches > 1 {
                 continue;
             }
             // Each operand stored the way the entry reads it, per matrix.
@@ -740,12 +740,19 @@ fn f32_matmul_kernels_match_the_reference_on_the_cpu_emulation() {
             emu.put("b", &store(&b, nb, k, n, kind == "nt"));
             let args = [kind, &batches.to_string(), &m.to_string(), &n.to_string(), &k.to_string(), if shared_b { "1" } else { "0" }, if with_bias { "1" } else { "0" }, &dir.display().to_string()];
             emu.run_args(&args.map(String::from));
+            if kind == "gelu" {
+                // The pre-activation, and the output against GELU of it (as the self-test).
+                let pre = emu.get("pre");
+                checks.push(Check::new("matmul_v2_f32_gelu (pre)", shape.clone(), "f32", compare(&pre, &want), TOL_F32));
+                checks.push(Check::new("matmul_v2_f32_gelu (gelu)", shape.clone(), "f32", compare(&emu.get("c"), &r::gelu_fwd(&pre)), TOL_F32));
+                continue;
+            }
             let name = if kind == "v1" { "matmul_v1_f32".to_string() } else { format!("matmul_v2_f32_batched ({})", kind.to_uppercase()) };
             checks.push(Check::new(&name, shape.clone(), "f32", compare(&emu.get("c"), &want), TOL_F32));
         }
     }
     std::fs::remove_dir_all(&dir).ok();
-    report(&checks, seed, 13);
+    report(&checks, seed, 23);
 }
 
 #[test]
@@ -763,10 +770,6 @@ fn memory_bound_kernels_match_the_references_on_the_cpu_emulation() {
         emu.run_args(&a);
     };
     let s = |v: &[&dyn ToString]| -> Vec<String> { v.iter().map(|x| x.to_string()).collect() };
-    let (to16, from16) = (
-        |v: &[f32]| -> Vec<u16> { v.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect() },
-        |v: &[u16]| -> Vec<f32> { v.iter().map(|&x| half::bf16::from_bits(x).to_f32()).collect() },
-    );
 
     // Cross-entropy: warp and block groups, f32 and bf16 logits, one ignored row, odd widths
     // (the 16-byte vector loads' prefix and tail).
@@ -776,9 +779,9 @@ fn memory_bound_kernels_match_the_references_on_the_cpu_emulation() {
         emu.put_i64("t.i64", &t);
         let x32 = rand(&mut rng, n * v, -6.0, 6.0);
         for dtype in ["f32", "bf16"] {
-            let x = if dtype == "bf16" { from16(&to16(&x32)) } else { x32.clone() };
+            let x = if dtype == "bf16" { from_bf16_bits(&bf16_bits(&x32)) } else { x32.clone() };
             if dtype == "bf16" {
-                emu.put_u16("x", &to16(&x32));
+                emu.put_u16("x", &bf16_bits(&x32));
             } else {
                 emu.put("x", &x);
             }
@@ -793,7 +796,7 @@ fn memory_bound_kernels_match_the_references_on_the_cpu_emulation() {
                 checks.push(Check::new(&format!("{k} (lse)"), shape.clone(), "f32", compare(&lse, &f.lse), TOL_F32));
                 let k = format!("ce_bwd_{group}_{dtype}");
                 run(&s(&[&k, &n, &v, &0.25f32]));
-                let dx = if dtype == "bf16" { from16(&emu.get_u16("dx.u16")) } else { emu.get("dx") };
+                let dx = if dtype == "bf16" { from_bf16_bits(&emu.get_u16("dx.u16")) } else { emu.get("dx") };
                 checks.push(Check::new(&k, shape.clone(), prec, compare(&dx, &refs::ce_backward(&x, &t, &lse, v, 0.25)), tol));
                 if group == "warp" && dtype == "f32" {
                     run(&s(&[&"ce_loss_mean_f32", &n]));
@@ -829,6 +832,41 @@ fn memory_bound_kernels_match_the_references_on_the_cpu_emulation() {
         checks.push(Check::new("embedding_bwd_sorted_f32", shape, "f32", compare(&emu.get("dtable"), &want), TOL_F32));
     }
 
+    // AdamW over several tensors in one launch: lengths around the chunk (an empty one too),
+    // each its own learning rate, decay and step; the table from kernels::adamw::plan, with
+    // element offsets where the launcher puts device addresses.
+    {
+        use kernels::adamw::{plan, CHUNK};
+        let sizes = [5usize, 2 * CHUNK + 1, 0, 1000, CHUNK];
+        let total: usize = sizes.iter().sum();
+        let (p, g, m) = (rand(&mut rng, total, -1.0, 1.0), rand(&mut rng, total, -1.0, 1.0), rand(&mut rng, total, -0.1, 0.1));
+        let v: Vec<f32> = rand(&mut rng, total, -0.1, 0.1).into_iter().map(|x| x * x).collect();
+        let mut entries = Vec::new();
+        let mut off = 0u64;
+        for (i, &n) in sizes.iter().enumerate() {
+            let h = AdamWParams { lr: 1e-4 * (i + 1) as f64, b1: 0.9, b2: 0.95, eps: 1e-8, wd: 0.05 * i as f64, step: rng.gen_range(1..300) };
+            entries.push(([off; 4], n, h));
+            off += n as u64;
+        }
+        let pl = plan(&entries);
+        std::fs::write(dir.join("table.u64"), pl.words.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+        for (name, x) in [("p", &p), ("g", &g), ("m", &m), ("v", &v)] {
+            emu.put(name, x);
+        }
+        run(&s(&[&"adamw_multi_f32", &sizes.len(), &pl.first_chunk_at, &pl.blocks, &total, &0.9f32, &0.95f32, &1e-8f32]));
+        let (gp, gm, gv) = (emu.get("p"), emu.get("m"), emu.get("v"));
+        let mut start = 0;
+        for (_, n, h) in &entries {
+            let r = start..start + n;
+            let want = r::adamw(&p[r.clone()], &g[r.clone()], &m[r.clone()], &v[r.clone()], *h);
+            let shape = format!("n={n} of {} tensors, lr={:.0e} wd={:.2} step={}", sizes.len(), h.lr, h.wd, h.step);
+            checks.push(Check::new("adamw_multi_f32 (p)", shape.clone(), "f32", compare(&gp[r.clone()], &want.p), TOL_F32));
+            checks.push(Check::new("adamw_multi_f32 (m)", shape.clone(), "f32", compare(&gm[r.clone()], &want.m), TOL_F32));
+            checks.push(Check::new("adamw_multi_f32 (v)", shape, "f32", compare(&gv[r.clone()], &want.v), TOL_F32));
+            start += n;
+        }
+    }
+
     // AdamW and GELU over n not a multiple of the grid (grid-stride tails).
     for n in [1usize, 1001, 4099] {
         let h = AdamWParams { lr: 3e-4, b1: 0.9, b2: 0.95, eps: 1e-8, wd: 0.1, step: rng.gen_range(1..200) };
@@ -852,13 +890,13 @@ fn memory_bound_kernels_match_the_references_on_the_cpu_emulation() {
         checks.push(Check::new("gelu_fwd_f32", format!("n={n}"), "f32", compare(&emu.get("out"), &r::gelu_fwd(&x)), TOL_F32));
         run(&s(&[&"gelu_bwd_f32", &n]));
         checks.push(Check::new("gelu_bwd_f32", format!("n={n}"), "f32", compare(&emu.get("out"), &r::gelu_bwd(&x, &dy)), TOL_F32));
-        let (x16, dy16) = (to16(&x), to16(&dy));
+        let (x16, dy16) = (bf16_bits(&x), bf16_bits(&dy));
         emu.put_u16("x", &x16);
         emu.put_u16("dy", &dy16);
         run(&s(&[&"gelu_fwd_bf16", &n]));
-        checks.push(Check::new("gelu_fwd_bf16", format!("n={n}"), "bf16", compare(&from16(&emu.get_u16("out.u16")), &r::gelu_fwd(&from16(&x16))), TOL_BF16));
+        checks.push(Check::new("gelu_fwd_bf16", format!("n={n}"), "bf16", compare(&from_bf16_bits(&emu.get_u16("out.u16")), &r::gelu_fwd(&from_bf16_bits(&x16))), TOL_BF16));
         run(&s(&[&"gelu_bwd_bf16", &n]));
-        checks.push(Check::new("gelu_bwd_bf16", format!("n={n}"), "bf16", compare(&from16(&emu.get_u16("out.u16")), &r::gelu_bwd(&from16(&x16), &from16(&dy16))), TOL_BF16));
+        checks.push(Check::new("gelu_bwd_bf16", format!("n={n}"), "bf16", compare(&from_bf16_bits(&emu.get_u16("out.u16")), &r::gelu_bwd(&from_bf16_bits(&x16), &from_bf16_bits(&dy16))), TOL_BF16));
     }
     // Sums over rows (one split and several, vector and scalar widths), at an H100's geometry.
     const SMS: usize = 132;

@@ -85,7 +85,7 @@ mod stub {
             fn assign(&Tensor, &Tensor) -> ();
             fn cross_entropy(&Tensor, &[i64], usize) -> (Tensor, Tensor);
             fn cross_entropy_backward(&Tensor, &[i64], &Tensor, f32) -> Tensor;
-            fn adamw(&Tensor, &Tensor, &Tensor, &Tensor, f32, f32, f32, f32, f32, u64) -> ();
+            fn adamw_multi(&[crate::optim::AdamwItem<'_>], f32, f32, f32) -> ();
             fn narrow_backward(&Tensor, &[usize], usize, usize) -> Tensor;
             fn attention(&Tensor, &Tensor, &Tensor, usize, usize, usize, usize, &[usize]) -> (Tensor, Tensor);
             fn attention_backward(&Tensor, &Tensor, &Tensor, &Tensor, &Tensor, &Tensor, usize, usize, usize, usize, &[usize]) -> (Tensor, Tensor, Tensor);

@@ -483,18 +483,31 @@ fn matmul_bf16<T: GemmOut>(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, out_sh
     batched(a, b, out_shape, op, gemm)
 }
 
-/// `gelu(a · b + bias)` under autocast in one tensor-core kernel (the GELU epilogue): the
-/// pre-activation and its GELU, both bf16. None where that kernel does not apply (a batched `b`,
-/// N not a multiple of 8, K = 0): the caller runs the two ops.
+/// `gelu(a · b + bias)` in one kernel with a GELU epilogue: the pre-activation and its GELU.
+/// Under autocast both bf16, from the tensor-core matmul; otherwise both f32, from v2. None
+/// where no such kernel applies (a batched `b`, K = 0; under autocast N not a multiple of 8):
+/// the caller runs the two ops.
 pub(crate) fn matmul_bias_gelu(a: &Tensor, b: &Tensor, bias: &Tensor, out_shape: &[usize]) -> Result<Option<(Tensor, Tensor)>> {
     let (k, n) = (a.shape()[a.rank() - 1], b.shape()[b.rank() - 1]);
-    if b.rank() != 2 || !n.is_multiple_of(8) || k == 0 {
+    if b.rank() != 2 || k == 0 {
         return Ok(None);
     }
-    let (dev, op) = (ordinal(a), "matmul_bias_gelu (bf16 autocast)");
+    let dev = ordinal(a);
     let g = gpu(dev)?;
+    let rows = a.numel() / k;
+    if !crate::autocast::bf16_enabled() {
+        let op = "matmul_bias_gelu";
+        let (x, w, bv) = (f32_of(a, op)?, f32_of(b, op)?, f32_of(bias, op)?);
+        let (mut pre, mut post) = (alloc(&g, rows * n, op)?, alloc(&g, rows * n, op)?);
+        g.matmul_f32_gelu(&x, &w, Some(&bv), &mut post, &mut pre, rows, n, k).map_err(err(op))?;
+        return Ok(Some((tensor(pre, out_shape, dev), tensor(post, out_shape, dev))));
+    }
+    if !n.is_multiple_of(8) {
+        return Ok(None);
+    }
+    let op = "matmul_bias_gelu (bf16 autocast)";
     let v = g.engine_matmul().map_err(err(op))?;
-    let (rows, kp) = (a.numel() / k, k.next_multiple_of(8));
+    let kp = k.next_multiple_of(8);
     let (a16, b16) = (bf16_rows(a, k, kp, rows, op)?, bf16_rows(b, n, n, kp, op)?);
     let bias_dev = f32_of(bias, op)?;
     let (mut pre, mut post) = (alloc16(&g, rows * n, op)?, alloc16(&g, rows * n, op)?);
@@ -791,6 +804,46 @@ pub(crate) fn adamw(param: &Tensor, grad: &Tensor, m: &Tensor, v: &Tensor, lr: f
         }
         _ => Err(Error::Msg(format!("{op}: parameter and moments must be f32 on the same CUDA device"))),
     }
+}
+
+/// AdamW over many parameters on one device in one launch (`adamw_multi_f32`), each with its
+/// own learning rate, decay and step. Where a gradient or moment shares a buffer with another
+/// parameter of the list (the write locks of one launch would then meet), one launch per
+/// parameter instead, as [`adamw`].
+pub(crate) fn adamw_multi(items: &[crate::optim::AdamwItem<'_>], beta1: f32, beta2: f32, eps: f32) -> Result<()> {
+    let op = "AdamW";
+    let Some(first) = items.first() else { return Ok(()) };
+    let dev = ordinal(first.0);
+    // A parameter sharing a buffer with anything else of the list, or a gradient with a moment.
+    let shared = items.iter().enumerate().any(|(i, a)| {
+        items.iter().enumerate().any(|(j, b)| {
+            [b.1, b.2, b.3].iter().any(|t| a.0.same_storage(t)) || (i != j && a.0.same_storage(b.0)) || a.1.same_storage(b.2) || a.1.same_storage(b.3)
+        })
+    });
+    if shared || items.iter().any(|it| ordinal(it.0) != dev) {
+        for &(p, g, m, v, lr, wd, step) in items {
+            adamw(p, g, m, v, lr, beta1, beta2, eps, wd, step)?;
+        }
+        return Ok(());
+    }
+    let g = gpu(dev)?;
+    let whole = |t: &Tensor| t.is_contiguous() && t.layout().offset == 0;
+    if let Some(it) = items.iter().find(|it| !(whole(it.0) && whole(it.2) && whole(it.3))) {
+        return Err(Error::Msg(format!("{op}: a parameter on CUDA must own its whole buffer, got {:?}", it.0)));
+    }
+    let grads = items.iter().map(|it| f32_of(it.1, op)).collect::<Result<Vec<_>>>()?;
+    let mut locks: Vec<_> = items.iter().map(|it| (it.0.write(), it.2.write(), it.3.write())).collect();
+    let mut list = Vec::with_capacity(items.len());
+    for (((pw, mw, vw), gv), it) in locks.iter_mut().zip(&grads).zip(items) {
+        let h = kernels::reference::AdamWParams { lr: it.4 as f64, b1: beta1 as f64, b2: beta2 as f64, eps: eps as f64, wd: it.5 as f64, step: it.6 as i32 };
+        match (&mut **pw, &mut **mw, &mut **vw) {
+            (Storage::Cuda(CudaStorage::F32(p, _)), Storage::Cuda(CudaStorage::F32(m, _)), Storage::Cuda(CudaStorage::F32(v, _))) => {
+                list.push(kernels::adamw::AdamwTensor { p, g: gv, m, v, h })
+            }
+            _ => return Err(Error::Msg(format!("{op}: parameter and moments must be f32 on the same CUDA device, got {:?}", it.0))),
+        }
+    }
+    g.adamw_multi(&mut list, beta1, beta2, eps).map_err(err(op))
 }
 
 /// The gradient of `narrow`: `g` placed at `start..start+len` along `dim` of zeros of `shape`,

@@ -21,13 +21,14 @@ impl Tensor {
         matmul(self, rhs, Some(bias), None)
     }
 
-    /// `gelu(self · rhs + bias)`: an MLP's up-projection. On CUDA under autocast one tensor-core
-    /// kernel writes both the pre-activation (which GELU's backward reads) and its GELU, instead
-    /// of a matmul writing the pre-activation and a GELU kernel reading it back; elsewhere (and
-    /// for a batched `rhs`, or N not a multiple of 8) `matmul_bias`, then `gelu`. The graph is
-    /// the same either way: a matmul node, then a GELU node on its output.
+    /// `gelu(self · rhs + bias)`: an MLP's up-projection. On CUDA one kernel writes both the
+    /// pre-activation (which GELU's backward reads) and its GELU, instead of a matmul writing the
+    /// pre-activation and a GELU kernel reading it back (the tensor-core matmul under autocast,
+    /// v2 in f32); on the CPU, and for a batched `rhs` (or, under autocast, N not a multiple of
+    /// 8), `matmul_bias`, then `gelu`. The graph is the same either way: a matmul node, then a
+    /// GELU node on its output.
     pub fn matmul_bias_gelu(&self, rhs: &Tensor, bias: &Tensor) -> Result<Tensor> {
-        if self.device().is_cuda() && crate::autocast::bf16_enabled() {
+        if self.device().is_cuda() {
             let out_shape = matmul_shape(self, rhs, Some(bias))?;
             if let Some((pre, post)) = crate::cuda::ops::matmul_bias_gelu(self, rhs, bias, &out_shape)? {
                 let pre = pre.with_op(&[self, rhs, bias], || Op::Matmul(self.clone(), rhs.clone(), Some(bias.clone())));

@@ -47,10 +47,11 @@ __device__ __forceinline__ float4 load4(const float* __restrict__ src, bool vec,
     return v;
 }
 
-template <bool A_T, bool B_T>
+// GELU: C = gelu(A B + bias), and `pre` = A B + bias (the pre-activation a backward reads).
+template <bool A_T, bool B_T, bool GELU = false>
 __device__ __forceinline__ void matmul_v2_tile(const float* __restrict__ A, const float* __restrict__ B,
                                                const float* __restrict__ bias, float* __restrict__ C,
-                                               int M, int N, int K) {
+                                               int M, int N, int K, float* __restrict__ pre = nullptr) {
     __shared__ __align__(16) float As[V2_BK][V2_BM];  // transposed: As[k][m]
     __shared__ __align__(16) float Bs[V2_BK][V2_BN];
     const int tid = threadIdx.x;
@@ -58,7 +59,7 @@ __device__ __forceinline__ void matmul_v2_tile(const float* __restrict__ A, cons
     const int bm = blockIdx.y * V2_BM, bn = blockIdx.x * V2_BN;
     const bool vecA = (((A_T ? M : K) & 3) == 0) && ((((unsigned long long)A) & 15) == 0);
     const bool vecB = (((B_T ? K : N) & 3) == 0) && ((((unsigned long long)B) & 15) == 0);
-    const bool vecC = ((N & 3) == 0) && ((((unsigned long long)C) & 15) == 0);
+    const bool vecC = ((N & 3) == 0) && ((((unsigned long long)C) & 15) == 0) && (!GELU || (((unsigned long long)pre) & 15) == 0);
 
     // Each thread loads one 4-wide piece of each tile per k-step: along k for a 128 x 8 piece
     // (A, or B stored transposed), along m or n for an 8 x 128 one (B, or A stored transposed).
@@ -127,12 +128,20 @@ __device__ __forceinline__ void matmul_v2_tile(const float* __restrict__ A, cons
             float4 o = make_float4(acc[i][j4], acc[i][j4 + 1], acc[i][j4 + 2], acc[i][j4 + 3]);
             if (vecC && gc + 3 < N) {
                 if (bias) { o.x += bias[gc]; o.y += bias[gc + 1]; o.z += bias[gc + 2]; o.w += bias[gc + 3]; }
+                if (GELU) {
+                    *reinterpret_cast<float4*>(pre + (long long)gr * N + gc) = o;
+                    o = make_float4(mm_gelu(o.x), mm_gelu(o.y), mm_gelu(o.z), mm_gelu(o.w));
+                }
                 *reinterpret_cast<float4*>(crow + gc) = o;
             } else {
                 const float ov[4] = {o.x, o.y, o.z, o.w};
 #pragma unroll
-                for (int j = 0; j < 4; ++j)
-                    if (gc + j < N) crow[gc + j] = ov[j] + (bias ? bias[gc + j] : 0.0f);
+                for (int j = 0; j < 4; ++j) {
+                    if (gc + j >= N) continue;
+                    const float v = ov[j] + (bias ? bias[gc + j] : 0.0f);
+                    if (GELU) pre[(long long)gr * N + gc + j] = v;
+                    crow[gc + j] = GELU ? mm_gelu(v) : v;
+                }
             }
         }
     }
@@ -142,6 +151,13 @@ extern "C" __global__ void __launch_bounds__(256)
 matmul_v2_f32(const float* __restrict__ A, const float* __restrict__ B, const float* __restrict__ bias,
               float* __restrict__ C, int M, int N, int K) {
     matmul_v2_tile<false, false>(A, B, bias, C, M, N, K);
+}
+
+// C = gelu(A B + bias) and pre = A B + bias (an MLP's up-projection; GELU of matmul_epilogue.cuh).
+extern "C" __global__ void __launch_bounds__(256)
+matmul_v2_f32_gelu(const float* __restrict__ A, const float* __restrict__ B, const float* __restrict__ bias,
+                   float* __restrict__ C, float* __restrict__ pre, int M, int N, int K) {
+    matmul_v2_tile<false, false, true>(A, B, bias, C, M, N, K, pre);
 }
 
 // v2 over a batch in one launch (attention's Q·Kᵀ and P·V, per batch and head): blockIdx.z picks

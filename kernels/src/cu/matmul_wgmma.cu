@@ -146,6 +146,21 @@ __device__ __forceinline__ void v5_load_stage(unsigned sa, unsigned sb, const bf
     }
 }
 
+// One k-tile of a warpgroup's 64 rows: 4 wgmma (k16 each) from the stage at a0 (its 64 rows of
+// A) and b0 (B), committed as one group; returns once at most this group is in flight (the
+// previous one has retired, so its stage may be refilled).
+__device__ __forceinline__ void v5_mma_ktile(float d[128], unsigned a0, unsigned b0) {
+    v5_fence_acc(d);
+    v5_wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < V5_BK / 16; ++kk)
+        v5_wgmma_m64n256k16(d, v5_desc(a0 + kk * 32, 16, 1024), v5_desc(b0 + kk * 2048, 8192, 1024));
+    v5_wgmma_commit();
+    v5_fence_acc(d);
+    v5_wgmma_wait<1>();
+    v5_fence_acc(d);
+}
+
 // Grouped rasterisation of tile index `pid` (8 tile rows walk the N tiles together, so the
 // tiles running at one time share their A rows and B columns in L2): the tile's first row and column.
 __device__ __forceinline__ void v5_tile_origin(int pid, int M, int N, int& bm, int& bn) {
@@ -214,17 +229,7 @@ __device__ __forceinline__ void matmul_v5(const bf16_t* __restrict__ A, const bf
             v5_cp_async_commit();
         }
         const int cur = kt % V5_STAGES;
-        const unsigned a0 = sA + cur * V5_A_STAGE_BYTES + wg * (64 * 128);
-        const unsigned b0 = sB + cur * V5_B_STAGE_BYTES;
-        v5_fence_acc(d);
-        v5_wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < V5_BK / 16; ++kk)
-            v5_wgmma_m64n256k16(d, v5_desc(a0 + kk * 32, 16, 1024), v5_desc(b0 + kk * 2048, 8192, 1024));
-        v5_wgmma_commit();
-        v5_fence_acc(d);
-        v5_wgmma_wait<1>();
-        v5_fence_acc(d);
+        v5_mma_ktile(d, sA + cur * V5_A_STAGE_BYTES + wg * (64 * 128), sB + cur * V5_B_STAGE_BYTES);
     }
     v5_wgmma_wait<0>();
     v5_fence_acc(d);
@@ -399,17 +404,7 @@ __device__ __forceinline__ void matmul_v6(const v6_tensor_map* a_map, const v6_t
         int held = -1;  // the stage whose wgmma group may still be in flight
         for (int kt = 0; kt < ktiles; ++kt) {
             v6_mbar_wait(full + 8 * s, phase);
-            const unsigned a0 = sA + s * V5_A_STAGE_BYTES + cw * (64 * 128);
-            const unsigned b0 = sB + s * V5_B_STAGE_BYTES;
-            v5_fence_acc(d);
-            v5_wgmma_fence();
-#pragma unroll
-            for (int kk = 0; kk < V5_BK / 16; ++kk)
-                v5_wgmma_m64n256k16(d, v5_desc(a0 + kk * 32, 16, 1024), v5_desc(b0 + kk * 2048, 8192, 1024));
-            v5_wgmma_commit();
-            v5_fence_acc(d);
-            v5_wgmma_wait<1>();  // the previous stage's group has retired
-            v5_fence_acc(d);
+            v5_mma_ktile(d, sA + s * V5_A_STAGE_BYTES + cw * (64 * 128), sB + s * V5_B_STAGE_BYTES);  // the previous stage's group has retired
             if (held >= 0 && signals) v6_mbar_arrive(empty + 8 * held);
             held = s;
             if (++s == V6_STAGES) { s = 0; phase ^= 1; }
