@@ -77,10 +77,10 @@ else
   # matmul v6 (TMA) has not run on a GPU yet: the full self-test leaves it out, and it gets a
   # process of its own afterwards (a fault poisons the CUDA context for every later check).
   step "selftest --device cuda (IGPT_SKIP_V6=1)" 180 "$LOGS/selftest.log" env IGPT_SKIP_V6=1 "$BIN" selftest --device cuda --json-out "$OUT/selftest.json"
-  step "selftest --matmul-only (v4, v5, v6; engine on v6)" 90 "$LOGS/selftest_v6.log" env IGPT_MATMUL=v6 "$BIN" selftest --device cuda --matmul-only
+  step "selftest --matmul-only (v4, v5, v6; engine on v6, attention bwd v3)" 90 "$LOGS/selftest_v6.log" env IGPT_MATMUL=v6 IGPT_ATTN_BWD=v3 "$BIN" selftest --device cuda --matmul-only
   { echo; echo '## kernels compile --arch sm_90a'; echo; cat "$LOGS/compile.log"; } >>"$REPORT"
   { echo; echo '## selftest --device cuda (IGPT_SKIP_V6=1)'; echo; cat "$LOGS/selftest.log"; } >>"$REPORT"
-  { echo; echo '## selftest --device cuda --matmul-only, IGPT_MATMUL=v6'; echo; cat "$LOGS/selftest_v6.log"; } >>"$REPORT"
+  { echo; echo '## selftest --device cuda --matmul-only, IGPT_MATMUL=v6 IGPT_ATTN_BWD=v3'; echo; cat "$LOGS/selftest_v6.log"; } >>"$REPORT"
 fi
 bench_all() {
   local bad=0
@@ -94,6 +94,7 @@ step "kernel bandwidth (bench --device cuda)" 120 "$LOGS/bench.log" bash -c benc
 { echo; echo '## bench <op> --device cuda'; echo; cat "$LOGS/bench.log"; } >>"$REPORT"
 step "engine GPT-2 124M train step, bf16 autocast" 60 "$LOGS/train_step.log" "$BIN" bench train-step --device cuda --bf16 --model gpt2 --batch 8 --seq-len 1024 --reps 3
 step "engine GPT-2 124M train step, bf16 autocast, matmul v6" 60 "$LOGS/train_step.log" env IGPT_MATMUL=v6 "$BIN" bench train-step --device cuda --bf16 --model gpt2 --batch 8 --seq-len 1024 --reps 3
+step "engine GPT-2 124M train step, bf16 autocast, attention bwd v3" 60 "$LOGS/train_step.log" env IGPT_ATTN_BWD=v3 "$BIN" bench train-step --device cuda --bf16 --model gpt2 --batch 8 --seq-len 1024 --reps 3
 step "engine GPT-2 124M train step, f32" 60 "$LOGS/train_step.log" "$BIN" bench train-step --device cuda --model gpt2 --batch 8 --seq-len 1024 --reps 3
 { echo; echo '## bench train-step --device cuda [--bf16] (our engine)'; echo; cat "$LOGS/train_step.log"; } >>"$REPORT"
 step "allocators (bench alloc --device cuda)" 60 "$LOGS/alloc.log" "$BIN" bench alloc --device cuda

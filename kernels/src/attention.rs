@@ -9,6 +9,7 @@
 //! - v2: bf16 q/k/v (and dout), f32 accumulation on tensor cores; out, lse, dq, dk, dv f32;
 //!   d = 32, 64 or 128; left padding. Backward reads the f32 `out` of v2's forward (for delta =
 //!   rowsum(dout * out)).
+//! - v3 (backward only): v2's with double-buffered query tiles ([`BwdBf16`]).
 //! - decode: tq = 1 per head over a KV cache of any length, f32, as v1.
 //!
 //! With padding, a query that sees no key outputs zeros with lse = +inf (the CPU engine's rule).
@@ -34,6 +35,9 @@ pub const ENTRIES: &[&str] = &[
     "attn_bwd_v2_bf16_d32",
     "attn_bwd_v2_bf16_d64",
     "attn_bwd_v2_bf16_d128",
+    "attn_bwd_v3_bf16_d32",
+    "attn_bwd_v3_bf16_d64",
+    "attn_bwd_v3_bf16_d128",
     "attn_decode_f32_d32",
     "attn_decode_f32_d64",
     "attn_decode_f32_d128",
@@ -49,10 +53,31 @@ pub const FWD_BQ: usize = 64;
 pub const BWD_V1_BK: usize = 32;
 pub const BWD_V2_BK: usize = 64;
 
-/// Dynamic shared memory of `attn_bwd_v2_bf16_d*` (must match the layout in attention.cu).
-pub fn bwd_v2_smem_bytes(d: usize) -> usize {
-    let (bk, bq, lds) = (64, 32, d + 8);
-    (2 * bk * lds + 2 * bq * lds + bq * (bk + 8)) * 2 + 2 * bq * 4
+/// The bf16 backward: v2, or v3 (v2 with double-buffered query tiles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum BwdBf16 {
+    V2,
+    V3,
+}
+
+impl BwdBf16 {
+    /// The engine's choice: v2 (measured on an H100), or v3 with `IGPT_ATTN_BWD=v3`.
+    pub fn for_engine() -> BwdBf16 {
+        if std::env::var("IGPT_ATTN_BWD").is_ok_and(|v| v == "v3") { BwdBf16::V3 } else { BwdBf16::V2 }
+    }
+
+    pub fn entry(self, d: usize) -> String {
+        match self {
+            BwdBf16::V2 => format!("attn_bwd_v2_bf16_d{d}"),
+            BwdBf16::V3 => format!("attn_bwd_v3_bf16_d{d}"),
+        }
+    }
+
+    /// Dynamic shared memory (must match the layout in attention.cu).
+    pub fn smem_bytes(self, d: usize) -> usize {
+        let (bk, bq, lds, bufs) = (64, 32, d + 8, if self == BwdBf16::V3 { 2 } else { 1 });
+        (2 * bk * lds + 2 * bufs * bq * lds + bq * (bk + 8)) * 2 + 2 * bufs * bq * 4
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -404,20 +429,19 @@ mod gpu {
             self.attn_launch_bwd(&name, BWD_V1_BK, 256, 0, q, k, v, dout, lse, delta, dq, dk, dv, s, pad)
         }
 
-        /// v2 backward: bf16 q/k/v/dout, f32 `out` and `lse` from [`Self::attention_fwd_bf16`]
-        /// with the same `pad`, f32 dq/dk/dv (overwritten; dq zeroed here, then accumulated
-        /// atomically).
+        /// v2 (or v3) backward: bf16 q/k/v/dout, f32 `out` and `lse` from
+        /// [`Self::attention_fwd_bf16`] with the same `pad`, f32 dq/dk/dv (overwritten; dq
+        /// zeroed here, then accumulated atomically).
         #[allow(clippy::too_many_arguments)]
         pub fn attention_bwd_bf16(
-            &self, q: &CudaSlice<u16>, k: &CudaSlice<u16>, v: &CudaSlice<u16>, out: &CudaSlice<f32>, lse: &CudaSlice<f32>,
+            &self, version: BwdBf16, q: &CudaSlice<u16>, k: &CudaSlice<u16>, v: &CudaSlice<u16>, out: &CudaSlice<f32>, lse: &CudaSlice<f32>,
             dout: &CudaSlice<u16>, dq: &mut CudaSlice<f32>, dk: &mut CudaSlice<f32>, dv: &mut CudaSlice<f32>, delta: &mut CudaSlice<f32>,
             s: AttnShape, pad: Option<&KeyPad>,
         ) -> Result<()> {
             self.attn_bwd_checks("attn_bwd_v2_bf16", q, k, v, out, lse, dout, dq, dk, dv, delta, s)?;
             self.stream.memset_zeros(dq).map_err(|e| Error::cuda("attn_bwd_v2_bf16: zeroing dq", e))?;
             self.attn_preprocess("attn_bwd_preprocess_bf16", out, dout, delta, s)?;
-            let name = format!("attn_bwd_v2_bf16_d{}", s.d);
-            self.attn_launch_bwd(&name, BWD_V2_BK, 128, bwd_v2_smem_bytes(s.d), q, k, v, dout, lse, delta, dq, dk, dv, s, pad)
+            self.attn_launch_bwd(&version.entry(s.d), BWD_V2_BK, 128, version.smem_bytes(s.d), q, k, v, dout, lse, delta, dq, dk, dv, s, pad)
         }
 
         /// Decode: q [heads, d] (one new query per head, the last position), k/v [heads, tk, d],
@@ -562,12 +586,14 @@ mod gpu {
             Check::new("attn_fwd_v2_bf16 (out)", shape.clone(), "bf16->f32", compare(&c.down(&go)?, &fr.out), TOL_BF16),
             lse_check("attn_fwd_v2_bf16 (lse)", shape.clone(), "bf16->f32", &c.down(&gl)?, &fr.lse, TOL_BF16),
         ];
-        let (mut dq, mut dk, mut dv, mut delta) = (c.poisoned(nq)?, c.poisoned(nk)?, c.poisoned(nk)?, c.poisoned(heads * tq)?);
-        gpu.attention_bwd_bf16(&gq, &gk, &gv, &go, &gl, &gg, &mut dq, &mut dk, &mut dv, &mut delta, s, key_pad.as_ref())?;
-        gpu.sync("attn_bwd_v2_bf16")?;
-        rows.push(Check::new("attn_bwd_v2_bf16 (dq)", shape.clone(), "bf16->f32", compare(&c.down(&dq)?, &br.dq), TOL_BF16));
-        rows.push(Check::new("attn_bwd_v2_bf16 (dk)", shape.clone(), "bf16->f32", compare(&c.down(&dk)?, &br.dk), TOL_BF16));
-        rows.push(Check::new("attn_bwd_v2_bf16 (dv)", shape, "bf16->f32", compare(&c.down(&dv)?, &br.dv), TOL_BF16));
+        for (version, name) in [(BwdBf16::V2, "attn_bwd_v2_bf16"), (BwdBf16::V3, "attn_bwd_v3_bf16")] {
+            let (mut dq, mut dk, mut dv, mut delta) = (c.poisoned(nq)?, c.poisoned(nk)?, c.poisoned(nk)?, c.poisoned(heads * tq)?);
+            gpu.attention_bwd_bf16(version, &gq, &gk, &gv, &go, &gl, &gg, &mut dq, &mut dk, &mut dv, &mut delta, s, key_pad.as_ref())?;
+            gpu.sync(name)?;
+            rows.push(Check::new(&format!("{name} (dq)"), shape.clone(), "bf16->f32", compare(&c.down(&dq)?, &br.dq), TOL_BF16));
+            rows.push(Check::new(&format!("{name} (dk)"), shape.clone(), "bf16->f32", compare(&c.down(&dk)?, &br.dk), TOL_BF16));
+            rows.push(Check::new(&format!("{name} (dv)"), shape.clone(), "bf16->f32", compare(&c.down(&dv)?, &br.dv), TOL_BF16));
+        }
         Ok(rows)
     }
 
@@ -682,10 +708,12 @@ mod gpu {
             gpu.attention_fwd_f32(&gq, &gk, &gv, &mut o, &mut lse, s, None)?;
             gpu.attention_bwd_f32(&gq, &gk, &gv, &o, &lse, &gg, &mut dq, &mut dk, &mut dv, &mut delta, s, None)
         }));
-        row("v2 bf16 fwd+bwd", fb, None, time_ms(gpu, || {
-            gpu.attention_fwd_bf16(&gq16, &gk16, &gv16, &mut o, &mut lse, s, None)?;
-            gpu.attention_bwd_bf16(&gq16, &gk16, &gv16, &o, &lse, &gg16, &mut dq, &mut dk, &mut dv, &mut delta, s, None)
-        }));
+        for (version, name) in [(BwdBf16::V2, "v2 bf16 fwd+bwd"), (BwdBf16::V3, "v2 fwd + v3 bwd (double-buffered) bf16")] {
+            row(name, fb, None, time_ms(gpu, || {
+                gpu.attention_fwd_bf16(&gq16, &gk16, &gv16, &mut o, &mut lse, s, None)?;
+                gpu.attention_bwd_bf16(version, &gq16, &gk16, &gv16, &o, &lse, &gg16, &mut dq, &mut dk, &mut dv, &mut delta, s, None)
+            }));
+        }
         // Decode: the last query of each head over the whole cache (K and V read once).
         let kv_bytes = Some(2.0 * (s.heads * s.tk * d * 4) as f64);
         let dec_flops = Some(4.0 * s.heads as f64 * s.tk as f64 * d as f64);
@@ -820,9 +848,11 @@ mod tests {
         for e in ENTRIES {
             assert!(crate::registry::module_of(e).is_some(), "{e} not registered");
         }
-        assert_eq!(bwd_v2_smem_bytes(32), 20_224);
-        assert_eq!(bwd_v2_smem_bytes(64), 32_512);
-        assert_eq!(bwd_v2_smem_bytes(128), 57_088);
+        assert_eq!(BwdBf16::V2.smem_bytes(32), 20_224);
+        assert_eq!(BwdBf16::V2.smem_bytes(64), 32_512);
+        assert_eq!(BwdBf16::V2.smem_bytes(128), 57_088);
+        assert_eq!(BwdBf16::V3.smem_bytes(64), 41_984);
+        assert_eq!(BwdBf16::V3.smem_bytes(128), 74_752);
         assert!(AttnShape { heads: 1, tq: 2, tk: 1, d: 64 }.validate("k", F32_HEAD_DIMS).is_err());
         assert!(AttnShape { heads: 1, tq: 1, tk: 1, d: 96 }.validate("k", F32_HEAD_DIMS).is_err());
         assert!(AttnShape { heads: 6, tq: 70, tk: 257, d: 128 }.validate("k", BF16_HEAD_DIMS).is_ok());

@@ -659,13 +659,15 @@ fn bf16_attention_kernels_match_the_reference_on_the_cpu_emulation() {
         run("fwd2");
         checks.push(Check::new("attn_fwd_v2_bf16 (out)", label.clone(), "bf16->f32", compare(&emu.get("out"), &f.out), TOL_BF16));
         checks.push(lse_check("attn_fwd_v2_bf16 (lse)", label.clone(), "bf16->f32", &emu.get("lse"), &f.lse, TOL_BF16));
-        run("bwd2");
-        for (name, want) in [("dq", &b.dq), ("dk", &b.dk), ("dv", &b.dv)] {
-            checks.push(Check::new(&format!("attn_bwd_v2_bf16 ({name})"), label.clone(), "bf16->f32", compare(&emu.get(name), want), TOL_BF16));
+        for (kind, kernel) in [("bwd2", "attn_bwd_v2_bf16"), ("bwd3", "attn_bwd_v3_bf16")] {
+            run(kind);
+            for (name, want) in [("dq", &b.dq), ("dk", &b.dk), ("dv", &b.dv)] {
+                checks.push(Check::new(&format!("{kernel} ({name})"), label.clone(), "bf16->f32", compare(&emu.get(name), want), TOL_BF16));
+            }
         }
     }
     std::fs::remove_dir_all(&dir).ok();
-    report(&checks, seed, 30);
+    report(&checks, seed, 48);
 }
 
 /// Matmul v4 (mma.sync, ldmatrix and cp.async on the stand-ins of emu/tensor_core.h) with each

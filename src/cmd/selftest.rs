@@ -15,8 +15,9 @@ pub struct SelftestArgs {
     #[arg(long)]
     pub no_bench: bool,
     /// Only the tensor-core matmul checks (v4; v5, v6 on Hopper), the matmul timings and the
-    /// bf16 GPT-2 train step (its matmuls follow IGPT_MATMUL): a process of its own for the
-    /// newest kernel, whose fault would poison the CUDA context for every later check.
+    /// bf16 GPT-2 train step (its matmuls follow IGPT_MATMUL, its attention backward
+    /// IGPT_ATTN_BWD): a process of its own for the newest kernels, whose fault would poison
+    /// the CUDA context for every later check.
     #[arg(long)]
     pub matmul_only: bool,
     /// Also write the JSON object to this file (the tables still print).
@@ -176,10 +177,11 @@ mod imp {
         let mut checks = Vec::new();
         if args.matmul_only {
             checks.extend(kernels::matmul_tc::checks(&gpu));
-            // Name the engine's matmul version in the rows (IGPT_MATMUL picks it).
+            // Name the engine's versions in the rows (IGPT_MATMUL, IGPT_ATTN_BWD pick them).
             let v = gpu.engine_matmul().map(|v| format!("{v:?}")).unwrap_or_else(|e| e.to_string());
+            let a = kernels::attention::BwdBf16::for_engine();
             checks.extend(gpt2_step(true).into_iter().map(|mut c| {
-                c.shape = format!("{}; matmuls {v}", c.shape);
+                c.shape = format!("{}; matmuls {v}, attention backward {a:?}", c.shape);
                 c
             }));
         } else {

@@ -31,6 +31,8 @@
 //                       dS (bf16) goes to shared memory, dQ_tile = dS K on tensor cores, added
 //                       into dq (f32, zeroed by the launcher) with atomicAdd. Dynamic shared
 //                       memory (57 KB at D=128: the launcher raises the limit).
+//   attn_bwd_v3_bf16    v2 with the query tiles double-buffered: tile i+1's copies fly while
+//                       tile i is computed, one barrier per tile fewer (74 KB at D=128).
 //   attn_decode_f32     one query per head (generation): block = head, 256 threads = 32 groups
 //                       of 8 lanes, each group walks keys grp, grp+32, ... with its own online
 //                       softmax, then the 32 partial (m, l, o) are merged through shared memory.
@@ -644,16 +646,20 @@ attn_fwd_v2_bf16_d128(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k
     attn_fwd_v2<128>(q, k, v, o, lse, tq, tk, scale, key_pad, heads_per_row);
 }
 
-// v2 backward. Dynamic shared memory layout (bytes), all offsets multiples of 16:
-//   sK [64][D+8] bf16, sV [64][D+8] bf16, sQ [32][D+8] bf16, sdO [32][D+8] bf16,
-//   sdS [32][72] bf16 (dS as [query][key]), sL [32] f32 (lse * log2 e), sD [32] f32 (delta).
-// Total: D=64 -> 32,512 B; D=128 -> 57,088 B (the launcher computes the same numbers).
+// v2 (and v3) backward. Dynamic shared memory layout (bytes), all offsets multiples of 16:
+//   sK [64][D+8] bf16, sV [64][D+8] bf16, sQ [B][32][D+8] bf16, sdO [B][32][D+8] bf16,
+//   sdS [32][72] bf16 (dS as [query][key]), sL [B][32] f32 (lse * log2 e), sD [B][32] f32
+//   (delta), with B = 1 buffer (v2) or 2 (v3). Total: D=64 -> 32,512 B (v2), 41,984 B (v3);
+//   D=128 -> 57,088 B (v2), 74,752 B (v3) (the launcher computes the same numbers).
 #define B2_BK 64
 #define B2_BQ 32
 #define B2_THREADS 128
 #define B2_LDS_S (B2_BK + 8)
 
-template <int D>
+// PREFETCH (v3): two buffers for the query tile (Q, dO, lse, delta); tile i+1 is copied in
+// while tile i is computed, and the end-of-tile barrier goes (the next copy targets the buffer
+// the previous tile used, which every thread has left at the top-of-tile barrier).
+template <int D, bool PREFETCH>
 __device__ __forceinline__ void attn_bwd_v2(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k,
                                             const bf16_t* __restrict__ v, const bf16_t* __restrict__ dout,
                                             const float* __restrict__ lse, const float* __restrict__ delta,
@@ -664,14 +670,15 @@ __device__ __forceinline__ void attn_bwd_v2(const bf16_t* __restrict__ q, const 
     constexpr int DN = D / 8;     // n-tiles of dK/dV per warp
     constexpr int NTQ = B2_BQ / 8;  // n-tiles of S^T per warp (queries)
     constexpr int DQN = D / 16;   // n-tiles of the dQ tile per warp (half of D)
+    constexpr int QBUF = PREFETCH ? 2 : 1;
     extern __shared__ __align__(128) unsigned char smem[];
     bf16_t* sK = reinterpret_cast<bf16_t*>(smem);
     bf16_t* sV = sK + B2_BK * LDS;
-    bf16_t* sQ = sV + B2_BK * LDS;
-    bf16_t* sdO = sQ + B2_BQ * LDS;
-    bf16_t* sdS = sdO + B2_BQ * LDS;
-    float* sL = reinterpret_cast<float*>(sdS + B2_BQ * B2_LDS_S);
-    float* sD = sL + B2_BQ;
+    bf16_t* sQ0 = sV + B2_BK * LDS;          // QBUF query tiles each
+    bf16_t* sdO0 = sQ0 + QBUF * B2_BQ * LDS;
+    bf16_t* sdS = sdO0 + QBUF * B2_BQ * LDS;
+    float* sL0 = reinterpret_cast<float*>(sdS + B2_BQ * B2_LDS_S);
+    float* sD0 = sL0 + QBUF * B2_BQ;
 
     const int head = blockIdx.x;
     const int j0 = blockIdx.y * B2_BK;
@@ -698,17 +705,29 @@ __device__ __forceinline__ void attn_bwd_v2(const bf16_t* __restrict__ q, const 
     const int i_first = max(0, max(j0, pad) - off);
     // A tile of padding keys only: no query tile to visit; dK = dV = 0.
     const int i_start = (j0 + B2_BK <= pad) ? tq : (i_first / B2_BQ) * B2_BQ;
-    for (int i0 = i_start; i0 < tq; i0 += B2_BQ) {
-        load_tile_async<D, B2_BQ, B2_THREADS>(sQ, q + hq, i0, tq);
-        load_tile_async<D, B2_BQ, B2_THREADS>(sdO, dout + hq, i0, tq);
+    // Query tile i0 (Q, dO by cp.async; lse, delta) into buffer `buf`.
+    auto fetch = [&](int i0, int buf) {
+        load_tile_async<D, B2_BQ, B2_THREADS>(sQ0 + buf * B2_BQ * LDS, q + hq, i0, tq);
+        load_tile_async<D, B2_BQ, B2_THREADS>(sdO0 + buf * B2_BQ * LDS, dout + hq, i0, tq);
         cp_async_commit();
         if (threadIdx.x < B2_BQ) {
             const int i = i0 + threadIdx.x;
-            sL[threadIdx.x] = i < tq ? lse[(long long)head * tq + i] * LOG2E : 0.0f;
-            sD[threadIdx.x] = i < tq ? delta[(long long)head * tq + i] : 0.0f;
+            sL0[buf * B2_BQ + threadIdx.x] = i < tq ? lse[(long long)head * tq + i] * LOG2E : 0.0f;
+            sD0[buf * B2_BQ + threadIdx.x] = i < tq ? delta[(long long)head * tq + i] : 0.0f;
         }
-        cp_async_wait_all();
-        __syncthreads();
+    };
+    if (PREFETCH && i_start < tq) fetch(i_start, 0);
+    int buf = 0;
+    for (int i0 = i_start; i0 < tq; i0 += B2_BQ) {
+        if (!PREFETCH) fetch(i0, 0);
+        cp_async_wait_all();  // tile i0 (and, the first time, K and V); the next is not issued yet
+        __syncthreads();      // ... for every thread; and every thread is done with the other buffer
+        if (PREFETCH && i0 + B2_BQ < tq) fetch(i0 + B2_BQ, buf ^ 1);
+        const bf16_t* sQ = sQ0 + buf * B2_BQ * LDS;
+        const bf16_t* sdO = sdO0 + buf * B2_BQ * LDS;
+        const float* sL = sL0 + buf * B2_BQ;
+        const float* sD = sD0 + buf * B2_BQ;
+        if (PREFETCH) buf ^= 1;
 
         // S^T = K Q^T and dP^T = V dO^T: per warp 16 keys x 32 queries.
         float st[NTQ][4], dpt[NTQ][4];
@@ -820,7 +839,9 @@ __device__ __forceinline__ void attn_bwd_v2(const bf16_t* __restrict__ q, const 
                 }
             }
         }
-        __syncthreads();  // sQ, sdO, sdS, sL, sD are rewritten by the next query tile
+        // v2: sQ, sdO, sL, sD are rewritten by the next tile's copies, issued before its first
+        // barrier. v3 copies into the other buffer after that barrier, which also orders sdS.
+        if (!PREFETCH) __syncthreads();
     }
     cp_async_wait_all();  // K and V's copies, when a padding tile skipped the loop
 
@@ -847,21 +868,42 @@ attn_bwd_v2_bf16_d32(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k,
                      const bf16_t* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
                      float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, int tq, int tk, float scale,
                      const int* __restrict__ key_pad, int heads_per_row) {
-    attn_bwd_v2<32>(q, k, v, dout, lse, delta, dq, dk, dv, tq, tk, scale, key_pad, heads_per_row);
+    attn_bwd_v2<32, false>(q, k, v, dout, lse, delta, dq, dk, dv, tq, tk, scale, key_pad, heads_per_row);
 }
 extern "C" __global__ void __launch_bounds__(B2_THREADS, 1)
 attn_bwd_v2_bf16_d64(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
                      const bf16_t* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
                      float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, int tq, int tk, float scale,
                      const int* __restrict__ key_pad, int heads_per_row) {
-    attn_bwd_v2<64>(q, k, v, dout, lse, delta, dq, dk, dv, tq, tk, scale, key_pad, heads_per_row);
+    attn_bwd_v2<64, false>(q, k, v, dout, lse, delta, dq, dk, dv, tq, tk, scale, key_pad, heads_per_row);
 }
 extern "C" __global__ void __launch_bounds__(B2_THREADS, 1)
 attn_bwd_v2_bf16_d128(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
                      const bf16_t* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
                      float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, int tq, int tk, float scale,
                      const int* __restrict__ key_pad, int heads_per_row) {
-    attn_bwd_v2<128>(q, k, v, dout, lse, delta, dq, dk, dv, tq, tk, scale, key_pad, heads_per_row);
+    attn_bwd_v2<128, false>(q, k, v, dout, lse, delta, dq, dk, dv, tq, tk, scale, key_pad, heads_per_row);
+}
+extern "C" __global__ void __launch_bounds__(B2_THREADS, 1)
+attn_bwd_v3_bf16_d32(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
+                     const bf16_t* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
+                     float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, int tq, int tk, float scale,
+                     const int* __restrict__ key_pad, int heads_per_row) {
+    attn_bwd_v2<32, true>(q, k, v, dout, lse, delta, dq, dk, dv, tq, tk, scale, key_pad, heads_per_row);
+}
+extern "C" __global__ void __launch_bounds__(B2_THREADS, 1)
+attn_bwd_v3_bf16_d64(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
+                     const bf16_t* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
+                     float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, int tq, int tk, float scale,
+                     const int* __restrict__ key_pad, int heads_per_row) {
+    attn_bwd_v2<64, true>(q, k, v, dout, lse, delta, dq, dk, dv, tq, tk, scale, key_pad, heads_per_row);
+}
+extern "C" __global__ void __launch_bounds__(B2_THREADS, 1)
+attn_bwd_v3_bf16_d128(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
+                     const bf16_t* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
+                     float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, int tq, int tk, float scale,
+                     const int* __restrict__ key_pad, int heads_per_row) {
+    attn_bwd_v2<128, true>(q, k, v, dout, lse, delta, dq, dk, dv, tq, tk, scale, key_pad, heads_per_row);
 }
 
 // ------------------------------------------------------------------------------------------
