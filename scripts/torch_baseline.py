@@ -59,7 +59,8 @@ class Gpt2(torch.nn.Module):
 
 def train_step_row(dev, layers=12, heads=12, width=768, vocab=50257, batch=8, seq=1024, iters=20):
     """One GPT-2 train step (forward, loss, backward, AdamW): tokens/s and model TFLOP/s
-    (6 N + 12 L C T per token, the PaLM count with attention)."""
+    (6 N + 12 L C T per token, the PaLM count with attention; N without the position
+    embeddings, as nanoGPT and `instructgpt bench train-step` count it)."""
     torch.manual_seed(0)
     model = Gpt2(layers, heads, width, vocab, seq).to(dev)
     cuda = dev == "cuda"
@@ -74,7 +75,7 @@ def train_step_row(dev, layers=12, heads=12, width=768, vocab=50257, batch=8, se
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    n = sum(p.numel() for p in model.parameters())
+    n = sum(p.numel() for p in model.parameters()) - model.wpe.weight.numel()
     if cuda:
         ms = bench(step, warmup=3, iters=iters)
     else:

@@ -14,6 +14,7 @@ pub mod copy;
 pub mod error;
 pub mod matmul_tc;
 pub mod memops;
+pub mod peak;
 pub mod pointwise;
 pub mod ptxas;
 pub mod reference;

@@ -143,6 +143,15 @@ impl Gpt2Config {
         [mul(self.vocab_size, c), mul(self.n_positions, c), mul(self.n_layer, block), mul(2, c)].into_iter().fold(0, add)
     }
 
+    /// Training FLOPs per token (forward and backward) at context `t`, counted as nanoGPT and
+    /// PaLM count them for MFU: 6 per parameter outside the position embeddings (the tied
+    /// token embedding once, as the LM head's matmul), plus 12 · layers · width · t for the
+    /// attention scores and weighted sums (causal masking not discounted).
+    pub fn train_flops_per_token(&self, t: usize) -> f64 {
+        let params = self.num_params().saturating_sub(self.n_positions * self.n_embd) as f64;
+        6.0 * params + 12.0 * (self.n_layer * self.n_embd) as f64 * t as f64
+    }
+
     /// A lower estimate of the host memory a training step still has to allocate on the CPU once
     /// the weights (and perhaps AdamW's moments, after a resume) are loaded: f32 gradients, and
     /// the activations the backward pass keeps (about 16 floats per layer and embedding width per
@@ -239,6 +248,18 @@ impl Gpt2Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// GPT-2 124M at T = 1024: nanoGPT's count (its get_num_params excludes wpe): 123.65M
+    /// parameters outside wpe, so 6 · 123.65M + 12 · 12 · 768 · 1024 ≈ 0.855 GFLOP a token.
+    #[test]
+    fn train_flops_per_token_counts_as_nanogpt() {
+        let c = Gpt2Config::gpt2();
+        let f = c.train_flops_per_token(1024);
+        let want = 6.0 * (124_439_808.0 - 1024.0 * 768.0) + 12.0 * 12.0 * 768.0 * 1024.0;
+        assert_eq!(c.num_params(), 124_439_808);
+        assert!((f - want).abs() < 1.0, "{f} vs {want}");
+        assert!((f / 1e9 - 0.855).abs() < 0.001);
+    }
 
     /// The training estimate: a reward or value trunk has no logits; a batch beyond the machine
     /// is refused on the CPU and left to the device's own allocator on CUDA; a hostile size

@@ -82,6 +82,10 @@ pub struct BenchArgs {
     /// weights; PyTorch's autocast), not f32.
     #[arg(long)]
     pub bf16: bool,
+    /// train-step: the device's peak TFLOP/s for MFU (default: from the GPU's name for H100,
+    /// H200 and A100, bf16 tensor cores or f32 as run; none on the CPU).
+    #[arg(long)]
+    pub peak_tflops: Option<f64>,
     /// generate: number of prompts.
     #[arg(long, default_value_t = 8)]
     pub prompts: usize,

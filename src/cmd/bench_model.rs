@@ -3,7 +3,7 @@
 //! (`scripts/compare_gpt2.py`, `scripts/torch_baseline.py`).
 
 use super::bench::BenchArgs;
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use engine::optim::{AdamW, AdamWConfig};
 use engine::{Device, Tensor};
 use models::{generate, lm_targets, GenerateConfig, Gpt2, Gpt2Config};
@@ -66,20 +66,34 @@ pub fn train_step(args: &BenchArgs, threads: usize, device: Device) -> Result<()
     let peak = pool_peak(device, false)?;
     let (med, min) = median(times);
     let tok_s = (b * t) as f64 / med;
+    // Model FLOP/s (nanoGPT's count) and MFU against the device's peak.
+    let model_tflops = cfg.train_flops_per_token(t) * tok_s / 1e12;
+    let device_peak = match args.peak_tflops {
+        Some(p) if p.is_finite() && p > 0.0 => Some((p, "--peak-tflops".to_string())),
+        Some(p) => bail!("--peak-tflops {p}: expected a positive number"),
+        None => peak_of(device, args.bf16)?,
+    };
+    let mfu = device_peak.as_ref().map(|(p, _)| model_tflops / p);
     if args.json {
         println!(
             "{}",
             serde_json::json!({"op": "train-step", "model": args.model, "device": format!("{device:?}"), "precision": precision, "batch": b, "seq_len": t, "threads": threads,
-                "params": model.num_params(), "ms": med * 1e3, "ms_min": min * 1e3, "reps": reps, "tokens_per_s": tok_s, "loss": loss, "peak_device_bytes": peak})
+                "params": model.num_params(), "ms": med * 1e3, "ms_min": min * 1e3, "reps": reps, "tokens_per_s": tok_s, "loss": loss, "peak_device_bytes": peak,
+                "model_tflops": model_tflops, "mfu": mfu, "peak_tflops": device_peak.as_ref().map(|p| p.0), "peak_of": device_peak.as_ref().map(|p| p.1.clone())})
         );
     } else {
         let on = if device.is_cuda() { format!("{device:?}") } else { format!("cpu ({threads} threads)") };
         let mem = peak.map(|p| format!(", peak device memory {:.2} GiB", p as f64 / (1u64 << 30) as f64)).unwrap_or_default();
+        let mfu = match (&device_peak, mfu) {
+            (Some((p, what)), Some(m)) => format!(", MFU {:.1}% of {p:.1} ({what})", 100.0 * m),
+            _ => String::new(),
+        };
         println!(
-            "train-step {} {b}x{t} {on} {precision}: median {:.1} ms (min {:.1}, {reps} reps), {tok_s:.1} tokens/s, loss {loss:.3}{mem}",
+            "train-step {} {b}x{t} {on} {precision}: median {:.1} ms (min {:.1}, {reps} reps), {tok_s:.1} tokens/s, {:.3} TFLOP/s (model){mfu}, loss {loss:.3}{mem}",
             args.model,
             med * 1e3,
-            min * 1e3
+            min * 1e3,
+            model_tflops
         );
     }
     Ok(())
@@ -88,6 +102,19 @@ pub fn train_step(args: &BenchArgs, threads: usize, device: Device) -> Result<()
 /// On CUDA, the memory pool's high-water mark in bytes (parameters, moments, activations kept
 /// for backward, gradients, workspaces): what bf16 activations save shows here. Reset first
 /// with `reset`.
+/// The device's vendor peak (TFLOP/s, which card) for MFU: bf16 tensor cores under autocast,
+/// else f32 (kernels::peak); None on the CPU and for cards not in the table.
+fn peak_of(device: Device, bf16: bool) -> Result<Option<(f64, String)>> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(n) = device {
+        let name = engine::cuda::gpu(n)?.info.name.clone();
+        let precision = if bf16 { "bf16 dense" } else { "f32" };
+        return Ok(kernels::peak::peak_dense_tflops(&name, bf16).map(|(p, what)| (p, format!("{what} {precision}"))));
+    }
+    let _ = (device, bf16);
+    Ok(None)
+}
+
 fn pool_peak(device: Device, reset: bool) -> Result<Option<u64>> {
     #[cfg(feature = "cuda")]
     if let Device::Cuda(n) = device {
