@@ -24,8 +24,22 @@ use std::time::{Duration, Instant};
 const FLAGS: &[&str] = &["-std=c++20", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-pthread"];
 
 /// A C++ compiler that builds and runs a std::barrier program with [`FLAGS`]; None (the test
-/// says it skipped) for a missing or too old toolchain. The drivers' own build errors do fail.
+/// says it skipped) for a missing or too old toolchain, unless IGPT_REQUIRE_EMULATION is set
+/// (CI sets it): then that is a failure. The drivers' own build errors always fail. Probed once
+/// per process: tests run in parallel, and each probing in one shared directory made a test
+/// delete another's probe mid-build, which then read as "no compiler" and skipped.
 fn compiler() -> Option<String> {
+    static FOUND: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let found = FOUND.get_or_init(probe_compiler).clone();
+    if found.is_none() {
+        let why = "no C++20 compiler with AddressSanitizer ($CXX, c++, g++) to build the CPU emulation of the kernels";
+        assert!(std::env::var_os("IGPT_REQUIRE_EMULATION").is_none(), "IGPT_REQUIRE_EMULATION is set, but there is {why}");
+        eprintln!("skipped: {why}");
+    }
+    found
+}
+
+fn probe_compiler() -> Option<String> {
     let probe_dir = std::env::temp_dir().join(format!("igpt-emu-probe-{}", std::process::id()));
     std::fs::create_dir_all(&probe_dir).ok()?;
     let (src, exe) = (probe_dir.join("probe.cpp"), probe_dir.join("probe"));
@@ -36,9 +50,6 @@ fn compiler() -> Option<String> {
             && Command::new(&exe).output().is_ok_and(|o| o.status.success())
     });
     std::fs::remove_dir_all(&probe_dir).ok();
-    if found.is_none() {
-        eprintln!("skipped: no C++20 compiler with AddressSanitizer ($CXX, c++, g++) to build the CPU emulation of the kernels");
-    }
     found
 }
 
