@@ -84,7 +84,7 @@ else
 fi
 bench_all() {
   local bad=0
-  for op in "cross-entropy --backward" "cross-entropy --backward --shape 8192x50257" "softmax --backward" "layernorm --backward" "gelu --backward" adamw "embedding --backward" sum-rows l2norm binary cast; do
+  for op in "cross-entropy --backward" "cross-entropy --backward --shape 8192x50257" "token-logprobs --backward --shape 2048x50257" "softmax --backward" "layernorm --backward" "gelu --backward" adamw "embedding --backward" sum-rows l2norm binary cast; do
     echo "### bench $op"; "$BIN" bench $op --device cuda || { echo "bench $op FAILED"; bad=1; }
   done
   return $bad

@@ -78,6 +78,8 @@ pub(crate) enum Op {
     // Row statistics saved for backward are tensors, so that they live where the inputs do.
     LayerNorm { x: Tensor, w: Tensor, b: Tensor, mean: Tensor, rstd: Tensor },
     CrossEntropy { logits: Tensor, targets: Tensor, lse: Tensor, n_valid: usize },
+    /// Per-row log-probs of the targets under softmax(inv_temp · logits).
+    TokenLogprobs { logits: Tensor, targets: Tensor, lse: Tensor, inv_temp: f32 },
     /// `key_pad`: leading padding keys per batch row (empty: none).
     Attention { q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, key_pad: Vec<usize> },
 }
@@ -92,7 +94,7 @@ impl Op {
             Cat(xs, _) => xs.iter().collect(),
             Matmul(a, b, bias) => [Some(a), Some(b), bias.as_ref()].into_iter().flatten().collect(),
             LayerNorm { x, w, b, .. } => vec![x, w, b],
-            CrossEntropy { logits, .. } => vec![logits],
+            CrossEntropy { logits, .. } | TokenLogprobs { logits, .. } => vec![logits],
             Attention { q, k, v, .. } => vec![q, k, v],
         }
     }
@@ -110,7 +112,7 @@ impl Op {
             Cat(xs, _) => xs,
             Matmul(a, b, bias) => [Some(a), Some(b), bias].into_iter().flatten().collect(),
             LayerNorm { x, w, b, mean, rstd } => vec![x, w, b, mean, rstd],
-            CrossEntropy { logits, targets, lse, .. } => vec![logits, targets, lse],
+            CrossEntropy { logits, targets, lse, .. } | TokenLogprobs { logits, targets, lse, .. } => vec![logits, targets, lse],
             Attention { q, k, v, out, lse, .. } => vec![q, k, v, out, lse],
         }
     }
@@ -173,6 +175,9 @@ impl Op {
             }
             CrossEntropy { logits, targets, lse, n_valid } => {
                 vec![(ops::cross_entropy::backward(&logits, &targets, &lse, n_valid, g.to_scalar()?)?, logits)]
+            }
+            TokenLogprobs { logits, targets, lse, inv_temp } => {
+                vec![(ops::cross_entropy::token_logprobs_backward(&logits, &targets, &lse, inv_temp, g)?, logits)]
             }
             Attention { q, k, v, out, lse, key_pad } => {
                 let (dq, dk, dv) = ops::attention::backward(&q, &k, &v, &out, &lse, &key_pad, g)?;

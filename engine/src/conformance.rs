@@ -86,6 +86,11 @@ fn cases() -> Vec<(&'static str, Vec<Vec<usize>>, Build, bool)> {
             let targets = Tensor::new(vec![5i64, 256, 0, -100, 17, 17, 100, 3, 200], &[9])?;
             x[0].cross_entropy(&targets)
         }, true),
+        ("token_logprobs at temperature 0.7, + its entropy (rows [3, 3], one target ignored)", vec![vec![3, 3, 257]], |x| {
+            let targets = Tensor::new(vec![5i64, 256, 0, -100, 17, 17, 100, 3, 200], &[3, 3])?;
+            let (lp, ent) = x[0].token_logprobs_entropy(&targets, 0.7)?;
+            lp.add(&ent.mul_scalar(0.5)?)
+        }, true),
         ("attention, flash kernels (head dim 64)", vec![vec![2, 3, 40, 64]; 3], |x| crate::causal_attention(&x[0], &x[1], &x[2]), true),
         ("attention, composed (head dim 16)", vec![vec![2, 2, 33, 16]; 3], |x| crate::causal_attention(&x[0], &x[1], &x[2]), true),
         ("attention, flash kernels (head dim 128, tq < tk)", vec![vec![1, 2, 17, 128], vec![1, 2, 70, 128], vec![1, 2, 70, 128]], |x| crate::causal_attention(&x[0], &x[1], &x[2]), true),
@@ -143,6 +148,10 @@ fn bf16_cases() -> Vec<(&'static str, Vec<Vec<usize>>, Build, bool)> {
         ("cross_entropy of bf16 logits (one target ignored), bf16 autocast", vec![vec![9, 257]], |x| {
             let targets = Tensor::new(vec![5i64, 256, 0, -100, 17, 17, 100, 3, 200], &[9])?;
             x[0].to_dtype(DType::BF16)?.cross_entropy(&targets)
+        }, true),
+        ("token_logprobs of bf16 logits at temperature 1.3 (one target ignored), bf16 autocast", vec![vec![9, 257]], |x| {
+            let targets = Tensor::new(vec![5i64, 256, 0, -100, 17, 17, 100, 3, 200], &[9])?;
+            x[0].to_dtype(DType::BF16)?.token_logprobs(&targets, 1.3)
         }, true),
         // The storage types autocast promises on the device (the CPU ignores autocast): an
         // activation matmul, layernorm, attention and GELU of bf16 store bf16; a head

@@ -1,8 +1,8 @@
 // Runs the memory-bound kernels of cu/cross_entropy.cu, cu/embedding.cu, cu/adamw.cu and
 // cu/elementwise.cu on the CPU emulation, for kernels/tests/emulated.rs:
 //   memops_emu <kernel> <dir> <args...>
-//   ce_fwd_{warp,block}_{f32,bf16} N V          x.{f32,u16} t.i64 -> loss.f32 lse.f32
-//   ce_bwd_{warp,block}_{f32,bf16} N V scale    x t lse.f32 -> dx.{f32,u16}
+//   ce_fwd_{warp,block}_{f32,bf16} N V A ENT    x.{f32,u16} t.i64 -> loss.f32 lse.f32 (ENT=1: ent.f32)
+//   ce_bwd_{warp,block}_{f32,bf16} N V A scale G  x t lse.f32 (G=1: gscale.f32) -> dx.{f32,u16}
 //   ce_loss_mean_f32 N                          loss.f32 t.i64 -> mean.f32 (sum / kept, kept)
 //   embedding_fwd_f32 N V D                     ids.i64 table.f32 -> out.f32
 //   embedding_bwd_atomic_f32 N V D              ids.i64 dout.f32 dtable.f32 (added into) -> dtable.f32
@@ -51,32 +51,37 @@ int main(int argc, char** argv) {
         const bool warp = k.find("_warp_") != std::string::npos, bf = k.find("bf16") != std::string::npos;
         const dim3 grid = warp ? warp_rows(n) : dim3{(unsigned)n};
         auto t = emu_load<long long>("t.i64", n);
+        const float a = (float)atof(argv[5]);
         if (k.rfind("ce_fwd_", 0) == 0) {
-            std::vector<float> loss(n, nan), lse(n, nan);
+            std::vector<float> loss(n, nan), lse(n, nan), ent(n, nan);
+            float* e = arg(3) ? ent.data() : nullptr;
             if (bf) {
                 auto x = emu_load<unsigned short>("x.u16", (size_t)n * v);
                 auto f = warp ? ce::ce_fwd_warp_bf16 : ce::ce_fwd_block_bf16;
-                emu_launch(grid, threads, [&] { f(x.data(), t.data(), loss.data(), lse.data(), n, v); });
+                emu_launch(grid, threads, [&] { f(x.data(), t.data(), loss.data(), lse.data(), e, n, v, a); });
             } else {
                 auto x = emu_load<float>("x.f32", (size_t)n * v);
                 auto f = warp ? ce::ce_fwd_warp_f32 : ce::ce_fwd_block_f32;
-                emu_launch(grid, threads, [&] { f(x.data(), t.data(), loss.data(), lse.data(), n, v); });
+                emu_launch(grid, threads, [&] { f(x.data(), t.data(), loss.data(), lse.data(), e, n, v, a); });
             }
             emu_store("loss.f32", loss), emu_store("lse.f32", lse);
+            if (e) emu_store("ent.f32", ent);
         } else {
-            const float scale = (float)atof(argv[5]);
+            const float scale = (float)atof(argv[6]);
             auto lse = emu_load<float>("lse.f32", n);
+            std::vector<float> gs = arg(4) ? emu_load<float>("gscale.f32", n) : std::vector<float>();
+            const float* g = arg(4) ? gs.data() : nullptr;
             if (bf) {
                 auto x = emu_load<unsigned short>("x.u16", (size_t)n * v);
                 std::vector<unsigned short> dx((size_t)n * v, bf_nan);
                 auto f = warp ? ce::ce_bwd_warp_bf16 : ce::ce_bwd_block_bf16;
-                emu_launch(grid, threads, [&] { f(x.data(), t.data(), lse.data(), dx.data(), n, v, scale); });
+                emu_launch(grid, threads, [&] { f(x.data(), t.data(), lse.data(), g, dx.data(), n, v, a, scale); });
                 emu_store("dx.u16", dx);
             } else {
                 auto x = emu_load<float>("x.f32", (size_t)n * v);
                 std::vector<float> dx((size_t)n * v, nan);
                 auto f = warp ? ce::ce_bwd_warp_f32 : ce::ce_bwd_block_f32;
-                emu_launch(grid, threads, [&] { f(x.data(), t.data(), lse.data(), dx.data(), n, v, scale); });
+                emu_launch(grid, threads, [&] { f(x.data(), t.data(), lse.data(), g, dx.data(), n, v, a, scale); });
                 emu_store("dx.f32", dx);
             }
         }

@@ -187,23 +187,35 @@ pub mod refs {
     pub struct CeFwd {
         pub loss: Ref,
         pub lse: Ref,
+        /// Each row's entropy of softmax(a x).
+        pub ent: Ref,
     }
 
     /// Per row: lse and loss (0 for ignored rows); scale = |lse| + max|x| of the row.
     pub fn ce_forward(x: &[f32], t: &[i64], v: usize) -> CeFwd {
-        let mut r = CeFwd { loss: Ref { value: vec![], scale: vec![] }, lse: Ref { value: vec![], scale: vec![] } };
+        ce_forward_scaled(x, t, v, 1.0)
+    }
+
+    /// [`ce_forward`] of z = a x (z rounded to f32 as the kernels do), and the entropy.
+    pub fn ce_forward_scaled(x: &[f32], t: &[i64], v: usize, a: f32) -> CeFwd {
+        let empty = || Ref { value: vec![], scale: vec![] };
+        let mut r = CeFwd { loss: empty(), lse: empty(), ent: empty() };
         for (row, &ti) in x.chunks(v).zip(t) {
-            let m = row.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b as f64));
-            let amax = row.iter().fold(0.0f64, |a, &b| a.max((b as f64).abs()));
-            let lse = m + row.iter().map(|&b| (b as f64 - m).exp()).sum::<f64>().ln();
+            let z: Vec<f64> = row.iter().map(|&b| (a * b) as f64).collect();
+            let m = z.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+            let amax = z.iter().fold(0.0f64, |a, &b| a.max(b.abs()));
+            let lse = m + z.iter().map(|&b| (b - m).exp()).sum::<f64>().ln();
             let sc = lse.abs() + amax;
             r.lse.value.push(lse);
             r.lse.scale.push(sc);
+            let ent = -z.iter().map(|&b| (b - lse).exp() * (b - lse)).sum::<f64>();
+            r.ent.value.push(ent);
+            r.ent.scale.push(ent.abs() + (v as f64).ln() + 1.0);
             if ti < 0 {
                 r.loss.value.push(0.0);
                 r.loss.scale.push(0.0);
             } else {
-                r.loss.value.push(lse - row[ti as usize] as f64);
+                r.loss.value.push(lse - z[ti as usize]);
                 r.loss.scale.push(sc);
             }
         }
@@ -221,16 +233,21 @@ pub mod refs {
 
     /// d = (exp(x - lse) - onehot) * scale from the given (GPU) lse; 0 for ignored rows.
     pub fn ce_backward(x: &[f32], t: &[i64], lse: &[f32], v: usize, scale: f32) -> Ref {
-        let s = scale as f64;
+        ce_backward_scaled(x, t, lse, v, 1.0, scale, None)
+    }
+
+    /// d = (exp(a x - lse) - onehot) * scale * gscale[row] (gscale None: 1); 0 for ignored rows.
+    pub fn ce_backward_scaled(x: &[f32], t: &[i64], lse: &[f32], v: usize, a: f32, scale: f32, gscale: Option<&[f32]>) -> Ref {
         let (mut value, mut sc) = (Vec::with_capacity(x.len()), Vec::with_capacity(x.len()));
-        for ((row, &ti), &l) in x.chunks(v).zip(t).zip(lse) {
+        for (r, ((row, &ti), &l)) in x.chunks(v).zip(t).zip(lse).enumerate() {
+            let s = scale as f64 * gscale.map_or(1.0, |g| g[r] as f64);
             for (c, &xv) in row.iter().enumerate() {
                 if ti < 0 {
                     value.push(0.0);
                     sc.push(0.0);
                     continue;
                 }
-                let p = (xv as f64 - l as f64).exp();
+                let p = ((a * xv) as f64 - l as f64).exp();
                 let hot = if c as i64 == ti { 1.0 } else { 0.0 };
                 value.push((p - hot) * s);
                 sc.push((p + hot) * s.abs());
@@ -428,7 +445,7 @@ mod imp {
         #[allow(clippy::too_many_arguments)]
         fn ce_fwd_impl<T: DeviceRepr>(
             &self, dtype: &str, group: CeGroup, x: &CudaSlice<T>, targets: &CudaSlice<i64>, loss: &mut CudaSlice<f32>,
-            lse: &mut CudaSlice<f32>, n: usize, v: usize,
+            lse: &mut CudaSlice<f32>, ent: Option<&mut CudaSlice<f32>>, n: usize, v: usize, a: f32,
         ) -> Result<()> {
             let g = group.resolve(v);
             let name = format!("ce_fwd_{}_{dtype}", if g == CeGroup::Warp { "warp" } else { "block" });
@@ -436,16 +453,24 @@ mod imp {
             need(&name, "targets", targets.len(), n)?;
             need(&name, "loss", loss.len(), n)?;
             need(&name, "lse", lse.len(), n)?;
+            if let Some(e) = &ent {
+                need(&name, "entropy", e.len(), n)?;
+            }
             if n == 0 {
                 return Ok(());
             }
             if v == 0 {
                 return Err(Error::Other(format!("{name}: V = 0")));
             }
-            let (ni, vi) = (i32_of(&name, "N", n)?, i32_of(&name, "V", v)?);
+            let (ni, vi, null) = (i32_of(&name, "N", n)?, i32_of(&name, "V", v)?, 0u64);
             let cfg = if g == CeGroup::Warp { warp_rows(&name, n)? } else { lc((u32_of(&name, "N", n)?, 1, 1), (256, 1, 1)) };
             let mut b = self.stream.launch_builder(self.f(&name)?);
-            b.arg(x).arg(targets).arg(loss).arg(lse).arg(&ni).arg(&vi);
+            b.arg(x).arg(targets).arg(loss).arg(lse);
+            match ent {
+                Some(e) => b.arg(e),
+                None => b.arg(&null),
+            };
+            b.arg(&ni).arg(&vi).arg(&a);
             unsafe { b.launch(cfg) }.map_err(|e| Error::cuda(format!("launch {name} N={n} V={v}"), e))?;
             Ok(())
         }
@@ -453,7 +478,7 @@ mod imp {
         #[allow(clippy::too_many_arguments)]
         fn ce_bwd_impl<T: DeviceRepr>(
             &self, dtype: &str, group: CeGroup, x: &CudaSlice<T>, targets: &CudaSlice<i64>, lse: &CudaSlice<f32>,
-            dx: &mut CudaSlice<T>, n: usize, v: usize, scale: f32,
+            gscale: Option<&CudaSlice<f32>>, dx: &mut CudaSlice<T>, n: usize, v: usize, a: f32, scale: f32,
         ) -> Result<()> {
             let g = group.resolve(v);
             let name = format!("ce_bwd_{}_{dtype}", if g == CeGroup::Warp { "warp" } else { "block" });
@@ -461,13 +486,21 @@ mod imp {
             need(&name, "targets", targets.len(), n)?;
             need(&name, "lse", lse.len(), n)?;
             need(&name, "dlogits", dx.len(), n * v)?;
+            if let Some(gs) = gscale {
+                need(&name, "row gradients", gs.len(), n)?;
+            }
             if n == 0 || v == 0 {
                 return Ok(());
             }
-            let (ni, vi) = (i32_of(&name, "N", n)?, i32_of(&name, "V", v)?);
+            let (ni, vi, null) = (i32_of(&name, "N", n)?, i32_of(&name, "V", v)?, 0u64);
             let cfg = if g == CeGroup::Warp { warp_rows(&name, n)? } else { lc((u32_of(&name, "N", n)?, 1, 1), (256, 1, 1)) };
             let mut b = self.stream.launch_builder(self.f(&name)?);
-            b.arg(x).arg(targets).arg(lse).arg(dx).arg(&ni).arg(&vi).arg(&scale);
+            b.arg(x).arg(targets).arg(lse);
+            match gscale {
+                Some(gs) => b.arg(gs),
+                None => b.arg(&null),
+            };
+            b.arg(dx).arg(&ni).arg(&vi).arg(&a).arg(&scale);
             unsafe { b.launch(cfg) }.map_err(|e| Error::cuda(format!("launch {name} N={n} V={v}"), e))?;
             Ok(())
         }
@@ -475,26 +508,65 @@ mod imp {
         /// Cross-entropy forward, f32 logits [n, v]: per-row loss (0 for ignored rows) and lse, overwritten.
         #[allow(clippy::too_many_arguments)]
         pub fn cross_entropy_fwd_f32(&self, group: CeGroup, x: &CudaSlice<f32>, targets: &CudaSlice<i64>, loss: &mut CudaSlice<f32>, lse: &mut CudaSlice<f32>, n: usize, v: usize) -> Result<()> {
-            self.ce_fwd_impl("f32", group, x, targets, loss, lse, n, v)
+            self.ce_fwd_impl("f32", group, x, targets, loss, lse, None, n, v, 1.0)
         }
 
         /// As [`Self::cross_entropy_fwd_f32`] with bf16 logits (bit patterns); loss and lse f32.
         #[allow(clippy::too_many_arguments)]
         pub fn cross_entropy_fwd_bf16(&self, group: CeGroup, x: &CudaSlice<u16>, targets: &CudaSlice<i64>, loss: &mut CudaSlice<f32>, lse: &mut CudaSlice<f32>, n: usize, v: usize) -> Result<()> {
-            self.ce_fwd_impl("bf16", group, x, targets, loss, lse, n, v)
+            self.ce_fwd_impl("bf16", group, x, targets, loss, lse, None, n, v, 1.0)
+        }
+
+        /// The forward on the logits scaled by `a` (PPO's per-token log-probs at temperature
+        /// 1 / a are -loss), with each row's entropy of softmax(a x) into `ent` when given.
+        #[allow(clippy::too_many_arguments)]
+        pub fn cross_entropy_fwd_scaled_f32(
+            &self, group: CeGroup, x: &CudaSlice<f32>, targets: &CudaSlice<i64>, loss: &mut CudaSlice<f32>, lse: &mut CudaSlice<f32>,
+            ent: Option<&mut CudaSlice<f32>>, n: usize, v: usize, a: f32,
+        ) -> Result<()> {
+            self.ce_fwd_impl("f32", group, x, targets, loss, lse, ent, n, v, a)
+        }
+
+        /// As [`Self::cross_entropy_fwd_scaled_f32`] with bf16 logits.
+        #[allow(clippy::too_many_arguments)]
+        pub fn cross_entropy_fwd_scaled_bf16(
+            &self, group: CeGroup, x: &CudaSlice<u16>, targets: &CudaSlice<i64>, loss: &mut CudaSlice<f32>, lse: &mut CudaSlice<f32>,
+            ent: Option<&mut CudaSlice<f32>>, n: usize, v: usize, a: f32,
+        ) -> Result<()> {
+            self.ce_fwd_impl("bf16", group, x, targets, loss, lse, ent, n, v, a)
         }
 
         /// dlogits = (softmax - onehot) * scale for kept rows, 0 for ignored rows (overwritten);
         /// `lse` from the forward. For the mean loss, scale = upstream grad / max(kept, 1).
         #[allow(clippy::too_many_arguments)]
         pub fn cross_entropy_bwd_f32(&self, group: CeGroup, x: &CudaSlice<f32>, targets: &CudaSlice<i64>, lse: &CudaSlice<f32>, dx: &mut CudaSlice<f32>, n: usize, v: usize, scale: f32) -> Result<()> {
-            self.ce_bwd_impl("f32", group, x, targets, lse, dx, n, v, scale)
+            self.ce_bwd_impl("f32", group, x, targets, lse, None, dx, n, v, 1.0, scale)
         }
 
         /// As [`Self::cross_entropy_bwd_f32`], bf16 logits and bf16 dlogits.
         #[allow(clippy::too_many_arguments)]
         pub fn cross_entropy_bwd_bf16(&self, group: CeGroup, x: &CudaSlice<u16>, targets: &CudaSlice<i64>, lse: &CudaSlice<f32>, dx: &mut CudaSlice<u16>, n: usize, v: usize, scale: f32) -> Result<()> {
-            self.ce_bwd_impl("bf16", group, x, targets, lse, dx, n, v, scale)
+            self.ce_bwd_impl("bf16", group, x, targets, lse, None, dx, n, v, 1.0, scale)
+        }
+
+        /// The backward of the scaled forward: dlogits = (softmax(a x) - onehot) * scale *
+        /// gscale[row] (gscale: each row's upstream gradient; None reads as 1). For log-probs
+        /// (-loss) with upstream g: scale = -a, gscale = g.
+        #[allow(clippy::too_many_arguments)]
+        pub fn cross_entropy_bwd_scaled_f32(
+            &self, group: CeGroup, x: &CudaSlice<f32>, targets: &CudaSlice<i64>, lse: &CudaSlice<f32>, gscale: Option<&CudaSlice<f32>>,
+            dx: &mut CudaSlice<f32>, n: usize, v: usize, a: f32, scale: f32,
+        ) -> Result<()> {
+            self.ce_bwd_impl("f32", group, x, targets, lse, gscale, dx, n, v, a, scale)
+        }
+
+        /// As [`Self::cross_entropy_bwd_scaled_f32`], bf16 logits and bf16 dlogits.
+        #[allow(clippy::too_many_arguments)]
+        pub fn cross_entropy_bwd_scaled_bf16(
+            &self, group: CeGroup, x: &CudaSlice<u16>, targets: &CudaSlice<i64>, lse: &CudaSlice<f32>, gscale: Option<&CudaSlice<f32>>,
+            dx: &mut CudaSlice<u16>, n: usize, v: usize, a: f32, scale: f32,
+        ) -> Result<()> {
+            self.ce_bwd_impl("bf16", group, x, targets, lse, gscale, dx, n, v, a, scale)
         }
 
         /// out[0] = mean loss over kept rows (0 if none), out[1] = kept count (exact below 2^24).
@@ -829,6 +901,52 @@ mod imp {
                     rows.push(Check::new(&format!("ce_bwd_{gname}_bf16"), sh.clone(), "bf16", compare(&from_bits(&c.down(&gd)?), &b), TOL_BF16));
                     Ok(rows)
                 });
+            }
+        }
+
+        // The scaled forms (PPO's per-token log-probs at a temperature): logits times a, each
+        // row's entropy, and per-row upstream gradients (of both signs, one row's 0).
+        for (n, v) in [(33usize, 1000usize), (5, 4097), (9, 50_257)] {
+            let a = 1.0 / c.rng.gen_range(0.5f32..1.5);
+            let x = c.rand(n * v, -8.0, 8.0);
+            let t = c.targets(n, v, 0.25);
+            let mut gs = c.rand(n, -2.0, 2.0);
+            gs[n / 2] = 0.0;
+            for group in [CeGroup::Warp, CeGroup::Block] {
+                let gname = if group == CeGroup::Warp { "warp" } else { "block" };
+                let sh = format!("N={n} V={v} a={a:.3}");
+                for bf in [false, true] {
+                    let dt = if bf { "bf16" } else { "f32" };
+                    case(&mut out, &format!("ce_scaled_{gname}_{dt}"), &sh, if bf { "bf16" } else { "f32" }, || {
+                        let x16 = bf16_bits(&x);
+                        let xr = if bf { from_bits(&x16) } else { x.clone() };
+                        let f = refs::ce_forward_scaled(&xr, &t, v, a);
+                        let (gt, ggs) = (c.up(&t)?, c.up(&gs)?);
+                        let (mut gl, mut gl2, mut ge) = (c.nan(n)?, c.nan(n)?, c.nan(n)?);
+                        let (loss, lse, ent, dx) = if bf {
+                            let gx = c.up(&x16)?;
+                            gpu.cross_entropy_fwd_scaled_bf16(group, &gx, &gt, &mut gl, &mut gl2, Some(&mut ge), n, v, a)?;
+                            let mut gd = c.up(&vec![0x7fc0u16; n * v])?;
+                            gpu.cross_entropy_bwd_scaled_bf16(group, &gx, &gt, &gl2, Some(&ggs), &mut gd, n, v, a, -a)?;
+                            gpu.sync(&format!("ce_scaled_{gname}_bf16"))?;
+                            (c.down(&gl)?, c.down(&gl2)?, c.down(&ge)?, from_bits(&c.down(&gd)?))
+                        } else {
+                            let gx = c.up(&x)?;
+                            gpu.cross_entropy_fwd_scaled_f32(group, &gx, &gt, &mut gl, &mut gl2, Some(&mut ge), n, v, a)?;
+                            let mut gd = c.nan(n * v)?;
+                            gpu.cross_entropy_bwd_scaled_f32(group, &gx, &gt, &gl2, Some(&ggs), &mut gd, n, v, a, -a)?;
+                            gpu.sync(&format!("ce_scaled_{gname}_f32"))?;
+                            (c.down(&gl)?, c.down(&gl2)?, c.down(&ge)?, c.down(&gd)?)
+                        };
+                        let b = refs::ce_backward_scaled(&xr, &t, &lse, v, a, -a, Some(&gs));
+                        Ok(vec![
+                            Check::new(&format!("ce_fwd_{gname}_{dt} scaled (loss)"), sh.clone(), "f32", compare(&loss, &f.loss), TOL_F32),
+                            Check::new(&format!("ce_fwd_{gname}_{dt} scaled (lse)"), sh.clone(), "f32", compare(&lse, &f.lse), TOL_F32),
+                            Check::new(&format!("ce_fwd_{gname}_{dt} scaled (entropy)"), sh.clone(), "f32", compare(&ent, &f.ent), TOL_F32),
+                            Check::new(&format!("ce_bwd_{gname}_{dt} scaled, row gradients"), sh.clone(), dt, compare(&dx, &b), if bf { TOL_BF16 } else { TOL_F32 }),
+                        ])
+                    });
+                }
             }
         }
 
@@ -1207,10 +1325,20 @@ mod imp {
                             .map(|_| Ok((gpu.stream.clone_htod(&x16).map_err(|e| Error::cuda("bench upload", e))?, if backward { gpu.stream.clone_htod(&x16).map_err(|e| Error::cuda("bench upload", e))? } else { gpu.stream.alloc_zeros::<u16>(1).map_err(|e| Error::cuda("bench alloc", e))? })))
                             .collect::<Result<_>>()?;
                         row(&format!("ce_fwd_{gname}_bf16"), fwd_bytes, n, time_per_launch(gpu, n, |i| gpu.cross_entropy_fwd_bf16(g, &s[i].0, &gt, &mut loss, &mut lse, nr, v)));
+                        // PPO's per-token log-probs: at a temperature, with the entropy.
+                        let mut ent = up(&vec![0.0; nr])?;
+                        row(&format!("ce_fwd_{gname}_bf16 (a = 1/0.7, + entropy)"), fwd_bytes + nr as f64 * 4.0, n, time_per_launch(gpu, n, |i| {
+                            gpu.cross_entropy_fwd_scaled_bf16(g, &s[i].0, &gt, &mut loss, &mut lse, Some(&mut ent), nr, v, 1.0 / 0.7)
+                        }));
                         if backward {
                             row(&format!("ce_bwd_{gname}_bf16 (bf16 dlogits)"), bwd_bytes, n, time_per_launch(gpu, n, |i| {
                                 let (x, d) = &mut s[i];
                                 gpu.cross_entropy_bwd_bf16(g, x, &gt, &lse, d, nr, v, 1e-3)
+                            }));
+                            let gs = up(&vec![0.5; nr])?;
+                            row(&format!("ce_bwd_{gname}_bf16 (a = 1/0.7, row gradients)"), bwd_bytes + nr as f64 * 4.0, n, time_per_launch(gpu, n, |i| {
+                                let (x, d) = &mut s[i];
+                                gpu.cross_entropy_bwd_scaled_bf16(g, x, &gt, &lse, Some(&gs), d, nr, v, 1.0 / 0.7, -1.0 / 0.7)
                             }));
                         }
                     } else {

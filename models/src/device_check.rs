@@ -57,7 +57,7 @@ pub fn decode(device: Device, config: Gpt2Config, seed: u64, bf16: bool) -> Resu
         let _no_grad = engine::no_grad();
         let mut cache = KvCache::with_capacity(8);
         let logits = m.forward_padded(&Tensor::new(ids.clone(), &[batch, prefix])?, Some(&pad), Some(&mut cache))?;
-        let logprobs = logits.log_softmax()?.gather(&Tensor::new(chosen.clone(), &[batch, prefix, 1])?)?;
+        let logprobs = logits.token_logprobs(&Tensor::new(chosen.clone(), &[batch, prefix])?, 1.0)?; // PPO's fused path
         let mut out = vec![("prefill logits".to_string(), logits.to_vec_f32()?), ("prefill log-probs".to_string(), logprobs.to_vec_f32()?)];
         for (s, tokens) in next.iter().enumerate() {
             let logits = m.forward_padded(&Tensor::new(tokens.clone(), &[batch, 1])?, Some(&pad), Some(&mut cache))?;

@@ -150,8 +150,7 @@ fn response_logprob_rows(model: &Gpt2, prompts: &[Vec<u32>], resp: &[Vec<u32>], 
     let h = model.hidden_states(&ids, Some(&pads), None)?;
     let logits = model.lm_head(&h.narrow(1, plen - 1, time)?)?;
     let t = if temperature > 0.0 { temperature } else { 1.0 };
-    let lsm = if t == 1.0 { logits.log_softmax()? } else { logits.mul_scalar(1.0 / t)?.log_softmax()? };
-    let lp = lsm.gather(&Tensor::new(targets, &[b, time, 1])?)?.to_vec_f32()?;
+    let lp = logits.token_logprobs(&Tensor::new(targets, &[b, time])?, t)?.to_vec_f32()?;
     Ok(resp.iter().enumerate().map(|(r, x)| lp[r * time..r * time + x.len()].iter().map(|&v| v as f64).collect()).collect())
 }
 

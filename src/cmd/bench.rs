@@ -20,6 +20,10 @@ pub enum Op {
     Gelu,
     /// NxV: fused cross-entropy over N rows of V logits (GB/s).
     CrossEntropy,
+    /// NxV: PPO's per-token log-probs at temperature 0.7 (with --backward: and their gradient),
+    /// the fused op beside log_softmax + gather, interleaved in one run (GB/s of logits read;
+    /// cpu and cuda, f32 logits).
+    TokenLogprobs,
     /// BxHxTxD: fused causal attention (GFLOP/s).
     Attention,
     /// N: one AdamW step over N parameters (GB/s).
@@ -103,6 +107,7 @@ fn default_shape(op: Op) -> &'static str {
         Op::Softmax | Op::Layernorm => "4096x768",
         Op::Gelu => "8388608",
         Op::CrossEntropy => "1024x50257",
+        Op::TokenLogprobs => "512x50257",
         Op::Attention => "4x12x512x64",
         Op::Adamw => "16777216",
         Op::Embedding => "8192x50257x768",
@@ -124,6 +129,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         bail!("--bf16 is for train-step (the kernel benchmarks time their own precisions)");
     }
     let shape = parse_shape(args.shape.as_deref().unwrap_or(default_shape(args.op)))?;
+    if args.op == Op::TokenLogprobs {
+        return token_logprobs_bench(&args, &shape);
+    }
     match args.device.as_str() {
         "cpu" => {}
         "cuda" => return run_cuda(&args, &shape),
@@ -261,11 +269,74 @@ fn measure_cpu(args: &BenchArgs, s: &[usize]) -> Result<Measured> {
             (Some(if bwd { 3.5 * fwd } else { fwd }), None, qkv, Box::new(|x| engine::causal_attention(&x[0], &x[1], &x[2])))
         }
         Op::Adamw => return bench_adamw(args, s),
-        Op::TrainStep | Op::Generate => unreachable!("handled in run"),
+        Op::TrainStep | Op::Generate | Op::TokenLogprobs => unreachable!("handled in run"),
         Op::Embedding | Op::SumRows | Op::L2norm | Op::Binary | Op::Cast | Op::Alloc => bail!("{:?}: only benchmarked with --device cuda", args.op),
     };
     let (median_ms, min_ms, reps) = time(args.reps, || run_op(&inputs, &*f))?;
     Ok(Measured { median_ms, min_ms, reps, flops, bytes })
+}
+
+/// `token_logprobs` against the ops it fuses (scale, log_softmax, gather), on the chosen device,
+/// alternating one call of each so that both see the same machine load. Each call ends by
+/// reading a scalar back (on CUDA: after its kernels finished).
+fn token_logprobs_bench(args: &BenchArgs, s: &[usize]) -> Result<()> {
+    need(s, 2, "NxV")?;
+    const TEMPERATURE: f64 = 0.7;
+    let (n, v, temp) = (s[0], s[1], TEMPERATURE as f32);
+    let device = match args.device.as_str() {
+        "cpu" => engine::Device::Cpu,
+        "cuda" => engine::Device::Cuda(0),
+        other => bail!("unknown device {other:?}: expected cpu or cuda"),
+    };
+    let threads = args.threads.unwrap_or_else(num_cores);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+    let mut rng = StdRng::seed_from_u64(0);
+    let logits = Tensor::randn(&[n, v], 0.0, 2.0, &mut rng).to_device(device)?;
+    let ids: Vec<i64> = (0..n).map(|i| ((i * 7919) % v) as i64).collect();
+    let (t, t1) = (Tensor::new(ids.clone(), &[n])?.to_device(device)?, Tensor::new(ids, &[n, 1])?.to_device(device)?);
+    let bwd = args.backward;
+    let run = |fused: bool| -> Result<f64> {
+        let t0 = Instant::now();
+        let x = if bwd { logits.var() } else { logits.clone() };
+        let _g = (!bwd).then(engine::no_grad);
+        let lp = if fused { x.token_logprobs(&t, temp)? } else { x.mul_scalar(1.0 / temp)?.log_softmax()?.gather(&t1)? };
+        let total = lp.sum_all()?;
+        if bwd {
+            let g = total.backward()?;
+            g.get(&x).ok_or_else(|| anyhow!("no gradient reached the logits"))?.sum_all()?.to_scalar()?;
+        } else {
+            total.to_scalar()?;
+        }
+        Ok(t0.elapsed().as_secs_f64() * 1e3)
+    };
+    let (mut fused, mut composed) = (Vec::new(), Vec::new());
+    pool.install(|| -> Result<()> {
+        run(true)?;
+        run(false)?;
+        for _ in 0..args.reps.unwrap_or(10) {
+            fused.push(run(true)?);
+            composed.push(run(false)?);
+        }
+        Ok(())
+    })?;
+    let median = |m: &mut Vec<f64>| {
+        m.sort_by(|a, b| a.total_cmp(b));
+        m[m.len() / 2]
+    };
+    let (f, c) = (median(&mut fused), median(&mut composed));
+    // Logits read once forward, and backward read again with the gradient written (f32).
+    let gb = (n * v) as f64 * 4.0 * if bwd { 3.0 } else { 1.0 } / 1e9;
+    let pass = if bwd { "forward+backward" } else { "forward" };
+    let dev = if device == engine::Device::Cpu { format!("cpu, {threads} threads") } else { args.device.clone() };
+    if args.json {
+        println!("{}", serde_json::json!({ "op": "token-logprobs", "shape": format!("{n}x{v}"), "device": dev, "backward": bwd, "temperature": TEMPERATURE,
+            "fused_ms": f, "composed_ms": c, "fused_gbps": gb / f * 1e3, "speedup": c / f, "reps": fused.len() }));
+    } else {
+        println!("token-logprobs {pass} {n}x{v} ({dev}, temperature {temp}, {} reps interleaved, medians):", fused.len());
+        println!("  fused token_logprobs        {f:9.3} ms  {:7.1} GB/s", gb / f * 1e3);
+        println!("  log_softmax + gather        {c:9.3} ms  ({:.2}x the fused time)", c / f);
+    }
+    Ok(())
 }
 
 fn bench_adamw(args: &BenchArgs, s: &[usize]) -> Result<Measured> {
@@ -333,6 +404,7 @@ fn run_cuda(args: &BenchArgs, s: &[usize]) -> Result<()> {
         Op::L2norm => "l2norm",
         Op::Binary => "binary",
         Op::Cast => "cast",
+        Op::TokenLogprobs => unreachable!("handled in run"),
         Op::Matmul | Op::Alloc | Op::Attention | Op::TrainStep | Op::Generate => bail!("--device cuda: {:?} is benchmarked by `instructgpt selftest --device cuda`", args.op),
     };
     // The ceiling, measured in this process: a device-to-device copy, bytes read + written.

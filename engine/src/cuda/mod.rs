@@ -85,6 +85,8 @@ mod stub {
             fn assign(&Tensor, &Tensor) -> ();
             fn cross_entropy(&Tensor, &[i64], usize) -> (Tensor, Tensor);
             fn cross_entropy_backward(&Tensor, &[i64], &Tensor, f32) -> Tensor;
+            fn cross_entropy_rows(&Tensor, &[i64], usize, f32, bool) -> (Tensor, Tensor, Option<Tensor>);
+            fn cross_entropy_rows_backward(&Tensor, &[i64], &Tensor, f32, f32, &Tensor) -> Tensor;
             fn adamw_multi(&[crate::optim::AdamwItem<'_>], f32, f32, f32) -> ();
             fn narrow_backward(&Tensor, &[usize], usize, usize) -> Tensor;
             fn attention(&Tensor, &Tensor, &Tensor, usize, usize, usize, usize, &[usize]) -> (Tensor, Tensor);

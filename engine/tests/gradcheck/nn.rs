@@ -1,6 +1,8 @@
-//! Matmul, softmax, log_softmax, layer_norm, cross_entropy and causal attention (fused and naive).
+//! Matmul, softmax, log_softmax, layer_norm, cross_entropy, token_logprobs and causal attention
+//! (fused and naive).
 
 use crate::harness::*;
+use rand::Rng;
 use engine::{causal_attention, causal_attention_naive, Tensor};
 
 /// `shape` with its last two dims swapped.
@@ -143,6 +145,72 @@ fn cross_entropy() {
     let (g, _) = analytic(&[x.clone()], &[1.0], &|v| v[0].cross_entropy(&none));
     assert!(g[0].iter().all(|&v| v == 0.0), "gradient of an all-ignored loss: {:?}", g[0]);
     check("cross_entropy all ignored", &[x], TOL, |v| v[0].cross_entropy(&none));
+}
+
+#[test]
+fn token_logprobs() {
+    let mut r = rng(27);
+    let t = ids(&[0, 4, -100, 2, 2, -100], &[6]);
+    for temp in [1.0f32, 0.7, 1.6] {
+        check(&format!("token_logprobs T={temp}"), &[randn(&mut r, &[6, 5])], TOL, |v| v[0].token_logprobs(&t, temp));
+        check(&format!("token_logprobs transposed T={temp}"), &[randn(&mut r, &[5, 6])], TOL, |v| v[0].t()?.token_logprobs(&t, temp));
+    }
+    let t3 = ids(&[6, 0, -100, 3, 3, 1], &[2, 3]);
+    check("token_logprobs 3d", &[randn(&mut r, &[2, 3, 7])], TOL, |v| v[0].token_logprobs(&t3, 0.9));
+    // More rows than one kernel task (8), a few ignored: each row's upstream weight reaches its row.
+    let t19: Vec<i64> = (0..19).map(|i| if i % 5 == 3 { -100 } else { (i * 3 % 5) as i64 }).collect();
+    let t19 = ids(&t19, &[19]);
+    check("token_logprobs 19 rows", &[randn(&mut r, &[19, 5])], TOL, |v| v[0].token_logprobs(&t19, 0.8));
+}
+
+/// The fused op gives what its composition gives (scale, log_softmax, gather), the entropy what
+/// its definition gives, and ignored rows 0 with no gradient.
+#[test]
+fn token_logprobs_match_log_softmax_and_gather() {
+    let mut r = rng(28);
+    let (rows, v, temp) = (21usize, 37usize, 0.7f32);
+    let x = randn(&mut r, &[3, 7, v]);
+    let tv: Vec<i64> = (0..rows).map(|i| if i % 6 == 4 { -100 } else { (i * 11 % v) as i64 }).collect();
+    let t = ids(&tv, &[3, 7]);
+    let (_, fused) = forward(&[x.clone()], &|a| a[0].token_logprobs(&t, temp));
+    let (_, ent) = forward(&[x.clone()], &|a| Ok(a[0].token_logprobs_entropy(&t, temp)?.1));
+    let (_, lsm) = forward(&[x.clone()], &|a| a[0].mul_scalar(1.0 / temp)?.log_softmax());
+    for (i, &ti) in tv.iter().enumerate() {
+        let row = &lsm[i * v..(i + 1) * v];
+        let want = if ti < 0 { 0.0 } else { row[ti as usize] };
+        assert!((fused[i] - want).abs() <= 1e-5 * (1.0 + want.abs()), "row {i}: fused {} vs log_softmax+gather {want}", fused[i]);
+        let h: f64 = -row.iter().map(|&l| (l as f64).exp() * l as f64).sum::<f64>();
+        assert!((ent[i] as f64 - h).abs() <= 1e-5 * (1.0 + h.abs()), "row {i}: entropy {} vs {h}", ent[i]);
+    }
+    // Gradients: the composition's, for the same upstream weights.
+    let w: Vec<f32> = (0..rows).map(|_| r.gen_range(-1.0f32..1.0)).collect();
+    let (g_fused, _) = analytic(&[x.clone()], &w, &|a| a[0].token_logprobs(&t, temp));
+    let t_safe = ids(&tv.iter().map(|&i| i.max(0)).collect::<Vec<_>>(), &[3, 7, 1]);
+    let keep: Vec<f32> = tv.iter().map(|&i| if i < 0 { 0.0 } else { 1.0 }).collect();
+    let keep = Tensor::new(keep, &[3, 7]).unwrap();
+    let (g_comp, _) = analytic(&[x.clone()], &w, &|a| a[0].mul_scalar(1.0 / temp)?.log_softmax()?.gather(&t_safe)?.reshape(&[3, 7])?.mul(&keep));
+    let d = max_abs_diff(&g_fused[0], &g_comp[0]);
+    assert!(d <= 1e-5 * (1.0 + max_abs(&g_comp[0])), "gradients differ by {d}");
+    for (i, &ti) in tv.iter().enumerate() {
+        if ti < 0 {
+            assert!(g_fused[0][i * v..(i + 1) * v].iter().all(|&g| g == 0.0), "ignored row {i} got a gradient");
+        }
+    }
+}
+
+#[test]
+fn token_logprobs_reject_bad_input_clearly() {
+    let x = Tensor::zeros(&[2, 3, 5]);
+    let t = ids(&[0, 1, 2, 3, 4, 0], &[2, 3]);
+    let msg = |e: engine::Error| e.to_string();
+    for temp in [0.0f32, -1.0, f32::NAN, f32::INFINITY] {
+        let e = msg(x.token_logprobs(&t, temp).unwrap_err());
+        assert!(e.contains("temperature"), "{e}");
+    }
+    let e = msg(x.token_logprobs(&ids(&[0, 1, 5, 0, 0, 0], &[2, 3]), 1.0).unwrap_err());
+    assert!(e.contains("target 5 at row 2") && e.contains("0..5"), "{e}");
+    let e = msg(x.token_logprobs(&ids(&[0, 1, 2], &[3]), 1.0).unwrap_err());
+    assert!(e.contains("token_logprobs") && e.contains("[2, 3, 5]"), "{e}");
 }
 
 /// q [b, h, tq, d], k and v [b, h, tk, d].

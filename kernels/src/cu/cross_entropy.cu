@@ -1,18 +1,22 @@
 // Fused cross-entropy over rows of logits [N, V] (row-major, contiguous), i64 targets [N]
-// (negative = ignored), the engine's semantics (engine/src/cpu/cross_entropy.rs):
-//   forward:  lse[r] = logsumexp(x[r, :]);  loss[r] = lse[r] - x[r, t] (0 when t < 0)
-//   backward: d[r, c] = exp(x[r, c] - lse[r]) * scale - (c == t ? scale : 0), 0 for ignored rows
+// (negative = ignored), the engine's semantics (engine/src/cpu/cross_entropy.rs), on the logits
+// scaled by `a` (1 for the loss; 1 / temperature for PPO's per-token log-probs, which are -loss):
+//   forward:  z = a * x[r, :];  lse[r] = logsumexp(z);  loss[r] = lse[r] - z[t] (0 when t < 0);
+//             ent[r] = -sum_c p_c log p_c, p = softmax(z), the entropy (only when ent != NULL)
+//   backward: s = scale * (gscale ? gscale[r] : 1);
+//             d[r, c] = exp(z_c - lse[r]) * s - (c == t ? s : 0), 0 for ignored rows
 //             (written straight into the gradient: no probability buffer anywhere)
 //   mean:     out[0] = sum(loss over kept rows) / max(kept, 1), out[1] = kept (as float)
+// a = 1 multiplies exactly, so the loss's arithmetic is the same as without the scale.
 // A target >= V (the host normally rejects it) gives a NaN loss and a NaN gradient row, so
 // it cannot pass silently.
 //
 // Design: one pass over the row for the statistics, keeping an online (max, sum) pair per
-// thread (rescaled once per 16-byte vector, not per element), merged across the group with
-// full-mask shuffles (and shared memory across warps). Loads are 16 bytes (uint4: 4 f32 or
-// 8 bf16) after a scalar prefix that brings the row pointer to 16-byte alignment (V = 50257
-// makes every row start at a different alignment), then a scalar tail; the vector loop keeps
-// 4 independent loads in flight per thread. Two group sizes:
+// thread (and for the entropy the sum of exp(z - max) * (z - max)), rescaled once per 16-byte
+// vector, not per element, merged across the group with full-mask shuffles (and shared memory
+// across warps). Loads are 16 bytes (uint4: 4 f32 or 8 bf16) after a scalar prefix that brings
+// the row pointer to 16-byte alignment (V = 50257 makes every row start at a different
+// alignment), then a scalar tail; the vector loop keeps 4 independent loads in flight per thread. Two group sizes:
 //   *_warp:  one warp per row, 8 rows per 256-thread block (small V, e.g. V < 4096)
 //   *_block: one 256-thread block per row (large V, e.g. 50257)
 // Row offsets are 64-bit (row * V exceeds 2^31 at 8192 x 50257). Logits are f32 or bf16
@@ -74,39 +78,71 @@ __device__ __forceinline__ int align_prefix(const T* p, int n) {
     return pre < n ? pre : n;
 }
 
-// Online (max, sum of exp(x - max)) update with one value.
-__device__ __forceinline__ void online1(float& m, float& s, float v) {
-    if (v > m) { s = s * expf(m - v) + 1.0f; m = v; }  // m = -inf: expf(-inf) = 0
-    else if (m != NEG_INF) { s += expf(v - m); }        // all seen are -inf: contributes 0
-}
-
-// Online update with W values: one rescale per vector.
-template <int W>
-__device__ __forceinline__ void onlineW(float& m, float& s, const float* v) {
-    float lm = v[0];
-#pragma unroll
-    for (int k = 1; k < W; ++k) lm = fmaxf(lm, v[k]);
-    if (lm > m) { s *= expf(m - lm); m = lm; }
-    if (m != NEG_INF) {
-#pragma unroll
-        for (int k = 0; k < W; ++k) s += expf(v[k] - m);
+// Online update of (max m, sum s of exp(v - m)) with one value, and with ENT of the sum
+// w of exp(v - m) * (v - m): relative to the running max, so that the entropy log(s) - w / s
+// takes no difference of large numbers. A -inf value adds nothing (0 * -inf would be NaN).
+// A new max m' rescales w to r * (w + s * (m - m')), r = exp(m - m'); nothing to rescale while
+// m is still -inf (s = w = 0).
+template <bool ENT>
+__device__ __forceinline__ void online1(float& m, float& s, float& w, float v) {
+    if (v > m) {  // m = -inf: expf(-inf) = 0
+        const float r = expf(m - v);
+        if (ENT) w = (m == NEG_INF) ? 0.0f : r * (w + s * (m - v));
+        s = s * r + 1.0f;
+        m = v;
+    } else if (m != NEG_INF) {  // all seen are -inf: contributes 0
+        const float e = expf(v - m);
+        s += e;
+        if (ENT && v != NEG_INF) w += e * (v - m);
     }
 }
 
-__device__ __forceinline__ void merge(float& m, float& s, float m2, float s2) {
+// Online update with W values: one rescale per vector.
+template <int W, bool ENT>
+__device__ __forceinline__ void onlineW(float& m, float& s, float& w, const float* v) {
+    float lm = v[0];
+#pragma unroll
+    for (int k = 1; k < W; ++k) lm = fmaxf(lm, v[k]);
+    if (lm > m) {
+        const float r = expf(m - lm);
+        if (ENT) w = (m == NEG_INF) ? 0.0f : r * (w + s * (m - lm));
+        s *= r;
+        m = lm;
+    }
+    if (m != NEG_INF) {
+#pragma unroll
+        for (int k = 0; k < W; ++k) {
+            const float e = expf(v[k] - m);
+            s += e;
+            if (ENT && v[k] != NEG_INF) w += e * (v[k] - m);
+        }
+    }
+}
+
+template <bool ENT>
+__device__ __forceinline__ void merge(float& m, float& s, float& w, float m2, float s2, float w2) {
     const float mn = fmaxf(m, m2);
-    s = (mn == NEG_INF) ? 0.0f : s * expf(m - mn) + s2 * expf(m2 - mn);  // guards -inf - -inf
+    if (mn == NEG_INF) {  // guards -inf - -inf
+        s = 0.0f;
+        if (ENT) w = 0.0f;
+    } else {
+        const float r = expf(m - mn), r2 = expf(m2 - mn);
+        if (ENT) w = (m == NEG_INF ? 0.0f : r * (w + s * (m - mn))) + (m2 == NEG_INF ? 0.0f : r2 * (w2 + s2 * (m2 - mn)));
+        s = s * r + s2 * r2;
+    }
     m = mn;
 }
 
-// (max, sum) of one row over a group of G threads; lane in [0, G). Unreduced.
-template <typename T, int G>
-__device__ __forceinline__ void row_stats(const T* __restrict__ xr, int V, int lane, float& m, float& s) {
+// (max, sum[, weighted sum]) of one row of z = a * x over a group of G threads; lane in [0, G).
+// Unreduced.
+template <typename T, int G, bool ENT>
+__device__ __forceinline__ void row_stats(const T* __restrict__ xr, int V, float a, int lane, float& m, float& s, float& w) {
     constexpr int W = Pack<T>::W;
     m = NEG_INF;
     s = 0.0f;
+    w = 0.0f;
     const int pre = align_prefix(xr, V);
-    if (lane < pre) online1(m, s, to_f(xr[lane]));  // pre < W <= G
+    if (lane < pre) online1<ENT>(m, s, w, a * to_f(xr[lane]));  // pre < W <= G
     const int nvec = (V - pre) / W;
     const uint4* __restrict__ xv = reinterpret_cast<const uint4*>(xr + pre);
     int j = lane;
@@ -118,41 +154,48 @@ __device__ __forceinline__ void row_stats(const T* __restrict__ xr, int V, int l
         for (int q = 0; q < 4; ++q) {
             float f[W];
             Pack<T>::unpack(u[q], f);
-            onlineW<W>(m, s, f);
+#pragma unroll
+            for (int k = 0; k < W; ++k) f[k] *= a;
+            onlineW<W, ENT>(m, s, w, f);
         }
     }
     for (; j < nvec; j += G) {
         float f[W];
         Pack<T>::unpack(__ldg(xv + j), f);
-        onlineW<W>(m, s, f);
+#pragma unroll
+        for (int k = 0; k < W; ++k) f[k] *= a;
+        onlineW<W, ENT>(m, s, w, f);
     }
-    for (int k = pre + nvec * W + lane; k < V; k += G) online1(m, s, to_f(xr[k]));
+    for (int k = pre + nvec * W + lane; k < V; k += G) online1<ENT>(m, s, w, a * to_f(xr[k]));
 }
 
-// Reduces (m, s) over the group; the result is valid in lane 0 (of the group).
+// Reduces (m, s, w) over the group; the result is valid in lane 0 (of the group).
 // Every thread of the group must call it (the callers return only whole groups).
-template <int G>
-__device__ __forceinline__ void group_reduce(float& m, float& s) {
+template <int G, bool ENT>
+__device__ __forceinline__ void group_reduce(float& m, float& s, float& w) {
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) {
         const float m2 = __shfl_xor_sync(FULL_MASK, m, off);
         const float s2 = __shfl_xor_sync(FULL_MASK, s, off);
-        merge(m, s, m2, s2);
+        const float w2 = ENT ? __shfl_xor_sync(FULL_MASK, w, off) : 0.0f;
+        merge<ENT>(m, s, w, m2, s2, w2);
     }
     if (G > 32) {
         constexpr int NW = G / 32;
-        __shared__ float sm[NW], ss[NW];
-        const int w = threadIdx.x >> 5, l = threadIdx.x & 31;
-        if (l == 0) { sm[w] = m; ss[w] = s; }
+        __shared__ float sm[NW], ss[NW], sw[NW];
+        const int wi = threadIdx.x >> 5, l = threadIdx.x & 31;
+        if (l == 0) { sm[wi] = m; ss[wi] = s; if (ENT) sw[wi] = w; }
         __syncthreads();
-        if (w == 0) {
+        if (wi == 0) {
             m = l < NW ? sm[l] : NEG_INF;
             s = l < NW ? ss[l] : 0.0f;
+            w = (ENT && l < NW) ? sw[l] : 0.0f;
 #pragma unroll
             for (int off = 16; off > 0; off >>= 1) {
                 const float m2 = __shfl_xor_sync(FULL_MASK, m, off);
                 const float s2 = __shfl_xor_sync(FULL_MASK, s, off);
-                merge(m, s, m2, s2);
+                const float w2 = ENT ? __shfl_xor_sync(FULL_MASK, w, off) : 0.0f;
+                merge<ENT>(m, s, w, m2, s2, w2);
             }
         }
     }
@@ -170,29 +213,39 @@ __device__ __forceinline__ void row_lane(long long& row, int& lane) {
     }
 }
 
-template <typename T, int G>
-__device__ __forceinline__ void ce_fwd(const T* __restrict__ x, const long long* __restrict__ targets,
-                                       float* __restrict__ loss, float* __restrict__ lse, int N, int V) {
+template <typename T, int G, bool ENT>
+__device__ __forceinline__ void ce_fwd_rows(const T* __restrict__ x, const long long* __restrict__ targets, float* __restrict__ loss,
+                                            float* __restrict__ lse, float* __restrict__ ent, int N, int V, float a) {
     long long row;
     int lane;
     row_lane<G>(row, lane);
     if (row >= N) return;  // uniform over the group (warp or block)
     const T* xr = x + row * (long long)V;
-    float m, s;
-    row_stats<T, G>(xr, V, lane, m, s);
-    group_reduce<G>(m, s);
+    float m, s, w;
+    row_stats<T, G, ENT>(xr, V, a, lane, m, s, w);
+    group_reduce<G, ENT>(m, s, w);
     if (lane == 0) {
         const float l = m + logf(s);  // all -inf row: -inf
         const long long t = targets[row];
         lse[row] = l;
-        loss[row] = t < 0 ? 0.0f : (t >= V ? QNAN : l - to_f(xr[t]));
+        loss[row] = t < 0 ? 0.0f : (t >= V ? QNAN : l - a * to_f(xr[t]));
+        if (ENT) ent[row] = logf(s) - w / s;
     }
 }
 
-// d = exp(x - lse) * scale - onehot * scale (the CPU's order of operations), 0 for ignored rows.
+// The entropy's accumulator only where it is asked for (a branch uniform over the grid).
 template <typename T, int G>
-__device__ __forceinline__ void ce_bwd(const T* __restrict__ x, const long long* __restrict__ targets,
-                                       const float* __restrict__ lse, T* __restrict__ dx, int N, int V, float scale) {
+__device__ __forceinline__ void ce_fwd(const T* __restrict__ x, const long long* __restrict__ targets, float* __restrict__ loss,
+                                       float* __restrict__ lse, float* __restrict__ ent, int N, int V, float a) {
+    if (ent) ce_fwd_rows<T, G, true>(x, targets, loss, lse, ent, N, V, a);
+    else ce_fwd_rows<T, G, false>(x, targets, loss, lse, ent, N, V, a);
+}
+
+// d = exp(a * x - lse) * s - onehot * s (the CPU's order of operations), 0 for ignored rows;
+// s = scale, times gscale[row] when gscale is given (the upstream gradient of per-row outputs).
+template <typename T, int G>
+__device__ __forceinline__ void ce_bwd(const T* __restrict__ x, const long long* __restrict__ targets, const float* __restrict__ lse,
+                                       const float* __restrict__ gscale, T* __restrict__ dx, int N, int V, float a, float scale_all) {
     constexpr int W = Pack<T>::W;
     long long row;
     int lane;
@@ -203,6 +256,7 @@ __device__ __forceinline__ void ce_bwd(const T* __restrict__ x, const long long*
     T* dr = dx + off;
     const long long t = targets[row];
     const float l = lse[row];
+    const float scale = gscale ? scale_all * gscale[row] : scale_all;
     // Same 16-byte phase for x and d is needed for the vector path (always true for
     // cudarc allocations; otherwise everything goes through the scalar loop).
     const bool same_phase = (((unsigned long long)xr ^ (unsigned long long)dr) & 15ull) == 0;
@@ -223,7 +277,7 @@ __device__ __forceinline__ void ce_bwd(const T* __restrict__ x, const long long*
     }
     const int ti = (int)t;
     for (int k = lane; k < pre; k += G) {
-        float d = expf(to_f(xr[k]) - l) * scale;
+        float d = expf(a * to_f(xr[k]) - l) * scale;
         if (k == ti) d -= scale;
         st(dr + k, d);
     }
@@ -240,7 +294,7 @@ __device__ __forceinline__ void ce_bwd(const T* __restrict__ x, const long long*
             const int c0 = pre + (j + q * G) * W;
 #pragma unroll
             for (int k = 0; k < W; ++k) {
-                f[k] = expf(f[k] - l) * scale;
+                f[k] = expf(a * f[k] - l) * scale;
                 if (c0 + k == ti) f[k] -= scale;
             }
             dv[j + q * G] = Pack<T>::pack(f);
@@ -252,27 +306,28 @@ __device__ __forceinline__ void ce_bwd(const T* __restrict__ x, const long long*
         const int c0 = pre + j * W;
 #pragma unroll
         for (int k = 0; k < W; ++k) {
-            f[k] = expf(f[k] - l) * scale;
+            f[k] = expf(a * f[k] - l) * scale;
             if (c0 + k == ti) f[k] -= scale;
         }
         dv[j] = Pack<T>::pack(f);
     }
     for (int k = tail0 + lane; k < V; k += G) {
-        float d = expf(to_f(xr[k]) - l) * scale;
+        float d = expf(a * to_f(xr[k]) - l) * scale;
         if (k == ti) d -= scale;
         st(dr + k, d);
     }
 }
 
 // Launch: *_warp with 256 threads, ceil(N / 8) blocks; *_block with CE_BLOCK threads, N blocks.
-extern "C" __global__ void __launch_bounds__(256) ce_fwd_warp_f32(const float* __restrict__ x, const long long* __restrict__ t, float* __restrict__ loss, float* __restrict__ lse, int N, int V) { ce_fwd<float, 32>(x, t, loss, lse, N, V); }
-extern "C" __global__ void __launch_bounds__(CE_BLOCK) ce_fwd_block_f32(const float* __restrict__ x, const long long* __restrict__ t, float* __restrict__ loss, float* __restrict__ lse, int N, int V) { ce_fwd<float, CE_BLOCK>(x, t, loss, lse, N, V); }
-extern "C" __global__ void __launch_bounds__(256) ce_fwd_warp_bf16(const bf16_t* __restrict__ x, const long long* __restrict__ t, float* __restrict__ loss, float* __restrict__ lse, int N, int V) { ce_fwd<bf16_t, 32>(x, t, loss, lse, N, V); }
-extern "C" __global__ void __launch_bounds__(CE_BLOCK) ce_fwd_block_bf16(const bf16_t* __restrict__ x, const long long* __restrict__ t, float* __restrict__ loss, float* __restrict__ lse, int N, int V) { ce_fwd<bf16_t, CE_BLOCK>(x, t, loss, lse, N, V); }
-extern "C" __global__ void __launch_bounds__(256) ce_bwd_warp_f32(const float* __restrict__ x, const long long* __restrict__ t, const float* __restrict__ lse, float* __restrict__ dx, int N, int V, float scale) { ce_bwd<float, 32>(x, t, lse, dx, N, V, scale); }
-extern "C" __global__ void __launch_bounds__(CE_BLOCK) ce_bwd_block_f32(const float* __restrict__ x, const long long* __restrict__ t, const float* __restrict__ lse, float* __restrict__ dx, int N, int V, float scale) { ce_bwd<float, CE_BLOCK>(x, t, lse, dx, N, V, scale); }
-extern "C" __global__ void __launch_bounds__(256) ce_bwd_warp_bf16(const bf16_t* __restrict__ x, const long long* __restrict__ t, const float* __restrict__ lse, bf16_t* __restrict__ dx, int N, int V, float scale) { ce_bwd<bf16_t, 32>(x, t, lse, dx, N, V, scale); }
-extern "C" __global__ void __launch_bounds__(CE_BLOCK) ce_bwd_block_bf16(const bf16_t* __restrict__ x, const long long* __restrict__ t, const float* __restrict__ lse, bf16_t* __restrict__ dx, int N, int V, float scale) { ce_bwd<bf16_t, CE_BLOCK>(x, t, lse, dx, N, V, scale); }
+// ent and gscale may be NULL.
+extern "C" __global__ void __launch_bounds__(256) ce_fwd_warp_f32(const float* __restrict__ x, const long long* __restrict__ t, float* __restrict__ loss, float* __restrict__ lse, float* __restrict__ ent, int N, int V, float a) { ce_fwd<float, 32>(x, t, loss, lse, ent, N, V, a); }
+extern "C" __global__ void __launch_bounds__(CE_BLOCK) ce_fwd_block_f32(const float* __restrict__ x, const long long* __restrict__ t, float* __restrict__ loss, float* __restrict__ lse, float* __restrict__ ent, int N, int V, float a) { ce_fwd<float, CE_BLOCK>(x, t, loss, lse, ent, N, V, a); }
+extern "C" __global__ void __launch_bounds__(256) ce_fwd_warp_bf16(const bf16_t* __restrict__ x, const long long* __restrict__ t, float* __restrict__ loss, float* __restrict__ lse, float* __restrict__ ent, int N, int V, float a) { ce_fwd<bf16_t, 32>(x, t, loss, lse, ent, N, V, a); }
+extern "C" __global__ void __launch_bounds__(CE_BLOCK) ce_fwd_block_bf16(const bf16_t* __restrict__ x, const long long* __restrict__ t, float* __restrict__ loss, float* __restrict__ lse, float* __restrict__ ent, int N, int V, float a) { ce_fwd<bf16_t, CE_BLOCK>(x, t, loss, lse, ent, N, V, a); }
+extern "C" __global__ void __launch_bounds__(256) ce_bwd_warp_f32(const float* __restrict__ x, const long long* __restrict__ t, const float* __restrict__ lse, const float* __restrict__ gscale, float* __restrict__ dx, int N, int V, float a, float scale) { ce_bwd<float, 32>(x, t, lse, gscale, dx, N, V, a, scale); }
+extern "C" __global__ void __launch_bounds__(CE_BLOCK) ce_bwd_block_f32(const float* __restrict__ x, const long long* __restrict__ t, const float* __restrict__ lse, const float* __restrict__ gscale, float* __restrict__ dx, int N, int V, float a, float scale) { ce_bwd<float, CE_BLOCK>(x, t, lse, gscale, dx, N, V, a, scale); }
+extern "C" __global__ void __launch_bounds__(256) ce_bwd_warp_bf16(const bf16_t* __restrict__ x, const long long* __restrict__ t, const float* __restrict__ lse, const float* __restrict__ gscale, bf16_t* __restrict__ dx, int N, int V, float a, float scale) { ce_bwd<bf16_t, 32>(x, t, lse, gscale, dx, N, V, a, scale); }
+extern "C" __global__ void __launch_bounds__(CE_BLOCK) ce_bwd_block_bf16(const bf16_t* __restrict__ x, const long long* __restrict__ t, const float* __restrict__ lse, const float* __restrict__ gscale, bf16_t* __restrict__ dx, int N, int V, float a, float scale) { ce_bwd<bf16_t, CE_BLOCK>(x, t, lse, gscale, dx, N, V, a, scale); }
 
 // Mean loss over kept rows, one block of 1024 threads, fixed summation order (deterministic).
 // out[0] = sum / max(kept, 1) (0 when nothing is kept, as the engine), out[1] = kept.

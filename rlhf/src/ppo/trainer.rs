@@ -227,45 +227,52 @@ impl Rollout {
         let w = self.prompt_len + self.time;
         let ids: Vec<i64> = which.iter().flat_map(|&r| self.rows[r].iter().copied()).collect();
         let resp: Vec<i64> = which.iter().flat_map(|&r| self.resp[r].iter().copied()).collect();
-        Ok((Tensor::new(ids, &[which.len(), w])?, Tensor::new(resp, &[which.len(), self.time, 1])?, which.iter().map(|&r| self.pads[r]).collect()))
+        Ok((Tensor::new(ids, &[which.len(), w])?, Tensor::new(resp, &[which.len(), self.time])?, which.iter().map(|&r| self.pads[r]).collect()))
     }
 }
 
-/// log p(response token) [B, T] under softmax(logits / temperature) at the response columns, and
-/// the hidden states' response slice (for a value head).
-fn response_logprobs(model: &Gpt2, ids: &Tensor, resp: &Tensor, pads: &[usize], prompt_len: usize, time: usize, temperature: f32) -> Result<(Tensor, Tensor)> {
+/// log p(response token) [B, T] under softmax(logits / temperature) at the response columns
+/// (`resp` [B, T]), one fused pass over the logits that never builds the [B, T, V] log-softmax.
+fn response_logprobs(model: &Gpt2, ids: &Tensor, resp: &Tensor, pads: &[usize], prompt_len: usize, time: usize, temperature: f32) -> Result<Tensor> {
     let h = model.hidden_states(ids, Some(pads), None)?;
-    let hr = h.narrow(1, prompt_len - 1, time)?;
-    let logits = model.lm_head(&hr)?;
-    let t = if temperature > 0.0 { temperature } else { 1.0 };
-    let lsm = if t == 1.0 { logits.log_softmax()? } else { logits.mul_scalar(1.0 / t)?.log_softmax()? };
-    let b = ids.shape()[0];
-    Ok((lsm.gather(resp)?.reshape(&[b, time])?, lsm))
+    let logits = model.lm_head(&h.narrow(1, prompt_len - 1, time)?)?;
+    Ok(logits.token_logprobs(resp, sampling_temperature(temperature))?)
+}
+
+/// The temperature the log-probs are taken at: greedy decoding (0) scores at 1.
+fn sampling_temperature(t: f32) -> f32 {
+    if t > 0.0 {
+        t
+    } else {
+        1.0
+    }
 }
 
 /// `response_logprobs` for the no-graph scoring pass, as f64 [B * T], and each response
-/// position's entropy under the same distribution when `entropy`. The LM head and log-softmax run
-/// on at most `seqs` rollout rows at a time, so no [B, T, V] tensor exists: at GPT-2 size (V
-/// 50257, 64 rollouts of 32 tokens) one is 400 MB, and the plain pass held three. Each row goes
-/// through exactly the operations `response_logprobs` applies to it: the same numbers.
+/// position's entropy under the same distribution when `entropy`. The LM head runs on at most
+/// `seqs` rollout rows at a time, so no [B, T, V] tensor exists: at GPT-2 size (V 50257, 64
+/// rollouts of 32 tokens) one is 400 MB. Each row goes through exactly the operations
+/// `response_logprobs` applies to it: the same numbers, so the first PPO ratio is exactly 1.
 #[allow(clippy::too_many_arguments)]
 fn scoring_logprobs(model: &Gpt2, ids: &Tensor, resp: &Tensor, pads: &[usize], prompt_len: usize, time: usize, temperature: f32, entropy: bool, seqs: usize) -> Result<(Vec<f64>, Vec<f64>)> {
     let _g = engine::no_grad();
     let h = model.hidden_states(ids, Some(pads), None)?;
-    let (b, vocab) = (ids.shape()[0], model.config().vocab_size);
+    let b = ids.shape()[0];
     let hr = h.narrow(1, prompt_len - 1, time)?;
-    let t = if temperature > 0.0 { temperature } else { 1.0 };
+    let t = sampling_temperature(temperature);
     let (mut lp, mut ent) = (Vec::with_capacity(b * time), Vec::with_capacity(if entropy { b * time } else { 0 }));
     // Equal chunks of at most `seqs` rows (no small remainder).
     let chunks = b.div_ceil(seqs.max(1));
     for k in 0..chunks {
         let (start, len) = (k * b / chunks, (k + 1) * b / chunks - k * b / chunks);
         let logits = model.lm_head(&hr.narrow(0, start, len)?)?;
-        let lsm = if t == 1.0 { logits.log_softmax()? } else { logits.mul_scalar(1.0 / t)?.log_softmax()? };
-        lp.extend(f64s(&lsm.gather(&resp.narrow(0, start, len)?)?)?);
+        let resp = resp.narrow(0, start, len)?;
         if entropy {
-            let ls = lsm.to_vec_f32()?;
-            ent.extend(ls.chunks(vocab).map(|row| -row.iter().map(|&l| (l as f64).exp() * l as f64).sum::<f64>()));
+            let (l, e) = logits.token_logprobs_entropy(&resp, t)?;
+            lp.extend(f64s(&l)?);
+            ent.extend(f64s(&e)?);
+        } else {
+            lp.extend(f64s(&logits.token_logprobs(&resp, t)?)?);
         }
     }
     Ok((lp, ent))
@@ -430,7 +437,7 @@ impl PpoTrainer {
                 // moments alone); its log-probs are still computed, for the metrics.
                 let new_lp = {
                     let _g = (!train_policy).then(engine::no_grad);
-                    response_logprobs(&self.policy, &ids, &resp, &pads, prompt_len, time, c.temperature)?.0
+                    response_logprobs(&self.policy, &ids, &resp, &pads, prompt_len, time, c.temperature)?
                 };
                 let new_v = response_values(&self.value, &ids, &pads, prompt_len, time)?;
                 let take = |x: &[f64]| -> Vec<f64> { mb.iter().flat_map(|&r| x[r * time..(r + 1) * time].iter().copied()).collect() };
@@ -655,11 +662,11 @@ mod tests {
     use super::*;
     use models::Gpt2Config;
 
-    /// The scoring pass in chunks of rollout rows gives the numbers of the plain pass over the
-    /// whole [B, T, V] log-softmax, to the last bit: log-probs and entropies, at any chunk size
-    /// and temperature.
+    /// The scoring pass, in chunks of rollout rows, gives the training pass's log-probs to the
+    /// last bit (the first PPO ratio is exactly 1) at any chunk size and temperature; those are
+    /// log_softmax + gather's, and the entropies the definition's, to f32 rounding.
     #[test]
-    fn chunked_scoring_matches_the_plain_computation() {
+    fn chunked_scoring_matches_the_training_pass_and_the_plain_computation() {
         let vocab = 301;
         let model = Gpt2::new(Gpt2Config::custom(1, 2, 32, 32, vocab), 5).unwrap();
         let (b, prompt_len, time) = (5, 4, 9);
@@ -672,22 +679,30 @@ mod tests {
             rows.extend(row);
         }
         let ids = Tensor::new(rows, &[b, prompt_len + time]).unwrap();
-        let resp = Tensor::new(resp, &[b, time, 1]).unwrap();
+        let resp = Tensor::new(resp, &[b, time]).unwrap();
         for temperature in [1.0, 0.7] {
-            // The computation the scoring pass did before: the whole log-softmax, then every row.
+            let train = f64s(&response_logprobs(&model, &ids, &resp, &pads, prompt_len, time, temperature).unwrap()).unwrap();
+            // The plain computation: the whole [B, T, V] log-softmax, gathered.
             let (want_lp, want_ent) = {
                 let _g = engine::no_grad();
-                let (lp, lsm) = response_logprobs(&model, &ids, &resp, &pads, prompt_len, time, temperature).unwrap();
+                let h = model.hidden_states(&ids, Some(&pads), None).unwrap();
+                let logits = model.lm_head(&h.narrow(1, prompt_len - 1, time).unwrap()).unwrap();
+                let lsm = logits.mul_scalar(1.0 / temperature).unwrap().log_softmax().unwrap();
+                let lp = f64s(&lsm.gather(&resp.reshape(&[b, time, 1]).unwrap()).unwrap()).unwrap();
                 let ls = lsm.to_vec_f32().unwrap();
-                let ent: Vec<f64> = ls.chunks(vocab).map(|row| -row.iter().map(|&l| (l as f64).exp() * l as f64).sum::<f64>()).collect();
-                (f64s(&lp).unwrap(), ent)
+                (lp, ls.chunks(vocab).map(|row| -row.iter().map(|&l| (l as f64).exp() * l as f64).sum::<f64>()).collect::<Vec<f64>>())
             };
-            assert_eq!(want_lp.len(), b * time);
+            assert_eq!(train.len(), b * time);
             assert!(want_ent.iter().all(|e| *e > 0.0 && e.is_finite()));
+            for (i, (x, y)) in train.iter().zip(&want_lp).enumerate() {
+                assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "position {i}, temperature {temperature}: fused {x} vs log_softmax+gather {y}");
+            }
             for chunk in [1, 2, 3, b, 1000] {
                 let (lp, ent) = scoring_logprobs(&model, &ids, &resp, &pads, prompt_len, time, temperature, true, chunk).unwrap();
-                assert_eq!(lp, want_lp, "log-probs, {chunk} rows at a time, temperature {temperature}");
-                assert_eq!(ent, want_ent, "entropies, {chunk} rows at a time, temperature {temperature}");
+                assert_eq!(lp, train, "log-probs, {chunk} rows at a time, temperature {temperature}");
+                for (i, (x, y)) in ent.iter().zip(&want_ent).enumerate() {
+                    assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "entropy at {i}, {chunk} rows at a time: {x} vs {y}");
+                }
                 let (lp2, ent2) = scoring_logprobs(&model, &ids, &resp, &pads, prompt_len, time, temperature, false, chunk).unwrap();
                 assert_eq!((lp2, ent2.len()), (lp, 0));
             }
