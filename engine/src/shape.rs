@@ -123,6 +123,22 @@ impl Layout {
         Some(transposed)
     }
 
+    /// Where a view [.., rows, cols] lies as evenly spaced blocks (a KV cache's keys: one block
+    /// per head, `rows` rows of `cols` contiguous): Some((offset of block 0, elements between
+    /// blocks)) when the rows are dense and the leading dims step evenly without overlap; None
+    /// otherwise. One block reads as `rows * cols` apart.
+    pub fn even_blocks(&self, rows: usize, cols: usize) -> Option<(usize, usize)> {
+        let r = self.rank();
+        if r < 2 || self.shape[r - 2..] != [rows, cols] || (cols > 1 && self.strides[r - 1] != 1) || (rows > 1 && self.strides[r - 2] != cols) {
+            return None;
+        }
+        // Leading dims, size-1 dropped, outermost first; each must step by the next one's extent.
+        let lead: Vec<(usize, usize)> = (0..r - 2).filter(|&d| self.shape[d] > 1).map(|d| (self.shape[d], self.strides[d])).collect();
+        let Some(&(_, step)) = lead.last() else { return Some((self.offset, rows * cols)) };
+        let even = lead.windows(2).all(|w| w[0].1 == w[1].0 * w[1].1);
+        (even && step >= rows * cols).then_some((self.offset, step))
+    }
+
     pub fn permuted(&self, perm: &[usize]) -> Result<Layout> {
         let mut seen = vec![false; self.rank()];
         if perm.len() != self.rank() || perm.iter().any(|&p| p >= self.rank() || std::mem::replace(&mut seen[p], true)) {
@@ -217,6 +233,29 @@ impl Iterator for StridedOffsets<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn even_blocks_finds_a_kv_cache_view_and_refuses_the_rest() {
+        // A cache [B=2, H=3, cap=10, D=4] viewed at its first 7 positions: heads 40 apart.
+        let cache = Layout::contiguous(&[2, 3, 10, 4]);
+        assert_eq!(cache.narrowed(2, 0, 7).unwrap().even_blocks(7, 4), Some((0, 40)));
+        assert_eq!(cache.even_blocks(10, 4), Some((0, 40)));
+        // One head (leading dims all 1): a block of its own size.
+        assert_eq!(Layout::contiguous(&[1, 1, 5, 4]).even_blocks(5, 4), Some((0, 20)));
+        // One position: the rows' stride does not matter.
+        assert_eq!(cache.narrowed(2, 3, 1).unwrap().even_blocks(1, 4), Some((12, 40)));
+        // Not the shape asked for, rows not dense (a later window), heads not evenly spaced
+        // (a narrowed head dim), overlapping (broadcast) heads, or a column stride.
+        assert_eq!(cache.even_blocks(7, 4), None);
+        assert_eq!(cache.narrowed(3, 0, 2).unwrap().even_blocks(10, 2), None);
+        assert_eq!(cache.narrowed(1, 0, 2).unwrap().even_blocks(10, 4), None);
+        assert_eq!(Layout::contiguous(&[1, 10, 4]).broadcast_to(&[3, 10, 4]).unwrap().even_blocks(10, 4), None);
+        assert_eq!(Layout::contiguous(&[3, 4, 10]).permuted(&[0, 2, 1]).unwrap().even_blocks(10, 4), None);
+        // q, k, v split from one [B, T, 3, H, D] projection: heads D apart, rows 3HD apart.
+        let qkv = Layout::contiguous(&[2, 5, 3, 4, 8]).permuted(&[2, 0, 3, 1, 4]).unwrap().narrowed(0, 1, 1).unwrap();
+        let k = Layout { shape: qkv.shape[1..].to_vec(), strides: qkv.strides[1..].to_vec(), offset: qkv.offset };
+        assert_eq!(k.even_blocks(5, 8), None);
+    }
 
     #[test]
     fn gemm_matrices_reads_row_major_and_transposed_views_in_place() {

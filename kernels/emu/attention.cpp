@@ -1,8 +1,9 @@
 // Runs the attention kernels of cu/attention.cu on the CPU emulation, for
 // kernels/tests/emulated.rs (which swaps the source's PTX helpers for emu/tensor_core.h):
-//   attention_emu <fwd|bwd|decode|fwd2|bwd2|bwd3> <heads> <tq> <tk> <d> <heads_per_row, 0: no padding> <dir>
+//   attention_emu <fwd|bwd|decode|decode_bf16kv|fwd2|bwd2|bwd3> <heads> <tq> <tk> <d> <heads_per_row, 0: no padding> <dir> [kv_stride]
 // fwd, bwd, decode: the f32 kernels (v1, decode), reading q, k, v (and dout, out, lse for bwd)
-// as raw f32; fwd2, bwd2, bwd3: v2 (and the v3 backward) on the emulated tensor cores, reading q, k, v, dout as bf16 bits
+// as raw f32; decode and decode_bf16kv (k.u16, v.u16) read heads kv_stride elements apart
+// (default tk * d: contiguous), as from a KV cache's buffer; fwd2, bwd2, bwd3: v2 (and the v3 backward) on the emulated tensor cores, reading q, k, v, dout as bf16 bits
 // (.u16) and out, lse as f32. Padding from pads.i32. Writes out, lse or dq, dk, dv, all poisoned
 // with NaN first (dq zeroed, as the launcher does).
 #include "emu.h"
@@ -13,7 +14,8 @@ using Fwd = void (*)(const float*, const float*, const float*, float*, float*, i
 using Bwd = void (*)(const float*, const float*, const float*, const float*, const float*, const float*, float*, float*, float*, int, int, float, const int*, int);
 using Fwd2 = void (*)(const bf16_t*, const bf16_t*, const bf16_t*, float*, float*, int, int, float, const int*, int);
 using Bwd2 = void (*)(const bf16_t*, const bf16_t*, const bf16_t*, const bf16_t*, const float*, const float*, float*, float*, float*, int, int, float, const int*, int);
-using Dec = void (*)(const float*, const float*, const float*, float*, float*, int, float, const int*, int);
+using Dec = void (*)(const float*, const float*, const float*, float*, float*, int, long long, float, const int*, int);
+using Dec16 = void (*)(const float*, const bf16_t*, const bf16_t*, float*, float*, int, long long, float, const int*, int);
 
 int main(int argc, char** argv) {
     if (argc < 8) { fprintf(stderr, "usage: attention_emu <fwd|bwd|decode> <heads> <tq> <tk> <d> <heads_per_row> <dir>\n"); return 2; }
@@ -27,6 +29,23 @@ int main(int argc, char** argv) {
     const int* pad = hpr > 0 ? pads.data() : nullptr;
     const int hpr_arg = hpr > 0 ? hpr : 1;
     auto pick = [&](auto f32, auto f64, auto f128) { return d == 32 ? f32 : d == 64 ? f64 : f128; };
+    if (k == "decode" || k == "decode_bf16kv") {
+        const long long stride = argc > 8 ? atoll(argv[8]) : (long long)tk * d;
+        const size_t nkv = (size_t)(heads - 1) * stride + (size_t)tk * d;
+        auto q = emu_load<float>("q.f32", nq);
+        std::vector<float> out(nq, nan), lse(heads, nan);
+        if (k == "decode") {
+            auto kk = emu_load<float>("k.f32", nkv), v = emu_load<float>("v.f32", nkv);
+            Dec f = pick(attn_decode_f32_d32, attn_decode_f32_d64, attn_decode_f32_d128);
+            emu_launch({(unsigned)heads}, {DEC_THREADS}, [&] { f(q.data(), kk.data(), v.data(), out.data(), lse.data(), tk, stride, scale, pad, hpr_arg); });
+        } else {
+            auto kk = emu_load<bf16_t>("k.u16", nkv), v = emu_load<bf16_t>("v.u16", nkv);
+            Dec16 f = pick(attn_decode_bf16kv_d32, attn_decode_bf16kv_d64, attn_decode_bf16kv_d128);
+            emu_launch({(unsigned)heads}, {DEC_THREADS}, [&] { f(q.data(), kk.data(), v.data(), out.data(), lse.data(), tk, stride, scale, pad, hpr_arg); });
+        }
+        emu_store("out.f32", out), emu_store("lse.f32", lse);
+        return 0;
+    }
     if (k == "fwd2" || k == "bwd2" || k == "bwd3") {
         auto q = emu_load<bf16_t>("q.u16", nq), kk = emu_load<bf16_t>("k.u16", nk), v = emu_load<bf16_t>("v.u16", nk);
         const unsigned tiles_q = (tq + V2_BQ - 1) / V2_BQ;
@@ -55,17 +74,12 @@ int main(int argc, char** argv) {
         return 0;
     }
     auto q = emu_load<float>("q.f32", nq), kk = emu_load<float>("k.f32", nk), v = emu_load<float>("v.f32", nk);
-    if (k == "fwd" || k == "decode") {
+    if (k == "fwd") {
         std::vector<float> out(nq, nan), lse((size_t)heads * tq, nan);
-        if (k == "fwd") {
-            Fwd f = pick(attn_fwd_v1_f32_d32, attn_fwd_v1_f32_d64, attn_fwd_v1_f32_d128);
-            emu_launch({(unsigned)heads, (unsigned)((tq + V1_BQ - 1) / V1_BQ)}, {V1_THREADS}, [&] {
-                f(q.data(), kk.data(), v.data(), out.data(), lse.data(), tq, tk, scale, pad, hpr_arg);
-            });
-        } else {
-            Dec f = pick(attn_decode_f32_d32, attn_decode_f32_d64, attn_decode_f32_d128);
-            emu_launch({(unsigned)heads}, {DEC_THREADS}, [&] { f(q.data(), kk.data(), v.data(), out.data(), lse.data(), tk, scale, pad, hpr_arg); });
-        }
+        Fwd f = pick(attn_fwd_v1_f32_d32, attn_fwd_v1_f32_d64, attn_fwd_v1_f32_d128);
+        emu_launch({(unsigned)heads, (unsigned)((tq + V1_BQ - 1) / V1_BQ)}, {V1_THREADS}, [&] {
+            f(q.data(), kk.data(), v.data(), out.data(), lse.data(), tq, tk, scale, pad, hpr_arg);
+        });
         emu_store("out.f32", out), emu_store("lse.f32", lse);
     } else if (k == "bwd") {
         auto dout = emu_load<float>("dout.f32", nq), out = emu_load<float>("out.f32", nq), lse = emu_load<float>("lse.f32", (size_t)heads * tq);

@@ -97,6 +97,10 @@ struct alignas(16) uint4 {
     unsigned int x, y, z, w;
 };
 inline uint4 make_uint4(unsigned a, unsigned b, unsigned c, unsigned d) { return {a, b, c, d}; }
+struct alignas(8) uint2 {
+    unsigned int x, y;
+};
+inline uint2 make_uint2(unsigned a, unsigned b) { return {a, b}; }
 
 // A driver's inputs and outputs: raw little-endian arrays in files under one directory.
 inline std::string emu_dir;

@@ -1,7 +1,7 @@
 // Runs one kernel of cu/pointwise.cu on the CPU emulation, for kernels/tests/emulated.rs:
 //   pointwise_emu <kernel> <rows> <cols> <dir>
 // Row kernels (max_rows_f32, log_softmax_fwd_f32, softmax_bwd_f32 / _log) read <dir>/x.f32
-// (and g.f32); the view kernels (strided_assign_f32, cast_bf16_strided; copy_ and
+// (and g.f32); the view kernels (strided_assign_f32 and _u16, cast_bf16_strided; copy_ and
 // widen_bf16_strided read x.u16 instead) also read <dir>/view.i64: n, cols, pitch, d1..d5, s0..s5, t0..t5 (padded to rank 6 as the launchers do).
 // Elementwise kernels (unary_fwd_f32 <op> <lo> <hi>, unary_bwd_f32 <op> <lo> <hi>, where_f32,
 // minmax_bwd_f32 <is_max>, fill_f32 <value>, gather_rows_f32, scatter_add_rows_f32) take
@@ -37,7 +37,7 @@ int main(int argc, char** argv) {
         const int is_log = k == "softmax_bwd_f32_log";
         emu_launch(row_grid, row_block, [&] { softmax_bwd_f32(y.data(), g.data(), dx.data(), rows, cols, is_log); });
         emu_store("dx.f32", dx);
-    } else if (k == "strided_assign_f32" || k == "cast_bf16_strided" || k == "copy_bf16_strided" || k == "widen_bf16_strided") {
+    } else if (k == "strided_assign_f32" || k == "strided_assign_u16" || k == "cast_bf16_strided" || k == "copy_bf16_strided" || k == "widen_bf16_strided") {
         // rows x cols: the source buffer's size is rows * cols; the view reads inside it.
         auto a = emu_load<long long>("view.i64", 20);
         const long long vn = a[0], vcols = a[1], pitch = a[2], *d = &a[3], *s = &a[8], *t = &a[14];
@@ -49,6 +49,13 @@ int main(int argc, char** argv) {
                 strided_assign_f32(src.data(), dst.data(), vn, d[0], d[1], d[2], d[3], d[4], s[0], s[1], s[2], s[3], s[4], s[5], t[0], t[1], t[2], t[3], t[4], t[5]);
             });
             emu_store("dst.f32", dst);
+        } else if (k == "strided_assign_u16") {
+            auto src = emu_load<unsigned short>("x.u16", n);
+            std::vector<unsigned short> dst(vn, 0x1234);
+            emu_launch(flat_grid, flat_block, [&] {
+                strided_assign_u16(src.data(), dst.data(), vn, d[0], d[1], d[2], d[3], d[4], s[0], s[1], s[2], s[3], s[4], s[5], t[0], t[1], t[2], t[3], t[4], t[5]);
+            });
+            emu_store("dst.u16", dst);
         } else if (k == "cast_bf16_strided") {
             auto src = emu_load<float>("x.f32", n);
             std::vector<unsigned short> dst(out_len, 0x1234);

@@ -10,7 +10,8 @@
 //!   d = 32, 64 or 128; left padding. Backward reads the f32 `out` of v2's forward (for delta =
 //!   rowsum(dout * out)).
 //! - v3 (backward only): v2's with double-buffered query tiles ([`BwdBf16`]).
-//! - decode: tq = 1 per head over a KV cache of any length, f32, as v1.
+//! - decode: tq = 1 per head over a KV cache of any length, as v1, reading K and V where the
+//!   cache holds them ([`KvView`]: heads a capacity apart), f32 or bf16.
 //!
 //! With padding, a query that sees no key outputs zeros with lse = +inf (the CPU engine's rule).
 //!
@@ -41,6 +42,9 @@ pub const ENTRIES: &[&str] = &[
     "attn_decode_f32_d32",
     "attn_decode_f32_d64",
     "attn_decode_f32_d128",
+    "attn_decode_bf16kv_d32",
+    "attn_decode_bf16kv_d64",
+    "attn_decode_bf16kv_d128",
 ];
 
 /// Head dims of the f32 kernels (v1, decode) and of the bf16 tensor-core ones (v2).
@@ -245,7 +249,7 @@ pub fn lse_check(kernel: &str, shape: String, precision: &'static str, got: &[f3
 }
 
 #[cfg(feature = "cuda")]
-pub use gpu::{bench, checks, print_timings, AttnTiming, KeyPad};
+pub use gpu::{bench, checks, print_timings, AttnTiming, KeyPad, KvElement, KvView};
 
 #[cfg(feature = "cuda")]
 mod gpu {
@@ -256,7 +260,7 @@ mod gpu {
     use crate::selftest::{Check, Ctx, TOL_BF16, TOL_F32};
     use crate::{Error, Result};
     use cudarc::driver::sys::CUfunction_attribute_enum;
-    use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+    use cudarc::driver::{CudaSlice, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg};
     use half::bf16;
     use rand::{rngs::StdRng, Rng, SeedableRng};
     use serde::Serialize;
@@ -453,16 +457,91 @@ mod gpu {
         ) -> Result<()> {
             let s = AttnShape { heads, tq: 1, tk, d };
             self.attn_fwd_checks("attn_decode_f32", q, k, v, out, lse, s)?;
-            if let Some(p) = pad {
-                p.check("attn_decode_f32", s)?;
+            self.attention_decode("attn_decode_f32", q, KvView::contiguous(k, s), KvView::contiguous(v, s), out, lse, s, pad)
+        }
+
+        /// Decode reading K and V in place (a KV cache's buffers; f32, or bf16 with
+        /// `attn_decode_bf16kv`): q [heads, d] f32, out [heads, d], lse [heads].
+        #[allow(clippy::too_many_arguments)]
+        pub fn attention_decode_kv<T: DeviceRepr + KvElement>(
+            &self, q: &CudaSlice<f32>, k: KvView<T>, v: KvView<T>, out: &mut CudaSlice<f32>, lse: &mut CudaSlice<f32>,
+            heads: usize, tk: usize, d: usize, pad: Option<&KeyPad>,
+        ) -> Result<()> {
+            let s = AttnShape { heads, tq: 1, tk, d };
+            let name = T::DECODE;
+            if !F32_HEAD_DIMS.contains(&d) || tk == 0 {
+                return Err(Error::Other(format!("{name}: head dim {d} (32, 64 or 128) and tk {tk} (>= 1)")));
             }
-            let name = format!("attn_decode_f32_d{d}");
-            let (tki, scale) = (tk as i32, s.scale());
+            for (what, len, want) in [("q", q.len(), heads * d), ("out", out.len(), heads * d), ("lse", lse.len(), heads)] {
+                if len < want {
+                    return Err(Error::Other(format!("{name}: {what} holds {len} elements, needs {want}")));
+                }
+            }
+            self.attention_decode(name, q, k, v, out, lse, s, pad)
+        }
+
+        #[allow(clippy::too_many_arguments)]
+        fn attention_decode<T: DeviceRepr + KvElement>(
+            &self, name: &str, q: &CudaSlice<f32>, k: KvView<T>, v: KvView<T>, out: &mut CudaSlice<f32>, lse: &mut CudaSlice<f32>, s: AttnShape, pad: Option<&KeyPad>,
+        ) -> Result<()> {
+            if k.head_stride != v.head_stride {
+                return Err(Error::Other(format!("{name}: keys {} and values {} apart per head: one stride for both", k.head_stride, v.head_stride)));
+            }
+            k.check(name, "k", s)?;
+            v.check(name, "v", s)?;
+            if let Some(p) = pad {
+                p.check(name, s)?;
+            }
+            let entry = format!("{name}_d{}", s.d);
+            let (tki, stride, scale) = (s.tk as i32, k.head_stride as i64, s.scale());
             let (hpr, null) = (pad.map_or(1, |p| p.heads_per_row) as i32, 0u64);
-            let mut lb = self.stream.launch_builder(self.f(&name)?);
-            lb.arg(q).arg(k).arg(v).arg(out).arg(lse).arg(&tki).arg(&scale);
+            let (kv, vv) = (k.buf.slice(k.offset..), v.buf.slice(v.offset..));
+            let mut lb = self.stream.launch_builder(self.f(&entry)?);
+            lb.arg(q).arg(&kv).arg(&vv).arg(out).arg(lse).arg(&tki).arg(&stride).arg(&scale);
             push_pad(&mut lb, pad, &hpr, &null);
-            unsafe { lb.launch(lc((heads as u32, 1, 1), 256, 0)) }.map_err(|e| Error::cuda(format!("launch {name} heads={heads} tk={tk}"), e))?;
+            unsafe { lb.launch(lc((s.heads as u32, 1, 1), 256, 0)) }.map_err(|e| Error::cuda(format!("launch {entry} heads={} tk={}", s.heads, s.tk), e))?;
+            Ok(())
+        }
+    }
+
+    /// The element types of a KV cache the decode kernels read, with their kernel's name.
+    pub trait KvElement {
+        const DECODE: &'static str;
+    }
+    impl KvElement for f32 {
+        const DECODE: &'static str = "attn_decode_f32";
+    }
+    impl KvElement for u16 {
+        const DECODE: &'static str = "attn_decode_bf16kv";
+    }
+
+    /// Keys or values for decode where they lie: head h's tk rows of d start at element
+    /// `offset + h * head_stride` of `buf` (a cache of capacity c has head_stride c * d).
+    pub struct KvView<'a, T> {
+        pub buf: &'a CudaSlice<T>,
+        pub offset: usize,
+        pub head_stride: usize,
+    }
+
+    impl<'a, T> KvView<'a, T> {
+        /// A contiguous [heads, tk, d] buffer.
+        pub fn contiguous(buf: &'a CudaSlice<T>, s: AttnShape) -> Self {
+            KvView { buf, offset: 0, head_stride: s.tk * s.d }
+        }
+
+        /// Rows that fit their heads, inside the buffer, and aligned for 4-element loads.
+        fn check(&self, name: &str, what: &str, s: AttnShape) -> Result<()> {
+            let rows = s.tk * s.d;
+            let end = self.offset + (s.heads.max(1) - 1) * self.head_stride + rows;
+            if (s.heads > 1 && self.head_stride < rows) || end > self.buf.len() {
+                return Err(Error::Other(format!(
+                    "{name}: {what} of {} heads x {} keys x {} from element {} with heads {} apart needs {end} of {} elements",
+                    s.heads, s.tk, s.d, self.offset, self.head_stride, self.buf.len()
+                )));
+            }
+            if self.offset % 4 != 0 || self.head_stride % 4 != 0 {
+                return Err(Error::Other(format!("{name}: {what} offset {} and head stride {} must be multiples of 4 elements", self.offset, self.head_stride)));
+            }
             Ok(())
         }
     }
@@ -633,6 +712,45 @@ mod gpu {
                     lse_check("attn_decode_f32 (lse)", shape.clone(), "f32", &c.down(&gl)?, &fr.lse, TOL_F32),
                 ])
             });
+            // Read in place from a KV cache's buffers (heads `cap * d` apart from element 4, the
+            // rows past tk NaN), f32 and bf16.
+            let cap = tk + 13;
+            let cached = format!("{shape}, cache of {cap}");
+            case(&mut out, "attn_decode (KV cache layout)", &cached, "f32, bf16 K/V", || {
+                let (q, k, v) = (c.rand(heads * d, -2.0, 2.0), c.rand(heads * tk * d, -2.0, 2.0), c.rand(heads * tk * d, -1.0, 1.0));
+                let lay = |x: &[f32]| -> Vec<f32> {
+                    let mut buf = vec![f32::NAN; 4 + heads * cap * d];
+                    for h in 0..heads {
+                        buf[4 + h * cap * d..4 + h * cap * d + tk * d].copy_from_slice(&x[h * tk * d..(h + 1) * tk * d]);
+                    }
+                    buf
+                };
+                let counts = c.up(&pads.iter().map(|&p| p as i32).collect::<Vec<i32>>())?;
+                let key_pad = (!pads.is_empty()).then(|| KeyPad { counts: &counts, heads_per_row: heads / pads.len() });
+                let gq = c.up(&q)?;
+                let mut rows = Vec::new();
+                // f32
+                let (fr, _) = reference(&q, &k, &v, None, s, pads);
+                let (gk, gv) = (c.up(&lay(&k))?, c.up(&lay(&v))?);
+                let (mut go, mut gl) = (c.poisoned(heads * d)?, c.poisoned(heads)?);
+                let view = |b| KvView { buf: b, offset: 4, head_stride: cap * d };
+                gpu.attention_decode_kv(&gq, view(&gk), view(&gv), &mut go, &mut gl, heads, tk, d, key_pad.as_ref())?;
+                gpu.sync("attn_decode_f32 (cache)")?;
+                rows.push(Check::new("attn_decode_f32 (cache layout, out)", cached.clone(), "f32", compare(&c.down(&go)?, &fr.out), TOL_F32));
+                rows.push(lse_check("attn_decode_f32 (cache layout, lse)", cached.clone(), "f32", &c.down(&gl)?, &fr.lse, TOL_F32));
+                // bf16: the reference reads the same rounded keys and values.
+                let (k16, v16) = (to_bf16_bits(&lay(&k)), to_bf16_bits(&lay(&v)));
+                let (kr, vr) = (from_bf16_bits(&to_bf16_bits(&k)), from_bf16_bits(&to_bf16_bits(&v)));
+                let (fr, _) = reference(&q, &kr, &vr, None, s, pads);
+                let (gk, gv) = (c.up(&k16)?, c.up(&v16)?);
+                let (mut go, mut gl) = (c.poisoned(heads * d)?, c.poisoned(heads)?);
+                let view = |b| KvView { buf: b, offset: 4, head_stride: cap * d };
+                gpu.attention_decode_kv(&gq, view(&gk), view(&gv), &mut go, &mut gl, heads, tk, d, key_pad.as_ref())?;
+                gpu.sync("attn_decode_bf16kv (cache)")?;
+                rows.push(Check::new("attn_decode_bf16kv (cache layout, out)", cached.clone(), "f32", compare(&c.down(&go)?, &fr.out), TOL_F32));
+                rows.push(lse_check("attn_decode_bf16kv (cache layout, lse)", cached.clone(), "f32", &c.down(&gl)?, &fr.lse, TOL_F32));
+                Ok(rows)
+            });
         }
         out
     }
@@ -718,6 +836,11 @@ mod gpu {
         let kv_bytes = Some(2.0 * (s.heads * s.tk * d * 4) as f64);
         let dec_flops = Some(4.0 * s.heads as f64 * s.tk as f64 * d as f64);
         row("decode f32 (tq=1, tk=2048)", dec_flops, kv_bytes, time_ms(gpu, || gpu.attention_decode_f32(&gq, &gk, &gv, &mut o, &mut lse, s.heads, s.tk, d, None)));
+        // The autocast KV cache: bf16 keys and values, half the bytes.
+        let kv16_bytes = kv_bytes.map(|b| b / 2.0);
+        row("decode bf16 K/V (tq=1, tk=2048)", dec_flops, kv16_bytes, time_ms(gpu, || {
+            gpu.attention_decode_kv(&gq, KvView::contiguous(&gk16, s), KvView::contiguous(&gv16, s), &mut o, &mut lse, s.heads, s.tk, d, None)
+        }));
         Ok(())
     }
 

@@ -10,6 +10,7 @@ pub const ENTRIES: &[&str] = &[
     "minmax_bwd_f32",
     "fill_f32",
     "strided_assign_f32",
+    "strided_assign_u16",
     "max_rows_f32",
     "gather_rows_f32",
     "scatter_add_rows_f32",
@@ -212,7 +213,20 @@ mod imp {
         /// be 0 where the size is above 1 (one element written twice is a race).
         #[allow(clippy::too_many_arguments)]
         pub fn strided_assign_f32(&self, src: &CudaSlice<f32>, src_offset: usize, src_strides: &[usize], dst: &mut CudaSlice<f32>, dst_offset: usize, dst_strides: &[usize], shape: &[usize]) -> Result<()> {
-            let what = format!("strided_assign_f32 shape {shape:?} from strides {src_strides:?} +{src_offset} to strides {dst_strides:?} +{dst_offset}");
+            self.strided_assign("strided_assign_f32", src, src_offset, src_strides, dst, dst_offset, dst_strides, shape)
+        }
+
+        /// [`Self::strided_assign_f32`] for 16-bit elements (bf16 bit patterns).
+        #[allow(clippy::too_many_arguments)]
+        pub fn strided_assign_u16(&self, src: &CudaSlice<u16>, src_offset: usize, src_strides: &[usize], dst: &mut CudaSlice<u16>, dst_offset: usize, dst_strides: &[usize], shape: &[usize]) -> Result<()> {
+            self.strided_assign("strided_assign_u16", src, src_offset, src_strides, dst, dst_offset, dst_strides, shape)
+        }
+
+        #[allow(clippy::too_many_arguments)]
+        fn strided_assign<T: cudarc::driver::DeviceRepr>(
+            &self, kernel: &str, src: &CudaSlice<T>, src_offset: usize, src_strides: &[usize], dst: &mut CudaSlice<T>, dst_offset: usize, dst_strides: &[usize], shape: &[usize],
+        ) -> Result<()> {
+            let what = format!("{kernel} shape {shape:?} from strides {src_strides:?} +{src_offset} to strides {dst_strides:?} +{dst_offset}");
             let (d, s) = padded(shape, src_strides).ok_or_else(|| Error::Other(format!("{what}: rank > {MAX_RANK} or strides of another rank")))?;
             let (_, t) = padded(shape, dst_strides).ok_or_else(|| Error::Other(format!("{what}: destination strides of another rank")))?;
             let n: usize = shape.iter().product();
@@ -230,7 +244,7 @@ mod imp {
             let sv = src.slice(src_offset..);
             let mut dv = dst.slice_mut(dst_offset..);
             let args: Vec<i64> = d[1..].iter().chain(&s).chain(&t).map(|&x| x as i64).collect();
-            let mut b = self.stream.launch_builder(self.f("strided_assign_f32")?);
+            let mut b = self.stream.launch_builder(self.f(kernel)?);
             b.arg(&sv).arg(&mut dv).arg(&n64);
             for x in &args {
                 b.arg(x);

@@ -402,7 +402,7 @@ fn pointwise_row_and_view_kernels_match_the_references_on_the_cpu_emulation() {
         let cols = *shape.last().unwrap();
         let src16: Vec<u16> = buf.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect();
         let want16: Vec<u16> = want.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect();
-        let kernels = [("strided_assign_f32", cols), ("cast_bf16_strided", cols), ("cast_bf16_strided", cols + 3), ("copy_bf16_strided", cols + 3), ("widen_bf16_strided", cols)];
+        let kernels = [("strided_assign_f32", cols), ("strided_assign_u16", cols), ("cast_bf16_strided", cols), ("cast_bf16_strided", cols + 3), ("copy_bf16_strided", cols + 3), ("widen_bf16_strided", cols)];
         for (kernel, pitch) in kernels {
             let mut args: Vec<i64> = vec![n as i64, cols as i64, pitch as i64];
             args.extend(d[1..].iter().map(|&v| v as i64));
@@ -447,7 +447,7 @@ fn pointwise_row_and_view_kernels_match_the_references_on_the_cpu_emulation() {
     }
     elementwise_checks(&emu, &mut rng, &mut checks);
     std::fs::remove_dir_all(&dir).ok();
-    report(&checks, seed, 55);
+    report(&checks, seed, 58);
 }
 
 /// The elementwise kernels of cu/pointwise.cu: each unary function and its gradient, where,
@@ -608,7 +608,9 @@ fn f32_attention_kernels_match_the_reference_on_the_cpu_emulation() {
         }
     }
 
-    // Decode: one query per head at the end of the keys; a row whose keys are all padding.
+    // Decode: one query per head at the end of the keys; a row whose keys are all padding. Each
+    // case also read in place from a KV cache of larger capacity (heads `cap * d` apart, the
+    // rows past tk NaN), with f32 and bf16 keys and values.
     let decode: [(usize, usize, usize, &[usize]); 4] = [(2, 300, 64, &[]), (3, 1, 128, &[]), (2, 45, 32, &[3, 45]), (1, 70, 32, &[0, 69, 12])];
     for (hpr, tk, d, pads) in decode {
         let heads = hpr * pads.len().max(1);
@@ -616,17 +618,42 @@ fn f32_attention_kernels_match_the_reference_on_the_cpu_emulation() {
         let label = format!("{} pad {pads:?}", s.describe());
         let (q, mut k, mut v) = (rand(&mut rng, heads * d, -2.0, 2.0), rand(&mut rng, heads * tk * d, -2.0, 2.0), rand(&mut rng, heads * tk * d, -1.0, 1.0));
         nan_padding(&mut k, &mut v, pads, hpr, tk, d);
-        for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
-            emu.put(name, x);
-        }
         emu.put_i32("pads.i32", &pads.iter().map(|&p| p as i32).collect::<Vec<i32>>());
-        let (f, _) = reference(&q, &k, &v, None, s, pads);
-        run("decode", s, if pads.is_empty() { 0 } else { hpr });
-        checks.push(Check::new("attn_decode_f32 (out)", label.clone(), "f32", compare(&emu.get("out"), &f.out), TOL_F32));
-        checks.push(lse_check("attn_decode_f32 (lse)", label, "f32", &emu.get("lse"), &f.lse, TOL_F32));
+        emu.put("q", &q);
+        let hpr_arg = if pads.is_empty() { 0 } else { hpr };
+        let cap = tk + 7;
+        // Heads `cap * d` apart: the cache's layout, the unused rows poisoned.
+        let cached = |x: &[f32]| -> Vec<f32> {
+            let mut buf = vec![f32::NAN; (heads - 1) * cap * d + tk * d];
+            for h in 0..heads {
+                buf[h * cap * d..h * cap * d + tk * d].copy_from_slice(&x[h * tk * d..(h + 1) * tk * d]);
+            }
+            buf
+        };
+        for (kernel, stride) in [("decode", tk * d), ("decode", cap * d), ("decode_bf16kv", cap * d)] {
+            let bf = kernel == "decode_bf16kv";
+            // bf16 K/V: the reference reads the same rounded values (NaN stays NaN).
+            let round = |x: &[f32]| -> Vec<f32> { if bf { from_bf16_bits(&bf16_bits(x)) } else { x.to_vec() } };
+            let (kr, vr) = (round(&k), round(&v));
+            let (kb, vb) = if stride == tk * d { (kr.clone(), vr.clone()) } else { (cached(&kr), cached(&vr)) };
+            if bf {
+                emu.put_u16("k", &bf16_bits(&kb));
+                emu.put_u16("v", &bf16_bits(&vb));
+            } else {
+                emu.put("k", &kb);
+                emu.put("v", &vb);
+            }
+            let (f, _) = reference(&q, &kr, &vr, None, s, pads);
+            let a = [kernel.to_string(), heads.to_string(), "1".into(), tk.to_string(), d.to_string(), hpr_arg.to_string(), dir.display().to_string(), stride.to_string()];
+            emu.run_args(&a);
+            let name = if bf { "attn_decode_bf16kv" } else { "attn_decode_f32" };
+            let label = if stride == tk * d { label.clone() } else { format!("{label}, cache of {cap}") };
+            checks.push(Check::new(&format!("{name} (out)"), label.clone(), "f32", compare(&emu.get("out"), &f.out), TOL_F32));
+            checks.push(lse_check(&format!("{name} (lse)"), label, "f32", &emu.get("lse"), &f.lse, TOL_F32));
+        }
     }
     std::fs::remove_dir_all(&dir).ok();
-    report(&checks, seed, 38);
+    report(&checks, seed, 54);
 }
 
 /// v2 (bf16 in, f32 accumulation on tensor cores) with mma.sync, ldmatrix and cp.async on the

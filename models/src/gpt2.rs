@@ -110,9 +110,10 @@ impl KvCache {
         let (past, t) = (self.len, k.shape()[2]);
         let end = past + t;
         if layer == self.layers.len() {
+            // In the keys' type: bf16 under autocast on CUDA, where decode reads it as it is.
             let mut shape = k.shape().to_vec();
             shape[2] = self.capacity.max(end);
-            self.layers.push((Tensor::zeros_on(&shape, k.device())?, Tensor::zeros_on(&shape, k.device())?));
+            self.layers.push((zeros_as(&shape, k)?, zeros_as(&shape, v)?));
         }
         let (kb, vb) = &mut self.layers[layer];
         if kb.shape()[..2] != k.shape()[..2] || kb.shape()[3] != k.shape()[3] {
@@ -135,11 +136,21 @@ impl KvCache {
     }
 }
 
+/// Zeros of `shape` on `like`'s device, in its type.
+fn zeros_as(shape: &[usize], like: &Tensor) -> Result<Tensor> {
+    let z = Tensor::zeros_on(shape, like.device())?;
+    if like.dtype() == z.dtype() {
+        Ok(z)
+    } else {
+        Ok(z.to_dtype(like.dtype())?)
+    }
+}
+
 /// A [B, H, cap, D] buffer holding the first `len` positions of `buf`.
 fn grown(buf: &Tensor, len: usize, cap: usize) -> Result<Tensor> {
     let mut shape = buf.shape().to_vec();
     shape[2] = cap;
-    let out = Tensor::zeros_on(&shape, buf.device())?;
+    let out = zeros_as(&shape, buf)?;
     out.narrow(2, 0, len)?.assign(&buf.narrow(2, 0, len)?)?;
     Ok(out)
 }

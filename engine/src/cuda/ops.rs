@@ -14,7 +14,7 @@ use crate::storage::Storage;
 use crate::{DType, Device, Error, Result, Tensor};
 use cudarc::driver::CudaSlice;
 use kernels::device::{Gpu, Stored};
-use kernels::attention::{AttnShape, KeyPad};
+use kernels::attention::{AttnShape, KeyPad, KvView};
 use kernels::matmul_tc::MatmulTc;
 use kernels::memops::{BinaryOp, CeGroup};
 use kernels::pointwise::Unary;
@@ -787,17 +787,45 @@ pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, tq: us
         let (q16, k16, v16) = (bf16_of(q, op)?, bf16_of(k, op)?, bf16_of(v, op)?);
         g.attention_fwd_bf16(&q16, &k16, &v16, &mut out, &mut lse, s, pad.as_ref()).map_err(err(op))?;
     } else {
-        let (qv, kv, vv) = (f32_of(q, op)?, f32_of(k, op)?, f32_of(v, op)?);
         if tq == 1 {
             // One new query per head (sampling with the KV cache): the decode kernel, which
             // spreads the keys over a block instead of filling a 64-query tile with one row.
-            g.attention_decode_f32(&qv, &kv, &vv, &mut out, &mut lse, heads, tk, d, pad.as_ref()).map_err(err(op))?;
+            decode(&g, &*f32_of(q, op)?, k, v, &mut out, &mut lse, s, pad.as_ref())?;
         } else {
+            let (qv, kv, vv) = (f32_of(q, op)?, f32_of(k, op)?, f32_of(v, op)?);
             g.attention_fwd_f32(&qv, &kv, &vv, &mut out, &mut lse, s, pad.as_ref()).map_err(err(op))?;
         }
     }
     // Under autocast the output is stored in bf16: it feeds the output projection's matmul.
     Ok((stored(tensor(out, q.shape(), dev), op)?, tensor(lse, &q.shape()[..q.rank() - 1], dev)))
+}
+
+/// Decode over `k` and `v` [.., tk, d] read where they lie (a KV cache's views of buffers of
+/// larger capacity: rows of d contiguous, heads evenly apart), f32 or bf16; other layouts are
+/// gathered into contiguous f32 first.
+#[allow(clippy::too_many_arguments)]
+fn decode(g: &Gpu, q: &CudaSlice<f32>, k: &Tensor, v: &Tensor, out: &mut CudaSlice<f32>, lse: &mut CudaSlice<f32>, s: AttnShape, pad: Option<&KeyPad>) -> Result<()> {
+    let (heads, tk, d, op) = (s.heads, s.tk, s.d, "attention (decode)");
+    let in_place = match (k.layout().even_blocks(tk, d), v.layout().even_blocks(tk, d)) {
+        (Some((ko, ks)), Some((vo, vs))) if ks == vs && k.dtype() == v.dtype() && (ko | vo | ks) % 4 == 0 => Some((ko, vo, ks)),
+        _ => None,
+    };
+    if let Some((ko, vo, stride)) = in_place {
+        let (kg, vg) = (k.read(), v.read());
+        match (&*kg, &*vg) {
+            (Storage::Cuda(CudaStorage::F32(kb, _)), Storage::Cuda(CudaStorage::F32(vb, _))) => {
+                let (kv, vv) = (KvView { buf: kb, offset: ko, head_stride: stride }, KvView { buf: vb, offset: vo, head_stride: stride });
+                return g.attention_decode_kv(q, kv, vv, out, lse, heads, tk, d, pad).map_err(err(op));
+            }
+            (Storage::Cuda(CudaStorage::U16(kb, DType::BF16, _)), Storage::Cuda(CudaStorage::U16(vb, DType::BF16, _))) => {
+                let (kv, vv) = (KvView { buf: kb, offset: ko, head_stride: stride }, KvView { buf: vb, offset: vo, head_stride: stride });
+                return g.attention_decode_kv(q, kv, vv, out, lse, heads, tk, d, pad).map_err(err(op));
+            }
+            _ => {}
+        }
+    }
+    let (kv, vv) = (f32_of(k, op)?, f32_of(v, op)?);
+    g.attention_decode_f32(q, &kv, &vv, out, lse, heads, tk, d, pad).map_err(err(op))
 }
 
 /// (dq, dk, dv) of `attention`.
@@ -1116,12 +1144,12 @@ fn merged_pair(shape: &[usize], a: &[usize], b: &[usize]) -> (Vec<usize>, Vec<us
     }
 }
 
-/// `dst`'s elements (any view, f32 on CUDA) = `src`'s (same shape, same device).
+/// `dst`'s elements (any view, f32 or bf16 on CUDA) = `src`'s (same shape, device and type).
 pub(crate) fn assign(dst: &Tensor, src: &Tensor) -> Result<()> {
     let (dev, name) = (ordinal(dst), "assign");
     let g = gpu(dev)?;
-    if dst.dtype() != DType::F32 || src.dtype() != DType::F32 {
-        return Err(Error::NotOnDevice { op: "assign (CUDA: f32 only)", device: dst.device() });
+    if !matches!((dst.dtype(), src.dtype()), (DType::F32, DType::F32) | (DType::BF16, DType::BF16)) {
+        return Err(Error::NotOnDevice { op: "assign (CUDA: f32 or bf16, both the same)", device: dst.device() });
     }
     // A source sharing the destination's buffer is copied out first: the copy below holds the
     // destination's write lock and would wait on its own read lock.
@@ -1135,10 +1163,14 @@ pub(crate) fn assign(dst: &Tensor, src: &Tensor) -> Result<()> {
     let (sl, dl) = (src.layout().clone(), dst.layout().clone());
     let (shape, ss, ds) = merged_pair(&dl.shape, &sl.strides, &dl.strides);
     let sg = src.read();
-    let Storage::Cuda(CudaStorage::F32(sbuf, _)) = &*sg else {
-        return Err(Error::NotOnDevice { op: name, device: src.device() });
-    };
     let mut dg = dst.write();
-    let Storage::Cuda(CudaStorage::F32(dbuf, _)) = &mut *dg else { unreachable!("checked above") };
-    g.strided_assign_f32(sbuf, sl.offset, &ss, dbuf, dl.offset, &ds, &shape).map_err(err(name))
+    match (&*sg, &mut *dg) {
+        (Storage::Cuda(CudaStorage::F32(sbuf, _)), Storage::Cuda(CudaStorage::F32(dbuf, _))) => {
+            g.strided_assign_f32(sbuf, sl.offset, &ss, dbuf, dl.offset, &ds, &shape).map_err(err(name))
+        }
+        (Storage::Cuda(CudaStorage::U16(sbuf, DType::BF16, _)), Storage::Cuda(CudaStorage::U16(dbuf, DType::BF16, _))) => {
+            g.strided_assign_u16(sbuf, sl.offset, &ss, dbuf, dl.offset, &ds, &shape).map_err(err(name))
+        }
+        _ => Err(Error::NotOnDevice { op: name, device: src.device() }),
+    }
 }

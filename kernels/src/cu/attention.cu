@@ -36,6 +36,8 @@
 //   attn_decode_f32     one query per head (generation): block = head, 256 threads = 32 groups
 //                       of 8 lanes, each group walks keys grp, grp+32, ... with its own online
 //                       softmax, then the 32 partial (m, l, o) are merged through shared memory.
+//                       K/V are read in place from the cache (heads kv_stride apart, not
+//                       contiguous); attn_decode_bf16kv reads a bf16 cache.
 
 #define FULL_MASK 0xffffffffu
 #define NEG_INF (-__int_as_float(0x7f800000))
@@ -907,26 +909,36 @@ attn_bwd_v3_bf16_d128(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k
 }
 
 // ------------------------------------------------------------------------------------------
-// Decode: one query per head over a KV cache of tk keys (any tk >= 1), f32.
-// q [heads, D], k/v [heads, tk, D], o [heads, D], lse [heads].
+// Decode: one query per head over a KV cache of tk keys (any tk >= 1), read where it lies.
+// q [heads, D] f32, o [heads, D] f32, lse [heads]; head h's keys are rows of D at
+// k + h * kv_stride (kv_stride >= tk * D: the cache's capacity, so that a view of a longer
+// buffer is read in place, never gathered), the same for v. K/V f32 or bf16 (the autocast
+// cache, widened on load); the arithmetic is f32 either way. kv_stride and the pointers must
+// keep 4-element loads aligned (the launcher checks).
 // ------------------------------------------------------------------------------------------
 #define DEC_THREADS 256
 #define DEC_G 8                               // lanes per key
 #define DEC_GROUPS (DEC_THREADS / DEC_G)      // keys in flight per block
 
-template <int D>
-__device__ __forceinline__ void attn_decode(const float* __restrict__ q, const float* __restrict__ k,
-                                            const float* __restrict__ v, float* __restrict__ o,
-                                            float* __restrict__ lse, int tk, float scale,
+__device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+__device__ __forceinline__ float4 load4(const bf16_t* p) {
+    const uint2 u = *reinterpret_cast<const uint2*>(p);  // 4 bf16, element 0 in the low half
+    return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u), __uint_as_float(u.y << 16), __uint_as_float(u.y & 0xffff0000u));
+}
+
+template <int D, typename KV>
+__device__ __forceinline__ void attn_decode(const float* __restrict__ q, const KV* __restrict__ k,
+                                            const KV* __restrict__ v, float* __restrict__ o,
+                                            float* __restrict__ lse, int tk, long long kv_stride, float scale,
                                             const int* __restrict__ key_pad, int heads_per_row) {
-    constexpr int NC = D / (4 * DEC_G);  // float4 chunks per lane: sub + 8c
+    constexpr int NC = D / (4 * DEC_G);  // 4-element chunks per lane: sub + 8c
     __shared__ float sm_m[DEC_GROUPS], sm_l[DEC_GROUPS];
     __shared__ __align__(16) float sm_o[DEC_GROUPS * D];
 
     const int head = blockIdx.x;
     const int tid = threadIdx.x, grp = tid / DEC_G, sub = tid % DEC_G;
-    const float* kh = k + (long long)head * tk * D;
-    const float* vh = v + (long long)head * tk * D;
+    const KV* kh = k + (long long)head * kv_stride;
+    const KV* vh = v + (long long)head * kv_stride;
 
     float4 qr[NC], acc[NC];
 #pragma unroll
@@ -947,8 +959,8 @@ __device__ __forceinline__ void attn_decode(const float* __restrict__ q, const f
             kk[c] = make_float4(0.f, 0.f, 0.f, 0.f);
             vv[c] = kk[c];
             if (ok) {
-                kk[c] = *reinterpret_cast<const float4*>(kh + (long long)j * D + (sub + 8 * c) * 4);
-                vv[c] = *reinterpret_cast<const float4*>(vh + (long long)j * D + (sub + 8 * c) * 4);
+                kk[c] = load4(kh + (long long)j * D + (sub + 8 * c) * 4);
+                vv[c] = load4(vh + (long long)j * D + (sub + 8 * c) * 4);
             }
         }
         float s = 0.0f;
@@ -997,21 +1009,41 @@ __device__ __forceinline__ void attn_decode(const float* __restrict__ q, const f
     }
 }
 
+// Launch: grid = heads, DEC_THREADS threads.
 extern "C" __global__ void __launch_bounds__(DEC_THREADS)
 attn_decode_f32_d32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                    float* __restrict__ o, float* __restrict__ lse, int tk, float scale,
+                    float* __restrict__ o, float* __restrict__ lse, int tk, long long kv_stride, float scale,
                     const int* __restrict__ key_pad, int heads_per_row) {
-    attn_decode<32>(q, k, v, o, lse, tk, scale, key_pad, heads_per_row);
+    attn_decode<32>(q, k, v, o, lse, tk, kv_stride, scale, key_pad, heads_per_row);
 }
 extern "C" __global__ void __launch_bounds__(DEC_THREADS)
 attn_decode_f32_d64(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                    float* __restrict__ o, float* __restrict__ lse, int tk, float scale,
+                    float* __restrict__ o, float* __restrict__ lse, int tk, long long kv_stride, float scale,
                     const int* __restrict__ key_pad, int heads_per_row) {
-    attn_decode<64>(q, k, v, o, lse, tk, scale, key_pad, heads_per_row);
+    attn_decode<64>(q, k, v, o, lse, tk, kv_stride, scale, key_pad, heads_per_row);
 }
 extern "C" __global__ void __launch_bounds__(DEC_THREADS)
 attn_decode_f32_d128(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                    float* __restrict__ o, float* __restrict__ lse, int tk, float scale,
-                    const int* __restrict__ key_pad, int heads_per_row) {
-    attn_decode<128>(q, k, v, o, lse, tk, scale, key_pad, heads_per_row);
+                     float* __restrict__ o, float* __restrict__ lse, int tk, long long kv_stride, float scale,
+                     const int* __restrict__ key_pad, int heads_per_row) {
+    attn_decode<128>(q, k, v, o, lse, tk, kv_stride, scale, key_pad, heads_per_row);
+}
+// bf16 K/V (the KV cache under autocast), f32 query and output.
+extern "C" __global__ void __launch_bounds__(DEC_THREADS)
+attn_decode_bf16kv_d32(const float* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
+                       float* __restrict__ o, float* __restrict__ lse, int tk, long long kv_stride, float scale,
+                       const int* __restrict__ key_pad, int heads_per_row) {
+    attn_decode<32>(q, k, v, o, lse, tk, kv_stride, scale, key_pad, heads_per_row);
+}
+extern "C" __global__ void __launch_bounds__(DEC_THREADS)
+attn_decode_bf16kv_d64(const float* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
+                       float* __restrict__ o, float* __restrict__ lse, int tk, long long kv_stride, float scale,
+                       const int* __restrict__ key_pad, int heads_per_row) {
+    attn_decode<64>(q, k, v, o, lse, tk, kv_stride, scale, key_pad, heads_per_row);
+}
+extern "C" __global__ void __launch_bounds__(DEC_THREADS)
+attn_decode_bf16kv_d128(const float* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
+                        float* __restrict__ o, float* __restrict__ lse, int tk, long long kv_stride, float scale,
+                        const int* __restrict__ key_pad, int heads_per_row) {
+    attn_decode<128>(q, k, v, o, lse, tk, kv_stride, scale, key_pad, heads_per_row);
 }

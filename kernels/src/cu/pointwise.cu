@@ -131,15 +131,25 @@ __device__ __forceinline__ void view_offsets(long long i, long long d1, long lon
 
 // dst view = src view, both over one shape with their own strides (a source stride may be 0):
 // a gather into a contiguous buffer (t row-major), assign into a view, cat. Offsets are applied
-// by the launcher.
-extern "C" __global__ void __launch_bounds__(256) strided_assign_f32(
-    const float* __restrict__ src, float* __restrict__ dst, long long n, VIEW_DIMS, VIEW_STRIDES(s), VIEW_STRIDES(t)) {
-    const long long s[6] = {s0, s1, s2, s3, s4, s5}, t[6] = {t0, t1, t2, t3, t4, t5};
+// by the launcher. f32, and bf16 as its 16-bit patterns (the KV cache under autocast).
+template <typename T>
+__device__ __forceinline__ void strided_assign(const T* __restrict__ src, T* __restrict__ dst, long long n, long long d1, long long d2,
+                                               long long d3, long long d4, long long d5, const long long* s, const long long* t) {
     GRID_STRIDE(i, n) {
         long long so, to;
         view_offsets(i, d1, d2, d3, d4, d5, s, t, so, to);
         dst[to] = __ldg(src + so);
     }
+}
+extern "C" __global__ void __launch_bounds__(256) strided_assign_f32(
+    const float* __restrict__ src, float* __restrict__ dst, long long n, VIEW_DIMS, VIEW_STRIDES(s), VIEW_STRIDES(t)) {
+    const long long s[6] = {s0, s1, s2, s3, s4, s5}, t[6] = {t0, t1, t2, t3, t4, t5};
+    strided_assign(src, dst, n, d1, d2, d3, d4, d5, s, t);
+}
+extern "C" __global__ void __launch_bounds__(256) strided_assign_u16(
+    const unsigned short* __restrict__ src, unsigned short* __restrict__ dst, long long n, VIEW_DIMS, VIEW_STRIDES(s), VIEW_STRIDES(t)) {
+    const long long s[6] = {s0, s1, s2, s3, s4, s5}, t[6] = {t0, t1, t2, t3, t4, t5};
+    strided_assign(src, dst, n, d1, d2, d3, d4, d5, s, t);
 }
 
 // Row max and the index of its first maximum (the CPU's fold from element 0: strictly greater
