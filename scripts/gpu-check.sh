@@ -97,6 +97,10 @@ step "engine GPT-2 124M train step, bf16 autocast, matmul v6" 60 "$LOGS/train_st
 step "engine GPT-2 124M train step, bf16 autocast, attention bwd v3" 60 "$LOGS/train_step.log" env IGPT_ATTN_BWD=v3 "$BIN" bench train-step --device cuda --bf16 --model gpt2 --batch 8 --seq-len 1024 --reps 3
 step "engine GPT-2 124M train step, f32" 60 "$LOGS/train_step.log" "$BIN" bench train-step --device cuda --model gpt2 --batch 8 --seq-len 1024 --reps 3
 { echo; echo '## bench train-step --device cuda [--bf16] (our engine)'; echo; cat "$LOGS/train_step.log"; } >>"$REPORT"
+# Rollout-shaped generation: 64 prompts of 64 tokens, 64 new ones, the KV cache f32 and bf16.
+step "engine GPT-2 124M generation, f32" 45 "$LOGS/generate.log" "$BIN" bench generate --device cuda --model gpt2 --prompts 64 --prompt-len 64 --new-tokens 64 --reps 3
+step "engine GPT-2 124M generation, bf16 autocast" 45 "$LOGS/generate.log" "$BIN" bench generate --device cuda --bf16 --model gpt2 --prompts 64 --prompt-len 64 --new-tokens 64 --reps 3
+{ echo; echo '## bench generate --device cuda [--bf16] (our engine, greedy, KV cache)'; echo; cat "$LOGS/generate.log"; } >>"$REPORT"
 step "allocators (bench alloc --device cuda)" 60 "$LOGS/alloc.log" "$BIN" bench alloc --device cuda
 { echo; echo '## bench alloc --device cuda'; echo; cat "$LOGS/alloc.log"; } >>"$REPORT"
 step "pipeline --preset smoke --device cuda" 90 "$LOGS/pipeline.log" "$BIN" pipeline --preset smoke --device cuda --out "$LOGS/pipeline-smoke"

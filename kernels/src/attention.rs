@@ -729,26 +729,25 @@ mod gpu {
                 let key_pad = (!pads.is_empty()).then(|| KeyPad { counts: &counts, heads_per_row: heads / pads.len() });
                 let gq = c.up(&q)?;
                 let mut rows = Vec::new();
-                // f32
-                let (fr, _) = reference(&q, &k, &v, None, s, pads);
-                let (gk, gv) = (c.up(&lay(&k))?, c.up(&lay(&v))?);
-                let (mut go, mut gl) = (c.poisoned(heads * d)?, c.poisoned(heads)?);
-                let view = |b| KvView { buf: b, offset: 4, head_stride: cap * d };
-                gpu.attention_decode_kv(&gq, view(&gk), view(&gv), &mut go, &mut gl, heads, tk, d, key_pad.as_ref())?;
-                gpu.sync("attn_decode_f32 (cache)")?;
-                rows.push(Check::new("attn_decode_f32 (cache layout, out)", cached.clone(), "f32", compare(&c.down(&go)?, &fr.out), TOL_F32));
-                rows.push(lse_check("attn_decode_f32 (cache layout, lse)", cached.clone(), "f32", &c.down(&gl)?, &fr.lse, TOL_F32));
-                // bf16: the reference reads the same rounded keys and values.
-                let (k16, v16) = (to_bf16_bits(&lay(&k)), to_bf16_bits(&lay(&v)));
-                let (kr, vr) = (from_bf16_bits(&to_bf16_bits(&k)), from_bf16_bits(&to_bf16_bits(&v)));
-                let (fr, _) = reference(&q, &kr, &vr, None, s, pads);
-                let (gk, gv) = (c.up(&k16)?, c.up(&v16)?);
-                let (mut go, mut gl) = (c.poisoned(heads * d)?, c.poisoned(heads)?);
-                let view = |b| KvView { buf: b, offset: 4, head_stride: cap * d };
-                gpu.attention_decode_kv(&gq, view(&gk), view(&gv), &mut go, &mut gl, heads, tk, d, key_pad.as_ref())?;
-                gpu.sync("attn_decode_bf16kv (cache)")?;
-                rows.push(Check::new("attn_decode_bf16kv (cache layout, out)", cached.clone(), "f32", compare(&c.down(&go)?, &fr.out), TOL_F32));
-                rows.push(lse_check("attn_decode_bf16kv (cache layout, lse)", cached.clone(), "f32", &c.down(&gl)?, &fr.lse, TOL_F32));
+                for bf in [false, true] {
+                    // bf16: the reference reads the same rounded keys and values.
+                    let round = |x: &[f32]| if bf { from_bf16_bits(&to_bf16_bits(x)) } else { x.to_vec() };
+                    let (fr, _) = reference(&q, &round(&k), &round(&v), None, s, pads);
+                    let (mut go, mut gl) = (c.poisoned(heads * d)?, c.poisoned(heads)?);
+                    let name = if bf { "attn_decode_bf16kv" } else { "attn_decode_f32" };
+                    if bf {
+                        let (gk, gv) = (c.up(&to_bf16_bits(&lay(&k)))?, c.up(&to_bf16_bits(&lay(&v)))?);
+                        let (kv, vv) = (KvView { buf: &gk, offset: 4, head_stride: cap * d }, KvView { buf: &gv, offset: 4, head_stride: cap * d });
+                        gpu.attention_decode_kv(&gq, kv, vv, &mut go, &mut gl, heads, tk, d, key_pad.as_ref())?;
+                    } else {
+                        let (gk, gv) = (c.up(&lay(&k))?, c.up(&lay(&v))?);
+                        let (kv, vv) = (KvView { buf: &gk, offset: 4, head_stride: cap * d }, KvView { buf: &gv, offset: 4, head_stride: cap * d });
+                        gpu.attention_decode_kv(&gq, kv, vv, &mut go, &mut gl, heads, tk, d, key_pad.as_ref())?;
+                    }
+                    gpu.sync(name)?;
+                    rows.push(Check::new(&format!("{name} (cache layout, out)"), cached.clone(), "f32", compare(&c.down(&go)?, &fr.out), TOL_F32));
+                    rows.push(lse_check(&format!("{name} (cache layout, lse)"), cached.clone(), "f32", &c.down(&gl)?, &fr.lse, TOL_F32));
+                }
                 Ok(rows)
             });
         }

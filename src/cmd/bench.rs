@@ -44,7 +44,8 @@ pub enum Op {
     Alloc,
     /// GPT-2 train step (forward, loss, backward, AdamW) on --model, --batch x --seq-len (tokens/s).
     TrainStep,
-    /// Greedy KV-cache generation on --model, --prompts x --prompt-len, --new-tokens (tokens/s).
+    /// Greedy KV-cache generation on --model, --prompts x --prompt-len, --new-tokens (tokens/s;
+    /// on CUDA with --bf16: autocast, its KV cache bf16).
     Generate,
 }
 
@@ -82,8 +83,8 @@ pub struct BenchArgs {
     /// train-step: sequence length.
     #[arg(long, default_value_t = 256)]
     pub seq_len: usize,
-    /// train-step on CUDA: matmuls in bf16 on tensor cores (f32 accumulation and master
-    /// weights; PyTorch's autocast), not f32.
+    /// train-step and generate on CUDA: matmuls in bf16 on tensor cores (f32 accumulation and
+    /// master weights; PyTorch's autocast), not f32.
     #[arg(long)]
     pub bf16: bool,
     /// train-step: the device's peak TFLOP/s for MFU (default: from the GPU's name for H100,
@@ -125,8 +126,8 @@ pub fn parse_shape(s: &str) -> Result<Vec<usize>> {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    if args.bf16 && args.op != Op::TrainStep {
-        bail!("--bf16 is for train-step (the kernel benchmarks time their own precisions)");
+    if args.bf16 && !matches!(args.op, Op::TrainStep | Op::Generate) {
+        bail!("--bf16 is for train-step and generate (the kernel benchmarks time their own precisions)");
     }
     let shape = parse_shape(args.shape.as_deref().unwrap_or(default_shape(args.op)))?;
     if args.op == Op::TokenLogprobs {
@@ -141,7 +142,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
     match args.op {
         Op::TrainStep => return pool.install(|| super::bench_model::train_step(&args, threads, engine::Device::Cpu)),
-        Op::Generate => return pool.install(|| super::bench_model::generate_bench(&args, threads)),
+        Op::Generate => return pool.install(|| super::bench_model::generate_bench(&args, threads, engine::Device::Cpu)),
         _ => {}
     }
     let r = pool.install(|| measure_cpu(&args, &shape))?;
@@ -361,6 +362,9 @@ fn run_cuda(args: &BenchArgs, s: &[usize]) -> Result<()> {
     let gpu = engine::cuda::gpu(0)?;
     if args.op == Op::TrainStep {
         return super::bench_model::train_step(args, 0, engine::Device::Cuda(0));
+    }
+    if args.op == Op::Generate {
+        return super::bench_model::generate_bench(args, 0, engine::Device::Cuda(0));
     }
     if args.op == Op::Alloc {
         need(s, 1, "N")?;
