@@ -32,6 +32,8 @@ struct EmuWarp {
 };
 inline thread_local EmuWarp* emu_warp;
 inline thread_local int emu_lane;
+// The thread's warpgroup (4 warps, 128 threads: wgmma's unit) when the block has whole ones.
+inline thread_local std::barrier<>* emu_warpgroup;
 inline std::barrier<>* emu_block_barrier;
 // Dynamic shared memory: tests/emulated.rs rewrites `extern __shared__ float NAME[];` into a
 // pointer to this, which a driver points at a buffer of exactly the launch's size (ASan checks).
@@ -55,9 +57,13 @@ inline float __uint_as_float(unsigned int u) {
     std::memcpy(&f, &u, 4);
     return f;
 }
-// Declared only, for helpers that the emulated kernels never call (shared-memory addresses
-// of the tensor-core paths).
-unsigned long long __cvta_generic_to_shared(const void*);
+// Shared-memory addresses (the Hopper matmuls' descriptors, TMA and mbarriers): offsets into
+// the launch's dynamic shared memory, its only shared array there.
+inline unsigned long long __cvta_generic_to_shared(const void* p) {
+    return (unsigned long long)(static_cast<const char*>(p) - static_cast<const char*>(emu_dynamic_smem));
+}
+#define __grid_constant__
+inline void __trap() { abort(); }
 inline float __int_as_float(int i) {
     float f;
     std::memcpy(&f, &i, 4);
@@ -129,11 +135,14 @@ inline void emu_launch(dim3 grid, dim3 block, const std::function<void()>& kerne
     emu_block_barrier = &in_block;
     std::vector<std::unique_ptr<EmuWarp>> warps;
     for (unsigned w = 0; w < (n + 31) / 32; ++w) warps.emplace_back(new EmuWarp);
+    std::vector<std::unique_ptr<std::barrier<>>> groups;
+    for (unsigned w = 0; n % 128 == 0 && w < n / 128; ++w) groups.emplace_back(new std::barrier<>(128));
     std::vector<std::thread> threads;
     for (unsigned t = 0; t < n; ++t) {
         threads.emplace_back([&, t] {
             threadIdx = {t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
             emu_warp = warps[t / 32].get();
+            emu_warpgroup = n % 128 == 0 ? groups[t / 128].get() : nullptr;
             emu_lane = t % 32;
             for (unsigned bz = 0; bz < grid.z; ++bz)
                 for (unsigned by = 0; by < grid.y; ++by)

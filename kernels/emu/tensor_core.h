@@ -1,7 +1,7 @@
 // CPU stand-ins for the PTX helpers of cu/attention.cu, cu/matmul_mma.cu and
 // cu/matmul_epilogue.cuh (each file's section between its "PTX helpers" banners), so that the
 // bf16 tensor-core kernels (attention v2, matmul v4 and the matmuls' epilogue) run on the
-// emulation too:
+// emulation too (and, from hopper.h, cu/matmul_wgmma.cu's wgmma, TMA and mbarriers):
 // - cp.async is a plain copy (zero-filling the rest of its 16 bytes); commit and wait are no-ops
 //   (the copy is done when it returns; the kernel's __syncthreads orders it for other threads);
 // - mma.sync m16n8k16 and ldmatrix.x4.trans are warp-collective: every lane posts its fragments
@@ -116,3 +116,5 @@ __device__ __forceinline__ void v4_cp_async_wait() {}
 __device__ __forceinline__ void v4_ldsm_x4(unsigned r[4], unsigned addr) { ldsm_x4(r, emu_smem_at(addr)); }
 __device__ __forceinline__ void v4_ldsm_x4_trans(unsigned r[4], unsigned addr) { ldsm_x4_trans(r, emu_smem_at(addr)); }
 __device__ __forceinline__ void v4_mma(float c[4], const unsigned a[4], unsigned b0, unsigned b1) { mma_bf16(c, a, b0, b1); }
+
+#include "hopper.h"

@@ -46,6 +46,15 @@ pub const V6_THREADS: u32 = 384;
 /// v5's stages, its 1024 bytes of alignment, and 8 mbarriers (full and empty per stage).
 pub const V6_SMEM_BYTES: usize = 4 * (128 * 64 + 64 * 256) * 2 + 1024 + 8 * 8;
 
+/// v6's tensor maps for A [m, k] at `pa` and B [k, n] at `pb` (bf16, row-major): A in boxes of
+/// one tile's 128 rows x 64 k, B in boxes of 64 k x 64 n (a tile's 256 columns are four); the
+/// kernel's TMA coordinates assume these boxes. Pure: the launcher encodes them, the CPU
+/// emulation reads them.
+pub fn v6_maps(what: &str, pa: u64, pb: u64, m: usize, n: usize, k: usize) -> crate::Result<(crate::tma::Bf16TileMap, crate::tma::Bf16TileMap)> {
+    use crate::tma::Bf16TileMap;
+    Ok((Bf16TileMap::new(&format!("{what}: A"), pa, m, k, V5_BM as u32, 64)?, Bf16TileMap::new(&format!("{what}: B"), pb, k, n, 64, 64)?))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum MatmulTc {
     /// mma.sync + ldmatrix + cp.async (sm_80+).
@@ -94,7 +103,6 @@ mod gpu {
     use crate::device::Gpu;
     use crate::reference::{self as r, compare};
     use crate::selftest::{Check, TOL_BF16, TOL_F32};
-    use crate::tma::Bf16TileMap;
     use crate::toolkit::Arch;
     use crate::{Error, Result};
     use cudarc::driver::sys::CUfunction_attribute_enum;
@@ -285,10 +293,10 @@ mod gpu {
             };
             let null: u64 = 0; // a null `const float*` for "no bias"
             let maps = match v {
-                MatmulTc::V6Tma => Some((
-                    Bf16TileMap::new(&format!("{shape}: A"), pa, m, k, V5_BM as u32, 64)?.encode(&format!("{shape}: A"), pa)?,
-                    Bf16TileMap::new(&format!("{shape}: B"), pb, k, n, 64, 64)?.encode(&format!("{shape}: B"), pb)?,
-                )),
+                MatmulTc::V6Tma => {
+                    let (am, bmap) = v6_maps(&shape, pa, pb, m, n, k)?;
+                    Some((am.encode(&format!("{shape}: A"), pa)?, bmap.encode(&format!("{shape}: B"), pb)?))
+                }
                 _ => None,
             };
             let mut lb = self.stream.launch_builder(&f);

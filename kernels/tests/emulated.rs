@@ -8,7 +8,8 @@
 //! transposed), cross-entropy (warp and block, f32 and bf16), embedding (forward, both
 //! backwards), AdamW, GELU (f32 and bf16), the row sums, the global L2 norm and the broadcast binary ops,
 //! and, on stand-ins for their tensor-core instructions (emu/tensor_core.h), attention v2 and matmul
-//! v4 with its epilogues: every kernel but the Hopper matmuls (wgmma, TMA). Skipped, with a message, where no C++20 compiler with AddressSanitizer is found
+//! v4 with its epilogues, and (emu/hopper.h: wgmma, TMA, mbarriers) the Hopper matmuls v5 and v6:
+//! every kernel but matmul v3 (WMMA). Skipped, with a message, where no C++20 compiler with AddressSanitizer is found
 //! ($CXX, c++, g++).
 
 use kernels::copy::TransposedBatch;
@@ -66,7 +67,9 @@ fn build(cxx: &str, dir: &Path, driver: &str, sources: &[&str]) -> PathBuf {
         let text = without_ptx(text)
             .replace("extern __shared__ float block_sums[];", "float* block_sums = static_cast<float*>(emu_dynamic_smem);")
             .replace("extern __shared__ __align__(128) unsigned char smem[];", "unsigned char* smem = static_cast<unsigned char*>(emu_dynamic_smem);")
-            .replace("extern __shared__ __align__(128) unsigned char v4_smem[];", "unsigned char* v4_smem = static_cast<unsigned char*>(emu_dynamic_smem);");
+            .replace("extern __shared__ __align__(128) unsigned char v4_smem[];", "unsigned char* v4_smem = static_cast<unsigned char*>(emu_dynamic_smem);")
+            .replace("extern __shared__ __align__(1024) unsigned char v5_smem[];", "unsigned char* v5_smem = static_cast<unsigned char*>(emu_dynamic_smem);")
+            .replace("extern __shared__ __align__(1024) unsigned char v6_smem[];", "unsigned char* v6_smem = static_cast<unsigned char*>(emu_dynamic_smem);");
         assert!(!text.contains("extern __shared__"), "{file}: a dynamic shared array the emulation does not know");
         std::fs::write(dir.join(file), text).unwrap();
     }
@@ -741,6 +744,51 @@ fn tensor_core_matmul_v4_and_its_epilogues_match_the_reference_on_the_cpu_emulat
     }
     std::fs::remove_dir_all(&dir).ok();
     report(&checks, seed, 16);
+}
+
+/// The Hopper matmuls on the stand-ins of emu/hopper.h (wgmma from shared-memory descriptors,
+/// TMA boxes with the 128-byte swizzle, mbarriers): v5 (proven on an H100) checks the stand-ins'
+/// model of the hardware; v6 then runs the same wgmma fed by TMA, with its producer and
+/// consumers on mbarriers and persistent blocks over more tiles than blocks (the stage ring
+/// wrapping inside and across tiles), its maps from the launcher's own `v6_maps`.
+#[test]
+fn hopper_matmuls_v5_and_v6_match_the_reference_on_the_cpu_emulation() {
+    use kernels::matmul_tc::v6_maps;
+    let Some(cxx) = compiler() else { return };
+    let (emu, dir) = setup(&cxx, "matmul_wgmma", &["matmul_wgmma.cu"]);
+    let seed = seed();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut checks: Vec<Check> = Vec::new();
+    // (m, n, k, bias, v6 blocks): ragged M, N and K edges (zero-filled), one k-tile, 3 k-tiles
+    // over 4 tiles on 3 blocks (uneven), 5 k-tiles over 2 tiles on 1 block.
+    for (m, n, k, with_bias, blocks) in [(200usize, 264usize, 136usize, true, 2usize), (130, 40, 64, false, 1), (256, 512, 192, true, 3), (100, 256, 320, true, 1)] {
+        let shape = format!("{m}x{n}x{k}{}", if with_bias { "+bias" } else { "" });
+        let (a16, b16) = (bf16_bits(&rand(&mut rng, m * k, -1.0, 1.0)), bf16_bits(&rand(&mut rng, k * n, -1.0, 1.0)));
+        let bias = rand(&mut rng, n, -1.0, 1.0);
+        emu.put_u16("a", &a16);
+        emu.put_u16("b", &b16);
+        emu.put("bias", &bias);
+        // The maps as the launcher makes them (addresses: any 16-byte aligned stand-in).
+        let (am, bm) = v6_maps(&shape, 0x1000, 0x2000, m, n, k).unwrap();
+        let maps: Vec<u64> = [am, bm].iter().flat_map(|t| [t.dims[0], t.dims[1], t.row_stride, t.box_dims[0] as u64, t.box_dims[1] as u64]).collect();
+        std::fs::write(dir.join("maps.u64"), maps.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+        let want = r::matmul(&from_bf16_bits(&a16), &from_bf16_bits(&b16), with_bias.then_some(&bias[..]), m, n, k);
+        let tiles = m.div_ceil(128) * n.div_ceil(256);
+        for (version, grid) in [("v5", tiles), ("v6", blocks)] {
+            let label = if version == "v6" { format!("{shape}, {tiles} tiles on {grid} blocks") } else { shape.clone() };
+            let run = |kind: &str| emu.run_args(&[version, kind, &m.to_string(), &n.to_string(), &k.to_string(), if with_bias { "1" } else { "0" }, &grid.to_string(), &dir.display().to_string()].map(String::from));
+            run("f32");
+            checks.push(Check::new(&format!("matmul_{version}_bf16_f32out"), label.clone(), "bf16->f32", compare(&emu.get("c"), &want), TOL_F32));
+            run("bf16");
+            checks.push(Check::new(&format!("matmul_{version}_bf16_bf16out"), label.clone(), "bf16", compare(&from_bf16_bits(&emu.get_u16("c.u16")), &want), TOL_BF16));
+            run("gelu");
+            let stored_pre = from_bf16_bits(&emu.get_u16("pre.u16"));
+            checks.push(Check::new(&format!("matmul_{version}_bf16_gelu (pre)"), label.clone(), "bf16", compare(&stored_pre, &want), TOL_BF16));
+            checks.push(Check::new(&format!("matmul_{version}_bf16_gelu (gelu)"), label, "bf16", compare(&from_bf16_bits(&emu.get_u16("c.u16")), &r::gelu_fwd(&stored_pre)), TOL_BF16));
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    report(&checks, seed, 32);
 }
 
 #[test]

@@ -53,6 +53,7 @@ struct __align__(128) v6_tensor_map {
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
+// --- PTX helpers (begin): the CPU emulation (kernels/emu/tensor_core.h) replaces this section.
 __device__ __forceinline__ void v5_cp_async16(unsigned smem, const void* gmem, int src_bytes) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(src_bytes) : "memory");
 }
@@ -64,7 +65,7 @@ __device__ __forceinline__ void v5_wgmma_fence() { asm volatile("wgmma.fence.syn
 __device__ __forceinline__ void v5_wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void v5_wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
-
+// --- PTX helpers (end)
 
 // wgmma shared-memory matrix descriptor, 128-byte swizzle, base offset 0.
 __device__ __forceinline__ unsigned long long v5_desc(unsigned addr, unsigned lbo, unsigned sbo) {
@@ -72,6 +73,7 @@ __device__ __forceinline__ unsigned long long v5_desc(unsigned addr, unsigned lb
            ((unsigned long long)(sbo >> 4) << 32) | (1ull << 62);
 }
 
+// --- PTX helpers (begin): the CPU emulation (kernels/emu/tensor_core.h) replaces this section.
 // Keeps the compiler from moving accumulator accesses across wgmma issue / wait.
 __device__ __forceinline__ void v5_fence_acc(float d[128]) {
     asm volatile("" : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]) :: "memory");
@@ -121,6 +123,7 @@ __device__ __forceinline__ void v5_wgmma_m64n256k16(float d[128], unsigned long 
           "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
         : "l"(da), "l"(db), "r"(1));
 }
+// --- PTX helpers (end)
 
 // One k-tile (k0) into a stage. A: 128 rows x 8 chunks (4 per thread); B: 64 rows x 32 chunks
 // (8 per thread). Chunks out of range are zero-filled (nothing read).
@@ -298,7 +301,7 @@ matmul_v5_bf16_gelu(const bf16_t* __restrict__ A, const bf16_t* __restrict__ B, 
 // Dynamic shared memory (matmul_tc.rs must agree): 4 stages, 1024 for alignment, 8 mbarriers.
 #define V6_SMEM_BYTES (V6_STAGES * V6_STAGE_BYTES + 1024 + 2 * V6_STAGES * 8)
 
-
+// --- PTX helpers (begin): the CPU emulation (kernels/emu/tensor_core.h) replaces this section.
 __device__ __forceinline__ void v6_mbar_init(unsigned bar, unsigned count) {
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
 }
@@ -343,6 +346,15 @@ __device__ __forceinline__ void v6_tma_load(unsigned dst, const v6_tensor_map* m
         "l"((unsigned long long)map), "r"(c0), "r"(c1), "r"(bar)
         : "memory");
 }
+// The initialized mbarriers made visible to the TMA unit (the async proxy).
+__device__ __forceinline__ void v6_fence_mbar_init() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
+// Registers handed back by the producer warpgroup, taken by the consumers.
+__device__ __forceinline__ void v6_producer_regs() { asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory"); }
+__device__ __forceinline__ void v6_consumer_regs() { asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory"); }
+__device__ __forceinline__ void v6_prefetch_map(const v6_tensor_map* map) {
+    asm volatile("prefetch.tensormap [%0];\n" ::"l"((unsigned long long)map) : "memory");
+}
+// --- PTX helpers (end)
 
 template <int EPI>
 __device__ __forceinline__ void matmul_v6(const v6_tensor_map* a_map, const v6_tensor_map* b_map, const float* __restrict__ bias,
@@ -362,15 +374,15 @@ __device__ __forceinline__ void matmul_v6(const v6_tensor_map* a_map, const v6_t
             v6_mbar_init(full + 8 * s, 1);
             v6_mbar_init(empty + 8 * s, 8);
         }
-        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");  // visible to the TMA unit
+        v6_fence_mbar_init();
     }
     __syncthreads();
 
     if (wg == 0) {
-        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+        v6_producer_regs();
         if (threadIdx.x == 0) {
-            asm volatile("prefetch.tensormap [%0];\n" ::"l"((unsigned long long)a_map) : "memory");
-            asm volatile("prefetch.tensormap [%0];\n" ::"l"((unsigned long long)b_map) : "memory");
+            v6_prefetch_map(a_map);
+            v6_prefetch_map(b_map);
             int s = 0;
             unsigned phase = 0;
             for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
@@ -390,7 +402,7 @@ __device__ __forceinline__ void matmul_v6(const v6_tensor_map* a_map, const v6_t
         return;
     }
 
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+    v6_consumer_regs();
     const int cw = wg - 1;  // consumer warpgroup: rows 64 cw .. of each tile
     const bool signals = (threadIdx.x & 31) == 0;
     int s = 0;
