@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <fstream>
 #include <functional>
 #include <memory>
@@ -126,6 +127,58 @@ inline void emu_store(const std::string& file, const std::vector<T>& v) {
     f.write(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
 }
 
+// One thread's asynchronous operations (cp.async copies, wgmma): issued into an open group,
+// `commit` closes it, `wait(n)` completes the oldest committed groups until n are left pending,
+// as cp.async.wait_group / wgmma.wait_group do; operations never committed are never waited
+// for. An op may act at issue too (a copy poisons its destination then), so that both of a
+// buffer's hazards show: read before the wait (poison or stale data), and overwritten while
+// still in use (poison at issue; a wgmma's product taken late, from what the buffer holds then).
+template <typename Op>
+struct EmuAsync {
+    std::vector<Op> open;
+    std::deque<std::vector<Op>> committed;
+    void issue(Op op) {
+        op.issue();
+        open.push_back(op);
+    }
+    void commit() {
+        committed.push_back(std::move(open));
+        open.clear();
+    }
+    void wait(size_t n) {
+        while (committed.size() > n) {
+            for (Op& op : committed.front()) op.complete();
+            committed.pop_front();
+        }
+    }
+    // At the end of a block: what was never waited for is dropped (the next block reuses the
+    // shared memory it would have written).
+    void reset() {
+        open.clear();
+        committed.clear();
+    }
+};
+// cp.async.cg 16 bytes: `bytes` from global, the rest of the 16 zero-filled; NaN (all ones,
+// for f32 and bf16 alike) from issue until then.
+struct EmuCopy {
+    void* dst;
+    const void* src;
+    int bytes;
+    void issue() { std::memset(dst, 0xFF, 16); }
+    void complete() {
+        std::memcpy(dst, src, bytes);
+        std::memset(static_cast<char*>(dst) + bytes, 0, 16 - bytes);
+    }
+};
+inline thread_local EmuAsync<EmuCopy> emu_cp_async;
+// wgmma groups (hopper.h): each op runs its product when its group is waited for.
+struct EmuDeferred {
+    std::function<void()> run;
+    void issue() {}
+    void complete() { run(); }
+};
+inline thread_local EmuAsync<EmuDeferred> emu_wgmma_async;
+
 // Runs `kernel` (a closure calling the entry point) over the grid. Block size: a multiple of 32.
 inline void emu_launch(dim3 grid, dim3 block, const std::function<void()>& kernel) {
     gridDim = grid;
@@ -149,6 +202,8 @@ inline void emu_launch(dim3 grid, dim3 block, const std::function<void()>& kerne
                     for (unsigned bx = 0; bx < grid.x; ++bx) {
                         blockIdx = {bx, by, bz};
                         kernel();
+                        emu_cp_async.reset();
+                        emu_wgmma_async.reset();
                         between_blocks.arrive_and_wait();  // the block's statics are free again
                     }
         });

@@ -8,10 +8,13 @@
 //   stride byte offsets, the 128-byte swizzle (16-byte chunk bits 4..6 XOR row bits 7..9).
 //   A is K-major: element (m, k) at start + (m / 8) SBO + (m % 8) 128 + 2k. B is N-major
 //   (imm-trans-b): element (k, n) at start + (n / 64) LBO + (k / 8) SBO + (k % 8) 128 + 2(n % 64).
-//   The product is computed when issued; wgmma.wait_group is a barrier of the warpgroup, so
-//   that no thread signals a stage free while another of its warpgroup still reads it (on the
-//   GPU the whole warpgroup's group retires at once). Summed in double, rounded once.
-// - cp.async: a plain copy; its commit and wait, the fences and setmaxnreg: no-ops.
+//   The product is computed when its group is waited for (wgmma.wait_group N: all but the N
+//   newest), from shared memory as it is then, so a stage refilled before its group retired
+//   shows; the wait is also a barrier of the warpgroup, so that no thread signals a stage free
+//   while another of its warpgroup still reads it (on the GPU the warpgroup's group retires at
+//   once). Summed in double, rounded once.
+// - cp.async: copied when its group is waited for (tensor_core.h); the fences and setmaxnreg:
+//   no-ops.
 // - mbarrier: arrival count, pending arrivals, transaction bytes and phase parity under one
 //   mutex; try_wait.parity(P) is true once the phase of parity P has completed (the current
 //   phase's parity differs from P), so a fresh barrier reports parity 1 complete at once. A wait
@@ -31,17 +34,27 @@ inline unsigned emu_sw128(unsigned addr) { return addr ^ (((addr >> 7) & 7u) << 
 inline unsigned char* emu_smem_bytes() { return static_cast<unsigned char*>(emu_dynamic_smem); }
 
 __device__ __forceinline__ void v5_cp_async16(unsigned smem, const void* gmem, int src_bytes) { cp_async16(emu_smem_bytes() + smem, gmem, src_bytes); }
-__device__ __forceinline__ void v5_cp_async_commit() {}
+__device__ __forceinline__ void v5_cp_async_commit() { cp_async_commit(); }
 template <int N>
-__device__ __forceinline__ void v5_cp_async_wait() {}
+__device__ __forceinline__ void v5_cp_async_wait() { emu_cp_async.wait(N); }
 __device__ __forceinline__ void v5_fence_proxy_async() {}
 __device__ __forceinline__ void v5_wgmma_fence() {}
-__device__ __forceinline__ void v5_wgmma_commit() {}
+__device__ __forceinline__ void v5_wgmma_commit() { emu_wgmma_async.commit(); }
+// The retiring groups' products, then the warpgroup meets (its groups retire together).
 template <int N>
-__device__ __forceinline__ void v5_wgmma_wait() { emu_warpgroup->arrive_and_wait(); }
+__device__ __forceinline__ void v5_wgmma_wait() {
+    emu_wgmma_async.wait(N);
+    emu_warpgroup->arrive_and_wait();
+}
 __device__ __forceinline__ void v5_fence_acc(float*) {}
 
+inline void emu_wgmma_m64n256k16(float d[128], unsigned long long da, unsigned long long db);
+// Issued: the product is taken when its group is waited for, from shared memory as it is then.
 __device__ __forceinline__ void v5_wgmma_m64n256k16(float d[128], unsigned long long da, unsigned long long db) {
+    emu_wgmma_async.issue(EmuDeferred{[d, da, db] { emu_wgmma_m64n256k16(d, da, db); }});
+}
+
+inline void emu_wgmma_m64n256k16(float d[128], unsigned long long da, unsigned long long db) {
     for (unsigned long long desc : {da, db}) {
         if ((desc >> 62) != 1 || ((desc >> 49) & 7) != 0) {
             fprintf(stderr, "emu wgmma: descriptor %#llx: only the 128-byte swizzle with base offset 0 is modelled\n", desc);

@@ -2,8 +2,11 @@
 // cu/matmul_epilogue.cuh (each file's section between its "PTX helpers" banners), so that the
 // bf16 tensor-core kernels (attention v2, matmul v4 and the matmuls' epilogue) run on the
 // emulation too (and, from hopper.h, cu/matmul_wgmma.cu's wgmma, TMA and mbarriers):
-// - cp.async is a plain copy (zero-filling the rest of its 16 bytes); commit and wait are no-ops
-//   (the copy is done when it returns; the kernel's __syncthreads orders it for other threads);
+// - cp.async writes NaN (all ones) into its 16 bytes when issued and copies (zero-filling the
+//   rest) when its group is waited for (cp.async.wait_group N: all but the N newest committed
+//   groups), never before; a copy never committed is never waited for. So a read before the
+//   wait and a refill of a buffer still in use both meet NaN. The kernel's __syncthreads
+//   orders the copy for other threads;
 // - mma.sync m16n8k16 and ldmatrix.x4.trans are warp-collective: every lane posts its fragments
 //   (or row address), the warp meets at a barrier, each lane computes its own results from all
 //   the lanes' posts, and the warp meets again before the scratch is reused. A divergent call
@@ -33,13 +36,11 @@ __device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) {
     return (unsigned)emu_f32_to_bf16(lo) | ((unsigned)emu_f32_to_bf16(hi) << 16);
 }
 
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
-    std::memcpy(smem, gmem, src_bytes);
-    std::memset(static_cast<char*>(smem) + src_bytes, 0, 16 - src_bytes);
-}
-__device__ __forceinline__ void cp_async_commit() {}
-__device__ __forceinline__ void cp_async_wait_all() {}
-__device__ __forceinline__ void cp_async_wait_1() {}
+// cp.async: the copy happens when its group is waited for (emu.h's EmuAsync), not when issued.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) { emu_cp_async.issue(EmuCopy{smem, gmem, src_bytes}); }
+__device__ __forceinline__ void cp_async_commit() { emu_cp_async.commit(); }
+__device__ __forceinline__ void cp_async_wait_all() { emu_cp_async.wait(0); }  // cp.async.wait_group 0
+__device__ __forceinline__ void cp_async_wait_1() { emu_cp_async.wait(1); }
 
 // D(16x8) += A(16x16) B(16x8), the fragment layouts of cu/attention.cu's mma_bf16.
 __device__ __forceinline__ void mma_bf16(float c[4], const unsigned a[4], unsigned b0, unsigned b1) {
@@ -110,9 +111,9 @@ __device__ __forceinline__ unsigned v4_smem_addr(const void* p) {
     return (unsigned)(static_cast<const char*>(p) - static_cast<const char*>(emu_dynamic_smem));
 }
 __device__ __forceinline__ void v4_cp_async16(unsigned smem, const void* gmem, int src_bytes) { cp_async16(emu_smem_at(smem), gmem, src_bytes); }
-__device__ __forceinline__ void v4_cp_async_commit() {}
+__device__ __forceinline__ void v4_cp_async_commit() { cp_async_commit(); }
 template <int N>
-__device__ __forceinline__ void v4_cp_async_wait() {}
+__device__ __forceinline__ void v4_cp_async_wait() { emu_cp_async.wait(N); }
 __device__ __forceinline__ void v4_ldsm_x4(unsigned r[4], unsigned addr) { ldsm_x4(r, emu_smem_at(addr)); }
 __device__ __forceinline__ void v4_ldsm_x4_trans(unsigned r[4], unsigned addr) { ldsm_x4_trans(r, emu_smem_at(addr)); }
 __device__ __forceinline__ void v4_mma(float c[4], const unsigned a[4], unsigned b0, unsigned b1) { mma_bf16(c, a, b0, b1); }
