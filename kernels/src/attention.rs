@@ -539,7 +539,7 @@ mod gpu {
                     s.heads, s.tk, s.d, self.offset, self.head_stride, self.buf.len()
                 )));
             }
-            if self.offset % 4 != 0 || self.head_stride % 4 != 0 {
+            if !self.offset.is_multiple_of(4) || !self.head_stride.is_multiple_of(4) {
                 return Err(Error::Other(format!("{name}: {what} offset {} and head stride {} must be multiples of 4 elements", self.offset, self.head_stride)));
             }
             Ok(())

@@ -172,9 +172,9 @@ fn token_logprobs_match_log_softmax_and_gather() {
     let x = randn(&mut r, &[3, 7, v]);
     let tv: Vec<i64> = (0..rows).map(|i| if i % 6 == 4 { -100 } else { (i * 11 % v) as i64 }).collect();
     let t = ids(&tv, &[3, 7]);
-    let (_, fused) = forward(&[x.clone()], &|a| a[0].token_logprobs(&t, temp));
-    let (_, ent) = forward(&[x.clone()], &|a| Ok(a[0].token_logprobs_entropy(&t, temp)?.1));
-    let (_, lsm) = forward(&[x.clone()], &|a| a[0].mul_scalar(1.0 / temp)?.log_softmax());
+    let (_, fused) = forward(std::slice::from_ref(&x), &|a| a[0].token_logprobs(&t, temp));
+    let (_, ent) = forward(std::slice::from_ref(&x), &|a| Ok(a[0].token_logprobs_entropy(&t, temp)?.1));
+    let (_, lsm) = forward(std::slice::from_ref(&x), &|a| a[0].mul_scalar(1.0 / temp)?.log_softmax());
     for (i, &ti) in tv.iter().enumerate() {
         let row = &lsm[i * v..(i + 1) * v];
         let want = if ti < 0 { 0.0 } else { row[ti as usize] };
@@ -184,11 +184,11 @@ fn token_logprobs_match_log_softmax_and_gather() {
     }
     // Gradients: the composition's, for the same upstream weights.
     let w: Vec<f32> = (0..rows).map(|_| r.gen_range(-1.0f32..1.0)).collect();
-    let (g_fused, _) = analytic(&[x.clone()], &w, &|a| a[0].token_logprobs(&t, temp));
+    let (g_fused, _) = analytic(std::slice::from_ref(&x), &w, &|a| a[0].token_logprobs(&t, temp));
     let t_safe = ids(&tv.iter().map(|&i| i.max(0)).collect::<Vec<_>>(), &[3, 7, 1]);
     let keep: Vec<f32> = tv.iter().map(|&i| if i < 0 { 0.0 } else { 1.0 }).collect();
     let keep = Tensor::new(keep, &[3, 7]).unwrap();
-    let (g_comp, _) = analytic(&[x.clone()], &w, &|a| a[0].mul_scalar(1.0 / temp)?.log_softmax()?.gather(&t_safe)?.reshape(&[3, 7])?.mul(&keep));
+    let (g_comp, _) = analytic(std::slice::from_ref(&x), &w, &|a| a[0].mul_scalar(1.0 / temp)?.log_softmax()?.gather(&t_safe)?.reshape(&[3, 7])?.mul(&keep));
     let d = max_abs_diff(&g_fused[0], &g_comp[0]);
     assert!(d <= 1e-5 * (1.0 + max_abs(&g_comp[0])), "gradients differ by {d}");
     for (i, &ti) in tv.iter().enumerate() {
