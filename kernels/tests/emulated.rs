@@ -160,10 +160,7 @@ use kernels::reference::rand_nonzero as rand;
 
 #[test]
 fn row_kernels_match_the_references_on_the_cpu_emulation() {
-    let Some(cxx) = compiler() else { return };
-    let (emu, dir) = setup(&cxx, "rows", &["softmax.cu", "layernorm.cu"]);
-    let seed = seed();
-    let mut rng = StdRng::seed_from_u64(seed);
+    let Some((emu, dir, seed, mut rng)) = start("rows", &["softmax.cu", "layernorm.cu"]) else { return };
     let mut checks: Vec<Check> = Vec::new();
 
     // Softmax: one row of all -inf must come out zeros (v1's convention), others as the reference.
@@ -288,6 +285,15 @@ fn setup(cxx: &str, driver: &str, sources: &[&str]) -> (Emu, PathBuf) {
     (Emu { exe: build(cxx, &dir, driver, sources), dir: dir.clone() }, dir)
 }
 
+/// A test's emulation: the driver built over its sources (None: no compiler, the test skips),
+/// and the seed and generator of its inputs.
+fn start(driver: &str, sources: &[&str]) -> Option<(Emu, PathBuf, u64, StdRng)> {
+    let cxx = compiler()?;
+    let (emu, dir) = setup(&cxx, driver, sources);
+    let seed = seed();
+    Some((emu, dir, seed, StdRng::seed_from_u64(seed)))
+}
+
 /// f32 values rounded to bf16 (bit patterns), and back.
 fn bf16_bits(v: &[f32]) -> Vec<u16> {
     v.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect()
@@ -319,10 +325,7 @@ fn exact(kernel: &str, shape: String, bad: usize, of: usize) -> Check {
 
 #[test]
 fn pointwise_row_and_view_kernels_match_the_references_on_the_cpu_emulation() {
-    let Some(cxx) = compiler() else { return };
-    let (emu, dir) = setup(&cxx, "pointwise", &["pointwise.cu"]);
-    let seed = seed();
-    let mut rng = StdRng::seed_from_u64(seed);
+    let Some((emu, dir, seed, mut rng)) = start("pointwise", &["pointwise.cu"]) else { return };
     let mut checks: Vec<Check> = Vec::new();
 
     for (rows, cols) in [(1usize, 1usize), (6, 33), (9, 300), (3, 1025)] {
@@ -566,10 +569,7 @@ fn nan_padding(k: &mut [f32], v: &mut [f32], pads: &[usize], heads_per_row: usiz
 #[test]
 fn f32_attention_kernels_match_the_reference_on_the_cpu_emulation() {
     use kernels::attention::{lse_check, reference, AttnShape};
-    let Some(cxx) = compiler() else { return };
-    let (emu, dir) = setup(&cxx, "attention", &["attention.cu"]);
-    let seed = seed();
-    let mut rng = StdRng::seed_from_u64(seed);
+    let Some((emu, dir, seed, mut rng)) = start("attention", &["attention.cu"]) else { return };
     let mut checks: Vec<Check> = Vec::new();
     let run = |kernel: &str, s: AttnShape, hpr: usize| {
         let a = [kernel.to_string(), s.heads.to_string(), s.tq.to_string(), s.tk.to_string(), s.d.to_string(), hpr.to_string(), dir.display().to_string()];
@@ -665,10 +665,7 @@ fn f32_attention_kernels_match_the_reference_on_the_cpu_emulation() {
 #[test]
 fn bf16_attention_kernels_match_the_reference_on_the_cpu_emulation() {
     use kernels::attention::{lse_check, reference, AttnShape};
-    let Some(cxx) = compiler() else { return };
-    let (emu, dir) = setup(&cxx, "attention", &["attention.cu"]);
-    let seed = seed();
-    let mut rng = StdRng::seed_from_u64(seed);
+    let Some((emu, dir, seed, mut rng)) = start("attention", &["attention.cu"]) else { return };
     let mut checks: Vec<Check> = Vec::new();
     // (heads per row, tq, tk, d, padding keys per batch row; empty: no padding): head dims
     // 32/64/128, two query tiles with a partial one, tq < tk, padding queries (tq = tk), a
@@ -716,34 +713,45 @@ fn bf16_attention_kernels_match_the_reference_on_the_cpu_emulation() {
 /// against the f64 reference on the same bf16 inputs.
 #[test]
 fn tensor_core_matmul_v4_and_its_epilogues_match_the_reference_on_the_cpu_emulation() {
-    let Some(cxx) = compiler() else { return };
-    let (emu, dir) = setup(&cxx, "matmul_tc", &["matmul_mma.cu"]);
-    let seed = seed();
-    let mut rng = StdRng::seed_from_u64(seed);
+    let Some((emu, dir, seed, mut rng)) = start("matmul_tc", &["matmul_mma.cu"]) else { return };
     let mut checks: Vec<Check> = Vec::new();
     // (m, n, k, bias): ragged tiles on the fast path (two k-tiles), odd N and K (the scalar
     // loads, unpaired stores), a thin N, more than one block in each direction.
     for (m, n, k, with_bias) in [(130usize, 264usize, 40usize, true), (17, 33, 5, true), (64, 8, 72, false), (257, 520, 24, true)] {
-        let shape = format!("{m}x{n}x{k}{}", if with_bias { "+bias" } else { "" });
-        let (a16, b16) = (bf16_bits(&rand(&mut rng, m * k, -1.0, 1.0)), bf16_bits(&rand(&mut rng, k * n, -1.0, 1.0)));
-        let bias = rand(&mut rng, n, -1.0, 1.0);
-        emu.put_u16("a", &a16);
-        emu.put_u16("b", &b16);
-        emu.put("bias", &bias);
-        let want = r::matmul(&from_bf16_bits(&a16), &from_bf16_bits(&b16), with_bias.then_some(&bias[..]), m, n, k);
+        let (shape, want) = bf16_matmul_inputs(&emu, &mut rng, m, n, k, with_bias);
         let run = |kind: &str| emu.run_args(&[kind, &m.to_string(), &n.to_string(), &k.to_string(), if with_bias { "1" } else { "0" }, &dir.display().to_string()].map(String::from));
-        run("f32");
-        checks.push(Check::new("matmul_v4_bf16_f32out", shape.clone(), "bf16->f32", compare(&emu.get("c"), &want), TOL_F32));
-        run("bf16");
-        checks.push(Check::new("matmul_v4_bf16_bf16out", shape.clone(), "bf16", compare(&from_bf16_bits(&emu.get_u16("c.u16")), &want), TOL_BF16));
-        run("gelu");
-        // The output against GELU of the kernel's own stored pre-activation (as the self-test).
-        let stored_pre = from_bf16_bits(&emu.get_u16("pre.u16"));
-        checks.push(Check::new("matmul_v4_bf16_gelu (pre)", shape.clone(), "bf16", compare(&stored_pre, &want), TOL_BF16));
-        checks.push(Check::new("matmul_v4_bf16_gelu (gelu)", shape, "bf16", compare(&from_bf16_bits(&emu.get_u16("c.u16")), &r::gelu_fwd(&stored_pre)), TOL_BF16));
+        checks.extend(bf16_matmul_checks(&emu, run, "matmul_v4", &shape, &want));
     }
     std::fs::remove_dir_all(&dir).ok();
     report(&checks, seed, 16);
+}
+
+/// Fresh bf16 A [m, k] and B [k, n] and an f32 bias, put where the matmul drivers read them
+/// (a.u16, b.u16, bias.f32): the shape's label and the f64 reference on the same bf16 values.
+fn bf16_matmul_inputs(emu: &Emu, rng: &mut StdRng, m: usize, n: usize, k: usize, with_bias: bool) -> (String, r::Ref) {
+    let (a16, b16) = (bf16_bits(&rand(rng, m * k, -1.0, 1.0)), bf16_bits(&rand(rng, k * n, -1.0, 1.0)));
+    let bias = rand(rng, n, -1.0, 1.0);
+    emu.put_u16("a", &a16);
+    emu.put_u16("b", &b16);
+    emu.put("bias", &bias);
+    let want = r::matmul(&from_bf16_bits(&a16), &from_bf16_bits(&b16), with_bias.then_some(&bias[..]), m, n, k);
+    (format!("{m}x{n}x{k}{}", if with_bias { "+bias" } else { "" }), want)
+}
+
+/// A bf16 matmul's three outputs against `want`: `run(kind)` runs the kernel `{name}_bf16_{kind}`
+/// for kind f32 (c.f32), bf16 (c.u16) and gelu (c.u16 and pre.u16; the GELU against GELU of the
+/// kernel's own stored pre-activation, as the self-test does).
+fn bf16_matmul_checks(emu: &Emu, run: impl Fn(&str), name: &str, label: &str, want: &r::Ref) -> Vec<Check> {
+    let bf16_out = |file: &str| from_bf16_bits(&emu.get_u16(file));
+    run("f32");
+    let mut checks = vec![Check::new(&format!("{name}_bf16_f32out"), label.to_string(), "bf16->f32", compare(&emu.get("c"), want), TOL_F32)];
+    run("bf16");
+    checks.push(Check::new(&format!("{name}_bf16_bf16out"), label.to_string(), "bf16", compare(&bf16_out("c.u16"), want), TOL_BF16));
+    run("gelu");
+    let stored_pre = bf16_out("pre.u16");
+    checks.push(Check::new(&format!("{name}_bf16_gelu (pre)"), label.to_string(), "bf16", compare(&stored_pre, want), TOL_BF16));
+    checks.push(Check::new(&format!("{name}_bf16_gelu (gelu)"), label.to_string(), "bf16", compare(&bf16_out("c.u16"), &r::gelu_fwd(&stored_pre)), TOL_BF16));
+    checks
 }
 
 /// The Hopper matmuls on the stand-ins of emu/hopper.h (wgmma from shared-memory descriptors,
@@ -754,37 +762,21 @@ fn tensor_core_matmul_v4_and_its_epilogues_match_the_reference_on_the_cpu_emulat
 #[test]
 fn hopper_matmuls_v5_and_v6_match_the_reference_on_the_cpu_emulation() {
     use kernels::matmul_tc::v6_maps;
-    let Some(cxx) = compiler() else { return };
-    let (emu, dir) = setup(&cxx, "matmul_wgmma", &["matmul_wgmma.cu"]);
-    let seed = seed();
-    let mut rng = StdRng::seed_from_u64(seed);
+    let Some((emu, dir, seed, mut rng)) = start("matmul_wgmma", &["matmul_wgmma.cu"]) else { return };
     let mut checks: Vec<Check> = Vec::new();
     // (m, n, k, bias, v6 blocks): ragged M, N and K edges (zero-filled), one k-tile, 3 k-tiles
     // over 4 tiles on 3 blocks (uneven), 5 k-tiles over 2 tiles on 1 block.
     for (m, n, k, with_bias, blocks) in [(200usize, 264usize, 136usize, true, 2usize), (130, 40, 64, false, 1), (256, 512, 192, true, 3), (100, 256, 320, true, 1)] {
-        let shape = format!("{m}x{n}x{k}{}", if with_bias { "+bias" } else { "" });
-        let (a16, b16) = (bf16_bits(&rand(&mut rng, m * k, -1.0, 1.0)), bf16_bits(&rand(&mut rng, k * n, -1.0, 1.0)));
-        let bias = rand(&mut rng, n, -1.0, 1.0);
-        emu.put_u16("a", &a16);
-        emu.put_u16("b", &b16);
-        emu.put("bias", &bias);
+        let (shape, want) = bf16_matmul_inputs(&emu, &mut rng, m, n, k, with_bias);
         // The maps as the launcher makes them (addresses: any 16-byte aligned stand-in).
         let (am, bm) = v6_maps(&shape, 0x1000, 0x2000, m, n, k).unwrap();
         let maps: Vec<u64> = [am, bm].iter().flat_map(|t| [t.dims[0], t.dims[1], t.row_stride, t.box_dims[0] as u64, t.box_dims[1] as u64]).collect();
         std::fs::write(dir.join("maps.u64"), maps.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
-        let want = r::matmul(&from_bf16_bits(&a16), &from_bf16_bits(&b16), with_bias.then_some(&bias[..]), m, n, k);
         let tiles = m.div_ceil(128) * n.div_ceil(256);
         for (version, grid) in [("v5", tiles), ("v6", blocks)] {
             let label = if version == "v6" { format!("{shape}, {tiles} tiles on {grid} blocks") } else { shape.clone() };
             let run = |kind: &str| emu.run_args(&[version, kind, &m.to_string(), &n.to_string(), &k.to_string(), if with_bias { "1" } else { "0" }, &grid.to_string(), &dir.display().to_string()].map(String::from));
-            run("f32");
-            checks.push(Check::new(&format!("matmul_{version}_bf16_f32out"), label.clone(), "bf16->f32", compare(&emu.get("c"), &want), TOL_F32));
-            run("bf16");
-            checks.push(Check::new(&format!("matmul_{version}_bf16_bf16out"), label.clone(), "bf16", compare(&from_bf16_bits(&emu.get_u16("c.u16")), &want), TOL_BF16));
-            run("gelu");
-            let stored_pre = from_bf16_bits(&emu.get_u16("pre.u16"));
-            checks.push(Check::new(&format!("matmul_{version}_bf16_gelu (pre)"), label.clone(), "bf16", compare(&stored_pre, &want), TOL_BF16));
-            checks.push(Check::new(&format!("matmul_{version}_bf16_gelu (gelu)"), label, "bf16", compare(&from_bf16_bits(&emu.get_u16("c.u16")), &r::gelu_fwd(&stored_pre)), TOL_BF16));
+            checks.extend(bf16_matmul_checks(&emu, run, &format!("matmul_{version}"), &label, &want));
         }
     }
     std::fs::remove_dir_all(&dir).ok();
@@ -793,10 +785,7 @@ fn hopper_matmuls_v5_and_v6_match_the_reference_on_the_cpu_emulation() {
 
 #[test]
 fn f32_matmul_kernels_match_the_reference_on_the_cpu_emulation() {
-    let Some(cxx) = compiler() else { return };
-    let (emu, dir) = setup(&cxx, "matmul", &["matmul_f32.cu"]);
-    let seed = seed();
-    let mut rng = StdRng::seed_from_u64(seed);
+    let Some((emu, dir, seed, mut rng)) = start("matmul", &["matmul_f32.cu"]) else { return };
     let mut checks: Vec<Check> = Vec::new();
     let transpose = |x: &[f32], rows: usize, cols: usize| -> Vec<f32> { (0..cols * rows).map(|i| x[(i % rows) * cols + i / rows]).collect() };
     // (batches, m, n, k, shared B, bias): ragged edges, vector-aligned and not, a B shared by all.
@@ -847,10 +836,7 @@ fn f32_matmul_kernels_match_the_reference_on_the_cpu_emulation() {
 fn memory_bound_kernels_match_the_references_on_the_cpu_emulation() {
     use kernels::memops::{embedding_segments, refs};
     use kernels::reference::AdamWParams;
-    let Some(cxx) = compiler() else { return };
-    let (emu, dir) = setup(&cxx, "memops", &["cross_entropy.cu", "embedding.cu", "adamw.cu", "elementwise.cu", "reduce.cu", "binary.cu"]);
-    let seed = seed();
-    let mut rng = StdRng::seed_from_u64(seed);
+    let Some((emu, dir, seed, mut rng)) = start("memops", &["cross_entropy.cu", "embedding.cu", "adamw.cu", "elementwise.cu", "reduce.cu", "binary.cu"]) else { return };
     let mut checks: Vec<Check> = Vec::new();
     let run = |args: &[String]| {
         let mut a = vec![args[0].clone(), dir.display().to_string()];
