@@ -18,11 +18,12 @@
 // - mbarrier: arrival count, pending arrivals, transaction bytes and phase parity under one
 //   mutex; try_wait.parity(P) is true once the phase of parity P has completed (the current
 //   phase's parity differs from P), so a fresh barrier reports parity 1 complete at once. A wait
-//   that lasts 60 s aborts (a protocol deadlock; the kernel traps after 10 s on the GPU).
+//   that lasts 30 s aborts (a protocol deadlock; the kernel traps after 10 s on the GPU).
 // - TMA (cp.async.bulk.tensor.2d, 128-byte swizzle): the emulation's own tensor map (the kernel
 //   passes it through untouched as opaque bytes): a bf16 matrix, its dims {cols, rows}, row
 //   stride and box {cols, rows}; elements outside the matrix are zeros and the box's full bytes
-//   complete the barrier's transaction count, as the TMA unit does.
+//   complete the barrier's transaction count, as the TMA unit does. A copy poisons its box when
+//   issued and lands as late as it may: when a thread waits on its barrier.
 #pragma once
 #include <chrono>
 #include <condition_variable>
@@ -84,10 +85,22 @@ inline void emu_wgmma_m64n256k16(float d[128], unsigned long long da, unsigned l
     }
 }
 
+// The emulation's tensor map, in the first bytes of the kernel's opaque 128-byte map.
+struct EmuTensorMap {
+    const unsigned short* base;
+    unsigned long long cols, rows, row_stride_bytes, box_cols, box_rows;
+};
+// A TMA box copy issued to complete on a barrier, not yet landed.
+struct EmuTmaCopy {
+    unsigned dst;
+    EmuTensorMap map;
+    int c0, c1;
+};
 struct EmuMbar {
     unsigned count, pending;
     long long tx;
     unsigned phase;  // parity of the phase in progress
+    std::vector<EmuTmaCopy> copies;
 };
 inline std::mutex emu_mbar_mutex;
 inline std::condition_variable emu_mbar_cv;
@@ -111,7 +124,7 @@ inline void emu_mbar_settle(EmuMbar& b) {
 }
 __device__ __forceinline__ void v6_mbar_init(unsigned bar, unsigned count) {
     std::lock_guard<std::mutex> lock(emu_mbar_mutex);
-    emu_mbars[bar] = EmuMbar{count, count, 0, 0};
+    emu_mbars[bar] = EmuMbar{count, count, 0, 0, {}};
 }
 inline void emu_mbar_arrive(unsigned bar, long long tx) {
     std::lock_guard<std::mutex> lock(emu_mbar_mutex);
@@ -126,10 +139,26 @@ inline void emu_mbar_arrive(unsigned bar, long long tx) {
 }
 __device__ __forceinline__ void v6_mbar_arrive(unsigned bar) { emu_mbar_arrive(bar, 0); }
 __device__ __forceinline__ void v6_mbar_arrive_expect_tx(unsigned bar, unsigned bytes) { emu_mbar_arrive(bar, bytes); }
-inline void emu_mbar_complete_tx(unsigned bar, unsigned bytes) {
-    std::lock_guard<std::mutex> lock(emu_mbar_mutex);
-    EmuMbar& b = emu_mbar(bar);
-    b.tx -= bytes;
+// Lands a box (zeros outside the matrix) at its swizzled place; under the lock.
+inline void emu_tma_land(const EmuTmaCopy& c) {
+    const EmuTensorMap& m = c.map;
+    for (unsigned long long r = 0; r < m.box_rows; ++r) {
+        for (unsigned long long e = 0; e < m.box_cols; ++e) {
+            const long long x = c.c0 + (long long)e, y = c.c1 + (long long)r;
+            unsigned short v = 0;
+            if (x >= 0 && y >= 0 && (unsigned long long)x < m.cols && (unsigned long long)y < m.rows) v = m.base[y * (m.row_stride_bytes / 2) + x];
+            std::memcpy(emu_smem_bytes() + emu_sw128(c.dst + (unsigned)(r * 128 + e * 2)), &v, 2);
+        }
+    }
+}
+// The barrier's copies land (as late as they may: when someone waits on it), each completing
+// its full box's bytes; under the lock.
+inline void emu_mbar_land_copies(EmuMbar& b) {
+    for (const EmuTmaCopy& c : b.copies) {
+        emu_tma_land(c);
+        b.tx -= (long long)(c.map.box_cols * c.map.box_rows * 2);
+    }
+    b.copies.clear();
     emu_mbar_settle(b);
 }
 __device__ __forceinline__ unsigned long long v6_clock_ns() {
@@ -137,8 +166,13 @@ __device__ __forceinline__ unsigned long long v6_clock_ns() {
 }
 __device__ __forceinline__ void v6_mbar_wait(unsigned bar, unsigned parity) {
     std::unique_lock<std::mutex> lock(emu_mbar_mutex);
-    if (!emu_mbar_cv.wait_for(lock, std::chrono::seconds(60), [&] { return emu_mbar(bar).phase != parity; })) {
-        fprintf(stderr, "emu mbarrier at %u: waited 60 s for parity %u (a protocol deadlock)\n", bar, parity);
+    auto done = [&] {
+        EmuMbar& b = emu_mbar(bar);
+        emu_mbar_land_copies(b);
+        return b.phase != parity;
+    };
+    if (!emu_mbar_cv.wait_for(lock, std::chrono::seconds(30), done)) {
+        fprintf(stderr, "emu mbarrier at %u: waited 30 s for parity %u (a protocol deadlock)\n", bar, parity);
         abort();
     }
 }
@@ -147,25 +181,17 @@ __device__ __forceinline__ void v6_producer_regs() {}
 __device__ __forceinline__ void v6_consumer_regs() {}
 __device__ __forceinline__ void v6_prefetch_map(const void*) {}
 
-// The emulation's tensor map, in the first bytes of the kernel's opaque 128-byte map.
-struct EmuTensorMap {
-    const unsigned short* base;
-    unsigned long long cols, rows, row_stride_bytes, box_cols, box_rows;
-};
+// Issued: the box's shared memory reads NaN (all ones) until the copy lands, when a thread
+// waits on its barrier.
 __device__ __forceinline__ void v6_tma_load(unsigned dst, const void* map, unsigned bar, int c0, int c1) {
-    EmuTensorMap m;
-    std::memcpy(&m, map, sizeof m);
-    if (m.box_cols * 2 != 128 || dst % 1024 != 0) {
-        fprintf(stderr, "emu TMA: boxes of 128-byte rows into 1024-byte aligned shared memory only (box %llu, dst %u)\n", m.box_cols, dst);
+    EmuTmaCopy c{dst, {}, c0, c1};
+    std::memcpy(&c.map, map, sizeof c.map);
+    if (c.map.box_cols * 2 != 128 || dst % 1024 != 0) {
+        fprintf(stderr, "emu TMA: boxes of 128-byte rows into 1024-byte aligned shared memory only (box %llu, dst %u)\n", c.map.box_cols, dst);
         abort();
     }
-    for (unsigned long long r = 0; r < m.box_rows; ++r) {
-        for (unsigned long long e = 0; e < m.box_cols; ++e) {
-            const long long x = c0 + (long long)e, y = c1 + (long long)r;
-            unsigned short v = 0;
-            if (x >= 0 && y >= 0 && (unsigned long long)x < m.cols && (unsigned long long)y < m.rows) v = m.base[y * (m.row_stride_bytes / 2) + x];
-            std::memcpy(emu_smem_bytes() + emu_sw128(dst + (unsigned)(r * 128 + e * 2)), &v, 2);
-        }
-    }
-    emu_mbar_complete_tx(bar, (unsigned)(m.box_cols * m.box_rows * 2));
+    std::lock_guard<std::mutex> lock(emu_mbar_mutex);
+    std::memset(emu_smem_bytes() + dst, 0xFF, c.map.box_rows * 128);
+    emu_mbar(bar).copies.push_back(c);
+    emu_mbar_cv.notify_all();
 }
