@@ -88,21 +88,25 @@ pub fn generate(model: &Gpt2, prompts: &[Vec<u32>], cfg: &GenerateConfig) -> Res
     let mut out = Generation { tokens: vec![Vec::new(); b], logprobs: vec![Vec::new(); b], lengths: vec![0; b] };
     let mut done = vec![false; b];
     let mut next_input = batch(&seqs)?;
+    // Greedy on a GPU: the choice is made there, and 2·B numbers come back instead of B·V logits.
+    let greedy_on_device = cfg.temperature == 0.0 && model.device().is_cuda();
     for step in 0..cfg.max_new_tokens {
         let logits = if cfg.use_cache {
             last_logits(model, &next_input, &pad, Some(&mut cache))?
         } else {
             last_logits(model, &batch(&seqs)?, &pad, None)?
         };
+        let picks = if greedy_on_device { greedy_picks(&logits)? } else { Vec::new() };
+        let logits = if greedy_on_device { Vec::new() } else { logits.to_vec_f32()? };
         let mut fed = Vec::with_capacity(b);
-        for (r, row) in logits.chunks(vocab).enumerate() {
+        for r in 0..b {
             if done[r] {
                 out.tokens[r].push(cfg.pad_token_id);
                 out.logprobs[r].push(0.0);
                 fed.push(0);
                 continue;
             }
-            let (tok, lp) = pick(row, cfg, &mut rng);
+            let (tok, lp) = if greedy_on_device { picks[r] } else { pick(&logits[r * vocab..(r + 1) * vocab], cfg, &mut rng) };
             out.tokens[r].push(tok);
             out.logprobs[r].push(lp);
             out.lengths[r] += 1;
@@ -126,12 +130,23 @@ fn batch(seqs: &[Vec<i64>]) -> Result<Tensor> {
     Tensor::new(seqs.concat(), &[seqs.len(), t])
 }
 
-/// Logits of the last position of every row, [B·V] row-major: the LM head runs on that
-/// position only.
-fn last_logits(model: &Gpt2, ids: &Tensor, pad: &[usize], cache: Option<&mut KvCache>) -> Result<Vec<f32>> {
+/// Logits of the last position of every row, [B, V] where the model is: the LM head runs on
+/// that position only.
+fn last_logits(model: &Gpt2, ids: &Tensor, pad: &[usize], cache: Option<&mut KvCache>) -> Result<Tensor> {
     let h = model.hidden_states(ids, Some(pad), cache)?;
-    let t = h.shape()[1];
-    model.lm_head(&h.narrow(1, t - 1, 1)?)?.to_vec_f32()
+    let (b, t) = (h.shape()[0], h.shape()[1]);
+    let logits = model.lm_head(&h.narrow(1, t - 1, 1)?)?;
+    let v = logits.shape()[2];
+    logits.reshape(&[b, v])
+}
+
+/// `pick`'s greedy choice for every row of logits [B, V], made on their device: the first
+/// maximum (argmax) and its log-probability (the fused `token_logprobs`).
+fn greedy_picks(logits: &Tensor) -> Result<Vec<(u32, f32)>> {
+    let b = logits.shape()[0];
+    let ids = logits.argmax_keepdim(1)?.reshape(&[b])?;
+    let lp = logits.token_logprobs(&ids, 1.0)?.to_vec_f32()?;
+    Ok(ids.to_vec_i64()?.into_iter().zip(lp).map(|(i, l)| (i as u32, l)).collect())
 }
 
 /// Choose one token from a row of logits; returns it with its log-probability (see `Generation`).
@@ -204,6 +219,26 @@ mod tests {
     fn ragged_prompts() -> Vec<Vec<u32>> {
         let mut rng = StdRng::seed_from_u64(11);
         [17, 1, 9, 30, 4, 23, 2, 11].iter().map(|&n| (0..n).map(|_| rng.gen_range(0..300)).collect()).collect()
+    }
+
+    /// The greedy choice made where the logits are (a GPU's path, run here on the CPU) is
+    /// `pick`'s: the same first maximum (ties included) and its log-probability.
+    #[test]
+    fn greedy_picks_on_the_device_are_picks() {
+        let (b, v) = (7, 301);
+        let mut rng = StdRng::seed_from_u64(12);
+        let mut x: Vec<f32> = (0..b * v).map(|_| rng.gen_range(-8.0f32..8.0)).collect();
+        x[3 * v + 10] = 20.0; // a tie: the first of the two wins
+        x[3 * v + 200] = 20.0;
+        x[5 * v + v - 1] = 30.0; // the last column
+        let got = greedy_picks(&Tensor::new(x.clone(), &[b, v]).unwrap()).unwrap();
+        let cfg = GenerateConfig::greedy(1);
+        for (r, &(tok, lp)) in got.iter().enumerate() {
+            let (want_tok, want_lp) = pick(&x[r * v..(r + 1) * v], &cfg, &mut rng);
+            assert_eq!(tok, want_tok, "row {r}");
+            assert!((lp - want_lp).abs() <= 1e-5 * (1.0 + want_lp.abs()), "row {r}: log-prob {lp} vs {want_lp}");
+        }
+        assert_eq!((got[3].0, got[5].0), (10, v as u32 - 1));
     }
 
     /// The preallocated cache (written in place, read through views) gives the tokens and
