@@ -148,13 +148,14 @@ mod imp {
         worst.into_iter().map(|(group, (st, what))| selftest::Check::new(&format!("engine GPT-2 train step ({group})"), format!("{shape}; worst: {what}"), precision, st, tol)).collect()
     }
 
-    /// Sampling's path: a left-padded batch through the KV cache on cuda:0 against the CPU
-    /// (head dim 16: the composed attention that padding takes), one row per call; with `bf16`
-    /// under autocast, as `--bf16` rollouts run.
-    fn gpt2_decode(bf16: bool) -> Vec<selftest::Check> {
-        let shape = "2 layers, 2 heads of 16, B2, prefix 7 (3 padded) + 4 steps, vocab 300".to_string();
+    /// Sampling's path: a left-padded batch through the KV cache on cuda:0 against the CPU, one
+    /// row per call; with `bf16` under autocast, as `--bf16` rollouts run. Head dim 16 takes the
+    /// composed attention; 32 the flash and decode kernels (the cache read in place, bf16 under
+    /// autocast).
+    fn gpt2_decode(bf16: bool, head_dim: usize) -> Vec<selftest::Check> {
+        let shape = format!("2 layers, 2 heads of {head_dim}, B2, prefix 7 (3 padded) + 4 steps, vocab 300");
         let (precision, tol) = model_tol(bf16);
-        match models::device_check::decode(engine::Device::Cuda(0), models::Gpt2Config::custom(2, 2, 32, 64, 300), 12, bf16) {
+        match models::device_check::decode(engine::Device::Cuda(0), models::Gpt2Config::custom(2, 2, 2 * head_dim, 64, 300), 12, bf16) {
             Err(e) => vec![selftest::Check::failed("engine GPT-2 decode", shape, precision, e.to_string())],
             Ok(rows) => rows
                 .into_iter()
@@ -190,7 +191,8 @@ mod imp {
             checks.extend(engine_ops());
             for bf16 in [false, true] {
                 checks.extend(gpt2_step(bf16));
-                checks.extend(gpt2_decode(bf16));
+                checks.extend(gpt2_decode(bf16, 16));
+                checks.extend(gpt2_decode(bf16, 32));
             }
         }
         let timings = if args.no_bench {
