@@ -100,7 +100,8 @@ step "engine GPT-2 124M train step, f32" 60 "$LOGS/train_step.log" "$BIN" bench 
 # Rollout-shaped generation: 64 prompts of 64 tokens, 64 new ones, the KV cache f32 and bf16.
 step "engine GPT-2 124M generation, f32" 45 "$LOGS/generate.log" "$BIN" bench generate --device cuda --model gpt2 --prompts 64 --prompt-len 64 --new-tokens 64 --reps 3
 step "engine GPT-2 124M generation, bf16 autocast" 45 "$LOGS/generate.log" "$BIN" bench generate --device cuda --bf16 --model gpt2 --prompts 64 --prompt-len 64 --new-tokens 64 --reps 3
-{ echo; echo '## bench generate --device cuda [--bf16] (our engine, greedy, KV cache)'; echo; cat "$LOGS/generate.log"; } >>"$REPORT"
+step "engine GPT-2 124M generation sampled at T=1 (PPO's rollouts), bf16" 45 "$LOGS/generate.log" "$BIN" bench generate --device cuda --bf16 --temperature 1 --model gpt2 --prompts 64 --prompt-len 64 --new-tokens 64 --reps 3
+{ echo; echo '## bench generate --device cuda [--bf16] [--temperature 1] (our engine, KV cache; the token chosen on the GPU)'; echo; cat "$LOGS/generate.log"; } >>"$REPORT"
 step "allocators (bench alloc --device cuda)" 60 "$LOGS/alloc.log" "$BIN" bench alloc --device cuda
 { echo; echo '## bench alloc --device cuda'; echo; cat "$LOGS/alloc.log"; } >>"$REPORT"
 step "pipeline --preset smoke --device cuda" 90 "$LOGS/pipeline.log" "$BIN" pipeline --preset smoke --device cuda --out "$LOGS/pipeline-smoke"

@@ -25,5 +25,6 @@ pub use dtype::DType;
 pub use error::{Error, Result};
 pub use ops::attention::{causal_attention, causal_attention_naive, causal_attention_padded};
 pub use ops::index::embedding;
+pub use ops::sample::inverse_cdf;
 pub use storage::{CpuStorage, Storage};
 pub use tensor::{Element, Tensor, TensorId};

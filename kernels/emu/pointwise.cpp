@@ -1,7 +1,7 @@
 // Runs one kernel of cu/pointwise.cu on the CPU emulation, for kernels/tests/emulated.rs:
 //   pointwise_emu <kernel> <rows> <cols> <dir>
-// Row kernels (max_rows_f32, log_softmax_fwd_f32, softmax_bwd_f32 / _log) read <dir>/x.f32
-// (and g.f32); the view kernels (strided_assign_f32 and _u16, cast_bf16_strided; copy_ and
+// Row kernels (max_rows_f32, sample_rows_f32 <a>, log_softmax_fwd_f32, softmax_bwd_f32 / _log)
+// read <dir>/x.f32 (and g.f32, or sample's u.f32); the view kernels (strided_assign_f32 and _u16, cast_bf16_strided; copy_ and
 // widen_bf16_strided read x.u16 instead) also read <dir>/view.i64: n, cols, pitch, d1..d5, s0..s5, t0..t5 (padded to rank 6 as the launchers do).
 // Elementwise kernels (unary_fwd_f32 <op> <lo> <hi>, unary_bwd_f32 <op> <lo> <hi>, where_f32,
 // minmax_bwd_f32 <is_max>, fill_f32 <value>, gather_rows_f32, scatter_add_rows_f32) take
@@ -26,6 +26,13 @@ int main(int argc, char** argv) {
         std::vector<long long> idx(rows, -7);
         emu_launch(row_grid, row_block, [&] { max_rows_f32(x.data(), vals.data(), idx.data(), rows, cols); });
         emu_store("vals.f32", vals), emu_store("idx.i64", idx);
+    } else if (k == "sample_rows_f32") {
+        // <dir>/u.f32: a uniform per row; argv[5]: the scale a (1 / temperature). A block per row.
+        auto x = emu_load<float>("x.f32", n), u = emu_load<float>("u.f32", rows);
+        std::vector<long long> idx(rows, -7);
+        const float a = (float)atof(argv[5]);
+        emu_launch(dim3{(unsigned)rows}, dim3{256}, [&] { sample_rows_f32(x.data(), u.data(), idx.data(), cols, a); });
+        emu_store("idx.i64", idx);
     } else if (k == "log_softmax_fwd_f32") {
         auto x = emu_load<float>("x.f32", n);
         std::vector<float> y(n, nan);

@@ -1,6 +1,6 @@
 //! Launchers for `cu/pointwise.cu`: the engine's remaining f32 ops (unary functions, clamp,
-//! where, min/max gradients, fill, view-to-view copies, max/argmax, gather/scatter along rows,
-//! log-softmax and the softmax backward). Their reference is the CPU engine itself:
+//! where, min/max gradients, fill, view-to-view copies, max/argmax, sampling from rows,
+//! gather/scatter along rows, log-softmax and the softmax backward). Their reference is the CPU engine itself:
 //! `engine::conformance` runs each op on both devices (`instructgpt selftest --device cuda`).
 
 pub const ENTRIES: &[&str] = &[
@@ -12,6 +12,7 @@ pub const ENTRIES: &[&str] = &[
     "strided_assign_f32",
     "strided_assign_u16",
     "max_rows_f32",
+    "sample_rows_f32",
     "gather_rows_f32",
     "scatter_add_rows_f32",
     "log_softmax_fwd_f32",
@@ -350,6 +351,23 @@ mod imp {
             let mut b = self.stream.launch_builder(self.f("max_rows_f32")?);
             b.arg(x).arg(vals).arg(idx).arg(&r).arg(&c);
             unsafe { b.launch(row_cfg(rows)) }.map_err(|e| Error::cuda(format!("launch max_rows_f32 {rows}x{cols}"), e))?;
+            Ok(())
+        }
+
+        /// One draw per row of x [rows, cols] from softmax(a·x), by inverse CDF from the row's
+        /// uniform `u` in [0, 1) (block per row; see the kernel).
+        pub fn sample_rows(&self, x: &CudaSlice<f32>, u: &CudaSlice<f32>, idx: &mut CudaSlice<i64>, rows: usize, cols: usize, a: f32) -> Result<()> {
+            check_len("sample x", x.len(), rows * cols)?;
+            check_len("sample uniforms", u.len(), rows)?;
+            check_len("sample indices", idx.len(), rows)?;
+            if cols == 0 || rows == 0 {
+                return Err(Error::Other(format!("sample_rows: nothing to draw from {rows}x{cols}")));
+            }
+            let c = to_i32("cols", cols)?;
+            let cfg = LaunchConfig { grid_dim: (to_i32("rows", rows)? as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+            let mut b = self.stream.launch_builder(self.f("sample_rows_f32")?);
+            b.arg(x).arg(u).arg(idx).arg(&c).arg(&a);
+            unsafe { b.launch(cfg) }.map_err(|e| Error::cuda(format!("launch sample_rows_f32 {rows}x{cols}"), e))?;
             Ok(())
         }
 

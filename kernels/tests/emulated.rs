@@ -452,8 +452,62 @@ fn pointwise_row_and_view_kernels_match_the_references_on_the_cpu_emulation() {
         }
     }
     elementwise_checks(&emu, &mut rng, &mut checks);
+    sample_checks(&emu, &mut rng, &mut checks);
     std::fs::remove_dir_all(&dir).ok();
-    report(&checks, seed, 58);
+    report(&checks, seed, 68);
+}
+
+/// sample_rows_f32 against the inverse CDF in f64: each row's pick must hold its uniform's
+/// target u·Σw inside its own interval of the running sum (up to f32 rounding, 1e-5 of Σw) and
+/// have positive weight. Row 0 draws u = 0 (the first positive weight, exactly: its id 0 is
+/// masked), row 1 the largest uniform below 1; the 50257-wide rows mask every other id and put
+/// one logit far above the rest on the last row; a row of -inf gives its last id.
+fn sample_checks(emu: &Emu, rng: &mut StdRng, checks: &mut Vec<Check>) {
+    for (rows, cols) in [(1usize, 1usize), (6, 33), (9, 300), (3, 1025), (4, 50257)] {
+        for temperature in [1.0f32, 0.7] {
+            let a = 1.0 / temperature;
+            let mut x = rand(rng, rows * cols, -6.0, 6.0);
+            let mut u: Vec<f32> = (0..rows).map(|_| rng.gen::<f32>()).collect();
+            u[0] = 0.0;
+            if rows > 1 {
+                u[1] = 1.0 - f32::EPSILON / 2.0;
+            }
+            if cols > 1 {
+                x[0] = f32::NEG_INFINITY;
+            }
+            if cols > 50_000 {
+                x.iter_mut().skip(1).step_by(2).for_each(|v| *v = f32::NEG_INFINITY);
+                x[rows * cols - 7] = 90.0; // exp overflows unless taken relative to the row max
+            }
+            if rows == 9 {
+                x[8 * cols..].fill(f32::NEG_INFINITY);
+            }
+            emu.put("x", &x);
+            emu.put("u", &u);
+            emu.run_args(&["sample_rows_f32".into(), rows.to_string(), cols.to_string(), emu.dir.display().to_string(), a.to_string()]);
+            let got = emu.get_i64("idx.i64");
+            let bad = x
+                .chunks(cols)
+                .zip(u.iter().zip(&got))
+                .enumerate()
+                .filter(|&(r, (row, (&u, &i)))| {
+                    let m = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+                    let w: Vec<f64> = row.iter().map(|&v| ((v as f64 - m) * a as f64).exp()).collect();
+                    let total: f64 = w.iter().filter(|w| !w.is_nan()).sum();
+                    if !(total > 0.0) {
+                        return i != cols as i64 - 1;
+                    }
+                    let Some(i) = usize::try_from(i).ok().filter(|&i| i < cols && w[i] > 0.0) else { return true };
+                    if r == 0 {
+                        return Some(i) != w.iter().position(|&w| w > 0.0);
+                    }
+                    let (before, target, slack) = (w[..i].iter().sum::<f64>(), u as f64 * total, 1e-5 * total);
+                    !(before - slack <= target && target < before + w[i] + slack)
+                })
+                .count();
+            checks.push(exact("sample_rows_f32", format!("{rows}x{cols} T={temperature}"), bad, rows));
+        }
+    }
 }
 
 /// The elementwise kernels of cu/pointwise.cu: each unary function and its gradient, where,

@@ -45,7 +45,8 @@ pub fn train_step(device: Device, config: Gpt2Config, batch: usize, time: usize,
 /// prefill, then one token at a time, the cache growing past its first capacity): each call's
 /// logits, and the prefill's log-probabilities of the next tokens (the fused token_logprobs, as
 /// PPO scores its rollouts); with `bf16` under `autocast_bf16` on the device. In f32 also
-/// greedy `generate` (on a GPU it chooses on the device): its tokens and log-probabilities.
+/// `generate`, greedy and sampled at temperature 1 (on a GPU it chooses on the device, from the
+/// CPU's stream of uniforms): its tokens and log-probabilities.
 pub fn decode(device: Device, config: Gpt2Config, seed: u64, bf16: bool) -> Result<Vec<Compared>> {
     let model = Gpt2::new(config.clone(), seed)?;
     let mut rng = StdRng::seed_from_u64(seed ^ 0xdec0);
@@ -67,9 +68,12 @@ pub fn decode(device: Device, config: Gpt2Config, seed: u64, bf16: bool) -> Resu
         if !bf16 {
             // bf16's rounding may rightly change a close choice; f32's should not.
             let prompts: Vec<Vec<u32>> = (0..batch).map(|r| ids[r * prefix + pad[r]..(r + 1) * prefix].iter().map(|&t| t as u32).collect()).collect();
-            let g = crate::generate(m, &prompts, &crate::GenerateConfig::greedy(steps))?;
-            out.push(("greedy generate: tokens".to_string(), g.tokens.concat().iter().map(|&t| t as f32).collect()));
-            out.push(("greedy generate: log-probs".to_string(), g.logprobs.concat()));
+            for (what, temperature) in [("greedy", 0.0), ("sampled", 1.0)] {
+                let cfg = crate::GenerateConfig { temperature, seed, ..crate::GenerateConfig::greedy(steps) };
+                let g = crate::generate(m, &prompts, &cfg)?;
+                out.push((format!("{what} generate: tokens"), g.tokens.concat().iter().map(|&t| t as f32).collect()));
+                out.push((format!("{what} generate: log-probs"), g.logprobs.concat()));
+            }
         }
         Ok(out)
     };
@@ -88,7 +92,7 @@ mod tests {
     #[test]
     fn decode_on_the_cpu_agrees_with_itself() {
         let rows = decode(Device::Cpu, Gpt2Config::custom(2, 2, 32, 16, 50), 4, false).unwrap();
-        assert_eq!(rows.len(), 2 + 4 + 2);
+        assert_eq!(rows.len(), 2 + 4 + 4);
         for (what, got, want) in rows {
             assert!(!got.is_empty() && got.iter().all(|x| x.is_finite()) && got == want, "{what}");
         }

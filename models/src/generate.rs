@@ -60,6 +60,14 @@ pub struct Generation {
 
 /// Continue each prompt (non-empty token ids; lengths may differ).
 pub fn generate(model: &Gpt2, prompts: &[Vec<u32>], cfg: &GenerateConfig) -> Result<Generation> {
+    // On a GPU the choice is made there when no top-k/top-p filter needs the sorted row, so 2·B
+    // numbers come back a step instead of B·V logits (12.9 MB at 64 rows of GPT-2's vocabulary).
+    let on_device = model.device().is_cuda() && cfg.top_k == 0 && cfg.top_p >= 1.0;
+    generate_choosing(model, prompts, cfg, on_device)
+}
+
+/// `generate`, choosing each token on the logits' device (`device_picks`) or on the host (`pick`).
+fn generate_choosing(model: &Gpt2, prompts: &[Vec<u32>], cfg: &GenerateConfig, on_device: bool) -> Result<Generation> {
     let _no_grad = engine::no_grad();
     let vocab = model.config().vocab_size;
     if prompts.is_empty() || prompts.iter().any(|p| p.is_empty()) {
@@ -88,16 +96,20 @@ pub fn generate(model: &Gpt2, prompts: &[Vec<u32>], cfg: &GenerateConfig) -> Res
     let mut out = Generation { tokens: vec![Vec::new(); b], logprobs: vec![Vec::new(); b], lengths: vec![0; b] };
     let mut done = vec![false; b];
     let mut next_input = batch(&seqs)?;
-    // Greedy on a GPU: the choice is made there, and 2·B numbers come back instead of B·V logits.
-    let greedy_on_device = cfg.temperature == 0.0 && model.device().is_cuda();
     for step in 0..cfg.max_new_tokens {
         let logits = if cfg.use_cache {
             last_logits(model, &next_input, &pad, Some(&mut cache))?
         } else {
             last_logits(model, &batch(&seqs)?, &pad, None)?
         };
-        let picks = if greedy_on_device { greedy_picks(&logits)? } else { Vec::new() };
-        let logits = if greedy_on_device { Vec::new() } else { logits.to_vec_f32()? };
+        let picks = if on_device {
+            // A uniform per live row, in row order, as `pick` draws them: the same stream.
+            let u: Vec<f64> = done.iter().map(|&d| if d || cfg.temperature == 0.0 { 0.0 } else { rng.gen() }).collect();
+            device_picks(&logits, cfg.temperature, &u)?
+        } else {
+            Vec::new()
+        };
+        let logits = if on_device { Vec::new() } else { logits.to_vec_f32()? };
         let mut fed = Vec::with_capacity(b);
         for r in 0..b {
             if done[r] {
@@ -106,7 +118,7 @@ pub fn generate(model: &Gpt2, prompts: &[Vec<u32>], cfg: &GenerateConfig) -> Res
                 fed.push(0);
                 continue;
             }
-            let (tok, lp) = if greedy_on_device { picks[r] } else { pick(&logits[r * vocab..(r + 1) * vocab], cfg, &mut rng) };
+            let (tok, lp) = if on_device { picks[r] } else { pick(&logits[r * vocab..(r + 1) * vocab], cfg, &mut rng) };
             out.tokens[r].push(tok);
             out.logprobs[r].push(lp);
             out.lengths[r] += 1;
@@ -140,12 +152,13 @@ fn last_logits(model: &Gpt2, ids: &Tensor, pad: &[usize], cache: Option<&mut KvC
     logits.reshape(&[b, v])
 }
 
-/// `pick`'s greedy choice for every row of logits [B, V], made on their device: the first
-/// maximum (argmax) and its log-probability (the fused `token_logprobs`).
-fn greedy_picks(logits: &Tensor) -> Result<Vec<(u32, f32)>> {
+/// `pick`'s choice for every row of logits [B, V] when nothing is filtered, made on their device:
+/// greedy, the first maximum (argmax); else the draw `inverse_cdf` makes from the row's uniform
+/// `u`. With its log-probability (the fused `token_logprobs`).
+fn device_picks(logits: &Tensor, temperature: f32, u: &[f64]) -> Result<Vec<(u32, f32)>> {
     let b = logits.shape()[0];
-    let ids = logits.argmax_keepdim(1)?.reshape(&[b])?;
-    let lp = logits.token_logprobs(&ids, 1.0)?.to_vec_f32()?;
+    let (ids, t) = if temperature == 0.0 { (logits.argmax_keepdim(1)?.reshape(&[b])?, 1.0) } else { (logits.sample_rows(u, temperature)?, temperature) };
+    let lp = logits.token_logprobs(&ids, t)?.to_vec_f32()?;
     Ok(ids.to_vec_i64()?.into_iter().zip(lp).map(|(i, l)| (i as u32, l)).collect())
 }
 
@@ -188,15 +201,7 @@ fn pick(logits: &[f32], cfg: &GenerateConfig, rng: &mut StdRng) -> (u32, f32) {
         cand.truncate(keep.max(1));
     }
     let weights: Vec<f64> = cand.iter().map(|&i| (scaled[i] - max).exp()).collect();
-    let mut u = rng.gen::<f64>() * weights.iter().sum::<f64>();
-    let mut chosen = *cand.last().expect("at least one candidate");
-    for (&i, &w) in cand.iter().zip(&weights) {
-        if u < w {
-            chosen = i;
-            break;
-        }
-        u -= w;
-    }
+    let chosen = cand[engine::inverse_cdf(&weights, rng.gen::<f64>())];
     (chosen as u32, logprob(chosen))
 }
 
@@ -231,7 +236,7 @@ mod tests {
         x[3 * v + 10] = 20.0; // a tie: the first of the two wins
         x[3 * v + 200] = 20.0;
         x[5 * v + v - 1] = 30.0; // the last column
-        let got = greedy_picks(&Tensor::new(x.clone(), &[b, v]).unwrap()).unwrap();
+        let got = device_picks(&Tensor::new(x.clone(), &[b, v]).unwrap(), 0.0, &[0.0; 7]).unwrap();
         let cfg = GenerateConfig::greedy(1);
         for (r, &(tok, lp)) in got.iter().enumerate() {
             let (want_tok, want_lp) = pick(&x[r * v..(r + 1) * v], &cfg, &mut rng);
@@ -239,6 +244,27 @@ mod tests {
             assert!((lp - want_lp).abs() <= 1e-5 * (1.0 + want_lp.abs()), "row {r}: log-prob {lp} vs {want_lp}");
         }
         assert_eq!((got[3].0, got[5].0), (10, v as u32 - 1));
+    }
+
+    /// Generation that chooses on the logits' device (a GPU's path, run here on the CPU) gives
+    /// the host's tokens, greedy and sampled, with rows stopping at different steps (a stopped
+    /// row draws no uniform on either path), and its log-probs up to f32 rounding.
+    #[test]
+    fn choosing_on_the_device_gives_the_hosts_generation() {
+        let (model, prompts) = (model(), ragged_prompts());
+        for temperature in [0.0, 1.0, 0.7] {
+            let free = GenerateConfig { temperature, eos_token_id: None, seed: 3, ..GenerateConfig::greedy(24) };
+            let first = generate(&model, &prompts, &free).unwrap();
+            // An EOS that some row samples early: rows then stop at different steps.
+            let cfg = GenerateConfig { eos_token_id: Some(first.tokens[1][4]), ..free };
+            let host = generate_choosing(&model, &prompts, &cfg, false).unwrap();
+            let device = generate_choosing(&model, &prompts, &cfg, true).unwrap();
+            assert!(host.lengths.iter().any(|&n| n < 24) && host.lengths.iter().any(|&n| n > 5), "T={temperature}: rows stop at different steps: {:?}", host.lengths);
+            assert_eq!((&device.tokens, &device.lengths), (&host.tokens, &host.lengths), "T={temperature}");
+            for (a, b) in device.logprobs.iter().flatten().zip(host.logprobs.iter().flatten()) {
+                assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "T={temperature}: log-prob {a} vs {b}");
+            }
+        }
     }
 
     /// The preallocated cache (written in place, read through views) gives the tokens and

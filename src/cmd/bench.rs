@@ -100,6 +100,9 @@ pub struct BenchArgs {
     /// generate: new tokens per prompt.
     #[arg(long, default_value_t = 64)]
     pub new_tokens: usize,
+    /// generate: sampling temperature (0 = greedy; PPO's rollouts sample at 1).
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
 }
 
 fn default_shape(op: Op) -> &'static str {

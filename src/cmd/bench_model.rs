@@ -124,7 +124,8 @@ fn pool_peak(device: Device, reset: bool) -> Result<Option<u64>> {
     Ok(None)
 }
 
-/// Greedy generation with the KV cache, never stopping early; tokens/s = new tokens / time.
+/// Generation with the KV cache (greedy, or sampled at `--temperature`), never stopping early;
+/// tokens/s = new tokens / time.
 pub fn generate_bench(args: &BenchArgs, threads: usize, device: Device) -> Result<()> {
     super::model_arg::check_bf16(args.bf16, device)?;
     let model = model_of(&args.model)?.to_device(device)?;
@@ -132,7 +133,7 @@ pub fn generate_bench(args: &BenchArgs, threads: usize, device: Device) -> Resul
     let mut rng = StdRng::seed_from_u64(2);
     let prompts: Vec<Vec<u32>> =
         (0..args.prompts).map(|_| random_ids(&mut rng, args.prompt_len, vocab).into_iter().map(|x| x as u32).collect()).collect();
-    let cfg = GenerateConfig { eos_token_id: None, ..GenerateConfig::greedy(args.new_tokens) };
+    let cfg = GenerateConfig { eos_token_id: None, temperature: args.temperature, ..GenerateConfig::greedy(args.new_tokens) };
     let run = || -> Result<usize> {
         // Under autocast on CUDA the KV cache is bf16 and decode reads it in place.
         let _autocast = args.bf16.then(engine::autocast_bf16);
@@ -155,15 +156,16 @@ pub fn generate_bench(args: &BenchArgs, threads: usize, device: Device) -> Resul
         println!(
             "{}",
             serde_json::json!({"op": "generate", "model": args.model, "prompts": args.prompts, "prompt_len": args.prompt_len,
-                "new_tokens": args.new_tokens, "device": dev, "precision": precision, "threads": threads, "ms": med * 1e3, "ms_min": min * 1e3, "reps": reps, "tokens_per_s": tok_s})
+                "new_tokens": args.new_tokens, "temperature": args.temperature, "device": dev, "precision": precision, "threads": threads, "ms": med * 1e3, "ms_min": min * 1e3, "reps": reps, "tokens_per_s": tok_s})
         );
     } else {
         println!(
-            "generate {} {}x{} +{} {dev}, {precision}: median {:.1} ms (min {:.1}, {reps} reps), {tok_s:.1} new tokens/s",
+            "generate {} {}x{} +{} {}, {dev}, {precision}: median {:.1} ms (min {:.1}, {reps} reps), {tok_s:.1} new tokens/s",
             args.model,
             args.prompts,
             args.prompt_len,
             args.new_tokens,
+            if args.temperature == 0.0 { "greedy".to_string() } else { format!("T={}", args.temperature) },
             med * 1e3,
             min * 1e3
         );

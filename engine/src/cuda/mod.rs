@@ -75,6 +75,7 @@ mod stub {
             fn matmul_bias_gelu(&Tensor, &Tensor, &Tensor, &[usize]) -> Option<(Tensor, Tensor)>;
             fn sum(&Tensor, &[usize], &[usize]) -> Tensor;
             fn max_rows(&Tensor, usize, &[usize]) -> (Tensor, Tensor);
+            fn sample_rows(&Tensor, &[f32], f32, &[usize]) -> Tensor;
             fn embedding(&Tensor, &[i64]) -> Tensor;
             fn embedding_backward(&Tensor, &[usize], &[i64]) -> Tensor;
             fn gather(&Tensor, &Tensor) -> Tensor;

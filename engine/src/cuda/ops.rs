@@ -1017,6 +1017,19 @@ pub(crate) fn max_rows(rows: &Tensor, cols: usize, keep: &[usize]) -> Result<(Te
     Ok((tensor(vals, keep, dev), ids))
 }
 
+/// One draw per row of `x` [rows, cols] from softmax(a·x), by inverse CDF from each row's
+/// uniform; the ids are i64 on the device, shaped `keep`.
+pub(crate) fn sample_rows(x: &Tensor, uniforms: &[f32], a: f32, keep: &[usize]) -> Result<Tensor> {
+    let (dev, name) = (ordinal(x), "sample_rows");
+    let g = gpu(dev)?;
+    let (rows, cols) = (uniforms.len(), x.numel() / uniforms.len().max(1));
+    let xv = f32_of(x, name)?;
+    let u = g.stream.clone_htod(uniforms).map_err(|e| Error::Cuda(format!("{name}: uploading {rows} uniforms: {e:?}")))?;
+    let mut idx = g.stream.alloc_zeros::<i64>(rows).map_err(|e| Error::Cuda(format!("{name}: allocating {rows} ids: {e:?}")))?;
+    g.sample_rows(&xv, &u, &mut idx, rows, cols, a).map_err(err(name))?;
+    Ok(Tensor::from_parts(Storage::Cuda(CudaStorage::I64(idx, dev)), Layout::contiguous(keep), false, None, false))
+}
+
 /// i64 ids on the device, row-major: the tensor's own buffer when it is one, else uploaded
 /// from the host (where host ids are checked against `bound` first).
 enum DevI64<'a> {

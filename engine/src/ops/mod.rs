@@ -8,5 +8,6 @@ pub mod index;
 pub mod layernorm;
 pub mod matmul;
 pub mod reduce;
+pub mod sample;
 pub mod softmax;
 pub mod view;

@@ -1,8 +1,9 @@
 // The engine's remaining f32 ops, each the CPU backend's formula (engine/src/cpu, engine/src/ops):
 // unary functions and clamp with their gradients, where, the gradient of minimum/maximum, a fill,
-// a strided copy between two views (assign, cat), max/argmax over rows, gather/scatter along
-// rows, and log-softmax with the softmax/log-softmax backward. Memory-bound and simple:
-// grid-stride loops for pointwise work, one warp per row for row work.
+// a strided copy between two views (assign, cat), max/argmax over rows, sampling from rows,
+// gather/scatter along rows, and log-softmax with the softmax/log-softmax backward. Memory-bound
+// and simple: grid-stride loops for pointwise work, one warp per row for row work (a block per
+// row for sampling).
 
 #define FULL_MASK 0xffffffffu
 #define NEG_INF (-__int_as_float(0x7f800000))
@@ -179,6 +180,68 @@ extern "C" __global__ void __launch_bounds__(128) max_rows_f32(const float* __re
     if (lane == 0) {
         vals[row] = best;
         idx[row] = at;
+    }
+}
+
+// One draw per row from softmax(a·x) by inverse CDF: the first index whose running sum of
+// w_j = exp(a·(x_j - max)), in id order, exceeds u·Σw. That is the CPU's walk (engine's
+// `sample_rows`, the sampler of models::generate), so one uniform picks the same token on
+// either device but for rounding at a boundary. One block per row: each thread sums a contiguous
+// chunk, thread 0 finds the chunk the target falls in, and that chunk's owner walks it. Rows of
+// no positive weight (all -inf or NaN) give their last index, as the CPU's walk does.
+#define SAMPLE_THREADS 256
+extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS) sample_rows_f32(const float* __restrict__ x, const float* __restrict__ u,
+                                                                            long long* __restrict__ idx, int cols, float a) {
+    __shared__ float part[SAMPLE_THREADS];
+    __shared__ float warp_max[SAMPLE_THREADS / 32];
+    __shared__ int owner;
+    __shared__ float base, target;
+    const int t = threadIdx.x;
+    const float* xr = x + (long long)blockIdx.x * cols;
+    float m = NEG_INF;  // fmaxf skips NaN, as the CPU's f64::max
+    for (int c = t; c < cols; c += SAMPLE_THREADS) m = fmaxf(m, xr[c]);
+    for (int off = 16; off > 0; off >>= 1) m = fmaxf(m, __shfl_xor_sync(FULL_MASK, m, off));
+    if ((t & 31) == 0) warp_max[t >> 5] = m;
+    __syncthreads();
+    for (int w = 0; w < SAMPLE_THREADS / 32; ++w) m = fmaxf(m, warp_max[w]);
+
+    const int chunk = (cols + SAMPLE_THREADS - 1) / SAMPLE_THREADS;
+    const int lo = min(t * chunk, cols), hi = min(lo + chunk, cols);
+    float s = 0.0f;
+    for (int c = lo; c < hi; ++c) s += expf((xr[c] - m) * a);
+    part[t] = s;
+    __syncthreads();
+    if (t == 0) {
+        float total = 0.0f;
+        for (int i = 0; i < SAMPLE_THREADS; ++i) total += part[i];
+        target = u[blockIdx.x] * total;
+        // The chunk whose running sum first exceeds the target; rounding may leave the target at
+        // or past the total, and then the last chunk of positive weight takes it.
+        float acc = 0.0f;
+        owner = -1;
+        for (int i = 0; i < SAMPLE_THREADS; ++i) {
+            if (part[i] > 0.0f) {
+                owner = i;
+                base = acc;
+                if (target < acc + part[i]) break;
+            }
+            acc += part[i];
+        }
+        if (owner < 0) idx[blockIdx.x] = cols - 1;
+    }
+    __syncthreads();
+    if (t == owner) {
+        float acc = base;
+        int pick = lo;
+        for (int c = lo; c < hi; ++c) {
+            const float w = expf((xr[c] - m) * a);
+            if (w > 0.0f) {
+                pick = c;
+                if (target < acc + w) break;
+            }
+            acc += w;
+        }
+        idx[blockIdx.x] = pick;
     }
 }
 
