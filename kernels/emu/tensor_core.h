@@ -17,20 +17,8 @@
 // The products are summed in double and rounded once: the GPU's own summation order is not
 // modelled (the references' bf16 tolerance covers it).
 #pragma once
+#include "cuda_bf16.h"
 #include "emu.h"
-
-inline unsigned short emu_f32_to_bf16(float x) {
-    unsigned u;
-    std::memcpy(&u, &x, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fff;
-    return (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-inline float emu_bf16_to_f32(unsigned short b) {
-    const unsigned u = (unsigned)b << 16;
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-}
 
 __device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) {
     return (unsigned)emu_f32_to_bf16(lo) | ((unsigned)emu_f32_to_bf16(hi) << 16);

@@ -762,12 +762,13 @@ fn bf16_attention_kernels_match_the_reference_on_the_cpu_emulation() {
     report(&checks, seed, 48);
 }
 
-/// Matmul v4 (mma.sync, ldmatrix and cp.async on the stand-ins of emu/tensor_core.h) with each
-/// epilogue: f32, bf16, and bf16 GELU with its pre-activation (the epilogue v5 and v6 share),
-/// against the f64 reference on the same bf16 inputs.
+/// The tensor-core matmuls before Hopper against the f64 reference on the same bf16 inputs: v4
+/// (mma.sync, ldmatrix and cp.async on the stand-ins of emu/tensor_core.h) with each epilogue,
+/// f32, bf16, and bf16 GELU with its pre-activation (the epilogue v5 and v6 share); and v3 (WMMA
+/// on the stand-in of emu/mma.h, cp.async double buffering), f32 and bf16 out.
 #[test]
-fn tensor_core_matmul_v4_and_its_epilogues_match_the_reference_on_the_cpu_emulation() {
-    let Some((emu, dir, seed, mut rng)) = start("matmul_tc", &["matmul_mma.cu"]) else { return };
+fn tensor_core_matmuls_v3_and_v4_match_the_reference_on_the_cpu_emulation() {
+    let Some((emu, dir, seed, mut rng)) = start("matmul_tc", &["matmul_mma.cu", "matmul_bf16.cu"]) else { return };
     let mut checks: Vec<Check> = Vec::new();
     // (m, n, k, bias): ragged tiles on the fast path (two k-tiles), odd N and K (the scalar
     // loads, unpaired stores), a thin N, more than one block in each direction.
@@ -775,9 +776,13 @@ fn tensor_core_matmul_v4_and_its_epilogues_match_the_reference_on_the_cpu_emulat
         let (shape, want) = bf16_matmul_inputs(&emu, &mut rng, m, n, k, with_bias);
         let run = |kind: &str| emu.run_args(&[kind, &m.to_string(), &n.to_string(), &k.to_string(), if with_bias { "1" } else { "0" }, &dir.display().to_string()].map(String::from));
         checks.extend(bf16_matmul_checks(&emu, run, "matmul_v4", &shape, &want));
+        run("v3_f32");
+        checks.push(Check::new("matmul_v3_bf16_f32out", shape.clone(), "bf16->f32", compare(&emu.get("c"), &want), TOL_F32));
+        run("v3_bf16");
+        checks.push(Check::new("matmul_v3_bf16_bf16out", shape.clone(), "bf16", compare(&from_bf16_bits(&emu.get_u16("c.u16")), &want), TOL_BF16));
     }
     std::fs::remove_dir_all(&dir).ok();
-    report(&checks, seed, 16);
+    report(&checks, seed, 24);
 }
 
 /// Fresh bf16 A [m, k] and B [k, n] and an f32 bias, put where the matmul drivers read them

@@ -16,6 +16,7 @@ using namespace nvcuda;
 #define B_LD (BN + 8)   // 272 bytes
 #define NTHREADS 256
 
+// --- PTX helpers (begin): the CPU emulation (kernels/emu/tensor_core.h) replaces this section.
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
     const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
     // src_bytes < 16 zero-fills the rest (0 = pure zero fill, nothing read).
@@ -24,6 +25,7 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_1() { asm volatile("cp.async.wait_group 1;\n" ::); }
+// --- PTX helpers (end)
 
 // Load the (k0) A and B tiles into one stage. 512 16-byte chunks per operand, 2 per thread.
 __device__ __forceinline__ void load_tiles(__nv_bfloat16* As, __nv_bfloat16* Bs,
