@@ -213,17 +213,45 @@ impl Gpu {
     pub fn pool_peak_bytes(&self, reset: bool) -> Result<u64> {
         use cudarc::driver::sys;
         let attr = sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH;
-        let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
-        let mut value = 0u64;
-        unsafe {
-            sys::cuDeviceGetDefaultMemPool(&mut pool, self.ctx.cu_device()).result().map_err(|e| Error::cuda("cuDeviceGetDefaultMemPool", e))?;
-            sys::cuMemPoolGetAttribute(pool, attr, &mut value as *mut u64 as *mut std::ffi::c_void).result().map_err(|e| Error::cuda("cuMemPoolGetAttribute(USED_MEM_HIGH)", e))?;
-            if reset {
-                // Only 0 may be set.
-                let mut zero = 0u64;
-                sys::cuMemPoolSetAttribute(pool, attr, &mut zero as *mut u64 as *mut std::ffi::c_void).result().map_err(|e| Error::cuda("cuMemPoolSetAttribute(USED_MEM_HIGH)", e))?;
-            }
+        let value = self.pool_attribute(attr, "USED_MEM_HIGH")?;
+        if reset {
+            // Only 0 may be set.
+            let mut zero = 0u64;
+            let pool = self.default_pool()?;
+            unsafe { sys::cuMemPoolSetAttribute(pool, attr, &mut zero as *mut u64 as *mut std::ffi::c_void) }
+                .result()
+                .map_err(|e| Error::cuda("cuMemPoolSetAttribute(USED_MEM_HIGH)", e))?;
         }
+        Ok(value)
+    }
+
+    /// The device's memory as the driver and the pool see it, for an out-of-memory message:
+    /// what the driver has free, and what the pool holds.
+    pub fn memory_state(&self) -> Result<crate::MemoryState> {
+        use cudarc::driver::sys::CUmemPool_attribute as A;
+        let (free, total) = self.ctx.mem_get_info().map_err(|e| Error::cuda("cuMemGetInfo", e))?;
+        Ok(crate::MemoryState {
+            free: free as u64,
+            total: total as u64,
+            pool_reserved: self.pool_attribute(A::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT, "RESERVED_MEM_CURRENT")?,
+            pool_used: self.pool_attribute(A::CU_MEMPOOL_ATTR_USED_MEM_CURRENT, "USED_MEM_CURRENT")?,
+        })
+    }
+
+    fn default_pool(&self) -> Result<cudarc::driver::sys::CUmemoryPool> {
+        let mut pool: cudarc::driver::sys::CUmemoryPool = std::ptr::null_mut();
+        unsafe { cudarc::driver::sys::cuDeviceGetDefaultMemPool(&mut pool, self.ctx.cu_device()) }
+            .result()
+            .map_err(|e| Error::cuda("cuDeviceGetDefaultMemPool", e))?;
+        Ok(pool)
+    }
+
+    fn pool_attribute(&self, attr: cudarc::driver::sys::CUmemPool_attribute, name: &str) -> Result<u64> {
+        let pool = self.default_pool()?;
+        let mut value = 0u64;
+        unsafe { cudarc::driver::sys::cuMemPoolGetAttribute(pool, attr, &mut value as *mut u64 as *mut std::ffi::c_void) }
+            .result()
+            .map_err(|e| Error::cuda(format!("cuMemPoolGetAttribute({name})"), e))?;
         Ok(value)
     }
 

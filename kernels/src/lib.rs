@@ -31,7 +31,7 @@ pub mod bench;
 #[cfg(feature = "cuda")]
 pub mod device;
 
-pub use error::{Error, Result};
+pub use error::{Error, MemoryState, Result};
 pub use registry::{module, Module, MODULES};
 
 /// True when this build can talk to CUDA at all.

@@ -76,16 +76,14 @@ fn err(e: impl std::fmt::Debug) -> Error {
 }
 
 pub fn upload(src: &CpuStorage, ordinal: usize) -> Result<CudaStorage> {
-    let stream = gpu(ordinal)?.stream.clone();
+    let g = gpu(ordinal)?;
+    let bytes = src.len() * src.dtype().size_in_bytes();
+    let err = |e| super::ops::alloc_failed(&g, "upload to the GPU", bytes, e);
     Ok(match src {
-        CpuStorage::F32(v) => CudaStorage::F32(stream.clone_htod(v).map_err(err)?, ordinal),
-        CpuStorage::BF16(v) => {
-            CudaStorage::U16(stream.clone_htod(bytemuck::cast_slice::<_, u16>(v)).map_err(err)?, DType::BF16, ordinal)
-        }
-        CpuStorage::F16(v) => {
-            CudaStorage::U16(stream.clone_htod(bytemuck::cast_slice::<_, u16>(v)).map_err(err)?, DType::F16, ordinal)
-        }
-        CpuStorage::I64(v) => CudaStorage::I64(stream.clone_htod(v).map_err(err)?, ordinal),
+        CpuStorage::F32(v) => CudaStorage::F32(g.stream.clone_htod(v).map_err(err)?, ordinal),
+        CpuStorage::BF16(v) => CudaStorage::U16(g.stream.clone_htod(bytemuck::cast_slice::<_, u16>(v)).map_err(err)?, DType::BF16, ordinal),
+        CpuStorage::F16(v) => CudaStorage::U16(g.stream.clone_htod(bytemuck::cast_slice::<_, u16>(v)).map_err(err)?, DType::F16, ordinal),
+        CpuStorage::I64(v) => CudaStorage::I64(g.stream.clone_htod(v).map_err(err)?, ordinal),
     })
 }
 

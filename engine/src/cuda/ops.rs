@@ -24,7 +24,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLockReadGuard;
 
 fn err(what: impl std::fmt::Display) -> impl FnOnce(kernels::Error) -> Error {
-    move |e| Error::Cuda(format!("{what}: {e}"))
+    move |e| match e {
+        kernels::Error::OutOfMemory { what: inner } => crate::memory::device_out_of_memory(&format!("{what} ({inner})"), None, "the GPU", None),
+        e => Error::Cuda(format!("{what}: {e}")),
+    }
+}
+
+/// The error of allocating (or uploading) `bytes` on g's device for `what`: out of memory says
+/// how much was asked and what the device and the pool hold.
+pub(crate) fn alloc_failed(g: &Gpu, what: &str, bytes: usize, e: cudarc::driver::DriverError) -> Error {
+    if e.0 == cudarc::driver::sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+        let device = format!("cuda:{} ({})", g.ctx.ordinal(), g.info.name);
+        return crate::memory::device_out_of_memory(what, Some(bytes as u64), &device, g.memory_state().ok());
+    }
+    Error::Cuda(format!("{what}: allocating {bytes} bytes: {e:?}"))
 }
 
 fn ordinal(t: &Tensor) -> usize {
@@ -67,7 +80,7 @@ pub(crate) fn poison_outputs(on: bool) {
 /// cases catch a kernel that leaves elements unwritten.
 fn alloc(g: &Gpu, n: usize, what: &str) -> Result<CudaSlice<f32>> {
     // SAFETY: f32 has no invalid bit patterns, and every caller's kernel writes all n elements.
-    let mut buf = unsafe { g.stream.alloc::<f32>(n.max(1)) }.map_err(|e| Error::Cuda(format!("{what}: allocating {n} floats: {e:?}")))?;
+    let mut buf = unsafe { g.stream.alloc::<f32>(n.max(1)) }.map_err(|e| alloc_failed(g, what, 4 * n, e))?;
     if POISON.load(Ordering::SeqCst) {
         g.fill_f32(&mut buf, f32::NAN).map_err(err(what))?;
     }
@@ -76,7 +89,7 @@ fn alloc(g: &Gpu, n: usize, what: &str) -> Result<CudaSlice<f32>> {
 
 /// A zeroed buffer that a kernel adds into, or writes only in part.
 fn zeros(g: &Gpu, n: usize, what: &str) -> Result<CudaSlice<f32>> {
-    g.stream.alloc_zeros::<f32>(n.max(1)).map_err(|e| Error::Cuda(format!("{what}: allocating {n} floats: {e:?}")))
+    g.stream.alloc_zeros::<f32>(n.max(1)).map_err(|e| alloc_failed(g, what, 4 * n, e))
 }
 
 pub(crate) fn f32_of<'a>(t: &'a Tensor, op: &'static str) -> Result<DevF32<'a>> {
@@ -145,7 +158,7 @@ fn tensor16(buf: CudaSlice<u16>, shape: &[usize], device: usize) -> Tensor {
 
 /// A bf16 output buffer the kernel overwrites in full: NaN while [`poison_outputs`] is on.
 fn alloc16(g: &Gpu, n: usize, what: &str) -> Result<CudaSlice<u16>> {
-    let fail = |e| Error::Cuda(format!("{what}: allocating {n} bf16: {e:?}"));
+    let fail = |e| alloc_failed(g, what, 2 * n, e);
     if POISON.load(Ordering::SeqCst) {
         return g.stream.clone_htod(&vec![0x7fc0u16; n.max(1)]).map_err(fail);
     }
@@ -378,7 +391,7 @@ fn bf16_rows<'a>(t: &'a Tensor, cols: usize, pitch: usize, rows_to: usize, op: &
     }
     let g = gpu(ordinal(t))?;
     let len = rows_to * pitch;
-    let alloc_err = |e| Error::Cuda(format!("{op}: allocating {len} bf16: {e:?}"));
+    let alloc_err = |e| alloc_failed(&g, op, 2 * len, e);
     let mut dst = if unpadded {
         // SAFETY: any u16 is a valid bf16 pattern, and the cast writes every element.
         unsafe { g.stream.alloc::<u16>(len.max(1)) }.map_err(alloc_err)?
@@ -640,7 +653,7 @@ pub(crate) fn sum(x: &Tensor, dims: &[usize], keep_shape: &[usize]) -> Result<Te
 fn ids_on(g: &Gpu, ids: &[i64], op: &str) -> Result<CudaSlice<i64>> {
     // Never an empty allocation: the kernels read none of it when there are no ids.
     let ids = if ids.is_empty() { &[0i64][..] } else { ids };
-    g.stream.clone_htod(ids).map_err(|e| Error::Cuda(format!("{op}: uploading {} ids: {e:?}", ids.len())))
+    g.stream.clone_htod(ids).map_err(|e| alloc_failed(g, op, 8 * ids.len(), e))
 }
 
 /// Rows `ids` of `table` [V, D] (validated on the host: the kernel gives NaN for a bad id).
@@ -769,7 +782,7 @@ fn key_pad_on(g: &Gpu, key_pad: &[usize], op: &str) -> Result<Option<CudaSlice<i
         return Ok(None);
     }
     let counts: Vec<i32> = key_pad.iter().map(|&p| i32::try_from(p).map_err(|_| Error::Msg(format!("{op}: {p} padding keys do not fit i32")))).collect::<Result<_>>()?;
-    g.stream.clone_htod(&counts).map(Some).map_err(|e| Error::Cuda(format!("{op}: uploading the padding counts: {e:?}")))
+    g.stream.clone_htod(&counts).map(Some).map_err(|e| alloc_failed(g, op, 4 * counts.len(), e))
 }
 
 /// Causal attention, q [.., tq, d], k and v [.., tk, d], the first `key_pad[b]` keys of batch
@@ -933,7 +946,7 @@ fn place_narrowed<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBit
     let (outer, n, inner): (usize, usize, usize) = (shape[..dim].iter().product(), shape[dim], shape[dim + 1..].iter().product());
     let total = shape.iter().product::<usize>();
     // Written only at the narrowed part.
-    let mut out = gpu.stream.alloc_zeros::<T>(total.max(1)).map_err(|e| Error::Cuda(format!("{op}: allocating {total} elements: {e:?}")))?;
+    let mut out = gpu.stream.alloc_zeros::<T>(total.max(1)).map_err(|e| alloc_failed(gpu, op, total * std::mem::size_of::<T>(), e))?;
     for o in 0..outer {
         let src = g.slice(o * len * inner..(o + 1) * len * inner);
         let mut dst = out.slice_mut((o * n + start) * inner..(o * n + start + len) * inner);
@@ -1011,7 +1024,7 @@ pub(crate) fn max_rows(rows: &Tensor, cols: usize, keep: &[usize]) -> Result<(Te
     let r = rows.numel() / cols.max(1);
     let v = f32_of(rows, name)?;
     let mut vals = alloc(&g, r, name)?;
-    let mut idx = g.stream.alloc_zeros::<i64>(r.max(1)).map_err(|e| Error::Cuda(format!("{name}: allocating {r} ids: {e:?}")))?;
+    let mut idx = g.stream.alloc_zeros::<i64>(r.max(1)).map_err(|e| alloc_failed(&g, name, 8 * r, e))?;
     g.max_rows(&v, &mut vals, &mut idx, r, cols).map_err(err(name))?;
     let ids = Tensor::from_parts(Storage::Cuda(CudaStorage::I64(idx, dev)), Layout::contiguous(keep), false, None, false);
     Ok((tensor(vals, keep, dev), ids))
@@ -1024,8 +1037,8 @@ pub(crate) fn sample_rows(x: &Tensor, uniforms: &[f32], a: f32, keep: &[usize]) 
     let g = gpu(dev)?;
     let (rows, cols) = (uniforms.len(), x.numel() / uniforms.len().max(1));
     let xv = f32_of(x, name)?;
-    let u = g.stream.clone_htod(uniforms).map_err(|e| Error::Cuda(format!("{name}: uploading {rows} uniforms: {e:?}")))?;
-    let mut idx = g.stream.alloc_zeros::<i64>(rows).map_err(|e| Error::Cuda(format!("{name}: allocating {rows} ids: {e:?}")))?;
+    let u = g.stream.clone_htod(uniforms).map_err(|e| alloc_failed(&g, name, 4 * rows, e))?;
+    let mut idx = g.stream.alloc_zeros::<i64>(rows).map_err(|e| alloc_failed(&g, name, 8 * rows, e))?;
     g.sample_rows(&xv, &u, &mut idx, rows, cols, a).map_err(err(name))?;
     Ok(Tensor::from_parts(Storage::Cuda(CudaStorage::I64(idx, dev)), Layout::contiguous(keep), false, None, false))
 }
