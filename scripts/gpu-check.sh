@@ -92,15 +92,15 @@ bench_all() {
 export BIN; export -f bench_all
 step "kernel bandwidth (bench --device cuda)" 120 "$LOGS/bench.log" bash -c bench_all
 { echo; echo '## bench <op> --device cuda'; echo; cat "$LOGS/bench.log"; } >>"$REPORT"
-step "engine GPT-2 124M train step, bf16 autocast" 60 "$LOGS/train_step.log" "$BIN" bench train-step --device cuda --bf16 --model gpt2 --batch 8 --seq-len 1024 --reps 3
+step "engine GPT-2 124M train step, bf16 autocast" 60 "$LOGS/train_step.log" "$BIN" bench train-step --device cuda --bf16 --model gpt2 --batch 8 --seq-len 1024 --reps 3 --profile
 step "engine GPT-2 124M train step, bf16 autocast, matmul v6" 60 "$LOGS/train_step.log" env IGPT_MATMUL=v6 "$BIN" bench train-step --device cuda --bf16 --model gpt2 --batch 8 --seq-len 1024 --reps 3
 step "engine GPT-2 124M train step, bf16 autocast, attention bwd v3" 60 "$LOGS/train_step.log" env IGPT_ATTN_BWD=v3 "$BIN" bench train-step --device cuda --bf16 --model gpt2 --batch 8 --seq-len 1024 --reps 3
 step "engine GPT-2 124M train step, f32" 60 "$LOGS/train_step.log" "$BIN" bench train-step --device cuda --model gpt2 --batch 8 --seq-len 1024 --reps 3
-{ echo; echo '## bench train-step --device cuda [--bf16] (our engine)'; echo; cat "$LOGS/train_step.log"; } >>"$REPORT"
+{ echo; echo '## bench train-step --device cuda [--bf16] (our engine; the first with its op-level profile)'; echo; cat "$LOGS/train_step.log"; } >>"$REPORT"
 # Rollout-shaped generation: 64 prompts of 64 tokens, 64 new ones, the KV cache f32 and bf16.
 step "engine GPT-2 124M generation, f32" 45 "$LOGS/generate.log" "$BIN" bench generate --device cuda --model gpt2 --prompts 64 --prompt-len 64 --new-tokens 64 --reps 3
 step "engine GPT-2 124M generation, bf16 autocast" 45 "$LOGS/generate.log" "$BIN" bench generate --device cuda --bf16 --model gpt2 --prompts 64 --prompt-len 64 --new-tokens 64 --reps 3
-step "engine GPT-2 124M generation sampled at T=1 (PPO's rollouts), bf16" 45 "$LOGS/generate.log" "$BIN" bench generate --device cuda --bf16 --temperature 1 --model gpt2 --prompts 64 --prompt-len 64 --new-tokens 64 --reps 3
+step "engine GPT-2 124M generation sampled at T=1 (PPO's rollouts), bf16" 45 "$LOGS/generate.log" "$BIN" bench generate --device cuda --bf16 --temperature 1 --model gpt2 --prompts 64 --prompt-len 64 --new-tokens 64 --reps 3 --profile
 { echo; echo '## bench generate --device cuda [--bf16] [--temperature 1] (our engine, KV cache; the token chosen on the GPU)'; echo; cat "$LOGS/generate.log"; } >>"$REPORT"
 step "allocators (bench alloc --device cuda)" 60 "$LOGS/alloc.log" "$BIN" bench alloc --device cuda
 { echo; echo '## bench alloc --device cuda'; echo; cat "$LOGS/alloc.log"; } >>"$REPORT"

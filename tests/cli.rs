@@ -23,6 +23,20 @@ fn bench_matmul_json_has_the_promised_fields() {
 }
 
 #[test]
+fn bench_train_step_profile_covers_every_phase() {
+    let o = run(&["bench", "train-step", "--model", "tiny", "--batch", "2", "--seq-len", "16", "--reps", "1", "--threads", "1", "--profile", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    let ops = j["profile"]["ops"].as_array().expect("profile rows");
+    let row = |phase: &str, op: &str| ops.iter().find(|r| r["phase"] == phase && r["op"] == op).unwrap_or_else(|| panic!("no {phase} {op} in {ops:?}"));
+    for (phase, op) in [("forward", "matmul"), ("forward", "attention"), ("forward", "layer_norm"), ("backward", "matmul"), ("backward", "attention"), ("optimizer", "adamw")] {
+        assert!(row(phase, op)["ms_per_step"].as_f64().unwrap() > 0.0, "{phase} {op}");
+    }
+    let total: f64 = ops.iter().map(|r| r["ms_per_step"].as_f64().unwrap()).sum();
+    assert!(total <= j["profile"]["ms_per_step"].as_f64().unwrap(), "the ops fit in the step");
+}
+
+#[test]
 fn bench_memory_bound_ops_report_bandwidth() {
     for (op, shape) in [("softmax", "64x128"), ("layernorm", "64x128"), ("gelu", "4096"), ("cross-entropy", "16x1000"), ("adamw", "4096")] {
         let o = run(&["bench", op, "--shape", shape, "--reps", "3", "--json"]);

@@ -50,6 +50,23 @@ pub enum UnaryOp {
     Relu,
 }
 
+impl UnaryOp {
+    pub fn name(self) -> &'static str {
+        use UnaryOp::*;
+        match self {
+            Exp => "exp",
+            Log => "log",
+            Tanh => "tanh",
+            Sigmoid => "sigmoid",
+            LogSigmoid => "log_sigmoid",
+            Gelu => "gelu",
+            Sqr => "sqr",
+            Sqrt => "sqrt",
+            Relu => "relu",
+        }
+    }
+}
+
 /// How a tensor was computed: its inputs and what backward needs.
 pub(crate) enum Op {
     Reshape(Tensor),
@@ -85,6 +102,40 @@ pub(crate) enum Op {
 }
 
 impl Op {
+    /// The forward op's name (the profile's name for its backward rule).
+    fn name(&self) -> &'static str {
+        use Op::*;
+        match self {
+            Reshape(_) => "reshape",
+            Permute(..) => "permute",
+            Narrow(..) => "narrow",
+            Broadcast(_) => "broadcast",
+            Copy(_) => "copy",
+            Cat(..) => "cat",
+            IndexSelect(..) => "index_select",
+            Add(..) => "add",
+            Sub(..) => "sub",
+            Mul(..) => "mul",
+            Div(..) => "div",
+            Minimum(..) => "minimum",
+            Maximum(..) => "maximum",
+            Affine(..) => "affine",
+            Unary(op, ..) => op.name(),
+            Clamp(..) => "clamp",
+            Where(..) => "where",
+            Sum(..) => "sum",
+            Max(..) => "max",
+            Gather(..) => "gather",
+            Matmul(..) => "matmul",
+            Softmax(..) => "softmax",
+            LogSoftmax(..) => "log_softmax",
+            LayerNorm { .. } => "layer_norm",
+            CrossEntropy { .. } => "cross_entropy",
+            TokenLogprobs { .. } => "token_logprobs",
+            Attention { .. } => "attention",
+        }
+    }
+
     fn inputs(&self) -> Vec<&Tensor> {
         use Op::*;
         match self {
@@ -226,6 +277,7 @@ impl GradStore {
 
     /// The L2 norm over all gradients together.
     pub fn global_norm(&self) -> Result<f32> {
+        let _p = self.0.values().next().and_then(|g| crate::profile::scope("global_norm", g.device()));
         let mut sum = 0f64;
         // Gradients on a device: one fused reduction there per device, one number back. In the
         // order of their tensors' ids, not the map's (which changes from run to run): the same
@@ -248,6 +300,7 @@ impl GradStore {
 
     /// Scale all gradients so that their global norm is at most `max_norm`; returns the norm before.
     pub fn clip_global_norm(&mut self, max_norm: f32) -> Result<f32> {
+        let _phase = crate::profile::phase(crate::profile::Phase::Optimizer);
         let norm = self.global_norm()?;
         if norm > max_norm {
             let scale = max_norm / (norm + 1e-6);
@@ -280,6 +333,7 @@ impl Tensor {
             return Err(Error::Autograd("the graph was already freed by an earlier backward".into()));
         }
         let _guard = no_grad();
+        let _phase = crate::profile::phase(crate::profile::Phase::Backward);
         let order = topological_order(self);
         let mut grads = Pending::default();
         grads.put(self.id(), Tensor::ones(self.shape()).to_device(self.device())?, false);
@@ -294,6 +348,7 @@ impl Tensor {
             let Some(op) = node.take_op() else {
                 return Err(Error::Autograd("part of the graph was already freed by an earlier backward".into()));
             };
+            let _p = crate::profile::scope(op.name(), node.device());
             if let Op::Narrow(x, dim, start) = &op {
                 if x.tracked() {
                     grads.add_narrowed(x, *dim, *start, &g)?;

@@ -12,6 +12,7 @@ mod dtype;
 mod error;
 pub mod memory;
 pub mod ops;
+pub mod profile;
 pub mod optim;
 pub mod safetensors;
 pub mod shape;

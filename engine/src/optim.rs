@@ -106,6 +106,8 @@ impl AdamW {
                 return Err(Error::shape("AdamW", format!("gradient {:?} for parameter {:?}", g.shape(), s.param.shape())));
             }
         }
+        let _phase = crate::profile::phase(crate::profile::Phase::Optimizer);
+        let _p = self.slots.first().and_then(|s| crate::profile::scope("adamw", s.param.device()));
         self.step += 1;
         let AdamWConfig { beta1, beta2, eps } = self.cfg;
         let mut on_device: Vec<(usize, Vec<AdamwItem<'_>>)> = Vec::new();

@@ -421,6 +421,7 @@ impl Tensor {
     /// comes back in this tensor's type, see `backward`), so `x.to_dtype(BF16)` stores an
     /// activation in bf16 without cutting the graph. On CUDA f32 <-> bf16 converts on the device.
     pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        let _p = crate::profile::scope("to_dtype", self.device());
         let out = self.converted(dtype)?;
         if !(self.dtype().is_float() && dtype.is_float()) {
             return Ok(out);
@@ -442,6 +443,7 @@ impl Tensor {
     }
 
     pub fn to_device(&self, device: Device) -> Result<Tensor> {
+        let _p = crate::profile::scope("to_device", if device.is_cuda() { device } else { self.device() });
         if device == self.device() {
             return Ok(self.clone());
         }

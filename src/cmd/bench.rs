@@ -100,6 +100,10 @@ pub struct BenchArgs {
     /// generate: new tokens per prompt.
     #[arg(long, default_value_t = 64)]
     pub new_tokens: usize,
+    /// train-step and generate: then run as many steps again with the op-level profile on and
+    /// print where the time goes, by op and phase (on CUDA, device time between events).
+    #[arg(long)]
+    pub profile: bool,
     /// generate: sampling temperature (0 = greedy; PPO's rollouts sample at 1).
     #[arg(long, default_value_t = 0.0)]
     pub temperature: f32,

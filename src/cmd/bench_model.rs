@@ -20,6 +20,22 @@ fn median(mut v: Vec<f64>) -> (f64, f64) {
     (v[v.len() / 2], v[0])
 }
 
+/// `reps` more runs of `step` under the op-level profile: the profile and the runs' mean wall time.
+fn profiled(reps: usize, mut step: impl FnMut() -> Result<()>) -> Result<(engine::profile::Profile, f64)> {
+    engine::profile::start();
+    let t0 = Instant::now();
+    let ran = (0..reps).try_for_each(|_| step());
+    let secs = t0.elapsed().as_secs_f64() / reps.max(1) as f64;
+    let profile = engine::profile::stop();
+    ran.map(|_| (profile, secs))
+}
+
+/// The profile as JSON rows (per step).
+fn profile_json(p: &engine::profile::Profile, reps: usize) -> serde_json::Value {
+    let n = reps.max(1) as f64;
+    p.rows.iter().map(|r| serde_json::json!({"phase": r.phase.name(), "op": r.op, "calls_per_step": r.calls as f64 / n, "ms_per_step": r.seconds * 1e3 / n})).collect()
+}
+
 fn random_ids(rng: &mut StdRng, n: usize, vocab: usize) -> Vec<i64> {
     (0..n).map(|_| rng.gen_range(0..vocab as i64)).collect()
 }
@@ -64,6 +80,7 @@ pub fn train_step(args: &BenchArgs, threads: usize, device: Device) -> Result<()
         times.push(t0.elapsed().as_secs_f64());
     }
     let peak = pool_peak(device, false)?;
+    let profile = if args.profile { Some(profiled(reps, || step().map(|_| ()))?) } else { None };
     let (med, min) = median(times);
     let tok_s = (b * t) as f64 / med;
     // Model FLOP/s (nanoGPT's count) and MFU against the device's peak.
@@ -79,7 +96,8 @@ pub fn train_step(args: &BenchArgs, threads: usize, device: Device) -> Result<()
             "{}",
             serde_json::json!({"op": "train-step", "model": args.model, "device": format!("{device:?}"), "precision": precision, "batch": b, "seq_len": t, "threads": threads,
                 "params": model.num_params(), "ms": med * 1e3, "ms_min": min * 1e3, "reps": reps, "tokens_per_s": tok_s, "loss": loss, "peak_device_bytes": peak,
-                "model_tflops": model_tflops, "mfu": mfu, "peak_tflops": device_peak.as_ref().map(|p| p.0), "peak_of": device_peak.as_ref().map(|p| p.1.clone())})
+                "model_tflops": model_tflops, "mfu": mfu, "peak_tflops": device_peak.as_ref().map(|p| p.0), "peak_of": device_peak.as_ref().map(|p| p.1.clone()),
+                "profile": profile.as_ref().map(|(p, secs)| serde_json::json!({"ms_per_step": secs * 1e3, "ops": profile_json(p, reps)}))})
         );
     } else {
         let on = if device.is_cuda() { format!("{device:?}") } else { format!("cpu ({threads} threads)") };
@@ -95,8 +113,16 @@ pub fn train_step(args: &BenchArgs, threads: usize, device: Device) -> Result<()
             min * 1e3,
             model_tflops
         );
+        if let Some((p, secs)) = &profile {
+            print_profile(p, reps, *secs, device);
+        }
     }
     Ok(())
+}
+
+fn print_profile(p: &engine::profile::Profile, reps: usize, secs: f64, device: Device) {
+    let time = if device.is_cuda() { "device time between events on the stream" } else { "wall time" };
+    println!("\nprofile ({reps} more runs, {:.1} ms a run with the profile on; each op's {time}):\n{}", secs * 1e3, p.table(reps, secs));
 }
 
 /// On CUDA, the memory pool's high-water mark in bytes (parameters, moments, activations kept
@@ -149,6 +175,7 @@ pub fn generate_bench(args: &BenchArgs, threads: usize, device: Device) -> Resul
         n = run()?;
         times.push(t0.elapsed().as_secs_f64());
     }
+    let profile = if args.profile { Some(profiled(reps, || run().map(|_| ()))?) } else { None };
     let (med, min) = median(times);
     let tok_s = n as f64 / med;
     let (dev, precision) = (if device == Device::Cpu { format!("cpu ({threads} threads)") } else { format!("{device:?}") }, if args.bf16 { "bf16 autocast" } else { "f32" });
@@ -156,7 +183,8 @@ pub fn generate_bench(args: &BenchArgs, threads: usize, device: Device) -> Resul
         println!(
             "{}",
             serde_json::json!({"op": "generate", "model": args.model, "prompts": args.prompts, "prompt_len": args.prompt_len,
-                "new_tokens": args.new_tokens, "temperature": args.temperature, "device": dev, "precision": precision, "threads": threads, "ms": med * 1e3, "ms_min": min * 1e3, "reps": reps, "tokens_per_s": tok_s})
+                "new_tokens": args.new_tokens, "temperature": args.temperature, "device": dev, "precision": precision, "threads": threads, "ms": med * 1e3, "ms_min": min * 1e3, "reps": reps, "tokens_per_s": tok_s,
+                "profile": profile.as_ref().map(|(p, secs)| serde_json::json!({"ms_per_run": secs * 1e3, "ops": profile_json(p, reps)}))})
         );
     } else {
         println!(
@@ -169,6 +197,9 @@ pub fn generate_bench(args: &BenchArgs, threads: usize, device: Device) -> Resul
             med * 1e3,
             min * 1e3
         );
+        if let Some((p, secs)) = &profile {
+            print_profile(p, reps, *secs, device);
+        }
     }
     Ok(())
 }

@@ -37,6 +37,7 @@ pub fn causal_attention_padded(q: &Tensor, k: &Tensor, v: &Tensor, key_pad: &[us
 }
 
 fn attention(q: &Tensor, k: &Tensor, v: &Tensor, key_pad: Vec<usize>) -> Result<Tensor> {
+    let _p = crate::profile::scope("attention", q.device());
     let dims = dims(q, k, v)?;
     if q.device().is_cuda() {
         return attention_cuda(q, k, v, key_pad, dims);

@@ -24,6 +24,7 @@ impl Tensor {
     /// `self`: logits [.., V]; `targets`: i64 [..] (negative = ignored). Returns the mean loss over
     /// the kept rows (0 when none is kept), as a scalar.
     pub fn cross_entropy(&self, targets: &Tensor) -> Result<Tensor> {
+        let _p = crate::profile::scope("cross_entropy", self.device());
         let (t, v) = checked_targets(self, targets, "cross_entropy")?;
         let n_valid = t.iter().filter(|&&i| i >= 0).count();
         if self.device().is_cuda() {
@@ -54,6 +55,7 @@ impl Tensor {
     }
 
     fn token_logprobs_impl(&self, targets: &Tensor, temperature: f32, entropy: bool) -> Result<(Tensor, Option<Tensor>)> {
+        let _p = crate::profile::scope("token_logprobs", self.device());
         let op = "token_logprobs";
         if !(temperature > 0.0 && temperature.is_finite()) {
             return Err(Error::Msg(format!("{op}: temperature must be positive and finite, got {temperature}")));

@@ -54,6 +54,7 @@ fn broadcast_pair(op: &'static str, a: &Tensor, b: &Tensor) -> Result<(Tensor, T
 }
 
 fn binary(a: &Tensor, b: &Tensor, kind: Binary) -> Result<Tensor> {
+    let _p = crate::profile::scope(kind.name(), a.device());
     let op = kind.name();
     let (a, b) = broadcast_pair(op, a, b)?;
     let (ca, cb) = (a.clone(), b.clone());
@@ -99,6 +100,7 @@ fn cuda_unary(op: UnaryOp) -> Option<Unary> {
 }
 
 fn unary(x: &Tensor, op: UnaryOp) -> Result<Tensor> {
+    let _p = crate::profile::scope(op.name(), x.device());
     if x.device().is_cuda() {
         let out = match cuda_unary(op) {
             Some(k) => crate::cuda::ops::unary(x, k, 0.0, 0.0)?,
@@ -213,6 +215,7 @@ impl Tensor {
 
     /// `x·mul + add`.
     pub fn affine(&self, mul: f32, add: f32) -> Result<Tensor> {
+        let _p = crate::profile::scope("affine", self.device());
         if self.device().is_cuda() {
             return Ok(crate::cuda::ops::affine(self, mul, add)?.with_op(&[self], || Op::Affine(self.clone(), mul)));
         }
@@ -260,6 +263,7 @@ impl Tensor {
     }
 
     pub fn clamp(&self, lo: f32, hi: f32) -> Result<Tensor> {
+        let _p = crate::profile::scope("clamp", self.device());
         if lo > hi {
             return Err(Error::Msg(format!("clamp: lower bound {lo} above upper bound {hi}")));
         }
@@ -275,6 +279,7 @@ impl Tensor {
     /// `on_false`; all three broadcast together.
     /// On CUDA the condition, and an untracked CPU operand (a constant), move to the device.
     pub fn where_cond(&self, on_true: &Tensor, on_false: &Tensor) -> Result<Tensor> {
+        let _p = crate::profile::scope("where", self.device());
         let device = [on_true, on_false, self].iter().map(|t| t.device()).find(|d| d.is_cuda()).unwrap_or(Device::Cpu);
         let (on_true, on_false) = (on_device(on_true, device)?, on_device(on_false, device)?);
         let cond = if self.dtype() == crate::DType::F32 { self.clone() } else { self.converted(crate::DType::F32)? };

@@ -20,6 +20,7 @@ fn outer_inner(shape: &[usize], dim: usize) -> (usize, usize) {
 impl Tensor {
     /// Concatenate along `dim`; every other dim must agree.
     pub fn cat(xs: &[Tensor], dim: usize) -> Result<Tensor> {
+        let _p = xs.first().and_then(|x| crate::profile::scope("cat", x.device()));
         let first = xs.first().ok_or_else(|| Error::shape("cat", "no tensors"))?;
         if dim >= first.rank() {
             return Err(Error::shape("cat", format!("dim {dim} for shape {:?}", first.shape())));
@@ -58,6 +59,7 @@ impl Tensor {
 
     /// Pick entries `ids` (1-D, i64) along `dim`.
     pub fn index_select(&self, dim: usize, ids: &Tensor) -> Result<Tensor> {
+        let _p = crate::profile::scope("index_select", self.device());
         if dim >= self.rank() || ids.rank() != 1 {
             return Err(Error::shape("index_select", format!("dim {dim} of {:?} with ids {:?}", self.shape(), ids.shape())));
         }
@@ -96,6 +98,7 @@ impl Tensor {
 
     /// Gather along the last dim: `out[.., j] = self[.., ids[.., j]]` (log-probs of chosen tokens).
     pub fn gather(&self, ids: &Tensor) -> Result<Tensor> {
+        let _p = crate::profile::scope("gather", self.device());
         let r = self.rank();
         if r == 0 || ids.rank() != r || ids.shape()[..r - 1] != self.shape()[..r - 1] {
             return Err(Error::shape("gather", format!("ids {:?} for {:?}", ids.shape(), self.shape())));
@@ -119,6 +122,7 @@ impl Tensor {
 
 /// Token embedding: rows of `table` [V, D] picked by `ids` [..] (i64), giving [.., D].
 pub fn embedding(ids: &Tensor, table: &Tensor) -> Result<Tensor> {
+    let _p = crate::profile::scope("embedding", table.device());
     if table.rank() != 2 {
         return Err(Error::shape("embedding", format!("table must be [vocab, dim], got {:?}", table.shape())));
     }

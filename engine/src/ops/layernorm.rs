@@ -8,6 +8,7 @@ use crate::{Error, Result, Tensor};
 impl Tensor {
     /// LayerNorm over the last dim with weight `w` and bias `b` (both [D]).
     pub fn layer_norm(&self, w: &Tensor, b: &Tensor, eps: f32) -> Result<Tensor> {
+        let _p = crate::profile::scope("layer_norm", self.device());
         let d = *self.shape().last().ok_or_else(|| Error::shape("layer_norm", "needs rank >= 1"))?;
         if w.shape() != [d] || b.shape() != [d] {
             return Err(Error::shape("layer_norm", format!("input {:?} with weight {:?} and bias {:?}", self.shape(), w.shape(), b.shape())));

@@ -28,6 +28,7 @@ impl Tensor {
     /// 8), `matmul_bias`, then `gelu`. The graph is the same either way: a matmul node, then a
     /// GELU node on its output.
     pub fn matmul_bias_gelu(&self, rhs: &Tensor, bias: &Tensor) -> Result<Tensor> {
+        let _p = crate::profile::scope("matmul_bias_gelu", self.device());
         if self.device().is_cuda() {
             let out_shape = matmul_shape(self, rhs, Some(bias))?;
             if let Some((pre, post)) = crate::cuda::ops::matmul_bias_gelu(self, rhs, bias, &out_shape)? {
@@ -82,6 +83,7 @@ fn matmul_shape(a: &Tensor, b: &Tensor, bias: Option<&Tensor>) -> Result<Vec<usi
 /// `out`: the product's element type under autocast on CUDA (None: bf16, an activation); the
 /// backward asks for each operand's own type. f32 everywhere else.
 fn matmul(a: &Tensor, b: &Tensor, bias: Option<&Tensor>, out: Option<DType>) -> Result<Tensor> {
+    let _p = crate::profile::scope("matmul", a.device());
     let out_shape = matmul_shape(a, b, bias)?;
     let (ra, rb) = (a.rank(), b.rank());
     let (m, k, n) = (a.shape()[ra - 2], a.shape()[ra - 1], b.shape()[rb - 1]);

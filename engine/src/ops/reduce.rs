@@ -68,6 +68,7 @@ impl Tensor {
 
     /// Sum over `dims`; keeps them as size 1 when `keepdim`.
     pub fn sum(&self, dims: &[usize], keepdim: bool) -> Result<Tensor> {
+        let _p = crate::profile::scope("sum", self.device());
         let out = if self.device().is_cuda() {
             let keep: Vec<usize> = self.shape().iter().enumerate().map(|(d, &s)| if dims.contains(&d) { 1 } else { s }).collect();
             if let Some(&d) = dims.iter().find(|&&d| d >= self.rank()) {
@@ -132,6 +133,7 @@ impl Tensor {
     }
 
     fn max_argmax(&self, dim: usize) -> Result<(Tensor, Tensor)> {
+        let _p = crate::profile::scope("max", self.device());
         let (rows, row_len, keep) = self.rows_over("max", &[dim])?;
         if row_len == 0 {
             return Err(Error::shape("max", format!("empty dim {dim} in {:?}", self.shape())));

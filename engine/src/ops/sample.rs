@@ -26,6 +26,7 @@ impl Tensor {
     /// `inverse_cdf` of its weights at `uniforms[r]`, each in [0, 1). i64 ids shaped as the rows
     /// (the last dim dropped), on self's device; no gradient.
     pub fn sample_rows(&self, uniforms: &[f64], temperature: f32) -> Result<Tensor> {
+        let _p = crate::profile::scope("sample_rows", self.device());
         let op = "sample_rows";
         let cols = *self.shape().last().ok_or_else(|| Error::shape(op, "logits need rank >= 1"))?;
         let keep = &self.shape()[..self.rank() - 1];

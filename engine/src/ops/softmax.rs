@@ -11,6 +11,7 @@ fn last_dim(x: &Tensor, op: &'static str) -> Result<usize> {
 
 impl Tensor {
     pub fn softmax(&self) -> Result<Tensor> {
+        let _p = crate::profile::scope("softmax", self.device());
         let cols = last_dim(self, "softmax")?;
         let y = if self.device().is_cuda() {
             crate::cuda::ops::softmax(self, cols)?
@@ -22,6 +23,7 @@ impl Tensor {
     }
 
     pub fn log_softmax(&self) -> Result<Tensor> {
+        let _p = crate::profile::scope("log_softmax", self.device());
         let cols = last_dim(self, "log_softmax")?;
         let y = if self.device().is_cuda() {
             crate::cuda::ops::log_softmax(self, cols)?

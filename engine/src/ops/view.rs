@@ -100,6 +100,7 @@ impl Tensor {
         if self.is_contiguous() {
             return Ok(self.clone());
         }
+        let _p = crate::profile::scope("contiguous", self.device());
         if self.device().is_cuda() {
             if !matches!(self.dtype(), crate::DType::F32 | crate::DType::BF16) {
                 // ids (not differentiable): rearranged on the host and sent back.
