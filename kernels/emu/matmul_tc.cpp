@@ -1,9 +1,10 @@
 // Runs the tensor-core matmuls on the CPU emulation, for kernels/tests/emulated.rs: v4 of
 // cu/matmul_mma.cu (mma.sync, ldmatrix and cp.async on the stand-ins of tensor_core.h) and v3 of
 // cu/matmul_bf16.cu (WMMA on the stand-in of mma.h):
-//   matmul_tc_emu <f32|bf16|gelu|v3_f32|v3_bf16> <m> <n> <k> <bias 0|1> <dir>
+//   matmul_tc_emu <f32|bf16|gelu|v3_f32|v3_bf16> <m> <n> <k> <bias 0|1> <dir> [splits]
 // Reads a and b as bf16 bits (.u16) and bias as raw f32; writes c (f32 or bf16 bits) and, for
-// gelu, pre (bf16 bits), all poisoned with NaN first.
+// gelu, pre (bf16 bits), all poisoned with NaN first. With splits > 1 (v4), split-K as the
+// launcher runs it: the f32 partials of `splits` slices of K (grid.z), then the reduction.
 #include "emu.h"
 
 #include "matmul_mma.cu"
@@ -37,6 +38,25 @@ int main(int argc, char** argv) {
     std::vector<unsigned char> smem(V4_SMEM_BYTES);  // the launcher's dynamic shared memory, exactly
     emu_dynamic_smem = smem.data();
     const unsigned blocks = ((m + V4_BM - 1) / V4_BM) * ((n + V4_BN - 1) / V4_BN);
+    const unsigned splits = argc > 7 ? (unsigned)atoi(argv[7]) : 1;
+    if (splits > 1) {
+        std::vector<float> part((size_t)splits * m * n, NAN), c32((size_t)m * n, NAN);
+        std::vector<bf16_t> c16((size_t)m * n, 0x7fc0), pre((size_t)m * n, 0x7fc0);
+        emu_launch({blocks, 1, splits}, {V4_THREADS}, [&] { matmul_v4_bf16_f32out(a.data(), b.data(), nullptr, part.data(), m, n, k); });
+        const dim3 grid{3}, block{256};
+        if (kind == "f32") {
+            emu_launch(grid, block, [&] { matmul_splitk_reduce_f32out(part.data(), (int)splits, bp, c32.data(), m, n); });
+            emu_store("c.f32", c32);
+        } else if (kind == "bf16") {
+            emu_launch(grid, block, [&] { matmul_splitk_reduce_bf16out(part.data(), (int)splits, bp, c16.data(), m, n); });
+            emu_store("c.u16", c16);
+        } else {
+            emu_launch(grid, block, [&] { matmul_splitk_reduce_gelu(part.data(), (int)splits, bp, c16.data(), pre.data(), m, n); });
+            emu_store("c.u16", c16);
+            emu_store("pre.u16", pre);
+        }
+        return 0;
+    }
     if (kind == "f32") {
         std::vector<float> c((size_t)m * n, NAN);
         emu_launch({blocks}, {V4_THREADS}, [&] { matmul_v4_bf16_f32out(a.data(), b.data(), bp, c.data(), m, n, k); });

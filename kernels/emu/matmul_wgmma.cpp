@@ -1,12 +1,13 @@
 // Runs the Hopper matmuls of cu/matmul_wgmma.cu (v5: wgmma fed by cp.async; v6: wgmma fed by
 // TMA, warp-specialized on mbarriers, persistent) on the CPU emulation with the stand-ins of
 // hopper.h, for kernels/tests/emulated.rs:
-//   matmul_wgmma_emu <v5|v6> <f32|bf16|gelu> <m> <n> <k> <bias 0|1> <blocks> <dir>
+//   matmul_wgmma_emu <v5|v6> <f32|bf16|gelu> <m> <n> <k> <bias 0|1> <blocks> <dir> [splits]
 // Reads a and b as bf16 bits (.u16), bias as raw f32 and, for v6, maps.u64: the tensor maps'
 // {cols, rows, row stride in bytes, box cols, box rows} for A then B (kernels::matmul_tc's
 // v6_maps, as the launcher encodes them). Writes c (f32 or bf16 bits) and, for gelu, pre (bf16
 // bits), all poisoned with NaN first. v5 runs one block per tile; v6 runs `blocks` persistent
-// blocks (the launcher's min(tiles, SMs)).
+// blocks (the launcher's min(tiles, SMs)). With splits > 1, split-K as the launcher runs it: the
+// f32 partials of `splits` slices of K (grid.z; v6 `blocks` per slice), then the reduction.
 #define __CUDA_ARCH_FEAT_SM90_ALL 1  // the sm_90a build, not the trapping stubs
 #include "emu.h"
 
@@ -41,7 +42,20 @@ int main(int argc, char** argv) {
     const unsigned threads = v6 ? V6_THREADS : V5_THREADS;
     std::vector<float> c32((size_t)m * n, NAN);
     std::vector<bf16_t> c16((size_t)m * n, 0x7fc0), pre((size_t)m * n, 0x7fc0);
-    emu_launch({blocks}, {threads}, [&] {
+    const unsigned splits = argc > 9 ? (unsigned)atoi(argv[9]) : 1;
+    if (splits > 1) {
+        std::vector<float> part((size_t)splits * m * n, NAN);
+        emu_launch({blocks, 1, splits}, {threads}, [&] {
+            if (v6) matmul_v6_bf16_f32out(maps[0], maps[1], nullptr, part.data(), m, n, k);
+            else matmul_v5_bf16_f32out(a.data(), b.data(), nullptr, part.data(), m, n, k);
+        });
+        // The reduction's entries live in cu/matmul_mma.cu; its body is the shared epilogue's.
+        emu_launch({3}, {256}, [&] {
+            if (kind == "f32") mm_splitk_reduce<EPI_F32>(part.data(), (int)splits, bp, c32.data(), nullptr, m, n);
+            else if (kind == "bf16") mm_splitk_reduce<EPI_BF16>(part.data(), (int)splits, bp, c16.data(), nullptr, m, n);
+            else mm_splitk_reduce<EPI_BF16_GELU>(part.data(), (int)splits, bp, c16.data(), pre.data(), m, n);
+        });
+    } else emu_launch({blocks}, {threads}, [&] {
         if (kind == "f32") {
             if (v6) matmul_v6_bf16_f32out(maps[0], maps[1], bp, c32.data(), m, n, k);
             else matmul_v5_bf16_f32out(a.data(), b.data(), bp, c32.data(), m, n, k);

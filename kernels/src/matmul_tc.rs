@@ -7,6 +7,10 @@
 //! - v6 (sm_90a only): v5's wgmma fed by TMA (tensor maps from [`crate::tma`]), one producer
 //!   warpgroup and two consumers synchronised by mbarriers, persistent over the tiles.
 //!
+//! - split-K (all three): a GEMM with few output tiles and a long K (a weight gradient, Xᵀ·dY
+//!   over every token) runs in S slices of K over grid.z, each writing an f32 partial, then one
+//!   reduction applies the epilogue; [`split_k`] chooses S from a model of the time.
+//!
 //! v5 and v6 share one module (`cu/matmul_wgmma.cu`), registered so that `kernels compile`
 //! reports it; compiled for any target other than compute_90a it holds stubs that trap.
 //! `Gpu::new` compiles every module for the plain `compute_90` of an H100, so these launchers
@@ -15,8 +19,15 @@
 //! This file holds the launchers (as `impl Gpu` methods), the self-test checks and the timing
 //! rows added to `bench::matmul_bench`.
 
-/// Every `extern "C"` entry of `cu/matmul_mma.cu`.
-pub const V4_ENTRIES: &[&str] = &["matmul_v4_bf16_f32out", "matmul_v4_bf16_bf16out", "matmul_v4_bf16_gelu"];
+/// Every `extern "C"` entry of `cu/matmul_mma.cu` (v4, and split-K's reduction for v4-v6).
+pub const V4_ENTRIES: &[&str] = &[
+    "matmul_v4_bf16_f32out",
+    "matmul_v4_bf16_bf16out",
+    "matmul_v4_bf16_gelu",
+    "matmul_splitk_reduce_f32out",
+    "matmul_splitk_reduce_bf16out",
+    "matmul_splitk_reduce_gelu",
+];
 /// Every `extern "C"` entry of `cu/matmul_wgmma.cu` (v5 and v6).
 pub const SM90A_ENTRIES: &[&str] = &[
     "matmul_v5_bf16_f32out",
@@ -53,6 +64,30 @@ pub const V6_SMEM_BYTES: usize = 4 * (128 * 64 + 64 * 256) * 2 + 1024 + 8 * 8;
 pub fn v6_maps(what: &str, pa: u64, pb: u64, m: usize, n: usize, k: usize) -> crate::Result<(crate::tma::Bf16TileMap, crate::tma::Bf16TileMap)> {
     use crate::tma::Bf16TileMap;
     Ok((Bf16TileMap::new(&format!("{what}: A"), pa, m, k, V5_BM as u32, 64)?, Bf16TileMap::new(&format!("{what}: B"), pb, k, n, 64, 64)?))
+}
+
+/// Into how many slices of K a GEMM is split (split-K: each slice a partial product, then one
+/// reduction, `cu/matmul_epilogue.cuh`), for `tiles` output tiles of `bm` x `bn`, `ktiles`
+/// k-tiles of `bk` and `sms` multiprocessors running one block each. Picks the S that minimizes
+/// a model of the time: ceil(tiles·S / sms) waves of tiles that each take 1/S of a whole tile's
+/// time, plus, when split, the partials' round trip through memory (S·M·N f32 written, then
+/// read) and the reduction's launch. Rates of an H100 (bf16 tensor cores at ~5 TFLOP/s per SM,
+/// ~3 TB/s of memory); the choice moves little if both are off by the same factor. Every slice
+/// keeps at least 4 k-tiles (the pipeline needs some to fill). A weight gradient of GPT-2 124M
+/// at 8192 tokens (768 x 768 x 8192: 18 tiles of 128 x 256 on 132 SMs) gets 7 slices; a long
+/// GEMM that already fills the GPU, or a short K, gets 1.
+pub fn split_k((m, n, k): (usize, usize, usize), (bm, bn, bk): (usize, usize, usize), sms: usize) -> usize {
+    const SM_FLOPS: f64 = 5e12;
+    const MEM_BYTES_PER_S: f64 = 3e12;
+    const REDUCE_LAUNCH_S: f64 = 5e-6;
+    let (tiles, ktiles, sms) = (m.div_ceil(bm) * n.div_ceil(bn), k.div_ceil(bk), sms.max(1));
+    let tile_s = 2.0 * (bm * bn * k) as f64 / SM_FLOPS;
+    let time = |s: usize| {
+        let waves = (tiles * s).div_ceil(sms) as f64;
+        let reduce = if s > 1 { 8.0 * (s * m * n) as f64 / MEM_BYTES_PER_S + REDUCE_LAUNCH_S } else { 0.0 };
+        waves * tile_s / s as f64 + reduce
+    };
+    (1..=(ktiles / 4).clamp(1, 16)).min_by(|&a, &b| time(a).total_cmp(&time(b))).unwrap_or(1)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -93,7 +128,7 @@ impl MatmulTc {
 }
 
 #[cfg(feature = "cuda")]
-pub use gpu::{checks, timings};
+pub use gpu::{checks, timings, Split};
 
 #[cfg(feature = "cuda")]
 mod gpu {
@@ -114,6 +149,14 @@ mod gpu {
 
     /// v5 and v6 functions per context, compiled for compute_90a. The cached functions keep
     /// their context alive, so a context address cannot be reused while it is a key here.
+    /// How a tensor-core GEMM splits K: as [`split_k`] (or `IGPT_SPLIT_K`) chooses, or in a
+    /// given number of slices (1: not at all).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Split {
+        Auto,
+        Fixed(usize),
+    }
+
     #[allow(clippy::type_complexity)]
     static SM90A_CACHE: Mutex<Vec<(usize, Arc<HashMap<&'static str, CudaFunction>>)>> = Mutex::new(Vec::new());
 
@@ -184,7 +227,24 @@ mod gpu {
             n: usize,
             k: usize,
         ) -> Result<()> {
-            self.matmul_tc_launch(v, Epi::F32, a, b, bias, c, None, (m, n, k))
+            self.matmul_tc_launch(v, Epi::F32, a, b, bias, c, None, (m, n, k), Split::Auto)
+        }
+
+        /// [`Self::matmul_tc_f32out`] with K split as `split` says (timings compare the two).
+        #[allow(clippy::too_many_arguments)]
+        pub fn matmul_tc_f32out_split(
+            &self,
+            v: MatmulTc,
+            split: Split,
+            a: &CudaSlice<u16>,
+            b: &CudaSlice<u16>,
+            bias: Option<&CudaSlice<f32>>,
+            c: &mut CudaSlice<f32>,
+            m: usize,
+            n: usize,
+            k: usize,
+        ) -> Result<()> {
+            self.matmul_tc_launch(v, Epi::F32, a, b, bias, c, None, (m, n, k), split)
         }
 
         /// As [`Self::matmul_tc_f32out`] with a bf16 output (round to nearest even).
@@ -200,7 +260,7 @@ mod gpu {
             n: usize,
             k: usize,
         ) -> Result<()> {
-            self.matmul_tc_launch(v, Epi::Bf16, a, b, bias, c, None, (m, n, k))
+            self.matmul_tc_launch(v, Epi::Bf16, a, b, bias, c, None, (m, n, k), Split::Auto)
         }
 
         /// C = gelu(A·B + bias) and `pre` = A·B + bias, both bf16 from one kernel: an MLP's
@@ -218,7 +278,7 @@ mod gpu {
             n: usize,
             k: usize,
         ) -> Result<()> {
-            self.matmul_tc_launch(v, Epi::Bf16Gelu, a, b, bias, c, Some(pre), (m, n, k))
+            self.matmul_tc_launch(v, Epi::Bf16Gelu, a, b, bias, c, Some(pre), (m, n, k), Split::Auto)
         }
 
         #[allow(clippy::too_many_arguments)]
@@ -230,8 +290,9 @@ mod gpu {
             b: &CudaSlice<u16>,
             bias: Option<&CudaSlice<f32>>,
             c: &mut CudaSlice<TO>,
-            mut pre: Option<&mut CudaSlice<u16>>,
+            pre: Option<&mut CudaSlice<u16>>,
             (m, n, k): (usize, usize, usize),
+            split: Split,
         ) -> Result<()> {
             let mut name = v.name(epi);
             let shape = format!("{name} M={m} N={n} K={k}");
@@ -247,7 +308,7 @@ mod gpu {
             if let Some(bias) = bias {
                 check_len(&shape, "bias", bias.len(), n)?;
             }
-            let (mi, ni, ki) = (to_i32(&shape, "M", m)?, to_i32(&shape, "N", n)?, to_i32(&shape, "K", k)?);
+            let (mi, ni, _) = (to_i32(&shape, "M", m)?, to_i32(&shape, "N", n)?, to_i32(&shape, "K", k)?);
             if m == 0 || n == 0 {
                 return Ok(());
             }
@@ -263,6 +324,66 @@ mod gpu {
                     name = v.name(epi);
                 }
             }
+            let (bm, bn, bk) = match v {
+                MatmulTc::V4Mma => (V4_BM, V4_BN, 32),
+                _ => (V5_BM, V5_BN, 64),
+            };
+            // Split-K: the slices' f32 partials, then one reduction applies the epilogue.
+            let ktiles = k.div_ceil(bk).max(1);
+            let splits = match split {
+                Split::Fixed(s) => s,
+                Split::Auto => split_from_env()?.unwrap_or_else(|| split_k((m, n, k), (bm, bn, bk), self.info.sm_count.max(1) as usize)),
+            }
+            .clamp(1, ktiles);
+            let splits = ktiles.div_ceil(ktiles.div_ceil(splits)); // no empty slice
+            let ptrs = (pa, pb);
+            if splits == 1 {
+                self.gemm_launch(v, name, ptrs, (a, b), bias, c, pre, (m, n, k), 1, &shape)?;
+            } else {
+                // SAFETY: f32 has no invalid bit patterns, and the slices write all of it.
+                let mut part = unsafe { self.stream.alloc::<f32>(splits * m * n) }.map_err(|e| Error::cuda(format!("{shape}: split-K partials ({splits} x {m} x {n} f32)"), e))?;
+                self.gemm_launch(v, v.name(Epi::F32), ptrs, (a, b), None, &mut part, None, (m, n, k), splits, &shape)?;
+                let reduce = match epi {
+                    Epi::F32 => "matmul_splitk_reduce_f32out",
+                    Epi::Bf16 => "matmul_splitk_reduce_bf16out",
+                    Epi::Bf16Gelu => "matmul_splitk_reduce_gelu",
+                };
+                let pairs = m * n.div_ceil(2);
+                let cfg = LaunchConfig { grid_dim: (pairs.div_ceil(256).clamp(1, 8 * self.info.sm_count.max(1) as usize) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+                let (si, null) = (splits as i32, 0u64);
+                let mut lb = self.stream.launch_builder(self.f(reduce)?);
+                lb.arg(&part).arg(&si);
+                match bias {
+                    Some(bias) => lb.arg(bias),
+                    None => lb.arg(&null),
+                };
+                lb.arg(c);
+                if let Some(pre) = pre {
+                    lb.arg(pre);
+                }
+                lb.arg(&mi).arg(&ni);
+                unsafe { lb.launch(cfg) }.map_err(|e| Error::cuda(format!("launch {reduce} {shape} splits={splits}"), e))?;
+            }
+            drop((_ra, _rb)); // A and B are read by the launches just queued
+            Ok(())
+        }
+
+        /// One launch of GEMM kernel `name` (version `v`) writing `c` (and `pre`), its grid
+        /// `splits` slices of K deep (each then writes an f32 partial, see `cu/matmul_epilogue.cuh`).
+        #[allow(clippy::too_many_arguments)]
+        fn gemm_launch<TO: DeviceRepr>(
+            &self,
+            v: MatmulTc,
+            name: &'static str,
+            (pa, pb): (u64, u64),
+            (a, b): (&CudaSlice<u16>, &CudaSlice<u16>),
+            bias: Option<&CudaSlice<f32>>,
+            c: &mut CudaSlice<TO>,
+            pre: Option<&mut CudaSlice<u16>>,
+            (m, n, k): (usize, usize, usize),
+            splits: usize,
+            shape: &str,
+        ) -> Result<()> {
             let (f, bm, bn, threads, smem) = match v {
                 MatmulTc::V4Mma => (self.f(name)?.clone(), V4_BM, V4_BN, V4_THREADS, V4_SMEM_BYTES),
                 MatmulTc::V5Wgmma => (self.sm90a_function(name)?, V5_BM, V5_BN, V5_THREADS, V5_SMEM_BYTES),
@@ -281,24 +402,26 @@ mod gpu {
                 return Err(Error::Other(format!("{shape}: {tiles} tiles do not fit grid.x")));
             }
             // v6 is persistent: one block per SM (its shared memory allows no more), each
-            // walking the tiles with a stride of the grid.
+            // walking the tiles with a stride of the grid; with split-K, the SMs shared among
+            // the slices.
             let blocks = match v {
-                MatmulTc::V6Tma => tiles.min(self.info.sm_count.max(1) as usize),
+                MatmulTc::V6Tma => tiles.min((self.info.sm_count.max(1) as usize).div_ceil(splits)),
                 _ => tiles,
             };
             let cfg = LaunchConfig {
-                grid_dim: (blocks as u32, 1, 1),
+                grid_dim: (blocks as u32, 1, splits as u32),
                 block_dim: (threads, 1, 1),
                 shared_mem_bytes: smem as u32,
             };
             let null: u64 = 0; // a null `const float*` for "no bias"
             let maps = match v {
                 MatmulTc::V6Tma => {
-                    let (am, bmap) = v6_maps(&shape, pa, pb, m, n, k)?;
+                    let (am, bmap) = v6_maps(shape, pa, pb, m, n, k)?;
                     Some((am.encode(&format!("{shape}: A"), pa)?, bmap.encode(&format!("{shape}: B"), pb)?))
                 }
                 _ => None,
             };
+            let (mi, ni, ki) = (m as i32, n as i32, k as i32);
             let mut lb = self.stream.launch_builder(&f);
             match &maps {
                 Some((am, bmap)) => lb.arg(am).arg(bmap),
@@ -309,13 +432,24 @@ mod gpu {
                 None => lb.arg(&null),
             };
             lb.arg(c);
-            if let Some(pre) = pre.as_mut() {
-                lb.arg(&mut **pre);
+            if let Some(pre) = pre {
+                lb.arg(pre);
             }
             lb.arg(&mi).arg(&ni).arg(&ki);
-            unsafe { lb.launch(cfg) }.map_err(|e| Error::cuda(format!("launch {shape} blocks={blocks} smem={smem}"), e))?;
-            drop((_ra, _rb)); // A and B are read by the launch just queued
+            unsafe { lb.launch(cfg) }.map_err(|e| Error::cuda(format!("launch {shape} blocks={blocks} splits={splits} smem={smem}"), e))?;
             Ok(())
+        }
+    }
+
+    /// `IGPT_SPLIT_K=N`: every tensor-core GEMM in N slices of K (1: never split); unset, the
+    /// model in [`split_k`] chooses.
+    fn split_from_env() -> Result<Option<usize>> {
+        match std::env::var("IGPT_SPLIT_K").ok().filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if n >= 1 => Ok(Some(n)),
+                _ => Err(Error::Other(format!("IGPT_SPLIT_K={v:?}: expected a whole number of slices, 1 or more"))),
+            },
         }
     }
 
@@ -382,6 +516,9 @@ mod gpu {
         // more tiles than an H100 has SMs (v6's persistent blocks take two), 3 k-tiles each:
         // v6's stage ring wraps inside a tile.
         (2176, 2304, 136, true),
+        // few tiles, long K: split-K (see `split_k`), ragged edges and a ragged last slice too.
+        (256, 512, 2048, true),
+        (100, 264, 3000, true),
     ];
 
     use crate::reference::rand_nonzero as rand;
@@ -496,7 +633,14 @@ mod gpu {
             }
         };
         for v in versions(gpu) {
-            rows.push((v.name(Epi::F32).to_string(), time_ms(gpu, || gpu.matmul_tc_f32out(v, a, b, None, c32, m, n, k))));
+            // Where the model splits K, the split and the unsplit GEMM side by side.
+            let (bm, bn, bk) = if v == MatmulTc::V4Mma { (V4_BM, V4_BN, 32) } else { (V5_BM, V5_BN, 64) };
+            let splits = split_k((m, n, k), (bm, bn, bk), gpu.info.sm_count.max(1) as usize);
+            let label = if splits > 1 { format!("{} (split-K {splits})", v.name(Epi::F32)) } else { v.name(Epi::F32).to_string() };
+            rows.push((label, time_ms(gpu, || gpu.matmul_tc_f32out(v, a, b, None, c32, m, n, k))));
+            if splits > 1 {
+                rows.push((format!("{} (unsplit)", v.name(Epi::F32)), time_ms(gpu, || gpu.matmul_tc_f32out_split(v, Split::Fixed(1), a, b, None, c32, m, n, k))));
+            }
             rows.push((v.name(Epi::Bf16).to_string(), time_ms(gpu, || gpu.matmul_tc_bf16out(v, a, b, None, c16, m, n, k))));
             if let Some(pre) = pre.as_mut() {
                 rows.push((v.name(Epi::Bf16Gelu).to_string(), time_ms(gpu, || gpu.matmul_tc_bf16_gelu(v, a, b, None, c16, pre, m, n, k))));
@@ -508,5 +652,29 @@ mod gpu {
             }
         }
         rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// GPT-2 124M's GEMMs at 8192 tokens on an H100 (132 SMs), v5's tiles.
+    #[test]
+    fn split_k_goes_to_the_gemms_that_leave_the_gpu_idle() {
+        let s = |mnk| split_k(mnk, (V5_BM, V5_BN, 64), 132);
+        // Weight gradients (Xᵀ·dY, K = the tokens): few tiles, long K.
+        assert_eq!(s((768, 768, 8192)), 7, "attention projection: 18 tiles");
+        assert_eq!(s((768, 2304, 8192)), 2, "qkv: 54 tiles");
+        assert!(s((768, 3072, 8192)) > 1 && s((3072, 768, 8192)) > 1, "MLP: 72 tiles");
+        // Forward and input gradients: enough tiles, or too short a K to pay for the partials.
+        assert_eq!(s((8192, 768, 768)), 1);
+        assert_eq!(s((8192, 2304, 768)), 1);
+        assert_eq!(s((8192, 50304, 768)), 1, "LM head");
+        assert_eq!(s((4096, 4096, 4096)), 1);
+        // Every slice keeps at least 4 k-tiles.
+        assert_eq!(s((128, 256, 64 * 7)), 1);
+        assert!(s((128, 256, 64 * 8)) <= 2);
+        assert_eq!(s((1, 1, 1)), 1);
     }
 }

@@ -8,9 +8,9 @@
 //! transposed), cross-entropy (warp and block, f32 and bf16), embedding (forward, both
 //! backwards), AdamW, GELU (f32 and bf16), the row sums, the global L2 norm and the broadcast binary ops,
 //! and, on stand-ins for their tensor-core instructions (emu/tensor_core.h), attention v2 and matmul
-//! v4 with its epilogues, and (emu/hopper.h: wgmma, TMA, mbarriers) the Hopper matmuls v5 and v6:
-//! every kernel but matmul v3 (WMMA). Skipped, with a message, where no C++20 compiler with AddressSanitizer is found
-//! ($CXX, c++, g++).
+//! v4 with its epilogues, (emu/hopper.h: wgmma, TMA, mbarriers) the Hopper matmuls v5 and v6, v4-v6
+//! with split-K and its reduction, and (emu/mma.h: WMMA) matmul v3: every kernel. Skipped, with a
+//! message, where no C++20 compiler with AddressSanitizer is found ($CXX, c++, g++).
 
 use kernels::copy::TransposedBatch;
 use kernels::reference::{self as r, compare};
@@ -764,8 +764,9 @@ fn bf16_attention_kernels_match_the_reference_on_the_cpu_emulation() {
 
 /// The tensor-core matmuls before Hopper against the f64 reference on the same bf16 inputs: v4
 /// (mma.sync, ldmatrix and cp.async on the stand-ins of emu/tensor_core.h) with each epilogue,
-/// f32, bf16, and bf16 GELU with its pre-activation (the epilogue v5 and v6 share); and v3 (WMMA
-/// on the stand-in of emu/mma.h, cp.async double buffering), f32 and bf16 out.
+/// f32, bf16, and bf16 GELU with its pre-activation (the epilogue v5 and v6 share), whole and
+/// with split-K; and v3 (WMMA on the stand-in of emu/mma.h, cp.async double buffering), f32 and
+/// bf16 out.
 #[test]
 fn tensor_core_matmuls_v3_and_v4_match_the_reference_on_the_cpu_emulation() {
     let Some((emu, dir, seed, mut rng)) = start("matmul_tc", &["matmul_mma.cu", "matmul_bf16.cu"]) else { return };
@@ -781,8 +782,15 @@ fn tensor_core_matmuls_v3_and_v4_match_the_reference_on_the_cpu_emulation() {
         run("v3_bf16");
         checks.push(Check::new("matmul_v3_bf16_bf16out", shape.clone(), "bf16", compare(&from_bf16_bits(&emu.get_u16("c.u16")), &want), TOL_BF16));
     }
+    // v4 with split-K (its f32 partials over grid.z, then the reduction's epilogue): 7 k-tiles
+    // in slices of 3, 3 and 1 on the fast path; the scalar path (odd N and K) in 2 slices.
+    for (m, n, k, with_bias, splits) in [(130usize, 264usize, 200usize, true, 3usize), (17, 33, 75, true, 2)] {
+        let (shape, want) = bf16_matmul_inputs(&emu, &mut rng, m, n, k, with_bias);
+        let run = |kind: &str| emu.run_args(&[kind, &m.to_string(), &n.to_string(), &k.to_string(), if with_bias { "1" } else { "0" }, &dir.display().to_string(), &splits.to_string()].map(String::from));
+        checks.extend(bf16_matmul_checks(&emu, run, "matmul_v4", &format!("{shape}, split-K {splits}"), &want));
+    }
     std::fs::remove_dir_all(&dir).ok();
-    report(&checks, seed, 24);
+    report(&checks, seed, 32);
 }
 
 /// Fresh bf16 A [m, k] and B [k, n] and an f32 bias, put where the matmul drivers read them
@@ -823,9 +831,12 @@ fn hopper_matmuls_v5_and_v6_match_the_reference_on_the_cpu_emulation() {
     use kernels::matmul_tc::v6_maps;
     let Some((emu, dir, seed, mut rng)) = start("matmul_wgmma", &["matmul_wgmma.cu"]) else { return };
     let mut checks: Vec<Check> = Vec::new();
-    // (m, n, k, bias, v6 blocks): ragged M, N and K edges (zero-filled), one k-tile, 3 k-tiles
-    // over 4 tiles on 3 blocks (uneven), 5 k-tiles over 2 tiles on 1 block.
-    for (m, n, k, with_bias, blocks) in [(200usize, 264usize, 136usize, true, 2usize), (130, 40, 64, false, 1), (256, 512, 192, true, 3), (100, 256, 320, true, 1)] {
+    // (m, n, k, bias, v6 blocks, K slices): ragged M, N and K edges (zero-filled), one k-tile, 3
+    // k-tiles over 4 tiles on 3 blocks (uneven), 5 k-tiles over 2 tiles on 1 block; split-K:
+    // 7 k-tiles in slices of 3, 3 and 1 (f32 partials, then the reduction's epilogue; v6 with 2
+    // persistent blocks per slice over 4 tiles), and 5 k-tiles in 2 slices of a ragged K.
+    let cases = [(200usize, 264usize, 136usize, true, 2usize, 1usize), (130, 40, 64, false, 1, 1), (256, 512, 192, true, 3, 1), (100, 256, 320, true, 1, 1), (200, 264, 448, true, 2, 3), (130, 264, 296, false, 1, 2)];
+    for (m, n, k, with_bias, blocks, splits) in cases {
         let (shape, want) = bf16_matmul_inputs(&emu, &mut rng, m, n, k, with_bias);
         // The maps as the launcher makes them (addresses: any 16-byte aligned stand-in).
         let (am, bm) = v6_maps(&shape, 0x1000, 0x2000, m, n, k).unwrap();
@@ -833,13 +844,16 @@ fn hopper_matmuls_v5_and_v6_match_the_reference_on_the_cpu_emulation() {
         std::fs::write(dir.join("maps.u64"), maps.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
         let tiles = m.div_ceil(128) * n.div_ceil(256);
         for (version, grid) in [("v5", tiles), ("v6", blocks)] {
-            let label = if version == "v6" { format!("{shape}, {tiles} tiles on {grid} blocks") } else { shape.clone() };
-            let run = |kind: &str| emu.run_args(&[version, kind, &m.to_string(), &n.to_string(), &k.to_string(), if with_bias { "1" } else { "0" }, &grid.to_string(), &dir.display().to_string()].map(String::from));
+            let mut label = if version == "v6" { format!("{shape}, {tiles} tiles on {grid} blocks") } else { shape.clone() };
+            if splits > 1 {
+                label += &format!(", split-K {splits}");
+            }
+            let run = |kind: &str| emu.run_args(&[version, kind, &m.to_string(), &n.to_string(), &k.to_string(), if with_bias { "1" } else { "0" }, &grid.to_string(), &dir.display().to_string(), &splits.to_string()].map(String::from));
             checks.extend(bf16_matmul_checks(&emu, run, &format!("matmul_{version}"), &label, &want));
         }
     }
     std::fs::remove_dir_all(&dir).ok();
-    report(&checks, seed, 32);
+    report(&checks, seed, 48);
 }
 
 #[test]

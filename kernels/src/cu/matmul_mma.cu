@@ -11,7 +11,8 @@
 //   bank-conflict free (rows land 5 resp. 1 16-byte units apart modulo 8);
 //   grouped rasterisation (GROUP_M tile rows walk the N tiles together) for L2 reuse;
 //   epilogue straight from the accumulators: + bias, float2 / bf16x2 stores when N is even
-//   (matmul_epilogue.cuh: f32, bf16, or bf16 GELU with its pre-activation).
+//   (matmul_epilogue.cuh: f32, bf16, or bf16 GELU with its pre-activation);
+//   split-K over gridDim.z, with the reduction kernels below (matmul_epilogue.cuh).
 // Fast path: K % 8 == 0, N % 8 == 0 and 16-byte aligned A and B (whole 16-byte chunks are then
 // in or out of range). Otherwise the tiles are filled by bounds-checked scalar loads (same
 // pipeline, slower). Out-of-range elements are zero, so any M, N, K is correct.
@@ -128,10 +129,12 @@ __device__ __forceinline__ void matmul_v4(const bf16_t* __restrict__ A, const bf
 #pragma unroll
         for (int j = 0; j < 8; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.0f;
 
-    const int ktiles = (K + V4_BK - 1) / V4_BK;
+    int kt0, ktiles;  // this block's k-tiles (all of them unless K is split)
+    mm_split_range((K + V4_BK - 1) / V4_BK, kt0, ktiles);
+    Cv = mm_split_out(Cv, M, N);
 #pragma unroll
     for (int s = 0; s < V4_STAGES - 1; ++s) {
-        if (s < ktiles) v4_load_stage(sA + s * V4_A_STAGE, sB + s * V4_B_STAGE, A, B, M, N, K, bm, bn, s * V4_BK, vec);
+        if (s < ktiles) v4_load_stage(sA + s * V4_A_STAGE, sB + s * V4_B_STAGE, A, B, M, N, K, bm, bn, (kt0 + s) * V4_BK, vec);
         v4_cp_async_commit();  // always commit (possibly empty) so group counting stays uniform
     }
 
@@ -150,7 +153,7 @@ __device__ __forceinline__ void matmul_v4(const bf16_t* __restrict__ A, const bf
         {
             const int nt = kt + V4_STAGES - 1;
             const int s = nt % V4_STAGES;  // == (kt-1) % STAGES: consumed last iteration
-            if (nt < ktiles) v4_load_stage(sA + s * V4_A_STAGE, sB + s * V4_B_STAGE, A, B, M, N, K, bm, bn, nt * V4_BK, vec);
+            if (nt < ktiles) v4_load_stage(sA + s * V4_A_STAGE, sB + s * V4_B_STAGE, A, B, M, N, K, bm, bn, (kt0 + nt) * V4_BK, vec);
             v4_cp_async_commit();
         }
         const int cur = kt % V4_STAGES;
@@ -215,4 +218,21 @@ extern "C" __global__ void __launch_bounds__(V4_THREADS, 1)
 matmul_v4_bf16_gelu(const bf16_t* __restrict__ A, const bf16_t* __restrict__ B, const float* __restrict__ bias,
                     bf16_t* __restrict__ C, bf16_t* __restrict__ pre, int M, int N, int K) {
     matmul_v4<EPI_BF16_GELU>(A, B, bias, C, pre, M, N, K);
+}
+
+// Split-K's second pass, for v4, v5 and v6 alike (see matmul_epilogue.cuh): C (and pre) =
+// epilogue(the sum of the splits' f32 partials `part` [splits, M, N] + bias).
+extern "C" __global__ void __launch_bounds__(256) matmul_splitk_reduce_f32out(const float* __restrict__ part, int splits, const float* __restrict__ bias,
+                                                                              float* __restrict__ C, int M, int N) {
+    mm_splitk_reduce<EPI_F32>(part, splits, bias, C, nullptr, M, N);
+}
+
+extern "C" __global__ void __launch_bounds__(256) matmul_splitk_reduce_bf16out(const float* __restrict__ part, int splits, const float* __restrict__ bias,
+                                                                               bf16_t* __restrict__ C, int M, int N) {
+    mm_splitk_reduce<EPI_BF16>(part, splits, bias, C, nullptr, M, N);
+}
+
+extern "C" __global__ void __launch_bounds__(256) matmul_splitk_reduce_gelu(const float* __restrict__ part, int splits, const float* __restrict__ bias,
+                                                                            bf16_t* __restrict__ C, bf16_t* __restrict__ pre, int M, int N) {
+    mm_splitk_reduce<EPI_BF16_GELU>(part, splits, bias, C, pre, M, N);
 }

@@ -216,10 +216,12 @@ __device__ __forceinline__ void matmul_v5(const bf16_t* __restrict__ A, const bf
 #pragma unroll
     for (int i = 0; i < 128; ++i) d[i] = 0.0f;
 
-    const int ktiles = (K + V5_BK - 1) / V5_BK;
+    int kt0, ktiles;  // this block's k-tiles (all of them unless K is split)
+    mm_split_range((K + V5_BK - 1) / V5_BK, kt0, ktiles);
+    Cv = mm_split_out(Cv, M, N);
 #pragma unroll
     for (int s = 0; s < V5_PREF; ++s) {
-        if (s < ktiles) v5_load_stage(sA + s * V5_A_STAGE_BYTES, sB + s * V5_B_STAGE_BYTES, A, B, M, N, K, bm, bn, s * V5_BK);
+        if (s < ktiles) v5_load_stage(sA + s * V5_A_STAGE_BYTES, sB + s * V5_B_STAGE_BYTES, A, B, M, N, K, bm, bn, (kt0 + s) * V5_BK);
         v5_cp_async_commit();
     }
     for (int kt = 0; kt < ktiles; ++kt) {
@@ -228,7 +230,7 @@ __device__ __forceinline__ void matmul_v5(const bf16_t* __restrict__ A, const bf
         __syncthreads();                   // everyone's; and tile kt-2's wgmma groups are retired
         {
             const int nt = kt + V5_PREF, s = nt % V5_STAGES;
-            if (nt < ktiles) v5_load_stage(sA + s * V5_A_STAGE_BYTES, sB + s * V5_B_STAGE_BYTES, A, B, M, N, K, bm, bn, nt * V5_BK);
+            if (nt < ktiles) v5_load_stage(sA + s * V5_A_STAGE_BYTES, sB + s * V5_B_STAGE_BYTES, A, B, M, N, K, bm, bn, (kt0 + nt) * V5_BK);
             v5_cp_async_commit();
         }
         const int cur = kt % V5_STAGES;
@@ -286,7 +288,8 @@ matmul_v5_bf16_gelu(const bf16_t* __restrict__ A, const bf16_t* __restrict__ B, 
 //
 //   Persistent: grid = min(tiles, SMs); block b takes tiles b, b + grid, ... in v5's grouped
 //   order. The producer runs ahead into the next tile while the consumers store this one, so
-//   the epilogue's global stores overlap the next tile's loads.
+//   the epilogue's global stores overlap the next tile's loads. With split-K the grid has S
+//   slices in z, each persistent over the tiles for its share of the k-tiles.
 //
 //   Every mbarrier wait gives up after 10 s (%globaltimer) and traps: a protocol bug shows as
 //   a launch error in the self-test instead of a hung GPU.
@@ -366,7 +369,9 @@ __device__ __forceinline__ void matmul_v6(const v6_tensor_map* a_map, const v6_t
     const unsigned full = base + V6_STAGES * V6_STAGE_BYTES, empty = full + V6_STAGES * 8;
 
     const int tiles = ((M + V5_BM - 1) / V5_BM) * ((N + V5_BN - 1) / V5_BN);
-    const int ktiles = (K + V5_BK - 1) / V5_BK;
+    int kt0, ktiles;  // the k-tiles of every tile this block takes (all unless K is split)
+    mm_split_range((K + V5_BK - 1) / V5_BK, kt0, ktiles);
+    Cv = mm_split_out(Cv, M, N);
     const int wg = threadIdx.x >> 7;
 
     if (threadIdx.x == 0) {
@@ -388,7 +393,7 @@ __device__ __forceinline__ void matmul_v6(const v6_tensor_map* a_map, const v6_t
             for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
                 int bm, bn;
                 v5_tile_origin(tile, M, N, bm, bn);
-                for (int kt = 0; kt < ktiles; ++kt) {
+                for (int kt = kt0; kt < kt0 + ktiles; ++kt) {
                     v6_mbar_wait(empty + 8 * s, phase ^ 1);
                     const unsigned bar = full + 8 * s;
                     v6_mbar_arrive_expect_tx(bar, V6_STAGE_BYTES);
