@@ -2,11 +2,13 @@
 //! optimizer). Off by default (one thread-local flag read per op); [`start`] turns it on for the
 //! ops this thread runs, [`stop`] returns the table.
 //!
-//! On the CPU an op's time is its wall time. On a GPU it is the device time between two events
-//! recorded on the device's stream around the op's launches (read at [`stop`]), so the step's
-//! time beyond the ops' sum is the host's: launches, bookkeeping, waiting on downloads. An op
-//! that calls other ops counts as one (the outermost); a backward rule counts as one op, named
-//! after the forward op it differentiates.
+//! On the CPU an op's time is its wall time. On a GPU it is the time between two events recorded
+//! on the device's stream around the op's launches (read at [`stop`]): the op's kernels when the
+//! GPU runs behind the host, as in a large training step; when the host is the bottleneck (small
+//! launches, decoding) the GPU idles between launches and that idle time lands in the ops too. The
+//! step's time beyond the ops' sum is the host's alone. An op that calls other ops counts as one
+//! (the outermost); a backward rule counts as one op, named after the forward op it
+//! differentiates. A scope whose events could not be made or read is dropped and counted.
 
 use crate::Device;
 use std::cell::{Cell, RefCell};
@@ -35,6 +37,7 @@ thread_local! {
     static LOG: RefCell<Vec<Timed>> = const { RefCell::new(Vec::new()) };
     static PHASE: Cell<Phase> = const { Cell::new(Phase::Forward) };
     static DEPTH: Cell<u32> = const { Cell::new(0) };
+    static DROPPED: Cell<usize> = const { Cell::new(0) };
 }
 
 struct Timed {
@@ -49,9 +52,11 @@ enum Timing {
     Device(cudarc::driver::CudaEvent, cudarc::driver::CudaEvent),
 }
 
-/// One op being timed (or, nested in another, only counted there); records itself when dropped.
+/// One op being timed (or, nested in another, only counted there); records itself when dropped,
+/// on the thread that made it (it is not Send: the nesting depth is per thread).
 pub struct Scope {
     outermost: Option<(Phase, &'static str, Start)>,
+    _not_send: std::marker::PhantomData<*const ()>,
 }
 
 enum Start {
@@ -68,19 +73,24 @@ pub fn scope(name: &'static str, device: Device) -> Option<Scope> {
     }
     let depth = DEPTH.with(|d| d.replace(d.get() + 1));
     if depth > 0 {
-        return Some(Scope { outermost: None });
+        return Some(Scope { outermost: None, _not_send: std::marker::PhantomData });
     }
     let start = match device {
         Device::Cpu => Start::Host(Instant::now()),
         #[cfg(feature = "cuda")]
         Device::Cuda(n) => match device_event(n) {
             Some((g, e)) => Start::Device(g, e),
-            None => Start::Host(Instant::now()),
+            None => {
+                // No event, no device time: the op is left out (and counted).
+                DROPPED.with(|d| d.set(d.get() + 1));
+                DEPTH.with(|d| d.set(d.get() - 1));
+                return None;
+            }
         },
         #[cfg(not(feature = "cuda"))]
         Device::Cuda(_) => Start::Host(Instant::now()),
     };
-    Some(Scope { outermost: Some((PHASE.with(Cell::get), name, start)) })
+    Some(Scope { outermost: Some((PHASE.with(Cell::get), name, start)), _not_send: std::marker::PhantomData })
 }
 
 /// An event recorded now on device n's stream (None if that fails: the op is then timed on the host).
@@ -102,7 +112,10 @@ impl Drop for Scope {
             #[cfg(feature = "cuda")]
             Start::Device(g, begin) => match device_event(g.ctx.ordinal()) {
                 Some((_, end)) => Timing::Device(begin, end),
-                None => return,
+                None => {
+                    DROPPED.with(|d| d.set(d.get() + 1));
+                    return;
+                }
             },
         };
         LOG.with(|l| l.borrow_mut().push(Timed { phase, name, time }));
@@ -126,6 +139,7 @@ impl Drop for PhaseGuard {
 /// Starts a fresh profile of the ops this thread runs.
 pub fn start() {
     LOG.with(|l| l.borrow_mut().clear());
+    DROPPED.with(|d| d.set(0));
     ON.with(|on| on.set(true));
 }
 
@@ -133,14 +147,19 @@ pub fn start() {
 pub fn stop() -> Profile {
     ON.with(|on| on.set(false));
     let log = LOG.with(|l| std::mem::take(&mut *l.borrow_mut()));
+    #[cfg_attr(not(feature = "cuda"), allow(unused_mut))]
+    let mut dropped = DROPPED.with(Cell::get);
     let mut by_op: BTreeMap<(Phase, &'static str), (usize, f64)> = BTreeMap::new();
     for t in log {
         let secs = match t.time {
             Timing::Host(s) => s,
             #[cfg(feature = "cuda")]
-            Timing::Device(begin, end) => match end.synchronize().and_then(|_| begin.elapsed_ms(&end)) {
+            Timing::Device(begin, end) => match begin.elapsed_ms(&end) {
                 Ok(ms) => ms as f64 / 1e3,
-                Err(_) => continue,
+                Err(_) => {
+                    dropped += 1;
+                    continue;
+                }
             },
         };
         let e = by_op.entry((t.phase, t.name)).or_default();
@@ -149,7 +168,7 @@ pub fn stop() -> Profile {
     }
     let mut rows: Vec<Row> = by_op.into_iter().map(|((phase, op), (calls, seconds))| Row { phase, op, calls, seconds }).collect();
     rows.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
-    Profile { rows }
+    Profile { rows, dropped }
 }
 
 /// One op's total over the profile.
@@ -165,6 +184,9 @@ pub struct Row {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Profile {
     pub rows: Vec<Row>,
+    /// Ops left out: their device events could not be made or read (a CUDA error, which the
+    /// next CUDA call reports).
+    pub dropped: usize,
 }
 
 impl Profile {
@@ -186,6 +208,9 @@ impl Profile {
         if step_seconds > 0.0 {
             let rest = step_seconds * n - ops;
             out += &format!("| | rest of the step (host, gaps) | | {:.3} | {} |\n", rest * 1e3 / n, pct(rest));
+        }
+        if self.dropped > 0 {
+            out += &format!("\n{} op(s) left out: their device events could not be made or read\n", self.dropped);
         }
         out
     }

@@ -91,6 +91,7 @@ template <typename T>
 inline T __ldg(const T* p) { return *p; }
 inline float atomicAdd(float* p, float v) { return std::atomic_ref<float>(*p).fetch_add(v); }
 inline void __syncthreads() { emu_block_barrier->arrive_and_wait(); }
+// The whole warp only: a partial mask would deadlock here (no kernel uses one).
 inline void __syncwarp(unsigned = 0xffffffffu) { emu_warp->bar.arrive_and_wait(); }
 
 struct alignas(16) float4 {  // as on the GPU: a misaligned float4 access is UB (UBSan)

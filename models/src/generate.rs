@@ -76,8 +76,8 @@ fn generate_choosing(model: &Gpt2, prompts: &[Vec<u32>], cfg: &GenerateConfig, o
     if let Some(&bad) = prompts.iter().flatten().find(|&&t| t as usize >= vocab) {
         return Err(Error::Msg(format!("generate: prompt token {bad} is outside the vocabulary of {vocab}")));
     }
-    if !(cfg.temperature >= 0.0 && cfg.top_p > 0.0 && cfg.top_p <= 1.0) {
-        return Err(Error::Msg(format!("generate: need temperature >= 0 and 0 < top_p <= 1, got {} and {}", cfg.temperature, cfg.top_p)));
+    if !(cfg.temperature >= 0.0 && cfg.temperature.is_finite() && cfg.top_p > 0.0 && cfg.top_p <= 1.0) {
+        return Err(Error::Msg(format!("generate: need a finite temperature >= 0 and 0 < top_p <= 1, got {} and {}", cfg.temperature, cfg.top_p)));
     }
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
     if longest + cfg.max_new_tokens > model.config().n_positions {

@@ -204,4 +204,6 @@ fn generation_keeps_nothing_alive_and_checks_its_inputs() {
     assert!(bad(&[vec![512]], GenerateConfig::greedy(1)));
     assert!(bad(&[vec![1; 60]], GenerateConfig::greedy(5)), "64 positions");
     assert!(bad(&[vec![1]], GenerateConfig { top_p: 0.0, ..GenerateConfig::default() }));
+    assert!(bad(&[vec![1]], GenerateConfig { temperature: f32::INFINITY, ..GenerateConfig::default() }));
+    assert!(bad(&[vec![1]], GenerateConfig { temperature: -0.5, ..GenerateConfig::default() }));
 }

@@ -97,7 +97,7 @@ pub fn train_step(args: &BenchArgs, threads: usize, device: Device) -> Result<()
             serde_json::json!({"op": "train-step", "model": args.model, "device": format!("{device:?}"), "precision": precision, "batch": b, "seq_len": t, "threads": threads,
                 "params": model.num_params(), "ms": med * 1e3, "ms_min": min * 1e3, "reps": reps, "tokens_per_s": tok_s, "loss": loss, "peak_device_bytes": peak,
                 "model_tflops": model_tflops, "mfu": mfu, "peak_tflops": device_peak.as_ref().map(|p| p.0), "peak_of": device_peak.as_ref().map(|p| p.1.clone()),
-                "profile": profile.as_ref().map(|(p, secs)| serde_json::json!({"ms_per_step": secs * 1e3, "ops": profile_json(p, reps)}))})
+                "profile": profile.as_ref().map(|(p, secs)| serde_json::json!({"ms_per_step": secs * 1e3, "ops": profile_json(p, reps), "dropped": p.dropped}))})
         );
     } else {
         let on = if device.is_cuda() { format!("{device:?}") } else { format!("cpu ({threads} threads)") };
@@ -184,7 +184,7 @@ pub fn generate_bench(args: &BenchArgs, threads: usize, device: Device) -> Resul
             "{}",
             serde_json::json!({"op": "generate", "model": args.model, "prompts": args.prompts, "prompt_len": args.prompt_len,
                 "new_tokens": args.new_tokens, "temperature": args.temperature, "device": dev, "precision": precision, "threads": threads, "ms": med * 1e3, "ms_min": min * 1e3, "reps": reps, "tokens_per_s": tok_s,
-                "profile": profile.as_ref().map(|(p, secs)| serde_json::json!({"ms_per_run": secs * 1e3, "ops": profile_json(p, reps)}))})
+                "profile": profile.as_ref().map(|(p, secs)| serde_json::json!({"ms_per_run": secs * 1e3, "ops": profile_json(p, reps), "dropped": p.dropped}))})
         );
     } else {
         println!(

@@ -177,13 +177,13 @@ pub(crate) fn contiguous(x: &Tensor) -> Result<Tensor> {
     if is_bf16(x) {
         let buf = match bf16_of(x, op)? {
             DevBf16::Made(s) => s,
-            whole => g.stream.clone_dtod(&*whole).map_err(|e| Error::Cuda(format!("{op}: copy: {e:?}")))?,
+            whole => g.stream.clone_dtod(&*whole).map_err(|e| alloc_failed(&g, op, 2 * whole.len(), e))?,
         };
         return Ok(tensor16(buf, x.shape(), dev));
     }
     let buf = match f32_of(x, op)? {
         DevF32::Gathered(s) => s,
-        whole => g.stream.clone_dtod(&*whole).map_err(|e| Error::Cuda(format!("{op}: copy: {e:?}")))?,
+        whole => g.stream.clone_dtod(&*whole).map_err(|e| alloc_failed(&g, op, 4 * whole.len(), e))?,
     };
     Ok(tensor(buf, x.shape(), dev))
 }
@@ -600,7 +600,7 @@ fn row_major_copy(t: &Tensor, op: &'static str) -> Result<CudaSlice<f32>> {
         DevF32::Gathered(s) => Ok(s),
         whole => {
             let g = gpu(ordinal(t))?;
-            g.stream.clone_dtod(&*whole).map_err(|e| Error::Cuda(format!("{op}: copy: {e:?}")))
+            g.stream.clone_dtod(&*whole).map_err(|e| alloc_failed(&g, op, 4 * whole.len(), e))
         }
     }
 }

@@ -188,7 +188,7 @@ extern "C" __global__ void __launch_bounds__(128) max_rows_f32(const float* __re
 // `sample_rows`, the sampler of models::generate), so one uniform picks the same token on
 // either device but for rounding at a boundary. One block per row: each thread sums a contiguous
 // chunk, thread 0 finds the chunk the target falls in, and that chunk's owner walks it. Rows of
-// no positive weight (all -inf or NaN) give their last index, as the CPU's walk does.
+// no positive weight (all -inf) or with a NaN give their last index, as the CPU's walk does.
 #define SAMPLE_THREADS 256
 extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS) sample_rows_f32(const float* __restrict__ x, const float* __restrict__ u,
                                                                             long long* __restrict__ idx, int cols, float a) {
@@ -215,11 +215,13 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS) sample_rows_f32(con
         float total = 0.0f;
         for (int i = 0; i < SAMPLE_THREADS; ++i) total += part[i];
         target = u[blockIdx.x] * total;
+        // A NaN anywhere (or no positive weight) makes the CPU's walk find nothing: the last index.
+        const bool none = !(total > 0.0f);
         // The chunk whose running sum first exceeds the target; rounding may leave the target at
         // or past the total, and then the last chunk of positive weight takes it.
         float acc = 0.0f;
         owner = -1;
-        for (int i = 0; i < SAMPLE_THREADS; ++i) {
+        for (int i = 0; i < SAMPLE_THREADS && !none; ++i) {
             if (part[i] > 0.0f) {
                 owner = i;
                 base = acc;
