@@ -129,6 +129,8 @@ step "torch baseline" 150 "$LOGS/torch.log" python3 scripts/torch_baseline.py
   grep -E '^\| attention' "$LOGS/selftest.log" 2>/dev/null
   grep -E '^\| [a-z_]+.*%' "$LOGS/bench.log" 2>/dev/null | grep -v '^| kernel' | head -40
   grep -E '^train-step' "$LOGS/train_step.log" 2>/dev/null
+  sed -n '/^profile/,/^$/p' "$LOGS/train_step.log" 2>/dev/null | head -18
+  grep -E '^generate' "$LOGS/generate.log" 2>/dev/null
   grep -E '^\| (cuMemAlloc|pool|caching)' "$LOGS/alloc.log" 2>/dev/null
   grep -E '^selftest:|^error' "$LOGS/selftest.log" 2>/dev/null
   grep -E '^\| (torch|device|SDPA|GPT-2)' "$LOGS/torch.log" 2>/dev/null
