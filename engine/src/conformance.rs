@@ -148,6 +148,12 @@ fn bf16_cases() -> Vec<(&'static str, Vec<Vec<usize>>, Build, bool)> {
             let s = b.softmax()?.add(&b.exp()?)?.sum_all()?;
             a.gelu()?.add(&s)
         }, true),
+        // One f32 and one bf16 operand of one shape: the bf16 side read in place, on either side
+        // of a non-commutative op.
+        ("f32 with bf16 operands (sub, div; bf16 on either side), bf16 autocast", vec![vec![4, 333], vec![4, 333]], |x| {
+            let b = x[1].to_dtype(DType::BF16)?;
+            x[0].sub(&b)?.add(&b.div(&x[0].affine(0.1, 3.0)?)?)
+        }, true),
         ("layer_norm of bf16 rows (bf16 in and out), bf16 autocast", vec![vec![5, 7, 96], vec![96], vec![96]], |x| x[0].to_dtype(DType::BF16)?.layer_norm(&x[1], &x[2], 1e-5), true),
         ("cross_entropy of bf16 logits (one target ignored), bf16 autocast", vec![vec![9, 257]], |x| {
             let targets = Tensor::new(vec![5i64, 256, 0, -100, 17, 17, 100, 3, 200], &[9])?;

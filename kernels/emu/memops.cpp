@@ -14,6 +14,7 @@
 //   l2norm NBUF BLOCKS                          data.f32 offsets.i64 lens.i64 -> out.f32 [norm, sumsq]
 //   binary_<op> contig N GX TX                  a.f32 b.f32 -> out.f32 (memops::binary_launch)
 //   binary_<op> bcast NA NB OUTER D1 D2 D3 SA0..3 SB0..3 GX GY TX TY
+//   binary_f32_bf16_contig OP N GX TX BF16_FIRST   a.f32 b.u16 -> out.f32
 // Launch shapes as the launchers in memops.rs and device.rs; outputs poisoned with NaN.
 #include "emu.h"
 #include <map>
@@ -185,6 +186,16 @@ int main(int argc, char** argv) {
         std::vector<float> partials(blocks, nan), out(2, nan);
         emu_launch({(unsigned)blocks}, {256}, [&] { red::l2norm_partial_f32(ptrs.data(), lens.data(), nbuf, partials.data()); });
         emu_launch({1}, {1024}, [&] { red::l2norm_finish_f32(partials.data(), blocks, out.data()); });
+        emu_store("out.f32", out);
+    } else if (k == "binary_f32_bf16_contig") {
+        // argv[3..]: op code, n, grid x, threads x, bf16_first; a.f32 and b.u16.
+        const int op = atoi(argv[3]), first = atoi(argv[7]);
+        const long long n = atoll(argv[4]);
+        const unsigned gx = (unsigned)atoll(argv[5]), tx = (unsigned)atoll(argv[6]);
+        auto a = emu_load<float>("a.f32", n);
+        auto b = emu_load<unsigned short>("b.u16", n);
+        std::vector<float> out(n, nan);
+        emu_launch({gx}, {tx}, [&] { bin::binary_f32_bf16_contig(a.data(), b.data(), out.data(), n, op, first); });
         emu_store("out.f32", out);
     } else if (k.rfind("binary_", 0) == 0) {
         using Contig = void (*)(const float*, const float*, float*, long long);

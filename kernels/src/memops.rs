@@ -11,7 +11,7 @@ pub const REDUCE_ENTRIES: &[&str] = &["sum_rows_f32", "sum_rows_vec4_f32", "sum_
 pub const BINARY_ENTRIES: &[&str] = &[
     "binary_add_f32", "binary_sub_f32", "binary_mul_f32", "binary_div_f32", "binary_min_f32", "binary_max_f32",
     "binary_add_f32_contig", "binary_sub_f32_contig", "binary_mul_f32_contig", "binary_div_f32_contig",
-    "binary_min_f32_contig", "binary_max_f32_contig",
+    "binary_min_f32_contig", "binary_max_f32_contig", "binary_f32_bf16_contig",
 ];
 
 /// Cross-entropy: vocabularies below this use a warp per row, the rest a block per row.
@@ -47,6 +47,11 @@ pub enum BinaryOp {
 
 impl BinaryOp {
     pub const ALL: [BinaryOp; 6] = [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Min, BinaryOp::Max];
+
+    /// The kernels' op code (`binary_f32_bf16_contig`): the position in [`Self::ALL`].
+    pub fn code(self) -> i32 {
+        Self::ALL.iter().position(|&o| o == self).expect("every op is in ALL") as i32
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -786,6 +791,27 @@ mod imp {
             }
             unsafe { lb.launch(lc((gx as u32, gy as u32, 1), (tx as u32, ty as u32, 1))) }
                 .map_err(|e| Error::cuda(format!("launch {base} dims={:?} sa={:?} sb={:?}", p.dims, p.sa, p.sb), e))?;
+            Ok(())
+        }
+    }
+
+    impl Gpu {
+        /// out [n] = op(a, b) over contiguous f32 `a` and bf16 `b` (bits) of one shape, or
+        /// op(b, a) when `bf16_first`: the bf16 side read in place, not widened first.
+        pub fn binary_f32_bf16(&self, op: BinaryOp, a: &CudaSlice<f32>, b: &CudaSlice<u16>, out: &mut CudaSlice<f32>, n: usize, bf16_first: bool) -> Result<()> {
+            let name = "binary_f32_bf16_contig";
+            need(name, "a", a.len(), n)?;
+            need(name, "b", b.len(), n)?;
+            need(name, "out", out.len(), n)?;
+            if n == 0 {
+                return Ok(());
+            }
+            let plan = plan_broadcast(&[n], &[1], &[1]).map_err(Error::Other)?;
+            let ((gx, _), (tx, _)) = binary_launch(&plan, self.info.sm_count.max(1) as usize);
+            let (n64, code, first) = (n as i64, op.code(), bf16_first as i32);
+            let mut lb = self.stream.launch_builder(self.f(name)?);
+            lb.arg(a).arg(b).arg(out).arg(&n64).arg(&code).arg(&first);
+            unsafe { lb.launch(lc((gx as u32, 1, 1), (tx as u32, 1, 1))) }.map_err(|e| Error::cuda(format!("launch {name} {} n={n}", op.name()), e))?;
             Ok(())
         }
     }

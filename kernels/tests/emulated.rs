@@ -1111,6 +1111,33 @@ fn memory_bound_kernels_match_the_references_on_the_cpu_emulation() {
             checks.push(Check::new(&name, format!("{desc} {shape:?}"), "f32", compare(&emu.get("out"), &refs::binary(op, &a, &b, &p)), TOL_F32));
         }
     }
+    // One f32 operand with one bf16 (autocast's residual add), either order: 4096 elements (the
+    // vector path) and 1001 (a scalar tail); exact against the f32 op of the widened bf16.
+    for n in [4096usize, 1001] {
+        let p = kernels::memops::plan_broadcast(&[n], &[1], &[1]).unwrap();
+        let a = rand(&mut rng, n, -2.0, 2.0);
+        let b16 = bf16_bits(&rand(&mut rng, n, -2.0, 2.0).iter().map(|v| v + 3.0f32.copysign(*v)).collect::<Vec<f32>>());
+        let b = from_bf16_bits(&b16);
+        emu.put("a", &a);
+        emu.put_u16("b", &b16);
+        let ((gx, _), (tx, _)) = kernels::memops::binary_launch(&p, SMS);
+        for op in kernels::memops::BinaryOp::ALL {
+            for first in [false, true] {
+                run(&s(&[&"binary_f32_bf16_contig", &op.code(), &n, &gx, &tx, &(first as i32)]));
+                let f = |x: f32, y: f32| match op.name() {
+                    "add" => x + y,
+                    "sub" => x - y,
+                    "mul" => x * y,
+                    "div" => x / y,
+                    "min" => x.min(y),
+                    _ => x.max(y),
+                };
+                let want: Vec<f32> = a.iter().zip(&b).map(|(&x, &y)| if first { f(y, x) } else { f(x, y) }).collect();
+                let bad = emu.get("out").iter().zip(&want).filter(|(g, w)| g.to_bits() != w.to_bits()).count();
+                checks.push(exact("binary_f32_bf16_contig", format!("{} n={n}{}", op.name(), if first { " (bf16 first)" } else { "" }), bad, n));
+            }
+        }
+    }
     std::fs::remove_dir_all(&dir).ok();
-    report(&checks, seed, 130);
+    report(&checks, seed, 154);
 }
