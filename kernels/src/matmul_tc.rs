@@ -128,7 +128,7 @@ impl MatmulTc {
 }
 
 #[cfg(feature = "cuda")]
-pub use gpu::{checks, timings, Split};
+pub use gpu::{checks, timings};
 
 #[cfg(feature = "cuda")]
 mod gpu {
@@ -152,7 +152,7 @@ mod gpu {
     /// How a tensor-core GEMM splits K: as [`split_k`] (or `IGPT_SPLIT_K`) chooses, or in a
     /// given number of slices (1: not at all).
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Split {
+    enum Split {
         Auto,
         Fixed(usize),
     }
@@ -228,23 +228,6 @@ mod gpu {
             k: usize,
         ) -> Result<()> {
             self.matmul_tc_launch(v, Epi::F32, a, b, bias, c, None, (m, n, k), Split::Auto)
-        }
-
-        /// [`Self::matmul_tc_f32out`] with K split as `split` says (timings compare the two).
-        #[allow(clippy::too_many_arguments)]
-        pub fn matmul_tc_f32out_split(
-            &self,
-            v: MatmulTc,
-            split: Split,
-            a: &CudaSlice<u16>,
-            b: &CudaSlice<u16>,
-            bias: Option<&CudaSlice<f32>>,
-            c: &mut CudaSlice<f32>,
-            m: usize,
-            n: usize,
-            k: usize,
-        ) -> Result<()> {
-            self.matmul_tc_launch(v, Epi::F32, a, b, bias, c, None, (m, n, k), split)
         }
 
         /// As [`Self::matmul_tc_f32out`] with a bf16 output (round to nearest even).
@@ -353,14 +336,7 @@ mod gpu {
                 let (si, null) = (splits as i32, 0u64);
                 let mut lb = self.stream.launch_builder(self.f(reduce)?);
                 lb.arg(&part).arg(&si);
-                match bias {
-                    Some(bias) => lb.arg(bias),
-                    None => lb.arg(&null),
-                };
-                lb.arg(c);
-                if let Some(pre) = pre {
-                    lb.arg(pre);
-                }
+                epilogue_args(&mut lb, bias, &null, c, pre);
                 lb.arg(&mi).arg(&ni);
                 unsafe { lb.launch(cfg) }.map_err(|e| Error::cuda(format!("launch {reduce} {shape} splits={splits}"), e))?;
             }
@@ -427,17 +403,23 @@ mod gpu {
                 Some((am, bmap)) => lb.arg(am).arg(bmap),
                 None => lb.arg(a).arg(b),
             };
-            match bias {
-                Some(bias) => lb.arg(bias),
-                None => lb.arg(&null),
-            };
-            lb.arg(c);
-            if let Some(pre) = pre {
-                lb.arg(pre);
-            }
+            epilogue_args(&mut lb, bias, &null, c, pre);
             lb.arg(&mi).arg(&ni).arg(&ki);
             unsafe { lb.launch(cfg) }.map_err(|e| Error::cuda(format!("launch {shape} blocks={blocks} splits={splits} smem={smem}"), e))?;
             Ok(())
+        }
+    }
+
+    /// The arguments every GEMM and reduction entry takes after its inputs: the bias (a null
+    /// pointer for none), C, and the GELU epilogue's pre-activation when it writes one.
+    fn epilogue_args<'a, TO>(lb: &mut cudarc::driver::LaunchArgs<'a>, bias: Option<&'a CudaSlice<f32>>, null: &'a u64, c: &'a mut CudaSlice<TO>, pre: Option<&'a mut CudaSlice<u16>>) {
+        match bias {
+            Some(bias) => lb.arg(bias),
+            None => lb.arg(null),
+        };
+        lb.arg(c);
+        if let Some(pre) = pre {
+            lb.arg(pre);
         }
     }
 
@@ -639,7 +621,7 @@ mod gpu {
             let label = if splits > 1 { format!("{} (split-K {splits})", v.name(Epi::F32)) } else { v.name(Epi::F32).to_string() };
             rows.push((label, time_ms(gpu, || gpu.matmul_tc_f32out(v, a, b, None, c32, m, n, k))));
             if splits > 1 {
-                rows.push((format!("{} (unsplit)", v.name(Epi::F32)), time_ms(gpu, || gpu.matmul_tc_f32out_split(v, Split::Fixed(1), a, b, None, c32, m, n, k))));
+                rows.push((format!("{} (unsplit)", v.name(Epi::F32)), time_ms(gpu, || gpu.matmul_tc_launch(v, Epi::F32, a, b, None, c32, None, (m, n, k), Split::Fixed(1)))));
             }
             rows.push((v.name(Epi::Bf16).to_string(), time_ms(gpu, || gpu.matmul_tc_bf16out(v, a, b, None, c16, m, n, k))));
             if let Some(pre) = pre.as_mut() {
