@@ -81,10 +81,10 @@ pub fn scope(name: &'static str, device: Device) -> Option<Scope> {
         Device::Cuda(n) => match device_event(n) {
             Some((g, e)) => Start::Device(g, e),
             None => {
-                // No event, no device time: the op is left out (and counted).
+                // No event, no device time: the op is left out (and counted); its nested ops
+                // stay nested, in no row.
                 DROPPED.with(|d| d.set(d.get() + 1));
-                DEPTH.with(|d| d.set(d.get() - 1));
-                return None;
+                return Some(Scope { outermost: None, _not_send: std::marker::PhantomData });
             }
         },
         #[cfg(not(feature = "cuda"))]
@@ -93,7 +93,7 @@ pub fn scope(name: &'static str, device: Device) -> Option<Scope> {
     Some(Scope { outermost: Some((PHASE.with(Cell::get), name, start)), _not_send: std::marker::PhantomData })
 }
 
-/// An event recorded now on device n's stream (None if that fails: the op is then timed on the host).
+/// An event recorded now on device n's stream (None if that fails: the op is then left out).
 #[cfg(feature = "cuda")]
 fn device_event(n: usize) -> Option<(std::sync::Arc<kernels::device::Gpu>, cudarc::driver::CudaEvent)> {
     let g = crate::cuda::gpu(n).ok()?;

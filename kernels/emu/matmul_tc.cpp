@@ -40,6 +40,7 @@ int main(int argc, char** argv) {
     const unsigned blocks = ((m + V4_BM - 1) / V4_BM) * ((n + V4_BN - 1) / V4_BN);
     const unsigned splits = argc > 7 ? (unsigned)atoi(argv[7]) : 1;
     if (splits > 1) {
+        if (kind != "f32" && kind != "bf16" && kind != "gelu") { fprintf(stderr, "matmul_tc_emu: split-K is v4's only\n"); return 2; }
         std::vector<float> part((size_t)splits * m * n, NAN), c32((size_t)m * n, NAN);
         std::vector<bf16_t> c16((size_t)m * n, 0x7fc0), pre((size_t)m * n, 0x7fc0);
         emu_launch({blocks, 1, splits}, {V4_THREADS}, [&] { matmul_v4_bf16_f32out(a.data(), b.data(), nullptr, part.data(), m, n, k); });

@@ -312,13 +312,7 @@ mod gpu {
                 _ => (V5_BM, V5_BN, 64),
             };
             // Split-K: the slices' f32 partials, then one reduction applies the epilogue.
-            let ktiles = k.div_ceil(bk).max(1);
-            let splits = match split {
-                Split::Fixed(s) => s,
-                Split::Auto => split_from_env()?.unwrap_or_else(|| split_k((m, n, k), (bm, bn, bk), self.info.sm_count.max(1) as usize)),
-            }
-            .clamp(1, ktiles);
-            let splits = ktiles.div_ceil(ktiles.div_ceil(splits)); // no empty slice
+            let splits = self.splits(split, (m, n, k), (bm, bn, bk))?;
             let ptrs = (pa, pb);
             if splits == 1 {
                 self.gemm_launch(v, name, ptrs, (a, b), bias, c, pre, (m, n, k), 1, &shape)?;
@@ -342,6 +336,18 @@ mod gpu {
             }
             drop((_ra, _rb)); // A and B are read by the launches just queued
             Ok(())
+        }
+
+        /// The slices of K a GEMM runs in: as `split` says, or `IGPT_SPLIT_K`, or [`split_k`]'s
+        /// model; at most one per k-tile, and none empty.
+        fn splits(&self, split: Split, (m, n, k): (usize, usize, usize), (bm, bn, bk): (usize, usize, usize)) -> Result<usize> {
+            let ktiles = k.div_ceil(bk).max(1);
+            let s = match split {
+                Split::Fixed(s) => s,
+                Split::Auto => split_from_env()?.unwrap_or_else(|| split_k((m, n, k), (bm, bn, bk), self.info.sm_count.max(1) as usize)),
+            }
+            .clamp(1, ktiles);
+            Ok(ktiles.div_ceil(ktiles.div_ceil(s)))
         }
 
         /// One launch of GEMM kernel `name` (version `v`) writing `c` (and `pre`), its grid
@@ -381,7 +387,7 @@ mod gpu {
             // walking the tiles with a stride of the grid; with split-K, the SMs shared among
             // the slices.
             let blocks = match v {
-                MatmulTc::V6Tma => tiles.min((self.info.sm_count.max(1) as usize).div_ceil(splits)),
+                MatmulTc::V6Tma => tiles.min((self.info.sm_count.max(1) as usize / splits).max(1)),
                 _ => tiles,
             };
             let cfg = LaunchConfig {
@@ -615,9 +621,10 @@ mod gpu {
             }
         };
         for v in versions(gpu) {
-            // Where the model splits K, the split and the unsplit GEMM side by side.
+            // Where K is split, the split and the unsplit GEMM side by side (v5/v6 shapes that
+            // fall back to v4 are labelled with v5's tiles: the bench's shapes never do).
             let (bm, bn, bk) = if v == MatmulTc::V4Mma { (V4_BM, V4_BN, 32) } else { (V5_BM, V5_BN, 64) };
-            let splits = split_k((m, n, k), (bm, bn, bk), gpu.info.sm_count.max(1) as usize);
+            let splits = gpu.splits(Split::Auto, (m, n, k), (bm, bn, bk)).unwrap_or(1);
             let label = if splits > 1 { format!("{} (split-K {splits})", v.name(Epi::F32)) } else { v.name(Epi::F32).to_string() };
             rows.push((label, time_ms(gpu, || gpu.matmul_tc_f32out(v, a, b, None, c32, m, n, k))));
             if splits > 1 {

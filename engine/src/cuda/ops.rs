@@ -1053,10 +1053,13 @@ pub(crate) fn sample_rows(x: &Tensor, uniforms: &[f32], a: f32, keep: &[usize]) 
     let (dev, name) = (ordinal(x), "sample_rows");
     let g = gpu(dev)?;
     let (rows, cols) = (uniforms.len(), x.numel() / uniforms.len().max(1));
-    let xv = f32_of(x, name)?;
-    let u = g.stream.clone_htod(uniforms).map_err(|e| alloc_failed(&g, name, 4 * rows, e))?;
-    let mut idx = g.stream.alloc_zeros::<i64>(rows).map_err(|e| alloc_failed(&g, name, 8 * rows, e))?;
-    g.sample_rows(&xv, &u, &mut idx, rows, cols, a).map_err(err(name))?;
+    // Never an empty allocation (the driver refuses 0 bytes): no rows, no launch.
+    let mut idx = g.stream.alloc_zeros::<i64>(rows.max(1)).map_err(|e| alloc_failed(&g, name, 8 * rows, e))?;
+    if rows > 0 {
+        let xv = f32_of(x, name)?;
+        let u = g.stream.clone_htod(uniforms).map_err(|e| alloc_failed(&g, name, 4 * rows, e))?;
+        g.sample_rows(&xv, &u, &mut idx, rows, cols, a).map_err(err(name))?;
+    }
     Ok(Tensor::from_parts(Storage::Cuda(CudaStorage::I64(idx, dev)), Layout::contiguous(keep), false, None, false))
 }
 

@@ -41,14 +41,11 @@ impl Tensor {
         if let Some(p) = uniforms.iter().position(|u| !(0.0..1.0).contains(u)) {
             return Err(Error::Msg(format!("{op}: uniform {} for row {p} is outside [0, 1)", uniforms[p])));
         }
-        if self.device().is_cuda() && rows > 0 {
+        if self.device().is_cuda() {
             // In f32 a uniform just below 1 may round to 1; the largest f32 below 1 keeps it a draw.
             let u: Vec<f32> = uniforms.iter().map(|&u| (u as f32).min(1.0 - f32::EPSILON / 2.0)).collect();
             let rows = crate::autograd::with_no_grad(|| self.detach().contiguous())?;
             return crate::cuda::ops::sample_rows(&rows, &u, 1.0 / temperature, keep);
-        }
-        if rows == 0 {
-            return Tensor::new(Vec::<i64>::new(), keep)?.to_device(self.device());
         }
         let inv_t = 1.0 / temperature as f64;
         let x = self.cpu_f32(op)?;
@@ -87,6 +84,7 @@ mod tests {
         assert_eq!(ids(&[0.2, 0.3, 0.8], 1.0), [0, 1, 2]);
         assert_eq!(ids(&[0.2, 0.8, 0.1], 0.5), [1, 1, 0]);
         assert_eq!(x.sample_rows(&[0.5; 3], 1.0).unwrap().shape(), &[3]);
+        assert_eq!(Tensor::zeros(&[0, 5]).sample_rows(&[], 1.0).unwrap().shape(), &[0], "no rows, no ids");
         assert!(x.t().unwrap().sample_rows(&[0.2, 0.3, 0.8], 1.0).is_ok(), "a transposed view is read as its rows");
         for (u, t) in [(vec![0.5; 2], 1.0), (vec![0.5, 0.5, 1.0], 1.0), (vec![0.5, -0.1, 0.5], 1.0), (vec![0.5; 3], 0.0), (vec![0.5; 3], f32::NAN), (vec![0.5; 3], 1e-39)] {
             let e = x.sample_rows(&u, t).unwrap_err().to_string();
