@@ -1,9 +1,9 @@
 // Runs the attention kernels of cu/attention.cu on the CPU emulation, for
 // kernels/tests/emulated.rs (which swaps the source's PTX helpers for emu/tensor_core.h):
-//   attention_emu <fwd|bwd|decode|decode_bf16kv|fwd2|bwd2|bwd3> <heads> <tq> <tk> <d> <heads_per_row, 0: no padding> <dir> [kv_stride]
+//   attention_emu <fwd|bwd|decode|decode_bf16kv|fwd2|bwd2|bwd3|bwd4> <heads> <tq> <tk> <d> <heads_per_row, 0: no padding> <dir> [kv_stride]
 // fwd, bwd, decode: the f32 kernels (v1, decode), reading q, k, v (and dout, out, lse for bwd)
 // as raw f32; decode and decode_bf16kv (k.u16, v.u16) read heads kv_stride elements apart
-// (default tk * d: contiguous), as from a KV cache's buffer; fwd2, bwd2, bwd3: v2 (and the v3 backward) on the emulated tensor cores, reading q, k, v, dout as bf16 bits
+// (default tk * d: contiguous), as from a KV cache's buffer; fwd2, bwd2, bwd3, bwd4: v2 (and the v3, v4 backward) on the emulated tensor cores, reading q, k, v, dout as bf16 bits
 // (.u16) and out, lse as f32. Padding from pads.i32. Writes out, lse or dq, dk, dv, all poisoned
 // with NaN first (dq zeroed, as the launcher does).
 #include "emu.h"
@@ -46,7 +46,7 @@ int main(int argc, char** argv) {
         emu_store("out.f32", out), emu_store("lse.f32", lse);
         return 0;
     }
-    if (k == "fwd2" || k == "bwd2" || k == "bwd3") {
+    if (k == "fwd2" || k == "bwd2" || k == "bwd3" || k == "bwd4") {
         auto q = emu_load<bf16_t>("q.u16", nq), kk = emu_load<bf16_t>("k.u16", nk), v = emu_load<bf16_t>("v.u16", nk);
         const unsigned tiles_q = (tq + V2_BQ - 1) / V2_BQ;
         if (k == "fwd2") {
@@ -62,12 +62,15 @@ int main(int argc, char** argv) {
         std::vector<float> delta(rows, nan), dq(nq, 0.0f), dk(nk, nan), dv(nk, nan);
         emu_launch({(unsigned)((rows + 3) / 4)}, {128}, [&] { attn_bwd_preprocess_bf16(out.data(), dout.data(), delta.data(), rows, d); });
         // The launcher's dynamic shared memory (kernels::attention::BwdBf16::smem_bytes), exactly.
-        const int lds = d + 8, bufs = k == "bwd3" ? 2 : 1;
-        std::vector<unsigned char> smem((size_t)(2 * B2_BK * lds + 2 * bufs * B2_BQ * lds + B2_BQ * B2_LDS_S) * 2 + 2 * bufs * B2_BQ * 4);
+        const bool v4 = k == "bwd4";
+        if (v4 && d == 32) { fprintf(stderr, "attention_emu: bwd4 has no d=32 build\n"); return 2; }
+        const int lds = d + 8, bufs = k == "bwd2" ? 1 : 2, bk = v4 ? 128 : 64;
+        std::vector<unsigned char> smem((size_t)(2 * bk * lds + 2 * bufs * B2_BQ * lds + B2_BQ * (bk + 8)) * 2 + 2 * bufs * B2_BQ * 4);
         emu_dynamic_smem = smem.data();
-        Bwd2 f = k == "bwd3" ? pick(attn_bwd_v3_bf16_d32, attn_bwd_v3_bf16_d64, attn_bwd_v3_bf16_d128)
+        Bwd2 f = v4 ? (d == 64 ? attn_bwd_v4_bf16_d64 : attn_bwd_v4_bf16_d128)
+               : k == "bwd3" ? pick(attn_bwd_v3_bf16_d32, attn_bwd_v3_bf16_d64, attn_bwd_v3_bf16_d128)
                              : pick(attn_bwd_v2_bf16_d32, attn_bwd_v2_bf16_d64, attn_bwd_v2_bf16_d128);
-        emu_launch({(unsigned)heads, (unsigned)((tk + B2_BK - 1) / B2_BK)}, {B2_THREADS}, [&] {
+        emu_launch({(unsigned)heads, (unsigned)((tk + bk - 1) / bk)}, {(unsigned)(v4 ? B4_THREADS : B2_THREADS)}, [&] {
             f(q.data(), kk.data(), v.data(), dout.data(), lse.data(), delta.data(), dq.data(), dk.data(), dv.data(), tq, tk, scale, pad, hpr_arg);
         });
         emu_store("dq.f32", dq), emu_store("dk.f32", dk), emu_store("dv.f32", dv);

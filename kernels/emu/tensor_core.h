@@ -30,6 +30,12 @@ __device__ __forceinline__ void cp_async_commit() { emu_cp_async.commit(); }
 __device__ __forceinline__ void cp_async_wait_all() { emu_cp_async.wait(0); }  // cp.async.wait_group 0
 __device__ __forceinline__ void cp_async_wait_1() { emu_cp_async.wait(1); }
 
+// red.global.add.v4.f32: four atomic adds; the GPU needs a 16-byte aligned address (aborts here).
+__device__ __forceinline__ void red_add_f32x4(float* dst, float a, float b, float c, float d) {
+    if (reinterpret_cast<uintptr_t>(dst) % 16 != 0) { fprintf(stderr, "red_add_f32x4: misaligned %p\n", (void*)dst); abort(); }
+    atomicAdd(dst, a), atomicAdd(dst + 1, b), atomicAdd(dst + 2, c), atomicAdd(dst + 3, d);
+}
+
 // D(16x8) += A(16x16) B(16x8), the fragment layouts of cu/attention.cu's mma_bf16.
 __device__ __forceinline__ void mma_bf16(float c[4], const unsigned a[4], unsigned b0, unsigned b1) {
     unsigned* mine = emu_warp->frag[emu_lane];

@@ -10,6 +10,8 @@
 //!   d = 32, 64 or 128; left padding. Backward reads the f32 `out` of v2's forward (for delta =
 //!   rowsum(dout * out)).
 //! - v3 (backward only): v2's with double-buffered query tiles ([`BwdBf16`]).
+//! - v4 (backward only): v3 with 128 keys per block and 4-wide dQ reductions; d = 64 or 128
+//!   (at d = 32 the launcher runs v3).
 //! - decode: tq = 1 per head over a KV cache of any length, as v1, reading K and V where the
 //!   cache holds them ([`KvView`]: heads a capacity apart), f32 or bf16.
 //!
@@ -39,6 +41,8 @@ pub const ENTRIES: &[&str] = &[
     "attn_bwd_v3_bf16_d32",
     "attn_bwd_v3_bf16_d64",
     "attn_bwd_v3_bf16_d128",
+    "attn_bwd_v4_bf16_d64",
+    "attn_bwd_v4_bf16_d128",
     "attn_decode_f32_d32",
     "attn_decode_f32_d64",
     "attn_decode_f32_d128",
@@ -53,33 +57,61 @@ pub const BF16_HEAD_DIMS: &[usize] = &[32, 64, 128];
 
 /// Query rows per block of the forward kernels (v1 and v2).
 pub const FWD_BQ: usize = 64;
-/// Keys per block of the backward kernels.
+/// Keys per block of the f32 backward (v1).
 pub const BWD_V1_BK: usize = 32;
-pub const BWD_V2_BK: usize = 64;
 
-/// The bf16 backward: v2, or v3 (v2 with double-buffered query tiles).
+/// The bf16 backward: v2, v3 (v2 with double-buffered query tiles) or v4 (v3 with 128 keys per
+/// block and 4-wide dQ reductions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum BwdBf16 {
     V2,
     V3,
+    V4,
 }
 
 impl BwdBf16 {
-    /// The engine's choice: v2 (measured on an H100), or v3 with `IGPT_ATTN_BWD=v3`.
+    pub const ALL: [BwdBf16; 3] = [BwdBf16::V2, BwdBf16::V3, BwdBf16::V4];
+
+    /// The engine's choice: v2 (measured on an H100), or `IGPT_ATTN_BWD=v3|v4`.
     pub fn for_engine() -> BwdBf16 {
-        if std::env::var("IGPT_ATTN_BWD").is_ok_and(|v| v == "v3") { BwdBf16::V3 } else { BwdBf16::V2 }
+        match std::env::var("IGPT_ATTN_BWD").as_deref() {
+            Ok("v3") => BwdBf16::V3,
+            Ok("v4") => BwdBf16::V4,
+            _ => BwdBf16::V2,
+        }
+    }
+
+    /// The version that runs at head dim `d`: v4 has no d = 32 build (a warp's share of the dQ
+    /// tile would be under one ldmatrix block), v3 stands in.
+    pub fn at(self, d: usize) -> BwdBf16 {
+        if self == BwdBf16::V4 && d < 64 { BwdBf16::V3 } else { self }
+    }
+
+    /// Short name, as in the entries ("v2", "v3", "v4").
+    pub fn name(self) -> &'static str {
+        match self {
+            BwdBf16::V2 => "v2",
+            BwdBf16::V3 => "v3",
+            BwdBf16::V4 => "v4",
+        }
     }
 
     pub fn entry(self, d: usize) -> String {
-        match self {
-            BwdBf16::V2 => format!("attn_bwd_v2_bf16_d{d}"),
-            BwdBf16::V3 => format!("attn_bwd_v3_bf16_d{d}"),
-        }
+        format!("attn_bwd_{}_bf16_d{d}", self.at(d).name())
+    }
+
+    /// Keys per block (the grid's y extent is tk / keys).
+    pub fn keys_per_block(self, d: usize) -> usize {
+        if self.at(d) == BwdBf16::V4 { 128 } else { 64 }
+    }
+
+    pub fn threads(self, d: usize) -> u32 {
+        2 * self.keys_per_block(d) as u32
     }
 
     /// Dynamic shared memory (must match the layout in attention.cu).
     pub fn smem_bytes(self, d: usize) -> usize {
-        let (bk, bq, lds, bufs) = (64, 32, d + 8, if self == BwdBf16::V3 { 2 } else { 1 });
+        let (bk, bq, lds, bufs) = (self.keys_per_block(d), 32, d + 8, if self.at(d) == BwdBf16::V2 { 1 } else { 2 });
         (2 * bk * lds + 2 * bufs * bq * lds + bq * (bk + 8)) * 2 + 2 * bufs * bq * 4
     }
 }
@@ -445,7 +477,8 @@ mod gpu {
             self.attn_bwd_checks("attn_bwd_v2_bf16", q, k, v, out, lse, dout, dq, dk, dv, delta, s)?;
             self.stream.memset_zeros(dq).map_err(|e| Error::cuda("attn_bwd_v2_bf16: zeroing dq", e))?;
             self.attn_preprocess("attn_bwd_preprocess_bf16", out, dout, delta, s)?;
-            self.attn_launch_bwd(&version.entry(s.d), BWD_V2_BK, 128, version.smem_bytes(s.d), q, k, v, dout, lse, delta, dq, dk, dv, s, pad)
+            let d = s.d;
+            self.attn_launch_bwd(&version.entry(d), version.keys_per_block(d), version.threads(d), version.smem_bytes(d), q, k, v, dout, lse, delta, dq, dk, dv, s, pad)
         }
 
         /// Decode: q [heads, d] (one new query per head, the last position), k/v [heads, tk, d],
@@ -665,7 +698,8 @@ mod gpu {
             Check::new("attn_fwd_v2_bf16 (out)", shape.clone(), "bf16->f32", compare(&c.down(&go)?, &fr.out), TOL_BF16),
             lse_check("attn_fwd_v2_bf16 (lse)", shape.clone(), "bf16->f32", &c.down(&gl)?, &fr.lse, TOL_BF16),
         ];
-        for (version, name) in [(BwdBf16::V2, "attn_bwd_v2_bf16"), (BwdBf16::V3, "attn_bwd_v3_bf16")] {
+        for version in BwdBf16::ALL.into_iter().filter(|v| v.at(d) == *v) {
+            let name = &format!("attn_bwd_{}_bf16", version.name());
             let (mut dq, mut dk, mut dv, mut delta) = (c.poisoned(nq)?, c.poisoned(nk)?, c.poisoned(nk)?, c.poisoned(heads * tq)?);
             gpu.attention_bwd_bf16(version, &gq, &gk, &gv, &go, &gl, &gg, &mut dq, &mut dk, &mut dv, &mut delta, s, key_pad.as_ref())?;
             gpu.sync(name)?;
@@ -825,7 +859,12 @@ mod gpu {
             gpu.attention_fwd_f32(&gq, &gk, &gv, &mut o, &mut lse, s, None)?;
             gpu.attention_bwd_f32(&gq, &gk, &gv, &o, &lse, &gg, &mut dq, &mut dk, &mut dv, &mut delta, s, None)
         }));
-        for (version, name) in [(BwdBf16::V2, "v2 bf16 fwd+bwd"), (BwdBf16::V3, "v2 fwd + v3 bwd (double-buffered) bf16")] {
+        let bwd_rows = [
+            (BwdBf16::V2, "v2 bf16 fwd+bwd"),
+            (BwdBf16::V3, "v2 fwd + v3 bwd (double-buffered) bf16"),
+            (BwdBf16::V4, "v2 fwd + v4 bwd (128 keys, 4-wide dQ) bf16"),
+        ];
+        for (version, name) in bwd_rows.into_iter().filter(|(v, _)| v.at(d) == *v) {
             row(name, fb, None, time_ms(gpu, || {
                 gpu.attention_fwd_bf16(&gq16, &gk16, &gv16, &mut o, &mut lse, s, None)?;
                 gpu.attention_bwd_bf16(version, &gq16, &gk16, &gv16, &o, &lse, &gg16, &mut dq, &mut dk, &mut dv, &mut delta, s, None)
@@ -975,6 +1014,11 @@ mod tests {
         assert_eq!(BwdBf16::V2.smem_bytes(128), 57_088);
         assert_eq!(BwdBf16::V3.smem_bytes(64), 41_984);
         assert_eq!(BwdBf16::V3.smem_bytes(128), 74_752);
+        assert_eq!(BwdBf16::V4.smem_bytes(64), 64_512);
+        assert_eq!(BwdBf16::V4.smem_bytes(128), 113_664);
+        assert_eq!(BwdBf16::V4.entry(32), "attn_bwd_v3_bf16_d32");
+        assert_eq!((BwdBf16::V4.keys_per_block(64), BwdBf16::V4.threads(64)), (128, 256));
+        assert_eq!((BwdBf16::V4.keys_per_block(32), BwdBf16::V4.threads(32)), (64, 128));
         assert!(AttnShape { heads: 1, tq: 2, tk: 1, d: 64 }.validate("k", F32_HEAD_DIMS).is_err());
         assert!(AttnShape { heads: 1, tq: 1, tk: 1, d: 96 }.validate("k", F32_HEAD_DIMS).is_err());
         assert!(AttnShape { heads: 6, tq: 70, tk: 257, d: 128 }.validate("k", BF16_HEAD_DIMS).is_ok());

@@ -33,6 +33,10 @@
 //                       memory (57 KB at D=128: the launcher raises the limit).
 //   attn_bwd_v3_bf16    v2 with the query tiles double-buffered: tile i+1's copies fly while
 //                       tile i is computed, one barrier per tile fewer (74 KB at D=128).
+//   attn_bwd_v4_bf16    v3 with 128 keys per block (8 warps; D = 64, 128): Q/dO tiles are read
+//                       and the dQ tile reduced into dq once per 128 keys instead of per 64,
+//                       and dQ goes out as 4-wide f32 reductions (red.global.add.v4.f32 on
+//                       sm_90). 114 KB of shared memory at D=128.
 //   attn_decode_f32     one query per head (generation): block = head, 256 threads = 32 groups
 //                       of 8 lanes, each group walks keys grp, grp+32, ... with its own online
 //                       softmax, then the 32 partial (m, l, o) are merged through shared memory.
@@ -93,6 +97,21 @@ __device__ __forceinline__ void ldsm_x4_trans(unsigned r[4], const bf16_t* row_p
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(smem_addr(row_ptr))
                  : "memory");
+}
+// dst[0..3] += (a, b, c, d), f32, atomically per element; dst 16-byte aligned. On sm_90 one
+// vector reduction (red.global.add.v4.f32) instead of four: a quarter of the atomic operations
+// the L2 has to serialize; elsewhere four atomicAdd.
+__device__ __forceinline__ void red_add_f32x4(float* dst, float a, float b, float c, float d) {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("{\n.reg .u64 g;\ncvta.to.global.u64 g, %0;\nred.global.add.v4.f32 [g], {%1, %2, %3, %4};\n}\n" ::"l"(dst), "f"(a),
+                 "f"(b), "f"(c), "f"(d)
+                 : "memory");
+#else
+    atomicAdd(dst, a);
+    atomicAdd(dst + 1, b);
+    atomicAdd(dst + 2, c);
+    atomicAdd(dst + 3, d);
+#endif
 }
 // --- PTX helpers (end)
 
@@ -648,20 +667,24 @@ attn_fwd_v2_bf16_d128(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k
     attn_fwd_v2<128>(q, k, v, o, lse, tq, tk, scale, key_pad, heads_per_row);
 }
 
-// v2 (and v3) backward. Dynamic shared memory layout (bytes), all offsets multiples of 16:
-//   sK [64][D+8] bf16, sV [64][D+8] bf16, sQ [B][32][D+8] bf16, sdO [B][32][D+8] bf16,
-//   sdS [32][72] bf16 (dS as [query][key]), sL [B][32] f32 (lse * log2 e), sD [B][32] f32
-//   (delta), with B = 1 buffer (v2) or 2 (v3). Total: D=64 -> 32,512 B (v2), 41,984 B (v3);
-//   D=128 -> 57,088 B (v2), 74,752 B (v3) (the launcher computes the same numbers).
-#define B2_BK 64
+// v2, v3 and v4 backward: WARPS warps of 16 keys each (a block of BK = 16 * WARPS keys: 64
+// for v2/v3, 128 for v4). Dynamic shared memory layout (bytes), all offsets multiples of 16:
+//   sK [BK][D+8] bf16, sV [BK][D+8] bf16, sQ [B][32][D+8] bf16, sdO [B][32][D+8] bf16,
+//   sdS [32][BK+8] bf16 (dS as [query][key]), sL [B][32] f32 (lse * log2 e), sD [B][32] f32
+//   (delta), with B = 1 buffer (v2) or 2 (v3, v4). Total: D=64 -> 32,512 B (v2), 41,984 B
+//   (v3), 64,512 B (v4); D=128 -> 57,088 B (v2), 74,752 B (v3), 113,664 B (v4) (the launcher
+//   computes the same numbers).
 #define B2_BQ 32
-#define B2_THREADS 128
-#define B2_LDS_S (B2_BK + 8)
+#define B2_THREADS 128  // v2, v3
+#define B4_THREADS 256  // v4
 
-// PREFETCH (v3): two buffers for the query tile (Q, dO, lse, delta); tile i+1 is copied in
+// PREFETCH (v3, v4): two buffers for the query tile (Q, dO, lse, delta); tile i+1 is copied in
 // while tile i is computed, and the end-of-tile barrier goes (the next copy targets the buffer
 // the previous tile used, which every thread has left at the top-of-tile barrier).
-template <int D, bool PREFETCH>
+// WARPS = 8 (v4): 128 keys per block halve what every key block re-reads and re-adds per query
+// tile (Q and dO from L2; the dQ tile's f32 reductions), and the dQ tile goes out as 4-wide
+// reductions (VEC_RED: red.global.add.v4.f32 on sm_90; lanes t, t^1 swap a row's halves first).
+template <int D, int WARPS, bool PREFETCH, bool VEC_RED>
 __device__ __forceinline__ void attn_bwd_v2(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k,
                                             const bf16_t* __restrict__ v, const bf16_t* __restrict__ dout,
                                             const float* __restrict__ lse, const float* __restrict__ delta,
@@ -671,19 +694,24 @@ __device__ __forceinline__ void attn_bwd_v2(const bf16_t* __restrict__ q, const 
     constexpr int KS = D / 16;
     constexpr int DN = D / 8;     // n-tiles of dK/dV per warp
     constexpr int NTQ = B2_BQ / 8;  // n-tiles of S^T per warp (queries)
-    constexpr int DQN = D / 16;   // n-tiles of the dQ tile per warp (half of D)
+    constexpr int BK = 16 * WARPS;  // keys per block
+    constexpr int THREADS = 32 * WARPS;
+    constexpr int LDS_S = BK + 8;
+    constexpr int DQ_COLS = 2 * D / WARPS;  // dQ tile columns per warp (2 row halves x WARPS/2 column groups)
+    constexpr int DQN = DQ_COLS / 8;        // n-tiles of the dQ tile per warp
+    static_assert(DQ_COLS % 16 == 0, "dQ: each warp takes whole 16-column ldmatrix blocks");
     constexpr int QBUF = PREFETCH ? 2 : 1;
     extern __shared__ __align__(128) unsigned char smem[];
     bf16_t* sK = reinterpret_cast<bf16_t*>(smem);
-    bf16_t* sV = sK + B2_BK * LDS;
-    bf16_t* sQ0 = sV + B2_BK * LDS;          // QBUF query tiles each
+    bf16_t* sV = sK + BK * LDS;
+    bf16_t* sQ0 = sV + BK * LDS;          // QBUF query tiles each
     bf16_t* sdO0 = sQ0 + QBUF * B2_BQ * LDS;
     bf16_t* sdS = sdO0 + QBUF * B2_BQ * LDS;
-    float* sL0 = reinterpret_cast<float*>(sdS + B2_BQ * B2_LDS_S);
+    float* sL0 = reinterpret_cast<float*>(sdS + B2_BQ * LDS_S);
     float* sD0 = sL0 + QBUF * B2_BQ;
 
     const int head = blockIdx.x;
-    const int j0 = blockIdx.y * B2_BK;
+    const int j0 = blockIdx.y * BK;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int off = tk - tq;
     const long long hq = (long long)head * tq * D, hk = (long long)head * tk * D;
@@ -691,8 +719,8 @@ __device__ __forceinline__ void attn_bwd_v2(const bf16_t* __restrict__ q, const 
     const int kr0 = j0 + warp * 16 + g, kr1 = kr0 + 8;  // this thread's two keys (rows of S^T)
     const int pad = pad_of(key_pad, heads_per_row, head);  // keys below it: no query sees them
 
-    load_tile_async<D, B2_BK, B2_THREADS>(sK, k + hk, j0, tk, pad);
-    load_tile_async<D, B2_BK, B2_THREADS>(sV, v + hk, j0, tk, pad);
+    load_tile_async<D, BK, THREADS>(sK, k + hk, j0, tk, pad);
+    load_tile_async<D, BK, THREADS>(sV, v + hk, j0, tk, pad);
     cp_async_commit();
 
     float dka[DN][4], dva[DN][4];
@@ -706,11 +734,11 @@ __device__ __forceinline__ void attn_bwd_v2(const bf16_t* __restrict__ q, const 
     // every key of the tile is padding.
     const int i_first = max(0, max(j0, pad) - off);
     // A tile of padding keys only: no query tile to visit; dK = dV = 0.
-    const int i_start = (j0 + B2_BK <= pad) ? tq : (i_first / B2_BQ) * B2_BQ;
+    const int i_start = (j0 + BK <= pad) ? tq : (i_first / B2_BQ) * B2_BQ;
     // Query tile i0 (Q, dO by cp.async; lse, delta) into buffer `buf`.
     auto fetch = [&](int i0, int buf) {
-        load_tile_async<D, B2_BQ, B2_THREADS>(sQ0 + buf * B2_BQ * LDS, q + hq, i0, tq);
-        load_tile_async<D, B2_BQ, B2_THREADS>(sdO0 + buf * B2_BQ * LDS, dout + hq, i0, tq);
+        load_tile_async<D, B2_BQ, THREADS>(sQ0 + buf * B2_BQ * LDS, q + hq, i0, tq);
+        load_tile_async<D, B2_BQ, THREADS>(sdO0 + buf * B2_BQ * LDS, dout + hq, i0, tq);
         cp_async_commit();
         if (threadIdx.x < B2_BQ) {
             const int i = i0 + threadIdx.x;
@@ -753,7 +781,7 @@ __device__ __forceinline__ void attn_bwd_v2(const bf16_t* __restrict__ q, const 
         }
 
         // P^T = exp(S^T * scale - lse), dS^T = P^T * (dP^T - delta); masked entries are exactly 0.
-        const bool need_mask = (j0 + B2_BK - 1 > i0 + off) || (i0 + B2_BQ > tq) || (j0 + B2_BK > tk) || (j0 < pad);
+        const bool need_mask = (j0 + BK - 1 > i0 + off) || (i0 + B2_BQ > tq) || (j0 + BK > tk) || (j0 < pad);
 #pragma unroll
         for (int nt = 0; nt < NTQ; ++nt) {
 #pragma unroll
@@ -800,25 +828,25 @@ __device__ __forceinline__ void attn_bwd_v2(const bf16_t* __restrict__ q, const 
             for (int e = 0; e < 4; ++e) {
                 const int qi = nt * 8 + 2 * t + (e & 1);
                 const int kl = warp * 16 + g + (e < 2 ? 0 : 8);
-                sdS[qi * B2_LDS_S + kl] = f32_to_bf16(dpt[nt][e]);
+                sdS[qi * LDS_S + kl] = f32_to_bf16(dpt[nt][e]);
             }
         }
         __syncthreads();
 
-        // dQ tile [32 x D] = dS [32 x 64] K [64 x D]: warp w owns query rows (w&1)*16.. and
-        // head-dim columns (w>>1)*D/2.., accumulates in f32 and adds into dq.
+        // dQ tile [32 x D] = dS [32 x BK] K [BK x D]: warp w owns query rows (w&1)*16.. and
+        // head-dim columns (w>>1)*DQ_COLS.., accumulates in f32 and adds into dq.
         {
-            const int qr = (warp & 1) * 16, dc = (warp >> 1) * (D / 2);
+            const int qr = (warp & 1) * 16, dc = (warp >> 1) * DQ_COLS;
             float dqa[DQN][4];
 #pragma unroll
             for (int i = 0; i < DQN; ++i) dqa[i][0] = dqa[i][1] = dqa[i][2] = dqa[i][3] = 0.0f;
 #pragma unroll
-            for (int ks = 0; ks < B2_BK / 16; ++ks) {
+            for (int ks = 0; ks < BK / 16; ++ks) {
                 unsigned a[4];
-                load_a_frag(a, sdS, B2_LDS_S, qr, ks * 16, g, t);
+                load_a_frag(a, sdS, LDS_S, qr, ks * 16, g, t);
                 const int lrow = (ks * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LDS + dc + (lane >> 4) * 8;
 #pragma unroll
-                for (int dp = 0; dp < D / 32; ++dp) {
+                for (int dp = 0; dp < DQ_COLS / 16; ++dp) {
                     unsigned b[4];
                     ldsm_x4_trans(b, sK + lrow + dp * 16);
                     mma_bf16(dqa[2 * dp], a, b[0], b[1]);
@@ -828,6 +856,18 @@ __device__ __forceinline__ void attn_bwd_v2(const bf16_t* __restrict__ q, const 
             const int ia = i0 + qr + g, ib = ia + 8;
 #pragma unroll
             for (int dn = 0; dn < DQN; ++dn) {
+                if (VEC_RED) {
+                    // Lane t (even) keeps row g's columns 2t, 2t+1 and takes 2t+2, 2t+3 from
+                    // lane t+1, which takes row g+8's 2t, 2t+1 in exchange: 4 contiguous each.
+                    const bool odd = t & 1;
+                    const float x0 = __shfl_xor_sync(FULL_MASK, odd ? dqa[dn][0] : dqa[dn][2], 1);
+                    const float x1 = __shfl_xor_sync(FULL_MASK, odd ? dqa[dn][1] : dqa[dn][3], 1);
+                    const int row = odd ? ib : ia, col = dc + dn * 8 + 2 * (t & ~1);
+                    const float v0 = odd ? x0 : dqa[dn][0], v1 = odd ? x1 : dqa[dn][1];
+                    const float v2 = odd ? dqa[dn][2] : x0, v3 = odd ? dqa[dn][3] : x1;
+                    if (row < tq) red_add_f32x4(dq + hq + (long long)row * D + col, v0 * scale, v1 * scale, v2 * scale, v3 * scale);
+                    continue;
+                }
                 const int col = dc + dn * 8 + 2 * t;
                 if (ia < tq) {
                     float* p = dq + hq + (long long)ia * D + col;
@@ -870,42 +910,58 @@ attn_bwd_v2_bf16_d32(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k,
                      const bf16_t* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
                      float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, int tq, int tk, float scale,
                      const int* __restrict__ key_pad, int heads_per_row) {
-    attn_bwd_v2<32, false>(q, k, v, dout, lse, delta, dq, dk, dv, tq, tk, scale, key_pad, heads_per_row);
+    attn_bwd_v2<32, 4, false, false>(q, k, v, dout, lse, delta, dq, dk, dv, tq, tk, scale, key_pad, heads_per_row);
 }
 extern "C" __global__ void __launch_bounds__(B2_THREADS, 1)
 attn_bwd_v2_bf16_d64(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
                      const bf16_t* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
                      float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, int tq, int tk, float scale,
                      const int* __restrict__ key_pad, int heads_per_row) {
-    attn_bwd_v2<64, false>(q, k, v, dout, lse, delta, dq, dk, dv, tq, tk, scale, key_pad, heads_per_row);
+    attn_bwd_v2<64, 4, false, false>(q, k, v, dout, lse, delta, dq, dk, dv, tq, tk, scale, key_pad, heads_per_row);
 }
 extern "C" __global__ void __launch_bounds__(B2_THREADS, 1)
 attn_bwd_v2_bf16_d128(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
                      const bf16_t* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
                      float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, int tq, int tk, float scale,
                      const int* __restrict__ key_pad, int heads_per_row) {
-    attn_bwd_v2<128, false>(q, k, v, dout, lse, delta, dq, dk, dv, tq, tk, scale, key_pad, heads_per_row);
+    attn_bwd_v2<128, 4, false, false>(q, k, v, dout, lse, delta, dq, dk, dv, tq, tk, scale, key_pad, heads_per_row);
 }
 extern "C" __global__ void __launch_bounds__(B2_THREADS, 1)
 attn_bwd_v3_bf16_d32(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
                      const bf16_t* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
                      float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, int tq, int tk, float scale,
                      const int* __restrict__ key_pad, int heads_per_row) {
-    attn_bwd_v2<32, true>(q, k, v, dout, lse, delta, dq, dk, dv, tq, tk, scale, key_pad, heads_per_row);
+    attn_bwd_v2<32, 4, true, false>(q, k, v, dout, lse, delta, dq, dk, dv, tq, tk, scale, key_pad, heads_per_row);
 }
 extern "C" __global__ void __launch_bounds__(B2_THREADS, 1)
 attn_bwd_v3_bf16_d64(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
                      const bf16_t* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
                      float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, int tq, int tk, float scale,
                      const int* __restrict__ key_pad, int heads_per_row) {
-    attn_bwd_v2<64, true>(q, k, v, dout, lse, delta, dq, dk, dv, tq, tk, scale, key_pad, heads_per_row);
+    attn_bwd_v2<64, 4, true, false>(q, k, v, dout, lse, delta, dq, dk, dv, tq, tk, scale, key_pad, heads_per_row);
 }
 extern "C" __global__ void __launch_bounds__(B2_THREADS, 1)
 attn_bwd_v3_bf16_d128(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
                      const bf16_t* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
                      float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, int tq, int tk, float scale,
                      const int* __restrict__ key_pad, int heads_per_row) {
-    attn_bwd_v2<128, true>(q, k, v, dout, lse, delta, dq, dk, dv, tq, tk, scale, key_pad, heads_per_row);
+    attn_bwd_v2<128, 4, true, false>(q, k, v, dout, lse, delta, dq, dk, dv, tq, tk, scale, key_pad, heads_per_row);
+}
+// v4: 128 keys per block (8 warps), double-buffered query tiles, 4-wide dQ reductions. Head
+// dims 64 and 128 (at 32 a warp's share of the dQ tile would be under one ldmatrix block).
+extern "C" __global__ void __launch_bounds__(B4_THREADS, 1)
+attn_bwd_v4_bf16_d64(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
+                     const bf16_t* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
+                     float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, int tq, int tk, float scale,
+                     const int* __restrict__ key_pad, int heads_per_row) {
+    attn_bwd_v2<64, 8, true, true>(q, k, v, dout, lse, delta, dq, dk, dv, tq, tk, scale, key_pad, heads_per_row);
+}
+extern "C" __global__ void __launch_bounds__(B4_THREADS, 1)
+attn_bwd_v4_bf16_d128(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
+                      const bf16_t* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ delta,
+                      float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, int tq, int tk, float scale,
+                      const int* __restrict__ key_pad, int heads_per_row) {
+    attn_bwd_v2<128, 8, true, true>(q, k, v, dout, lse, delta, dq, dk, dv, tq, tk, scale, key_pad, heads_per_row);
 }
 
 // ------------------------------------------------------------------------------------------
