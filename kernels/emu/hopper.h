@@ -2,8 +2,8 @@
 // the Hopper matmuls run on the emulation too. Shared addresses are offsets into the launch's
 // dynamic shared memory, which the driver allocates 1024-byte aligned (the swizzle reads
 // address bits 7..9, so offsets and real addresses swizzle alike).
-// - wgmma.mma_async m64n256k16 (bf16, f32 accumulate): each thread computes its own 128
-//   accumulators (the layout of mma.sync's C, per warp of the warpgroup) from the operands in
+// - wgmma.mma_async m64n256k16 and m64n192k16 (bf16, f32 accumulate): each thread computes its
+//   own 128 (96) accumulators (the layout of mma.sync's C, per warp of the warpgroup) from the operands in
 //   shared memory, decoding the matrix descriptors as the hardware does: start, leading and
 //   stride byte offsets, the 128-byte swizzle (16-byte chunk bits 4..6 XOR row bits 7..9).
 //   A is K-major: element (m, k) at start + (m / 8) SBO + (m % 8) 128 + 2k. B is N-major
@@ -47,15 +47,20 @@ __device__ __forceinline__ void v5_wgmma_wait() {
     emu_wgmma_async.wait(N);
     emu_warpgroup->arrive_and_wait();
 }
+template <int N>
 __device__ __forceinline__ void v5_fence_acc(float*) {}
 
-inline void emu_wgmma_m64n256k16(float d[128], unsigned long long da, unsigned long long db);
+inline void emu_wgmma_m64nNk16(float* d, unsigned long long da, unsigned long long db, int n_cols);
 // Issued: the product is taken when its group is waited for, from shared memory as it is then.
 __device__ __forceinline__ void v5_wgmma_m64n256k16(float d[128], unsigned long long da, unsigned long long db) {
-    emu_wgmma_async.issue(EmuDeferred{[d, da, db] { emu_wgmma_m64n256k16(d, da, db); }});
+    emu_wgmma_async.issue(EmuDeferred{[d, da, db] { emu_wgmma_m64nNk16(d, da, db, 256); }});
+}
+__device__ __forceinline__ void v5_wgmma_m64n192k16(float d[96], unsigned long long da, unsigned long long db) {
+    emu_wgmma_async.issue(EmuDeferred{[d, da, db] { emu_wgmma_m64nNk16(d, da, db, 192); }});
 }
 
-inline void emu_wgmma_m64n256k16(float d[128], unsigned long long da, unsigned long long db) {
+// D (64 x n_cols) += A (64 x 16) B (16 x n_cols): this thread's n_cols / 2 accumulators.
+inline void emu_wgmma_m64nNk16(float* d, unsigned long long da, unsigned long long db, int n_cols) {
     for (unsigned long long desc : {da, db}) {
         if ((desc >> 62) != 1 || ((desc >> 49) & 7) != 0) {
             fprintf(stderr, "emu wgmma: descriptor %#llx: only the 128-byte swizzle with base offset 0 is modelled\n", desc);
@@ -75,7 +80,7 @@ inline void emu_wgmma_m64n256k16(float d[128], unsigned long long da, unsigned l
         const int m = 16 * warp + g + 8 * h;
         for (int k = 0; k < 16; ++k) A[h][k] = at(a0 + (m >> 3) * a_sbo + (m & 7) * 128 + 2 * k);
     }
-    for (int j = 0; j < 32; ++j) {
+    for (int j = 0; j < n_cols / 8; ++j) {
         for (int e = 0; e < 4; ++e) {
             const int h = e >> 1, n = 8 * j + 2 * t + (e & 1);
             double acc = d[4 * j + e];

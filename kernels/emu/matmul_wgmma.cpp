@@ -1,7 +1,7 @@
 // Runs the Hopper matmuls of cu/matmul_wgmma.cu (v5: wgmma fed by cp.async; v6: wgmma fed by
 // TMA, warp-specialized on mbarriers, persistent) on the CPU emulation with the stand-ins of
 // hopper.h, for kernels/tests/emulated.rs:
-//   matmul_wgmma_emu <v5|v6> <f32|bf16|gelu> <m> <n> <k> <bias 0|1> <blocks> <dir> [splits]
+//   matmul_wgmma_emu <v5|v6> <f32|bf16|gelu> <m> <n> <k> <bias 0|1> <blocks> <dir> [splits] [tile width 256|192]
 // Reads a and b as bf16 bits (.u16), bias as raw f32 and, for v6, maps.u64: the tensor maps'
 // {cols, rows, row stride in bytes, box cols, box rows} for A then B (kernels::matmul_tc's
 // v6_maps, as the launcher encodes them). Writes c (f32 or bf16 bits) and, for gelu, pre (bf16
@@ -24,8 +24,11 @@ int main(int argc, char** argv) {
     std::vector<float> bias = with_bias ? emu_load<float>("bias.f32", n) : std::vector<float>();
     const float* bp = with_bias ? bias.data() : nullptr;
     const bool v6 = version == "v6";
+    const int bn = argc > 10 ? atoi(argv[10]) : 256;
+    if (bn != 256 && bn != 192) { fprintf(stderr, "matmul_wgmma_emu: tile width %d (256 or 192)\n", bn); return 2; }
+    const bool narrow = bn == 192;
     // The launcher's dynamic shared memory, exactly, on a 1024-byte boundary (see hopper.h).
-    const size_t smem_bytes = v6 ? V6_SMEM_BYTES : V5_SMEM_BYTES;
+    const size_t smem_bytes = v6 ? (narrow ? V6_SMEM_BYTES(192) : V6_SMEM_BYTES(256)) : (narrow ? V5_SMEM_BYTES(192) : V5_SMEM_BYTES(256));
     std::unique_ptr<unsigned char, void (*)(unsigned char*)> smem(static_cast<unsigned char*>(::operator new(smem_bytes, std::align_val_t(1024))),
                                                                  [](unsigned char* p) { ::operator delete(p, std::align_val_t(1024)); });
     emu_dynamic_smem = smem.get();
@@ -46,8 +49,8 @@ int main(int argc, char** argv) {
     if (splits > 1) {
         std::vector<float> part((size_t)splits * m * n, NAN);
         emu_launch({blocks, 1, splits}, {threads}, [&] {
-            if (v6) matmul_v6_bf16_f32out(maps[0], maps[1], nullptr, part.data(), m, n, k);
-            else matmul_v5_bf16_f32out(a.data(), b.data(), nullptr, part.data(), m, n, k);
+            if (v6) (narrow ? matmul_v6_bf16_f32out_n192 : matmul_v6_bf16_f32out)(maps[0], maps[1], nullptr, part.data(), m, n, k);
+            else (narrow ? matmul_v5_bf16_f32out_n192 : matmul_v5_bf16_f32out)(a.data(), b.data(), nullptr, part.data(), m, n, k);
         });
         // The reduction's entries live in cu/matmul_mma.cu; its body is the shared epilogue's.
         emu_launch({3}, {256}, [&] {
@@ -57,14 +60,14 @@ int main(int argc, char** argv) {
         });
     } else emu_launch({blocks}, {threads}, [&] {
         if (kind == "f32") {
-            if (v6) matmul_v6_bf16_f32out(maps[0], maps[1], bp, c32.data(), m, n, k);
-            else matmul_v5_bf16_f32out(a.data(), b.data(), bp, c32.data(), m, n, k);
+            if (v6) (narrow ? matmul_v6_bf16_f32out_n192 : matmul_v6_bf16_f32out)(maps[0], maps[1], bp, c32.data(), m, n, k);
+            else (narrow ? matmul_v5_bf16_f32out_n192 : matmul_v5_bf16_f32out)(a.data(), b.data(), bp, c32.data(), m, n, k);
         } else if (kind == "bf16") {
-            if (v6) matmul_v6_bf16_bf16out(maps[0], maps[1], bp, c16.data(), m, n, k);
-            else matmul_v5_bf16_bf16out(a.data(), b.data(), bp, c16.data(), m, n, k);
+            if (v6) (narrow ? matmul_v6_bf16_bf16out_n192 : matmul_v6_bf16_bf16out)(maps[0], maps[1], bp, c16.data(), m, n, k);
+            else (narrow ? matmul_v5_bf16_bf16out_n192 : matmul_v5_bf16_bf16out)(a.data(), b.data(), bp, c16.data(), m, n, k);
         } else {
-            if (v6) matmul_v6_bf16_gelu(maps[0], maps[1], bp, c16.data(), pre.data(), m, n, k);
-            else matmul_v5_bf16_gelu(a.data(), b.data(), bp, c16.data(), pre.data(), m, n, k);
+            if (v6) (narrow ? matmul_v6_bf16_gelu_n192 : matmul_v6_bf16_gelu)(maps[0], maps[1], bp, c16.data(), pre.data(), m, n, k);
+            else (narrow ? matmul_v5_bf16_gelu_n192 : matmul_v5_bf16_gelu)(a.data(), b.data(), bp, c16.data(), pre.data(), m, n, k);
         }
     });
     if (kind == "f32") {

@@ -36,6 +36,12 @@ pub const SM90A_ENTRIES: &[&str] = &[
     "matmul_v6_bf16_f32out",
     "matmul_v6_bf16_bf16out",
     "matmul_v6_bf16_gelu",
+    "matmul_v5_bf16_f32out_n192",
+    "matmul_v5_bf16_bf16out_n192",
+    "matmul_v5_bf16_gelu_n192",
+    "matmul_v6_bf16_f32out_n192",
+    "matmul_v6_bf16_bf16out_n192",
+    "matmul_v6_bf16_gelu_n192",
 ];
 
 /// v4 tiles (must match `cu/matmul_mma.cu`).
@@ -45,17 +51,23 @@ pub const V4_THREADS: u32 = 256;
 /// 4 stages x (A 128 x 40 + B 32 x 264) bf16.
 pub const V4_SMEM_BYTES: usize = 4 * (128 * 40 + 32 * 264) * 2;
 
-/// v5 tiles (must match `cu/matmul_wgmma.cu`).
+/// v5 tiles (must match `cu/matmul_wgmma.cu`): 128 rows by [`V5_BN`] (or 192) columns.
 pub const V5_BM: usize = 128;
 pub const V5_BN: usize = 256;
+/// The tile widths v5 and v6 are built for (the `_n192` entries are the narrow ones).
+pub const WGMMA_TILE_WIDTHS: [usize; 2] = [256, 192];
 pub const V5_THREADS: u32 = 256;
-/// 4 stages x (A 128 x 64 + B 64 x 256) bf16, plus 1024 bytes to align the base to 1024.
-pub const V5_SMEM_BYTES: usize = 4 * (128 * 64 + 64 * 256) * 2 + 1024;
+/// 4 stages x (A 128 x 64 + B 64 x bn) bf16, plus 1024 bytes to align the base to 1024.
+pub const fn v5_smem_bytes(bn: usize) -> usize {
+    4 * (128 * 64 + 64 * bn) * 2 + 1024
+}
 
 /// v6: v5's tile; a producer warpgroup and two consumers (must match `cu/matmul_wgmma.cu`).
 pub const V6_THREADS: u32 = 384;
 /// v5's stages, its 1024 bytes of alignment, and 8 mbarriers (full and empty per stage).
-pub const V6_SMEM_BYTES: usize = 4 * (128 * 64 + 64 * 256) * 2 + 1024 + 8 * 8;
+pub const fn v6_smem_bytes(bn: usize) -> usize {
+    v5_smem_bytes(bn) + 8 * 8
+}
 
 /// v6's tensor maps for A [m, k] at `pa` and B [k, n] at `pb` (bf16, row-major): A in boxes of
 /// one tile's 128 rows x 64 k, B in boxes of 64 k x 64 n (a tile's 256 columns are four); the
@@ -76,18 +88,48 @@ pub fn v6_maps(what: &str, pa: u64, pb: u64, m: usize, n: usize, k: usize) -> cr
 /// keeps at least 4 k-tiles (the pipeline needs some to fill). A weight gradient of GPT-2 124M
 /// at 8192 tokens (768 x 768 x 8192: 18 tiles of 128 x 256 on 132 SMs) gets 7 slices; a long
 /// GEMM that already fills the GPU, or a short K, gets 1.
-pub fn split_k((m, n, k): (usize, usize, usize), (bm, bn, bk): (usize, usize, usize), sms: usize) -> usize {
+pub fn split_k(mnk: (usize, usize, usize), (bm, bn, bk): (usize, usize, usize), sms: usize) -> usize {
+    split_k_timed(mnk, (bm, bn, bk), sms, 1.0).0
+}
+
+/// [`split_k`]'s choice and its modelled time in seconds, for tiles that run at `rate` times
+/// the full-width tile's FLOP rate.
+fn split_k_timed((m, n, k): (usize, usize, usize), (bm, bn, bk): (usize, usize, usize), sms: usize, rate: f64) -> (usize, f64) {
     const SM_FLOPS: f64 = 5e12;
     const MEM_BYTES_PER_S: f64 = 3e12;
     const REDUCE_LAUNCH_S: f64 = 5e-6;
     let (tiles, ktiles, sms) = (m.div_ceil(bm) * n.div_ceil(bn), k.div_ceil(bk), sms.max(1));
-    let tile_s = 2.0 * (bm * bn * k) as f64 / SM_FLOPS;
+    let tile_s = 2.0 * (bm * bn * k) as f64 / (SM_FLOPS * rate);
     let time = |s: usize| {
         let waves = (tiles * s).div_ceil(sms) as f64;
         let reduce = if s > 1 { 8.0 * (s * m * n) as f64 / MEM_BYTES_PER_S + REDUCE_LAUNCH_S } else { 0.0 };
         waves * tile_s / s as f64 + reduce
     };
-    (1..=(ktiles / 4).clamp(1, 16)).min_by(|&a, &b| time(a).total_cmp(&time(b))).unwrap_or(1)
+    (1..=(ktiles / 4).clamp(1, 16)).map(|s| (s, time(s))).min_by(|a, b| a.1.total_cmp(&b.1)).unwrap_or((1, 0.0))
+}
+
+/// The rate of a 128 x 192 tile relative to a 128 x 256 one (per FLOP, once it runs): a guess,
+/// for the next GPU run to calibrate (`selftest`'s timings put both widths side by side).
+/// Narrower tiles read more shared memory per FLOP (A is re-read for every 192 columns instead
+/// of 256) and pay their prologue and epilogue over fewer FLOPs.
+pub const N192_RATE: f64 = 0.92;
+
+/// The tile width and slices of K for a Hopper GEMM (v5, v6) of (m, n, k) on `sms` SMs: the pair
+/// with the least modelled time ([`split_k`]'s model, the narrow tile at [`N192_RATE`]). GPT-2
+/// 124M at 8192 tokens: every GEMM with N = 768 (output projections, input gradients) and the
+/// qkv projection (N = 2304) take 192; the MLP's up-projection (N = 3072), the LM head and
+/// 4096^3 keep 256.
+pub fn tile_plan(mnk: (usize, usize, usize), sms: usize) -> (usize, usize) {
+    WGMMA_TILE_WIDTHS
+        .iter()
+        .map(|&bn| {
+            let rate = if bn == V5_BN { 1.0 } else { N192_RATE };
+            let (s, t) = split_k_timed(mnk, (V5_BM, bn, 64), sms, rate);
+            (bn, s, t)
+        })
+        .min_by(|a, b| a.2.total_cmp(&b.2))
+        .map(|(bn, s, _)| (bn, s))
+        .unwrap_or((V5_BN, 1))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -112,6 +154,7 @@ pub enum Epi {
 }
 
 impl MatmulTc {
+    /// The entry with the default tile (for v5 and v6, 128 x 256).
     pub fn name(self, epi: Epi) -> &'static str {
         match (self, epi) {
             (MatmulTc::V4Mma, Epi::F32) => "matmul_v4_bf16_f32out",
@@ -123,6 +166,19 @@ impl MatmulTc {
             (MatmulTc::V6Tma, Epi::F32) => "matmul_v6_bf16_f32out",
             (MatmulTc::V6Tma, Epi::Bf16) => "matmul_v6_bf16_bf16out",
             (MatmulTc::V6Tma, Epi::Bf16Gelu) => "matmul_v6_bf16_gelu",
+        }
+    }
+
+    /// The entry for tiles `bn` wide (v5, v6: 256 or 192; v4: 256 only).
+    pub fn entry(self, epi: Epi, bn: usize) -> &'static str {
+        match (self, epi, bn) {
+            (MatmulTc::V5Wgmma, Epi::F32, 192) => "matmul_v5_bf16_f32out_n192",
+            (MatmulTc::V5Wgmma, Epi::Bf16, 192) => "matmul_v5_bf16_bf16out_n192",
+            (MatmulTc::V5Wgmma, Epi::Bf16Gelu, 192) => "matmul_v5_bf16_gelu_n192",
+            (MatmulTc::V6Tma, Epi::F32, 192) => "matmul_v6_bf16_f32out_n192",
+            (MatmulTc::V6Tma, Epi::Bf16, 192) => "matmul_v6_bf16_bf16out_n192",
+            (MatmulTc::V6Tma, Epi::Bf16Gelu, 192) => "matmul_v6_bf16_gelu_n192",
+            _ => self.name(epi),
         }
     }
 }
@@ -149,12 +205,16 @@ mod gpu {
 
     /// v5 and v6 functions per context, compiled for compute_90a. The cached functions keep
     /// their context alive, so a context address cannot be reused while it is a key here.
-    /// How a tensor-core GEMM splits K: as [`split_k`] (or `IGPT_SPLIT_K`) chooses, or in a
-    /// given number of slices (1: not at all).
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    enum Split {
-        Auto,
-        Fixed(usize),
+    /// How a GEMM is cut into blocks: a tile width (v5, v6) and slices of K, each forced or (None)
+    /// left to the environment and the model.
+    #[derive(Clone, Copy)]
+    struct Cut {
+        bn: Option<usize>,
+        splits: Option<usize>,
+    }
+
+    impl Cut {
+        const AUTO: Cut = Cut { bn: None, splits: None };
     }
 
     #[allow(clippy::type_complexity)]
@@ -227,7 +287,7 @@ mod gpu {
             n: usize,
             k: usize,
         ) -> Result<()> {
-            self.matmul_tc_launch(v, Epi::F32, a, b, bias, c, None, (m, n, k), Split::Auto)
+            self.matmul_tc_launch(v, Epi::F32, a, b, bias, c, None, (m, n, k), Cut::AUTO)
         }
 
         /// As [`Self::matmul_tc_f32out`] with a bf16 output (round to nearest even).
@@ -243,7 +303,7 @@ mod gpu {
             n: usize,
             k: usize,
         ) -> Result<()> {
-            self.matmul_tc_launch(v, Epi::Bf16, a, b, bias, c, None, (m, n, k), Split::Auto)
+            self.matmul_tc_launch(v, Epi::Bf16, a, b, bias, c, None, (m, n, k), Cut::AUTO)
         }
 
         /// C = gelu(A·B + bias) and `pre` = A·B + bias, both bf16 from one kernel: an MLP's
@@ -261,7 +321,7 @@ mod gpu {
             n: usize,
             k: usize,
         ) -> Result<()> {
-            self.matmul_tc_launch(v, Epi::Bf16Gelu, a, b, bias, c, Some(pre), (m, n, k), Split::Auto)
+            self.matmul_tc_launch(v, Epi::Bf16Gelu, a, b, bias, c, Some(pre), (m, n, k), Cut::AUTO)
         }
 
         #[allow(clippy::too_many_arguments)]
@@ -275,10 +335,9 @@ mod gpu {
             c: &mut CudaSlice<TO>,
             pre: Option<&mut CudaSlice<u16>>,
             (m, n, k): (usize, usize, usize),
-            split: Split,
+            cut: Cut,
         ) -> Result<()> {
-            let mut name = v.name(epi);
-            let shape = format!("{name} M={m} N={n} K={k}");
+            let shape = format!("{} M={m} N={n} K={k}", v.name(epi));
             check_len(&shape, "A", a.len(), m * k)?;
             check_len(&shape, "B", b.len(), k * n)?;
             check_len(&shape, "C", c.len(), m * n)?;
@@ -304,22 +363,17 @@ mod gpu {
                 let aligned = |p: u64| p.is_multiple_of(16);
                 if k == 0 || !k.is_multiple_of(8) || !n.is_multiple_of(8) || !aligned(pa) || !aligned(pb) {
                     v = MatmulTc::V4Mma;
-                    name = v.name(epi);
                 }
             }
-            let (bm, bn, bk) = match v {
-                MatmulTc::V4Mma => (V4_BM, V4_BN, 32),
-                _ => (V5_BM, V5_BN, 64),
-            };
             // Split-K: the slices' f32 partials, then one reduction applies the epilogue.
-            let splits = self.splits(split, (m, n, k), (bm, bn, bk))?;
+            let (bn, splits) = self.cut(v, cut, (m, n, k))?;
             let ptrs = (pa, pb);
             if splits == 1 {
-                self.gemm_launch(v, name, ptrs, (a, b), bias, c, pre, (m, n, k), 1, &shape)?;
+                self.gemm_launch(v, v.entry(epi, bn), bn, ptrs, (a, b), bias, c, pre, (m, n, k), 1, &shape)?;
             } else {
                 // SAFETY: f32 has no invalid bit patterns, and the slices write all of it.
                 let mut part = unsafe { self.stream.alloc::<f32>(splits * m * n) }.map_err(|e| Error::cuda(format!("{shape}: split-K partials ({splits} x {m} x {n} f32)"), e))?;
-                self.gemm_launch(v, v.name(Epi::F32), ptrs, (a, b), None, &mut part, None, (m, n, k), splits, &shape)?;
+                self.gemm_launch(v, v.entry(Epi::F32, bn), bn, ptrs, (a, b), None, &mut part, None, (m, n, k), splits, &shape)?;
                 let reduce = match epi {
                     Epi::F32 => "matmul_splitk_reduce_f32out",
                     Epi::Bf16 => "matmul_splitk_reduce_bf16out",
@@ -338,16 +392,30 @@ mod gpu {
             Ok(())
         }
 
-        /// The slices of K a GEMM runs in: as `split` says, or `IGPT_SPLIT_K`, or [`split_k`]'s
-        /// model; at most one per k-tile, and none empty.
-        fn splits(&self, split: Split, (m, n, k): (usize, usize, usize), (bm, bn, bk): (usize, usize, usize)) -> Result<usize> {
+        /// The tile width and the slices of K a GEMM runs in: as `cut` says, or `IGPT_TILE_N` (unset:
+        /// 256, the width measured on an H100; `auto`: [`tile_plan`]) and `IGPT_SPLIT_K` (unset:
+        /// the model); at most one slice per k-tile, and none empty.
+        fn cut(&self, v: MatmulTc, cut: Cut, (m, n, k): (usize, usize, usize)) -> Result<(usize, usize)> {
+            let sms = self.info.sm_count.max(1) as usize;
+            let (bm, bk) = if v == MatmulTc::V4Mma { (V4_BM, 32) } else { (V5_BM, 64) };
+            let bn = match (v, cut.bn) {
+                (MatmulTc::V4Mma, _) => V4_BN,
+                (_, Some(bn)) => bn,
+                (_, None) => match tile_from_env()? {
+                    TileChoice::Fixed(bn) => bn,
+                    TileChoice::Model => tile_plan((m, n, k), sms).0,
+                },
+            };
             let ktiles = k.div_ceil(bk).max(1);
-            let s = match split {
-                Split::Fixed(s) => s,
-                Split::Auto => split_from_env()?.unwrap_or_else(|| split_k((m, n, k), (bm, bn, bk), self.info.sm_count.max(1) as usize)),
+            let s = match cut.splits {
+                Some(s) => s,
+                None => split_from_env()?.unwrap_or_else(|| {
+                    let rate = if bn == 192 { N192_RATE } else { 1.0 };
+                    split_k_timed((m, n, k), (bm, bn, bk), sms, rate).0
+                }),
             }
             .clamp(1, ktiles);
-            Ok(ktiles.div_ceil(ktiles.div_ceil(s)))
+            Ok((bn, ktiles.div_ceil(ktiles.div_ceil(s))))
         }
 
         /// One launch of GEMM kernel `name` (version `v`) writing `c` (and `pre`), its grid
@@ -357,6 +425,7 @@ mod gpu {
             &self,
             v: MatmulTc,
             name: &'static str,
+            bn: usize,
             (pa, pb): (u64, u64),
             (a, b): (&CudaSlice<u16>, &CudaSlice<u16>),
             bias: Option<&CudaSlice<f32>>,
@@ -366,10 +435,10 @@ mod gpu {
             splits: usize,
             shape: &str,
         ) -> Result<()> {
-            let (f, bm, bn, threads, smem) = match v {
-                MatmulTc::V4Mma => (self.f(name)?.clone(), V4_BM, V4_BN, V4_THREADS, V4_SMEM_BYTES),
-                MatmulTc::V5Wgmma => (self.sm90a_function(name)?, V5_BM, V5_BN, V5_THREADS, V5_SMEM_BYTES),
-                MatmulTc::V6Tma => (self.sm90a_function(name)?, V5_BM, V5_BN, V6_THREADS, V6_SMEM_BYTES),
+            let (f, bm, threads, smem) = match v {
+                MatmulTc::V4Mma => (self.f(name)?.clone(), V4_BM, V4_THREADS, V4_SMEM_BYTES),
+                MatmulTc::V5Wgmma => (self.sm90a_function(name)?, V5_BM, V5_THREADS, v5_smem_bytes(bn)),
+                MatmulTc::V6Tma => (self.sm90a_function(name)?, V5_BM, V6_THREADS, v6_smem_bytes(bn)),
             };
             self.ctx
                 .bind_to_thread()
@@ -426,6 +495,25 @@ mod gpu {
         lb.arg(c);
         if let Some(pre) = pre {
             lb.arg(pre);
+        }
+    }
+
+    enum TileChoice {
+        Fixed(usize),
+        Model,
+    }
+
+    /// `IGPT_TILE_N=256|192|auto`: every Hopper GEMM (v5, v6) with tiles that wide, or as
+    /// [`tile_plan`] chooses; unset, 256 (the width measured on an H100: the narrow tiles become
+    /// the default once a GPU run has shown them correct and faster where the model picks them).
+    fn tile_from_env() -> Result<TileChoice> {
+        match std::env::var("IGPT_TILE_N").ok().filter(|v| !v.is_empty()).as_deref() {
+            None => Ok(TileChoice::Fixed(V5_BN)),
+            Some("auto") => Ok(TileChoice::Model),
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if WGMMA_TILE_WIDTHS.contains(&n) => Ok(TileChoice::Fixed(n)),
+                _ => Err(Error::Other(format!("IGPT_TILE_N={v:?}: expected auto or one of the Hopper tile widths {WGMMA_TILE_WIDTHS:?}"))),
+            },
         }
     }
 
@@ -530,8 +618,10 @@ mod gpu {
             Ok(bits.into_iter().map(|b| bf16::from_bits(b).to_f32()).collect())
         };
         // Versions outermost: every older version's rows are in before a newer one runs (a fault
-        // would poison the context).
-        for v in versions(gpu) {
+        // would poison the context). v5 and v6 at both tile widths, whatever the model picks.
+        let cuts = |v: MatmulTc| -> Vec<usize> { if v == MatmulTc::V4Mma { vec![V4_BN] } else { WGMMA_TILE_WIDTHS.to_vec() } };
+        for (v, bn) in versions(gpu).into_iter().flat_map(|v| cuts(v).into_iter().map(move |bn| (v, bn))) {
+            let cut = Cut { bn: Some(bn), splits: None };
             for &(m, n, k, with_bias) in CHECK_SHAPES {
                 let shape = format!("{m}x{n}x{k}{}", if with_bias { "+bias" } else { "" });
                 let a16: Vec<u16> = rand(&mut rng, m * k, -1.0, 1.0)
@@ -549,15 +639,15 @@ mod gpu {
                     let (ga, gb) = (up16(&a16)?, up16(&b16)?);
                     let gbias = bias.as_ref().map(|b| up(b)).transpose()?;
                     let mut rows = Vec::new();
-                    let name = v.name(Epi::F32);
+                    let name = v.entry(Epi::F32, bn);
                     let mut gc = up(&vec![f32::NAN; m * n])?;
-                    gpu.matmul_tc_f32out(v, &ga, &gb, gbias.as_ref(), &mut gc, m, n, k)?;
+                    gpu.matmul_tc_launch(v, Epi::F32, &ga, &gb, gbias.as_ref(), &mut gc, None, (m, n, k), cut)?;
                     gpu.sync(name)?;
                     let first = down(&gc)?;
                     rows.push(Check::new(name, shape.clone(), "bf16->f32", compare(&first, &want), TOL_F32));
                     if (m, n, k) == (1000, 1000, 1000) {
                         let mut gc2 = up(&vec![f32::NAN; m * n])?;
-                        gpu.matmul_tc_f32out(v, &ga, &gb, gbias.as_ref(), &mut gc2, m, n, k)?;
+                        gpu.matmul_tc_launch(v, Epi::F32, &ga, &gb, gbias.as_ref(), &mut gc2, None, (m, n, k), cut)?;
                         gpu.sync(name)?;
                         let second = down(&gc2)?;
                         let same = first.iter().zip(&second).all(|(x, y)| x.to_bits() == y.to_bits());
@@ -574,17 +664,17 @@ mod gpu {
                         }
                         rows.push(ch);
                     }
-                    let name16 = v.name(Epi::Bf16);
+                    let name16 = v.entry(Epi::Bf16, bn);
                     let mut gc16 = up16(&vec![bf16::NAN.to_bits(); m * n])?;
-                    gpu.matmul_tc_bf16out(v, &ga, &gb, gbias.as_ref(), &mut gc16, m, n, k)?;
+                    gpu.matmul_tc_launch(v, Epi::Bf16, &ga, &gb, gbias.as_ref(), &mut gc16, None, (m, n, k), cut)?;
                     gpu.sync(name16)?;
                     rows.push(Check::new(name16, shape.clone(), "bf16", compare(&down16(&gc16)?, &want), TOL_BF16));
                     // GELU epilogue: the pre-activation against the product, and the output against
                     // GELU of that stored pre-activation (a reference from the exact product would
                     // charge GELU with the matmul's rounding where the product cancels near 0).
-                    let name_g = v.name(Epi::Bf16Gelu);
+                    let name_g = v.entry(Epi::Bf16Gelu, bn);
                     let (mut post, mut pre) = (up16(&vec![bf16::NAN.to_bits(); m * n])?, up16(&vec![bf16::NAN.to_bits(); m * n])?);
-                    gpu.matmul_tc_bf16_gelu(v, &ga, &gb, gbias.as_ref(), &mut post, &mut pre, m, n, k)?;
+                    gpu.matmul_tc_launch(v, Epi::Bf16Gelu, &ga, &gb, gbias.as_ref(), &mut post, Some(&mut pre), (m, n, k), cut)?;
                     gpu.sync(name_g)?;
                     let stored_pre = down16(&pre)?;
                     rows.push(Check::new(&format!("{name_g} (pre)"), shape.clone(), "bf16", compare(&stored_pre, &want), TOL_BF16));
@@ -593,7 +683,7 @@ mod gpu {
                 })();
                 match r {
                     Ok(rows) => out.extend(rows),
-                    Err(e) => out.push(Check::failed(v.name(Epi::F32), shape.clone(), "bf16->f32", e.to_string())),
+                    Err(e) => out.push(Check::failed(v.entry(Epi::F32, bn), shape.clone(), "bf16->f32", e.to_string())),
                 }
             }
         }
@@ -620,24 +710,37 @@ mod gpu {
                 None
             }
         };
+        let pick = tile_plan((m, n, k), gpu.info.sm_count.max(1) as usize).0;
         for v in versions(gpu) {
-            // Where K is split, the split and the unsplit GEMM side by side (v5/v6 shapes that
-            // fall back to v4 are labelled with v5's tiles: the bench's shapes never do).
-            let (bm, bn, bk) = if v == MatmulTc::V4Mma { (V4_BM, V4_BN, 32) } else { (V5_BM, V5_BN, 64) };
-            let splits = gpu.splits(Split::Auto, (m, n, k), (bm, bn, bk)).unwrap_or(1);
-            let label = if splits > 1 { format!("{} (split-K {splits})", v.name(Epi::F32)) } else { v.name(Epi::F32).to_string() };
-            rows.push((label, time_ms(gpu, || gpu.matmul_tc_f32out(v, a, b, None, c32, m, n, k))));
-            if splits > 1 {
-                rows.push((format!("{} (unsplit)", v.name(Epi::F32)), time_ms(gpu, || gpu.matmul_tc_launch(v, Epi::F32, a, b, None, c32, None, (m, n, k), Split::Fixed(1)))));
+            // f32 out at each tile width (v4: its one; v5/v6: 256 and 192), each with the split
+            // the model gives it, `tile_plan`'s width marked; where K is split, the unsplit GEMM
+            // beside it. Shapes that fall back to v4 would be labelled with v5's entries: the
+            // bench's never do.
+            let widths = if v == MatmulTc::V4Mma { vec![V4_BN] } else { WGMMA_TILE_WIDTHS.to_vec() };
+            for bn in widths {
+                let (_, splits) = gpu.cut(v, Cut { bn: Some(bn), splits: None }, (m, n, k)).unwrap_or((bn, 1));
+                let name = v.entry(Epi::F32, bn);
+                let mut label = if splits > 1 { format!("{name} (split-K {splits})") } else { name.to_string() };
+                if v != MatmulTc::V4Mma && bn == pick {
+                    label += " [tile_plan]";
+                }
+                let cut = Cut { bn: Some(bn), splits: Some(splits) };
+                rows.push((label, time_ms(gpu, || gpu.matmul_tc_launch(v, Epi::F32, a, b, None, c32, None, (m, n, k), cut))));
+                if splits > 1 {
+                    let unsplit = Cut { bn: Some(bn), splits: Some(1) };
+                    rows.push((format!("{name} (unsplit)"), time_ms(gpu, || gpu.matmul_tc_launch(v, Epi::F32, a, b, None, c32, None, (m, n, k), unsplit))));
+                }
             }
-            rows.push((v.name(Epi::Bf16).to_string(), time_ms(gpu, || gpu.matmul_tc_bf16out(v, a, b, None, c16, m, n, k))));
+            // The other epilogues as the engine runs them (IGPT_TILE_N, IGPT_SPLIT_K).
+            let ebn = gpu.cut(v, Cut::AUTO, (m, n, k)).map(|c| c.0).unwrap_or(V5_BN);
+            rows.push((v.entry(Epi::Bf16, ebn).to_string(), time_ms(gpu, || gpu.matmul_tc_bf16out(v, a, b, None, c16, m, n, k))));
             if let Some(pre) = pre.as_mut() {
-                rows.push((v.name(Epi::Bf16Gelu).to_string(), time_ms(gpu, || gpu.matmul_tc_bf16_gelu(v, a, b, None, c16, pre, m, n, k))));
+                rows.push((v.entry(Epi::Bf16Gelu, ebn).to_string(), time_ms(gpu, || gpu.matmul_tc_bf16_gelu(v, a, b, None, c16, pre, m, n, k))));
                 let unfused = time_ms(gpu, || {
                     gpu.matmul_tc_bf16out(v, a, b, None, pre, m, n, k)?;
                     gpu.gelu_fwd(pre, c16)
                 });
-                rows.push((format!("{} + gelu_fwd_bf16 (unfused)", v.name(Epi::Bf16)), unfused));
+                rows.push((format!("{} + gelu_fwd_bf16 (unfused)", v.entry(Epi::Bf16, ebn)), unfused));
             }
         }
         rows
@@ -665,5 +768,28 @@ mod tests {
         assert_eq!(s((128, 256, 64 * 7)), 1);
         assert!(s((128, 256, 64 * 8)) <= 2);
         assert_eq!(s((1, 1, 1)), 1);
+    }
+
+    /// The tile width model on an H100: the N = 768 GEMMs (3 tiles of 256 across, 4 of 192) and
+    /// qkv (9 vs 12) go narrow; the shapes that already fill whole waves keep 256.
+    #[test]
+    fn tile_plan_narrows_the_gemms_that_leave_a_wave_part_empty() {
+        let p = |mnk| tile_plan(mnk, 132);
+        assert_eq!(p((8192, 768, 768)), (192, 1), "attention projection: 256 tiles of 192 (2 waves) vs 192 of 256");
+        assert_eq!(p((8192, 768, 3072)), (192, 1), "MLP projection / fc input gradient");
+        assert_eq!(p((8192, 768, 2304)).0, 192, "qkv input gradient");
+        assert_eq!(p((8192, 2304, 768)).0, 192, "qkv: 768 tiles of 192 (6 waves) vs 576 of 256 (5 waves, the last 36% full)");
+        assert_eq!(p((8192, 3072, 768)), (256, 1), "MLP up-projection: 768 tiles of 256 fill 6 waves");
+        assert_eq!(p((4096, 4096, 4096)), (256, 1));
+        assert_eq!(p((8192, 50304, 768)).0, 256, "LM head");
+        // Weight gradients: the tile and the split are chosen together. 768 x 768: 24 tiles of
+        // 192 in 5 slices (120 blocks) vs 18 of 256 in 7; MLP: 96 tiles of 192, one wave
+        // unsplit, beats 72 of 256 in 3 slices and their partials; qkv: 54 tiles of 256 in 2.
+        assert_eq!(p((768, 768, 8192)), (192, 5));
+        assert_eq!(p((768, 3072, 8192)), (192, 1));
+        assert_eq!(p((768, 2304, 8192)), (256, 2));
+        assert_eq!(v5_smem_bytes(256), 197_632);
+        assert_eq!(v5_smem_bytes(192), 164_864);
+        assert_eq!(v6_smem_bytes(192), 164_928);
     }
 }

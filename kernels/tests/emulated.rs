@@ -785,7 +785,7 @@ fn tensor_core_matmuls_v3_and_v4_match_the_reference_on_the_cpu_emulation() {
     for (m, n, k, with_bias) in [(130usize, 264usize, 40usize, true), (17, 33, 5, true), (64, 8, 72, false), (257, 520, 24, true)] {
         let (shape, want) = bf16_matmul_inputs(&emu, &mut rng, m, n, k, with_bias);
         let run = |kind: &str| emu.run_args(&[kind, &m.to_string(), &n.to_string(), &k.to_string(), if with_bias { "1" } else { "0" }, &dir.display().to_string()].map(String::from));
-        checks.extend(bf16_matmul_checks(&emu, run, "matmul_v4", &shape, &want));
+        checks.extend(bf16_matmul_checks(&emu, run, ("matmul_v4", ""), &shape, &want));
         run("v3_f32");
         checks.push(Check::new("matmul_v3_bf16_f32out", shape.clone(), "bf16->f32", compare(&emu.get("c"), &want), TOL_F32));
         run("v3_bf16");
@@ -796,7 +796,7 @@ fn tensor_core_matmuls_v3_and_v4_match_the_reference_on_the_cpu_emulation() {
     for (m, n, k, with_bias, splits) in [(130usize, 264usize, 200usize, true, 3usize), (17, 33, 75, true, 2)] {
         let (shape, want) = bf16_matmul_inputs(&emu, &mut rng, m, n, k, with_bias);
         let run = |kind: &str| emu.run_args(&[kind, &m.to_string(), &n.to_string(), &k.to_string(), if with_bias { "1" } else { "0" }, &dir.display().to_string(), &splits.to_string()].map(String::from));
-        checks.extend(bf16_matmul_checks(&emu, run, "matmul_v4", &format!("{shape}, split-K {splits}"), &want));
+        checks.extend(bf16_matmul_checks(&emu, run, ("matmul_v4", ""), &format!("{shape}, split-K {splits}"), &want));
     }
     std::fs::remove_dir_all(&dir).ok();
     report(&checks, seed, 32);
@@ -817,16 +817,17 @@ fn bf16_matmul_inputs(emu: &Emu, rng: &mut StdRng, m: usize, n: usize, k: usize,
 /// A bf16 matmul's three outputs against `want`: `run(kind)` runs the kernel `{name}_bf16_{kind}`
 /// for kind f32 (c.f32), bf16 (c.u16) and gelu (c.u16 and pre.u16; the GELU against GELU of the
 /// kernel's own stored pre-activation, as the self-test does).
-fn bf16_matmul_checks(emu: &Emu, run: impl Fn(&str), name: &str, label: &str, want: &r::Ref) -> Vec<Check> {
+/// `name`: the entries' prefix ("matmul_v5"); `suffix`: what ends them ("" or "_n192").
+fn bf16_matmul_checks(emu: &Emu, run: impl Fn(&str), (name, suffix): (&str, &str), label: &str, want: &r::Ref) -> Vec<Check> {
     let bf16_out = |file: &str| from_bf16_bits(&emu.get_u16(file));
     run("f32");
-    let mut checks = vec![Check::new(&format!("{name}_bf16_f32out"), label.to_string(), "bf16->f32", compare(&emu.get("c"), want), TOL_F32)];
+    let mut checks = vec![Check::new(&format!("{name}_bf16_f32out{suffix}"), label.to_string(), "bf16->f32", compare(&emu.get("c"), want), TOL_F32)];
     run("bf16");
-    checks.push(Check::new(&format!("{name}_bf16_bf16out"), label.to_string(), "bf16", compare(&bf16_out("c.u16"), want), TOL_BF16));
+    checks.push(Check::new(&format!("{name}_bf16_bf16out{suffix}"), label.to_string(), "bf16", compare(&bf16_out("c.u16"), want), TOL_BF16));
     run("gelu");
     let stored_pre = bf16_out("pre.u16");
-    checks.push(Check::new(&format!("{name}_bf16_gelu (pre)"), label.to_string(), "bf16", compare(&stored_pre, want), TOL_BF16));
-    checks.push(Check::new(&format!("{name}_bf16_gelu (gelu)"), label.to_string(), "bf16", compare(&bf16_out("c.u16"), &r::gelu_fwd(&stored_pre)), TOL_BF16));
+    checks.push(Check::new(&format!("{name}_bf16_gelu{suffix} (pre)"), label.to_string(), "bf16", compare(&stored_pre, want), TOL_BF16));
+    checks.push(Check::new(&format!("{name}_bf16_gelu{suffix} (gelu)"), label.to_string(), "bf16", compare(&bf16_out("c.u16"), &r::gelu_fwd(&stored_pre)), TOL_BF16));
     checks
 }
 
@@ -851,18 +852,22 @@ fn hopper_matmuls_v5_and_v6_match_the_reference_on_the_cpu_emulation() {
         let (am, bm) = v6_maps(&shape, 0x1000, 0x2000, m, n, k).unwrap();
         let maps: Vec<u64> = [am, bm].iter().flat_map(|t| [t.dims[0], t.dims[1], t.row_stride, t.box_dims[0] as u64, t.box_dims[1] as u64]).collect();
         std::fs::write(dir.join("maps.u64"), maps.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
-        let tiles = m.div_ceil(128) * n.div_ceil(256);
-        for (version, grid) in [("v5", tiles), ("v6", blocks)] {
-            let mut label = if version == "v6" { format!("{shape}, {tiles} tiles on {grid} blocks") } else { shape.clone() };
-            if splits > 1 {
-                label += &format!(", split-K {splits}");
+        // Both tile widths: 256, and 192 (the _n192 entries: wgmma m64n192k16, three B boxes).
+        for bn in [256usize, 192] {
+            let tiles = m.div_ceil(128) * n.div_ceil(bn);
+            for (version, grid) in [("v5", tiles), ("v6", blocks)] {
+                let mut label = if version == "v6" { format!("{shape}, {tiles} tiles on {grid} blocks") } else { shape.clone() };
+                if splits > 1 {
+                    label += &format!(", split-K {splits}");
+                }
+                let run = |kind: &str| emu.run_args(&[version, kind, &m.to_string(), &n.to_string(), &k.to_string(), if with_bias { "1" } else { "0" }, &grid.to_string(), &dir.display().to_string(), &splits.to_string(), &bn.to_string()].map(String::from));
+                let suffix = if bn == 256 { "" } else { "_n192" };
+                checks.extend(bf16_matmul_checks(&emu, run, (&format!("matmul_{version}"), suffix), &label, &want));
             }
-            let run = |kind: &str| emu.run_args(&[version, kind, &m.to_string(), &n.to_string(), &k.to_string(), if with_bias { "1" } else { "0" }, &grid.to_string(), &dir.display().to_string(), &splits.to_string()].map(String::from));
-            checks.extend(bf16_matmul_checks(&emu, run, &format!("matmul_{version}"), &label, &want));
         }
     }
     std::fs::remove_dir_all(&dir).ok();
-    report(&checks, seed, 71);
+    report(&checks, seed, 2 * 48);
 }
 
 #[test]

@@ -198,9 +198,10 @@ mod imp {
         let timings = if args.no_bench {
             Vec::new()
         } else {
-            // 4096^3, GPT-2 small's MLP up-projection at 8 x 1024 tokens, and two of its weight
-            // gradients there (few tiles, K = the tokens: split-K's case).
-            bench::matmul_bench(&gpu, &[(4096, 4096, 4096), (8192, 3072, 768), (768, 768, 8192), (768, 3072, 8192)])?
+            // 4096^3, GPT-2 small's MLP up- and down-projections at 8 x 1024 tokens (N = 768: the
+            // narrow tiles' case), and two of its weight gradients there (few tiles, K = the
+            // tokens: split-K's case).
+            bench::matmul_bench(&gpu, &[(4096, 4096, 4096), (8192, 3072, 768), (8192, 768, 3072), (768, 768, 8192), (768, 3072, 8192)])?
         };
         let attention_timings = if args.no_bench || args.matmul_only { Vec::new() } else { kernels::attention::bench(&gpu) };
         let failed = checks.iter().filter(|c| !c.pass).count();
