@@ -72,12 +72,14 @@ pub enum BwdBf16 {
 impl BwdBf16 {
     pub const ALL: [BwdBf16; 3] = [BwdBf16::V2, BwdBf16::V3, BwdBf16::V4];
 
-    /// The engine's choice: v2 (measured on an H100), or `IGPT_ATTN_BWD=v3|v4`.
-    pub fn for_engine() -> BwdBf16 {
-        match std::env::var("IGPT_ATTN_BWD").as_deref() {
-            Ok("v3") => BwdBf16::V3,
-            Ok("v4") => BwdBf16::V4,
-            _ => BwdBf16::V2,
+    /// The engine's choice: v2 (measured on an H100), or `IGPT_ATTN_BWD=v2|v3|v4`; any other
+    /// value is an error (a typo would otherwise time v2 under another name).
+    pub fn for_engine() -> crate::Result<BwdBf16> {
+        match std::env::var("IGPT_ATTN_BWD").ok().filter(|v| !v.is_empty()).as_deref() {
+            None | Some("v2") => Ok(BwdBf16::V2),
+            Some("v3") => Ok(BwdBf16::V3),
+            Some("v4") => Ok(BwdBf16::V4),
+            Some(other) => Err(crate::Error::Other(format!("IGPT_ATTN_BWD={other:?}: expected v2, v3 or v4"))),
         }
     }
 
@@ -465,7 +467,7 @@ mod gpu {
             self.attn_launch_bwd(&name, BWD_V1_BK, 256, 0, q, k, v, dout, lse, delta, dq, dk, dv, s, pad)
         }
 
-        /// v2 (or v3) backward: bf16 q/k/v/dout, f32 `out` and `lse` from
+        /// v2, v3 or v4 backward: bf16 q/k/v/dout, f32 `out` and `lse` from
         /// [`Self::attention_fwd_bf16`] with the same `pad`, f32 dq/dk/dv (overwritten; dq
         /// zeroed here, then accumulated atomically).
         #[allow(clippy::too_many_arguments)]
@@ -474,11 +476,11 @@ mod gpu {
             dout: &CudaSlice<u16>, dq: &mut CudaSlice<f32>, dk: &mut CudaSlice<f32>, dv: &mut CudaSlice<f32>, delta: &mut CudaSlice<f32>,
             s: AttnShape, pad: Option<&KeyPad>,
         ) -> Result<()> {
-            self.attn_bwd_checks("attn_bwd_v2_bf16", q, k, v, out, lse, dout, dq, dk, dv, delta, s)?;
-            self.stream.memset_zeros(dq).map_err(|e| Error::cuda("attn_bwd_v2_bf16: zeroing dq", e))?;
+            let (d, name) = (s.d, version.entry(s.d));
+            self.attn_bwd_checks(&name, q, k, v, out, lse, dout, dq, dk, dv, delta, s)?;
+            self.stream.memset_zeros(dq).map_err(|e| Error::cuda(format!("{name}: zeroing dq"), e))?;
             self.attn_preprocess("attn_bwd_preprocess_bf16", out, dout, delta, s)?;
-            let d = s.d;
-            self.attn_launch_bwd(&version.entry(d), version.keys_per_block(d), version.threads(d), version.smem_bytes(d), q, k, v, dout, lse, delta, dq, dk, dv, s, pad)
+            self.attn_launch_bwd(&name, version.keys_per_block(d), version.threads(d), version.smem_bytes(d), q, k, v, dout, lse, delta, dq, dk, dv, s, pad)
         }
 
         /// Decode: q [heads, d] (one new query per head, the last position), k/v [heads, tk, d],

@@ -70,7 +70,8 @@ pub const fn v6_smem_bytes(bn: usize) -> usize {
 }
 
 /// v6's tensor maps for A [m, k] at `pa` and B [k, n] at `pb` (bf16, row-major): A in boxes of
-/// one tile's 128 rows x 64 k, B in boxes of 64 k x 64 n (a tile's 256 columns are four); the
+/// one tile's 128 rows x 64 k, B in boxes of 64 k x 64 n (a tile's 256 columns are four, 192
+/// three); the
 /// kernel's TMA coordinates assume these boxes. Pure: the launcher encodes them, the CPU
 /// emulation reads them.
 pub fn v6_maps(what: &str, pa: u64, pb: u64, m: usize, n: usize, k: usize) -> crate::Result<(crate::tma::Bf16TileMap, crate::tma::Bf16TileMap)> {
@@ -480,7 +481,7 @@ mod gpu {
             };
             epilogue_args(&mut lb, bias, &null, c, pre);
             lb.arg(&mi).arg(&ni).arg(&ki);
-            unsafe { lb.launch(cfg) }.map_err(|e| Error::cuda(format!("launch {shape} blocks={blocks} splits={splits} smem={smem}"), e))?;
+            unsafe { lb.launch(cfg) }.map_err(|e| Error::cuda(format!("launch {name} ({shape}) blocks={blocks} splits={splits} smem={smem}"), e))?;
             Ok(())
         }
     }
@@ -623,7 +624,13 @@ mod gpu {
         for (v, bn) in versions(gpu).into_iter().flat_map(|v| cuts(v).into_iter().map(move |bn| (v, bn))) {
             let cut = Cut { bn: Some(bn), splits: None };
             for &(m, n, k, with_bias) in CHECK_SHAPES {
-                let shape = format!("{m}x{n}x{k}{}", if with_bias { "+bias" } else { "" });
+                // Shapes v5/v6 cannot take (K or N not a multiple of 8) run v4, the launcher's
+                // fallback: once, and labelled so.
+                let falls_back = v != MatmulTc::V4Mma && (k == 0 || !k.is_multiple_of(8) || !n.is_multiple_of(8));
+                if falls_back && bn != V5_BN {
+                    continue;
+                }
+                let shape = format!("{m}x{n}x{k}{}{}", if with_bias { "+bias" } else { "" }, if falls_back { " (runs v4)" } else { "" });
                 let a16: Vec<u16> = rand(&mut rng, m * k, -1.0, 1.0)
                     .iter()
                     .map(|&x| bf16::from_f32(x).to_bits())

@@ -871,7 +871,7 @@ pub(crate) fn attention_backward(q: &Tensor, k: &Tensor, v: &Tensor, out: &Tenso
     if attention_in_bf16(d, tq) {
         let (q16, k16, v16, do16) = (bf16_of(q, op)?, bf16_of(k, op)?, bf16_of(v, op)?, bf16_of(dout, op)?);
         // v2; IGPT_ATTN_BWD=v3 or v4 takes the double-buffered builds (v4: 128 keys per block).
-        let version = kernels::attention::BwdBf16::for_engine();
+        let version = kernels::attention::BwdBf16::for_engine().map_err(err(op))?;
         g.attention_bwd_bf16(version, &q16, &k16, &v16, &ov, &lv, &do16, &mut dq, &mut dk, &mut dv, &mut delta, s, pad.as_ref()).map_err(err(op))?;
     } else {
         let (qv, kv, vv, dov) = (f32_of(q, op)?, f32_of(k, op)?, f32_of(v, op)?, f32_of(dout, op)?);

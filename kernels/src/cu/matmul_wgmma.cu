@@ -6,14 +6,14 @@
 // (matmul_epilogue.cuh, prepended by the registry). No headers.
 //
 // Design:
-//   block tile 128 x 256 x 64, 256 threads = 2 warpgroups; warpgroup w owns rows 64w..64w+63
-//   and all 256 columns: one wgmma.mma_async.m64n256k16 per 16 of K (4 per k-tile), 128 f32
-//   accumulators per thread; both operands read from shared memory through wgmma matrix
+//   block tile 128 x 256 x 64 (or 128 x 192: below), 256 threads = 2 warpgroups; warpgroup w
+//   owns rows 64w..64w+63 and all 256 columns: one wgmma.mma_async.m64n256k16 per 16 of K (4
+//   per k-tile), 128 f32 accumulators per thread; both operands read from shared memory through wgmma matrix
 //   descriptors with the 128-byte swizzle:
 //     A stage, K-major: 128 rows x 128 bytes (64 bf16 of K); 16-byte chunk c of row r sits at
 //       r*128 + ((c ^ (r & 7)) * 16). Descriptor: start = stage + 64w*128 + 32*kk (kk = k16 step
 //       inside the tile), LBO = 16 (unused for swizzled K-major), SBO = 1024 (8 rows).
-//     B stage, N-major (imm-trans-b = 1): 4 column blocks of 64 n (128 bytes) x 64 k rows;
+//     B stage, N-major (imm-trans-b = 1): 4 (3) column blocks of 64 n (128 bytes) x 64 k rows;
 //       chunk c (n/8 within the block) of k row r in block j at j*8192 + r*128 + ((c ^ (r&7))*16).
 //       Descriptor: start = stage + 2048*kk, LBO = 8192 (next 64 n), SBO = 1024 (next 8 k).
 //     Every stage starts on a 1024-byte boundary (the swizzle pattern repeats every 1024 bytes
@@ -316,18 +316,19 @@ matmul_v5_bf16_gelu_n192(const bf16_t* __restrict__ A, const bf16_t* __restrict_
 // ---------------------------------------------------------------------------------------------
 // v6: v5's wgmma fed by TMA, warp-specialized and persistent (sm_90a only).
 //
-//   Same tile (128 x 256 x 64), the same swizzled shared-memory layouts and wgmma descriptors as
+//   Same tile (128 x BN x 64), the same swizzled shared-memory layouts and wgmma descriptors as
 //   v5: the tensor-memory accelerator writes exactly the layout v5's cp.async wrote by hand
 //   (CU_TENSOR_MAP_SWIZZLE_128B: 16-byte chunk c of 128-byte row r lands at c ^ (r & 7) inside
-//   each 1024-byte, 8-row atom). A is one box of 64 k x 128 rows; B is four boxes of 64 n x 64 k
-//   (its four 8192-byte column blocks). Boxes past the matrix edges are zero-filled by the TMA
-//   unit and still count their full bytes, so the transaction count per stage is a constant.
+//   each 1024-byte, 8-row atom). A is one box of 64 k x 128 rows; B is BN / 64 boxes of 64 n x
+//   64 k (its 8192-byte column blocks: four at BN = 256, three at 192). Boxes past the matrix
+//   edges are zero-filled by the TMA unit and still count their full bytes, so the transaction
+//   count per stage is a constant.
 //
 //   384 threads = 3 warpgroups. Warpgroup 0 is the producer: it gives registers back
 //   (setmaxnreg 40) and one thread issues all TMA copies. Warpgroups 1 and 2 are consumers
-//   (setmaxnreg 232): rows 0..63 and 64..127 of the tile, 128 f32 accumulators per thread.
+//   (setmaxnreg 232): rows 0..63 and 64..127 of the tile, BN / 2 f32 accumulators per thread.
 //   4 stages, each with two mbarriers:
-//     full[s]  (1 arrival + 49152 transaction bytes): the producer arms it with
+//     full[s]  (1 arrival + 49152 transaction bytes, 40960 at BN = 192): the producer arms it with
 //              arrive.expect_tx, the TMA copies complete it;
 //     empty[s] (8 arrivals: lane 0 of each consumer warp): a consumer warp arrives once the
 //              wgmma groups that read stage s have retired (wgmma.wait_group), after which the
