@@ -191,7 +191,7 @@ mod tests {
         unsafe {
             let l = Layout::from_size_align(5 << 20, 32).unwrap();
             let p = a.alloc(l);
-            assert!(!p.is_null() && p as usize % 32 == 0);
+            assert!(!p.is_null() && (p as usize).is_multiple_of(32));
             p.write_bytes(7, l.size());
             a.dealloc(p, l);
             let q = a.alloc_zeroed(l);

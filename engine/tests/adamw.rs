@@ -149,7 +149,7 @@ fn run(ps: &[Tensor], opt: &mut AdamW, steps: std::ops::Range<u64>) {
 }
 
 fn bits(ps: &[Tensor]) -> Vec<u32> {
-    ps.iter().flat_map(|p| vals(p)).map(f32::to_bits).collect()
+    ps.iter().flat_map(vals).map(f32::to_bits).collect()
 }
 
 #[test]

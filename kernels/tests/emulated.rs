@@ -498,7 +498,7 @@ fn sample_checks(emu: &Emu, rng: &mut StdRng, checks: &mut Vec<Check>) {
                     let m = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
                     let w: Vec<f64> = row.iter().map(|&v| ((v as f64 - m) * a as f64).exp()).collect();
                     let total: f64 = w.iter().sum();
-                    if !(total > 0.0) {
+                    if total.is_nan() || total <= 0.0 {
                         return i != cols as i64 - 1; // a NaN, or no positive weight: the last id
                     }
                     let Some(i) = usize::try_from(i).ok().filter(|&i| i < cols && w[i] > 0.0) else { return true };

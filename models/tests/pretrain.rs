@@ -80,7 +80,7 @@ fn resume_continues_bit_for_bit() {
 fn resume_without_a_checkpoint_is_a_clear_error() {
     let dir = tmp("nockpt");
     let data = corpus(&dir);
-    let e = pretrain(micro(), &data, &cfg(3), &dir.join("empty"), true, |_| true).err().expect("must fail");
+    let e = pretrain(micro(), &data, &cfg(3), &dir.join("empty"), true, |_| true).expect_err("must fail");
     assert!(format!("{e:#}").contains("no checkpoint to resume"), "{e:#}");
 }
 

@@ -234,7 +234,8 @@ fn measure_cpu(args: &BenchArgs, s: &[usize]) -> Result<Measured> {
         }
         Ok(())
     };
-    let (flops, bytes, inputs, f): (Option<f64>, Option<f64>, Vec<Tensor>, Box<dyn Fn(&[Tensor]) -> engine::Result<Tensor>>) = match args.op {
+    type Body = Box<dyn Fn(&[Tensor]) -> engine::Result<Tensor>>;
+    let (flops, bytes, inputs, f): (Option<f64>, Option<f64>, Vec<Tensor>, Body) = match args.op {
         Op::Matmul => {
             need(s, 3, "MxNxK")?;
             let (m, n, k) = (s[0], s[1], s[2]);

@@ -25,6 +25,7 @@ multiversion! {
 
 multiversion! {
     /// dx for one row; adds this row's share into dw and db.
+    #[allow(clippy::too_many_arguments)]
     pub fn backward_row(x: &[f32], w: &[f32], g: &[f32], mean: f32, rstd: f32, dx: &mut [f32], dw: &mut [f32], db: &mut [f32]) {
         let n = x.len() as f32;
         // dx = rstd·(ĝ − mean(ĝ) − x̂·mean(ĝ⊙x̂)), with ĝ = g⊙w and x̂ = (x − mean)·rstd.

@@ -63,7 +63,8 @@ fn binary_non_contiguous() {
 fn scalar_affine() {
     let mut r = rng(3);
     let x = randn(&mut r, &[3, 5]);
-    let cases: [(&str, fn(&Tensor) -> Result<Tensor>); 4] = [
+    type Unary = fn(&Tensor) -> Result<Tensor>;
+    let cases: [(&str, Unary); 4] = [
         ("affine", |x| x.affine(-1.5, 0.25)),
         ("add_scalar", |x| x.add_scalar(3.0)),
         ("mul_scalar", |x| x.mul_scalar(0.7)),
@@ -113,7 +114,8 @@ fn unary_forward_values() {
     let x = Tensor::new(xs.clone(), &[n]).unwrap();
     let gelu = |x: f64| 0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh());
     let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
-    let cases: Vec<(&str, Tensor, Box<dyn Fn(f64) -> f64>)> = vec![
+    type Exact = Box<dyn Fn(f64) -> f64>;
+    let cases: Vec<(&str, Tensor, Exact)> = vec![
         ("tanh", x.tanh().unwrap(), Box::new(f64::tanh)),
         ("sigmoid", x.sigmoid().unwrap(), Box::new(sig)),
         ("log_sigmoid", x.log_sigmoid().unwrap(), Box::new(move |x| -(1.0 + (-x).exp()).ln())),
