@@ -72,6 +72,12 @@ pub enum BwdBf16 {
 impl BwdBf16 {
     pub const ALL: [BwdBf16; 3] = [BwdBf16::V2, BwdBf16::V3, BwdBf16::V4];
 
+    /// Whether the self-test checks and times this version here: v3 and v4 have not run on a
+    /// GPU yet and stay out under `IGPT_SKIP_UNPROVEN=1`.
+    pub fn in_selftest(self) -> bool {
+        self == BwdBf16::V2 || !crate::skip_unproven()
+    }
+
     /// The engine's choice: v2 (measured on an H100), or `IGPT_ATTN_BWD=v2|v3|v4`; any other
     /// value is an error (a typo would otherwise time v2 under another name).
     pub fn for_engine() -> crate::Result<BwdBf16> {
@@ -700,7 +706,7 @@ mod gpu {
             Check::new("attn_fwd_v2_bf16 (out)", shape.clone(), "bf16->f32", compare(&c.down(&go)?, &fr.out), TOL_BF16),
             lse_check("attn_fwd_v2_bf16 (lse)", shape.clone(), "bf16->f32", &c.down(&gl)?, &fr.lse, TOL_BF16),
         ];
-        for version in BwdBf16::ALL.into_iter().filter(|v| v.at(d) == *v) {
+        for version in BwdBf16::ALL.into_iter().filter(|v| v.at(d) == *v && v.in_selftest()) {
             let name = &format!("attn_bwd_{}_bf16", version.name());
             let (mut dq, mut dk, mut dv, mut delta) = (c.poisoned(nq)?, c.poisoned(nk)?, c.poisoned(nk)?, c.poisoned(heads * tq)?);
             gpu.attention_bwd_bf16(version, &gq, &gk, &gv, &go, &gl, &gg, &mut dq, &mut dk, &mut dv, &mut delta, s, key_pad.as_ref())?;
@@ -866,7 +872,7 @@ mod gpu {
             (BwdBf16::V3, "v2 fwd + v3 bwd (double-buffered) bf16"),
             (BwdBf16::V4, "v2 fwd + v4 bwd (128 keys, 4-wide dQ) bf16"),
         ];
-        for (version, name) in bwd_rows.into_iter().filter(|(v, _)| v.at(d) == *v) {
+        for (version, name) in bwd_rows.into_iter().filter(|(v, _)| v.at(d) == *v && v.in_selftest()) {
             row(name, fb, None, time_ms(gpu, || {
                 gpu.attention_fwd_bf16(&gq16, &gk16, &gv16, &mut o, &mut lse, s, None)?;
                 gpu.attention_bwd_bf16(version, &gq16, &gk16, &gv16, &o, &lse, &gg16, &mut dq, &mut dk, &mut dv, &mut delta, s, None)

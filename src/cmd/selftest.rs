@@ -18,8 +18,12 @@ pub struct SelftestArgs {
     /// bf16 GPT-2 train step (its matmuls follow IGPT_MATMUL, its attention backward
     /// IGPT_ATTN_BWD): a process of its own for the newest kernels, whose fault would poison
     /// the CUDA context for every later check.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "attention_only")]
     pub matmul_only: bool,
+    /// Only the attention kernels' checks and timings: a process of its own for the attention
+    /// backward versions no GPU has run yet (v3, v4).
+    #[arg(long)]
+    pub attention_only: bool,
     /// Also write the JSON object to this file (the tables still print).
     #[arg(long)]
     pub json_out: Option<std::path::PathBuf>,
@@ -176,7 +180,9 @@ mod imp {
         let nvrtc = compile::nvrtc_version()?;
         let include = toolkit::find_include_dir().map(|p| p.display().to_string()).unwrap_or_else(|e| e.to_string());
         let mut checks = Vec::new();
-        if args.matmul_only {
+        if args.attention_only {
+            checks.extend(kernels::attention::checks(&gpu));
+        } else if args.matmul_only {
             checks.extend(kernels::matmul_tc::checks(&gpu));
             // Name the engine's versions in the rows (IGPT_MATMUL, IGPT_ATTN_BWD pick them).
             let v = gpu.engine_matmul().map(|v| format!("{v:?}")).unwrap_or_else(|e| e.to_string());
@@ -195,7 +201,7 @@ mod imp {
                 checks.extend(gpt2_decode(bf16, 32));
             }
         }
-        let timings = if args.no_bench {
+        let timings = if args.no_bench || args.attention_only {
             Vec::new()
         } else {
             // 4096^3, GPT-2 small's MLP up- and down-projections at 8 x 1024 tokens (N = 768: the
