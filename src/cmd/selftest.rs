@@ -20,8 +20,9 @@ pub struct SelftestArgs {
     /// the CUDA context for every later check.
     #[arg(long, conflicts_with = "attention_only")]
     pub matmul_only: bool,
-    /// Only the attention kernels' checks and timings: a process of its own for the attention
-    /// backward versions no GPU has run yet (v3, v4).
+    /// Only the attention kernels' checks and timings and the bf16 GPT-2 train step (its
+    /// attention backward IGPT_ATTN_BWD): a process of its own for the attention backward
+    /// versions no GPU has run yet (v3, v4).
     #[arg(long)]
     pub attention_only: bool,
     /// Also write the JSON object to this file (the tables still print).
@@ -180,15 +181,15 @@ mod imp {
         let nvrtc = compile::nvrtc_version()?;
         let include = toolkit::find_include_dir().map(|p| p.display().to_string()).unwrap_or_else(|e| e.to_string());
         let mut checks = Vec::new();
-        if args.attention_only {
-            checks.extend(kernels::attention::checks(&gpu));
-        } else if args.matmul_only {
-            checks.extend(kernels::matmul_tc::checks(&gpu));
-            // Name the engine's versions in the rows (IGPT_MATMUL, IGPT_ATTN_BWD pick them).
+        if args.attention_only || args.matmul_only {
+            checks.extend(if args.attention_only { kernels::attention::checks(&gpu) } else { kernels::matmul_tc::checks(&gpu) });
+            // The engine's bf16 GPT-2 step on the versions the environment picks (IGPT_MATMUL,
+            // IGPT_TILE_N, IGPT_ATTN_BWD), named in the rows.
             let v = gpu.engine_matmul().map(|v| format!("{v:?}")).unwrap_or_else(|e| e.to_string());
             let a = kernels::attention::BwdBf16::for_engine().map(|a| format!("{a:?}")).unwrap_or_else(|e| e.to_string());
+            let tiles = std::env::var("IGPT_TILE_N").unwrap_or_else(|_| "256".into());
             checks.extend(gpt2_step(true).into_iter().map(|mut c| {
-                c.shape = format!("{}; matmuls {v}, attention backward {a}", c.shape);
+                c.shape = format!("{}; matmuls {v} (tiles {tiles}), attention backward {a}", c.shape);
                 c
             }));
         } else {

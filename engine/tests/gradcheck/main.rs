@@ -27,7 +27,7 @@
 //! Large inputs are checked on a seeded random subset of their elements (`max_checks`).
 
 // `&[x.clone()]` reads as "these inputs" in a check; `std::slice::from_ref(&x)` says less.
-#![allow(clippy::cloned_ref_to_slice_refs)]
+#![allow(unknown_lints, clippy::cloned_ref_to_slice_refs)]
 
 mod consistency;
 mod elementwise;
