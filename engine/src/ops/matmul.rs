@@ -176,7 +176,15 @@ pub(crate) fn backward(g: &Tensor, a: Tensor, b: Tensor, bias: Option<Tensor>) -
             let k = a.shape()[a.rank() - 1];
             let n = g.shape()[g.rank() - 1];
             let rows = a.numel() / k.max(1);
-            matmul(&a.reshape(&[rows, k])?.t()?, &g.reshape(&[rows, n])?, None, Some(b.dtype()))?
+            let (a2, g2) = (a.reshape(&[rows, k])?, g.reshape(&[rows, n])?);
+            if !b.is_contiguous() && b.t()?.is_contiguous() {
+                // b is a transposed view (the tied LM head's wteᵀ): its gradient computed in the
+                // layout of what it views, (Gᵀ·A)ᵀ, so that it reaches the parameter contiguous
+                // instead of as a transposed view that every later sum reads across its rows.
+                matmul(&g2.t()?, &a2, None, Some(b.dtype()))?.t()?
+            } else {
+                matmul(&a2.t()?, &g2, None, Some(b.dtype()))?
+            }
         } else {
             matmul(&a.t()?, g, None, Some(b.dtype()))?
         };
@@ -210,6 +218,28 @@ mod tests {
             assert_eq!(gf.get(t).unwrap().to_vec_f32().unwrap(), gc.get(t).unwrap().to_vec_f32().unwrap());
         }
         assert!(x.matmul_bias_gelu(&w, &Tensor::zeros(&[15])).is_err());
+    }
+
+    /// The tied LM head multiplies by a transposed view of the embedding (x · wteᵀ): wte's
+    /// gradient arrives contiguous in wte's own layout, with the values of the same product
+    /// taken with wteᵀ materialized.
+    #[test]
+    fn a_transposed_weight_gets_its_gradient_in_its_own_layout() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let x = Tensor::randn(&[2, 5, 12], 0.0, 1.0, &mut rng).var();
+        let w = Tensor::randn(&[16, 12], 0.0, 0.5, &mut rng).var();
+        let wt = w.t().unwrap().contiguous().unwrap().var();
+        let weights = Tensor::randn(&[2, 5, 16], 0.0, 1.0, &mut rng);
+        let tied = x.matmul(&w.t().unwrap()).unwrap().mul(&weights).unwrap().sum_all().unwrap().backward().unwrap();
+        let plain = x.matmul(&wt).unwrap().mul(&weights).unwrap().sum_all().unwrap().backward().unwrap();
+        let gw = tied.get(&w).unwrap();
+        assert_eq!(gw.shape(), &[16, 12]);
+        assert!(gw.is_contiguous(), "the gradient of w should not be a transposed view");
+        let want = plain.get(&wt).unwrap().t().unwrap().contiguous().unwrap().to_vec_f32().unwrap();
+        for (g, w) in gw.to_vec_f32().unwrap().iter().zip(&want) {
+            assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{g} vs {w}");
+        }
+        assert_eq!(tied.get(&x).unwrap().to_vec_f32().unwrap(), plain.get(&x).unwrap().to_vec_f32().unwrap());
     }
 
     /// One row per matrix taken out of longer sequences ([B, T, K] narrowed to [B, 1, K]) is one
