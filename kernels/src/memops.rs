@@ -1103,6 +1103,10 @@ mod imp {
         pub gbps: f64,
         /// Against the device-to-device copy measured in the same process (bytes read + written).
         pub pct_of_copy: Option<f64>,
+        /// Against a copy of the same bytes (half read, half written) over the same rotating
+        /// sets: the ceiling at this size, where a 25 MB op pays the launch and the tail that
+        /// the 256 MiB copy of `pct_of_copy` amortizes.
+        pub pct_of_same_size_copy: Option<f64>,
         /// Input/output sets rotated per launch so that the working set exceeds 4x the L2 cache.
         pub sets: usize,
         pub error: Option<String>,
@@ -1152,7 +1156,7 @@ mod imp {
         };
         let gbps = bytes / (median_ms * 1e-3) / 1e9;
         let pct_of_copy = copy.filter(|c| *c > 0.0 && gbps.is_finite()).map(|c| 100.0 * gbps / c);
-        MemTiming { name: name.into(), shape: shape.into(), bytes, median_ms, gbps, pct_of_copy, sets, error }
+        MemTiming { name: name.into(), shape: shape.into(), bytes, median_ms, gbps, pct_of_copy, pct_of_same_size_copy: None, sets, error }
     }
 
     /// cuMemcpyDtoD of a 256 MiB buffer; GB/s counts bytes read plus bytes written.
@@ -1162,6 +1166,38 @@ mod imp {
         let mut dst = gpu.stream.alloc_zeros::<f32>(n).map_err(|e| Error::cuda("copy bench alloc", e))?;
         let r = time_per_launch(gpu, 1, |_| gpu.stream.memcpy_dtod(&src, &mut dst).map_err(|e| Error::cuda("cuMemcpyDtoD 256 MiB", e)));
         Ok(timing("memcpy D2D (read+write)", "256 MiB", 2.0 * (n * 4) as f64, 1, None, r))
+    }
+
+    /// GB/s (read + written) of cuMemcpyDtoD moving `bytes` in all (half read, half written),
+    /// cycling over `sets` buffer pairs as the op's timing does.
+    fn copy_gbps_at(gpu: &Gpu, bytes: f64, sets: usize) -> Result<f64> {
+        let n = ((bytes / 8.0) as usize).max(1); // f32 elements per buffer
+        let sets = sets.max(1);
+        let mut pairs: Vec<(CudaSlice<f32>, CudaSlice<f32>)> = (0..sets)
+            .map(|_| Ok((gpu.stream.alloc_zeros::<f32>(n).map_err(|e| Error::cuda("same-size copy alloc", e))?, gpu.stream.alloc_zeros::<f32>(n).map_err(|e| Error::cuda("same-size copy alloc", e))?)))
+            .collect::<Result<_>>()?;
+        let ms = time_per_launch(gpu, sets, |i| {
+            let (src, dst) = &mut pairs[i];
+            gpu.stream.memcpy_dtod(src, dst).map_err(|e| Error::cuda("same-size cuMemcpyDtoD", e))
+        })?;
+        Ok(2.0 * (n * 4) as f64 / (ms * 1e-3) / 1e9)
+    }
+
+    /// Fills `pct_of_same_size_copy` of each timed row (one copy timing per distinct size).
+    fn add_same_size_copies(gpu: &Gpu, rows: &mut [MemTiming]) {
+        let mut done: Vec<((u64, usize), Option<f64>)> = Vec::new();
+        for t in rows.iter_mut().filter(|t| t.error.is_none() && t.gbps.is_finite()) {
+            let key = (t.bytes as u64, t.sets);
+            let copy = match done.iter().find(|(k, _)| *k == key) {
+                Some((_, c)) => *c,
+                None => {
+                    let c = copy_gbps_at(gpu, t.bytes, t.sets).ok();
+                    done.push((key, c));
+                    c
+                }
+            };
+            t.pct_of_same_size_copy = copy.filter(|c| *c > 0.0).map(|c| 100.0 * t.gbps / c);
+        }
     }
 
     fn rand_vec(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
@@ -1507,6 +1543,7 @@ mod imp {
             }
             other => return Err(Error::Other(format!("bench: unknown memory-bound op {other:?} (known: {})", BENCH_OPS.join(", ")))),
         }
+        add_same_size_copies(gpu, &mut out);
         Ok(out)
     }
 }
