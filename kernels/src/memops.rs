@@ -1169,10 +1169,11 @@ mod imp {
     }
 
     /// GB/s (read + written) of cuMemcpyDtoD moving `bytes` in all (half read, half written),
-    /// cycling over `sets` buffer pairs as the op's timing does.
+    /// cycling over at least `sets` buffer pairs, and enough that they exceed 4x the L2 (the
+    /// op's own sets were sized for its buffers, which may be larger than the copy's).
     fn copy_gbps_at(gpu: &Gpu, bytes: f64, sets: usize) -> Result<f64> {
         let n = ((bytes / 8.0) as usize).max(1); // f32 elements per buffer
-        let sets = sets.max(1);
+        let sets = sets.max(sets_for(gpu, 8 * n));
         let mut pairs: Vec<(CudaSlice<f32>, CudaSlice<f32>)> = (0..sets)
             .map(|_| Ok((gpu.stream.alloc_zeros::<f32>(n).map_err(|e| Error::cuda("same-size copy alloc", e))?, gpu.stream.alloc_zeros::<f32>(n).map_err(|e| Error::cuda("same-size copy alloc", e))?)))
             .collect::<Result<_>>()?;
