@@ -79,11 +79,11 @@ else
   # poisons the CUDA context for every later check and timing in its process.
   step "selftest --device cuda (IGPT_SKIP_UNPROVEN=1)" 180 "$LOGS/selftest.log" env IGPT_SKIP_UNPROVEN=1 "$BIN" selftest --device cuda --json-out "$OUT/selftest.json"
   step "selftest --matmul-only (v4, v5, v6 at both tile widths; engine on v6, tile_plan's widths)" 90 "$LOGS/selftest_v6.log" env IGPT_MATMUL=v6 IGPT_TILE_N=auto "$BIN" selftest --device cuda --matmul-only
-  step "selftest --attention-only (backward v2, v3, v4; engine on v4)" 60 "$LOGS/selftest_attn.log" env IGPT_ATTN_BWD=v4 "$BIN" selftest --device cuda --attention-only
+  step "selftest --attention-only (forward v2, v3; backward v2, v3, v4; engine on fwd v3, bwd v4)" 60 "$LOGS/selftest_attn.log" env IGPT_ATTN_FWD=v3 IGPT_ATTN_BWD=v4 "$BIN" selftest --device cuda --attention-only
   { echo; echo '## kernels compile --arch sm_90a'; echo; cat "$LOGS/compile.log"; } >>"$REPORT"
   { echo; echo '## selftest --device cuda (IGPT_SKIP_UNPROVEN=1)'; echo; cat "$LOGS/selftest.log"; } >>"$REPORT"
   { echo; echo '## selftest --device cuda --matmul-only, IGPT_MATMUL=v6 IGPT_TILE_N=auto'; echo; cat "$LOGS/selftest_v6.log"; } >>"$REPORT"
-  { echo; echo '## selftest --device cuda --attention-only, IGPT_ATTN_BWD=v4'; echo; cat "$LOGS/selftest_attn.log"; } >>"$REPORT"
+  { echo; echo '## selftest --device cuda --attention-only, IGPT_ATTN_FWD=v3 IGPT_ATTN_BWD=v4'; echo; cat "$LOGS/selftest_attn.log"; } >>"$REPORT"
 fi
 bench_all() {
   local bad=0
@@ -98,7 +98,7 @@ step "kernel bandwidth (bench --device cuda)" 120 "$LOGS/bench.log" bash -c benc
 step "engine GPT-2 124M train step, bf16 autocast" 60 "$LOGS/train_step.log" "$BIN" bench train-step --device cuda --bf16 --model gpt2 --batch 8 --seq-len 1024 --reps 3 --profile
 step "engine GPT-2 124M train step, bf16 autocast, matmul v6" 60 "$LOGS/train_step.log" env IGPT_MATMUL=v6 "$BIN" bench train-step --device cuda --bf16 --model gpt2 --batch 8 --seq-len 1024 --reps 3
 step "engine GPT-2 124M train step, bf16 autocast, tile widths by tile_plan" 60 "$LOGS/train_step.log" env IGPT_TILE_N=auto "$BIN" bench train-step --device cuda --bf16 --model gpt2 --batch 8 --seq-len 1024 --reps 3
-step "engine GPT-2 124M train step, bf16 autocast, attention bwd v4" 60 "$LOGS/train_step.log" env IGPT_ATTN_BWD=v4 "$BIN" bench train-step --device cuda --bf16 --model gpt2 --batch 8 --seq-len 1024 --reps 3
+step "engine GPT-2 124M train step, bf16 autocast, attention fwd v3 + bwd v4" 60 "$LOGS/train_step.log" env IGPT_ATTN_FWD=v3 IGPT_ATTN_BWD=v4 "$BIN" bench train-step --device cuda --bf16 --model gpt2 --batch 8 --seq-len 1024 --reps 3
 step "engine GPT-2 124M train step, f32" 60 "$LOGS/train_step.log" "$BIN" bench train-step --device cuda --model gpt2 --batch 8 --seq-len 1024 --reps 3
 { echo; echo '## bench train-step --device cuda [--bf16] (our engine; the first with its op-level profile)'; echo; cat "$LOGS/train_step.log"; } >>"$REPORT"
 # Rollout-shaped generation: 64 prompts of 64 tokens, 64 new ones, the KV cache f32 and bf16.
@@ -130,7 +130,7 @@ step "torch baseline" 150 "$LOGS/torch.log" python3 scripts/torch_baseline.py
   sed -n '/^| kernel | worst max rel err/,/^$/p' "$LOGS/selftest_v6.log" 2>/dev/null
   sed -n '/^| kernel | M x N x K/,/^$/p' "$LOGS/selftest_v6.log" 2>/dev/null | grep -E 'matmul_v[456]|cublas_bf16'
   grep -E '^selftest:|^error|^Error' "$LOGS/selftest_v6.log" 2>/dev/null
-  echo "attention-only run (backward v2, v3, v4; engine step on v4):"
+  echo "attention-only run (forward v2, v3; backward v2, v3, v4; engine step on fwd v3, bwd v4):"
   sed -n '/^| kernel | worst max rel err/,/^$/p' "$LOGS/selftest_attn.log" 2>/dev/null
   grep -E '^\| attention' "$LOGS/selftest_attn.log" 2>/dev/null
   grep -E '^selftest:|^error|^Error' "$LOGS/selftest_attn.log" 2>/dev/null

@@ -1,9 +1,9 @@
 // Runs the attention kernels of cu/attention.cu on the CPU emulation, for
 // kernels/tests/emulated.rs (which swaps the source's PTX helpers for emu/tensor_core.h):
-//   attention_emu <fwd|bwd|decode|decode_bf16kv|fwd2|bwd2|bwd3|bwd4> <heads> <tq> <tk> <d> <heads_per_row, 0: no padding> <dir> [kv_stride]
+//   attention_emu <fwd|bwd|decode|decode_bf16kv|fwd2|fwd3|bwd2|bwd3|bwd4> <heads> <tq> <tk> <d> <heads_per_row, 0: no padding> <dir> [kv_stride]
 // fwd, bwd, decode: the f32 kernels (v1, decode), reading q, k, v (and dout, out, lse for bwd)
 // as raw f32; decode and decode_bf16kv (k.u16, v.u16) read heads kv_stride elements apart
-// (default tk * d: contiguous), as from a KV cache's buffer; fwd2, bwd2, bwd3, bwd4: v2 (and the v3, v4 backward) on the emulated tensor cores, reading q, k, v, dout as bf16 bits
+// (default tk * d: contiguous), as from a KV cache's buffer; fwd2, fwd3, bwd2, bwd3, bwd4: v2 (and the v3 forward, the v3, v4 backward) on the emulated tensor cores, reading q, k, v, dout as bf16 bits
 // (.u16) and out, lse as f32. Padding from pads.i32. Writes out, lse or dq, dk, dv, all poisoned
 // with NaN first (dq zeroed, as the launcher does).
 #include "emu.h"
@@ -46,13 +46,16 @@ int main(int argc, char** argv) {
         emu_store("out.f32", out), emu_store("lse.f32", lse);
         return 0;
     }
-    if (k == "fwd2" || k == "bwd2" || k == "bwd3" || k == "bwd4") {
+    if (k == "fwd2" || k == "fwd3" || k == "bwd2" || k == "bwd3" || k == "bwd4") {
         auto q = emu_load<bf16_t>("q.u16", nq), kk = emu_load<bf16_t>("k.u16", nk), v = emu_load<bf16_t>("v.u16", nk);
         const unsigned tiles_q = (tq + V2_BQ - 1) / V2_BQ;
-        if (k == "fwd2") {
+        if (k == "fwd2" || k == "fwd3") {
             std::vector<float> out(nq, nan), lse((size_t)heads * tq, nan);
-            Fwd2 f = pick(attn_fwd_v2_bf16_d32, attn_fwd_v2_bf16_d64, attn_fwd_v2_bf16_d128);
-            emu_launch({(unsigned)heads, tiles_q}, {V2_THREADS}, [&] { f(q.data(), kk.data(), v.data(), out.data(), lse.data(), tq, tk, scale, pad, hpr_arg); });
+            const bool v3 = k == "fwd3";  // 128 queries per block, 8 warps
+            Fwd2 f = v3 ? pick(attn_fwd_v3_bf16_d32, attn_fwd_v3_bf16_d64, attn_fwd_v3_bf16_d128)
+                        : pick(attn_fwd_v2_bf16_d32, attn_fwd_v2_bf16_d64, attn_fwd_v2_bf16_d128);
+            const unsigned blocks_q = v3 ? (tq + 2 * V2_BQ - 1) / (2 * V2_BQ) : tiles_q;
+            emu_launch({(unsigned)heads, blocks_q}, {(unsigned)(v3 ? 2 * V2_THREADS : V2_THREADS)}, [&] { f(q.data(), kk.data(), v.data(), out.data(), lse.data(), tq, tk, scale, pad, hpr_arg); });
             emu_store("out.f32", out), emu_store("lse.f32", lse);
             return 0;
         }

@@ -9,7 +9,8 @@
 //! - v2: bf16 q/k/v (and dout), f32 accumulation on tensor cores; out, lse, dq, dk, dv f32;
 //!   d = 32, 64 or 128; left padding. Backward reads the f32 `out` of v2's forward (for delta =
 //!   rowsum(dout * out)).
-//! - v3 (backward only): v2's with double-buffered query tiles ([`BwdBf16`]).
+//! - v3: forward with 128 queries per block ([`FwdBf16`]); backward, v2's with double-buffered
+//!   query tiles ([`BwdBf16`]).
 //! - v4 (backward only): v3 with 128 keys per block and 4-wide dQ reductions; d = 64 or 128
 //!   (at d = 32 the launcher runs v3).
 //! - decode: tq = 1 per head over a KV cache of any length, as v1, reading K and V where the
@@ -30,6 +31,9 @@ pub const ENTRIES: &[&str] = &[
     "attn_fwd_v2_bf16_d32",
     "attn_fwd_v2_bf16_d64",
     "attn_fwd_v2_bf16_d128",
+    "attn_fwd_v3_bf16_d32",
+    "attn_fwd_v3_bf16_d64",
+    "attn_fwd_v3_bf16_d128",
     "attn_bwd_preprocess_f32",
     "attn_bwd_preprocess_bf16",
     "attn_bwd_v1_f32_d32",
@@ -57,6 +61,49 @@ pub const BF16_HEAD_DIMS: &[usize] = &[32, 64, 128];
 
 /// Query rows per block of the forward kernels (v1 and v2).
 pub const FWD_BQ: usize = 64;
+/// The bf16 forward: v2 (64 queries per block, 4 warps) or v3 (128 queries, 8 warps: each K/V
+/// tile read once per 128 queries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum FwdBf16 {
+    V2,
+    V3,
+}
+
+impl FwdBf16 {
+    pub const ALL: [FwdBf16; 2] = [FwdBf16::V2, FwdBf16::V3];
+
+    /// The engine's choice: v2 (measured on an H100), or `IGPT_ATTN_FWD=v2|v3`.
+    pub fn for_engine() -> crate::Result<FwdBf16> {
+        match std::env::var("IGPT_ATTN_FWD").ok().filter(|v| !v.is_empty()).as_deref() {
+            None | Some("v2") => Ok(FwdBf16::V2),
+            Some("v3") => Ok(FwdBf16::V3),
+            Some(other) => Err(crate::Error::Other(format!("IGPT_ATTN_FWD={other:?}: expected v2 or v3"))),
+        }
+    }
+
+    /// The entry's stem ("attn_fwd_v2_bf16"); the launcher appends the head dim.
+    pub fn stem(self) -> &'static str {
+        match self {
+            FwdBf16::V2 => "attn_fwd_v2_bf16",
+            FwdBf16::V3 => "attn_fwd_v3_bf16",
+        }
+    }
+
+    /// Queries per block (the grid's y extent is tq / this).
+    pub fn queries_per_block(self) -> usize {
+        match self {
+            FwdBf16::V2 => FWD_BQ,
+            FwdBf16::V3 => 2 * FWD_BQ,
+        }
+    }
+
+    /// Whether the self-test checks and times this version here: v3 has not run on a GPU yet
+    /// and stays out under `IGPT_SKIP_UNPROVEN=1`.
+    pub fn in_selftest(self) -> bool {
+        self == FwdBf16::V2 || !crate::skip_unproven()
+    }
+}
+
 /// Keys per block of the f32 backward (v1).
 pub const BWD_V1_BK: usize = 32;
 
@@ -391,7 +438,7 @@ mod gpu {
         /// `pad`: the left padding, None without.
         #[allow(clippy::too_many_arguments)]
         fn attn_launch_fwd<T: cudarc::driver::DeviceRepr>(
-            &self, base: &str, threads: u32, q: &CudaSlice<T>, k: &CudaSlice<T>, v: &CudaSlice<T>, out: &mut CudaSlice<f32>,
+            &self, base: &str, (bq, threads): (usize, u32), q: &CudaSlice<T>, k: &CudaSlice<T>, v: &CudaSlice<T>, out: &mut CudaSlice<f32>,
             lse: &mut CudaSlice<f32>, s: AttnShape, pad: Option<&KeyPad>,
         ) -> Result<()> {
             self.attn_fwd_checks(base, q, k, v, out, lse, s)?;
@@ -399,7 +446,7 @@ mod gpu {
                 p.check(base, s)?;
             }
             let name = format!("{base}_d{}", s.d);
-            let grid = (s.heads as u32, grid_y(&name, s.tq.div_ceil(FWD_BQ))?, 1);
+            let grid = (s.heads as u32, grid_y(&name, s.tq.div_ceil(bq))?, 1);
             let (tq, tk, scale) = (s.tq as i32, s.tk as i32, s.scale());
             let (hpr, null) = (pad.map_or(1, |p| p.heads_per_row) as i32, 0u64);
             let mut lb = self.stream.launch_builder(self.f(&name)?);
@@ -412,14 +459,15 @@ mod gpu {
         /// v1 forward, f32 (out and lse overwritten), with left padding when `pad` is given.
         #[allow(clippy::too_many_arguments)]
         pub fn attention_fwd_f32(&self, q: &CudaSlice<f32>, k: &CudaSlice<f32>, v: &CudaSlice<f32>, out: &mut CudaSlice<f32>, lse: &mut CudaSlice<f32>, s: AttnShape, pad: Option<&KeyPad>) -> Result<()> {
-            self.attn_launch_fwd("attn_fwd_v1_f32", 256, q, k, v, out, lse, s, pad)
+            self.attn_launch_fwd("attn_fwd_v1_f32", (FWD_BQ, 256), q, k, v, out, lse, s, pad)
         }
 
-        /// v2 forward: bf16 q/k/v (bit patterns), f32 out and lse, with left padding when `pad`
-        /// is given.
+        /// v2 or v3 forward: bf16 q/k/v (bit patterns), f32 out and lse, with left padding when
+        /// `pad` is given.
         #[allow(clippy::too_many_arguments)]
-        pub fn attention_fwd_bf16(&self, q: &CudaSlice<u16>, k: &CudaSlice<u16>, v: &CudaSlice<u16>, out: &mut CudaSlice<f32>, lse: &mut CudaSlice<f32>, s: AttnShape, pad: Option<&KeyPad>) -> Result<()> {
-            self.attn_launch_fwd("attn_fwd_v2_bf16", 128, q, k, v, out, lse, s, pad)
+        pub fn attention_fwd_bf16(&self, version: FwdBf16, q: &CudaSlice<u16>, k: &CudaSlice<u16>, v: &CudaSlice<u16>, out: &mut CudaSlice<f32>, lse: &mut CudaSlice<f32>, s: AttnShape, pad: Option<&KeyPad>) -> Result<()> {
+            let bq = version.queries_per_block();
+            self.attn_launch_fwd(version.stem(), (bq, 2 * bq as u32), q, k, v, out, lse, s, pad)
         }
 
         fn attn_preprocess<T: cudarc::driver::DeviceRepr>(&self, name: &str, out: &CudaSlice<f32>, dout: &CudaSlice<T>, delta: &mut CudaSlice<f32>, s: AttnShape) -> Result<()> {
@@ -700,12 +748,17 @@ mod gpu {
         let counts = c.up(&pads.iter().map(|&p| p as i32).collect::<Vec<i32>>())?;
         let key_pad = (!pads.is_empty()).then(|| KeyPad { counts: &counts, heads_per_row: heads / pads.len() });
         let (mut go, mut gl) = (c.poisoned(nq)?, c.poisoned(heads * tq)?);
-        gpu.attention_fwd_bf16(&gq, &gk, &gv, &mut go, &mut gl, s, key_pad.as_ref())?;
-        gpu.sync("attn_fwd_v2_bf16")?;
-        let mut rows = vec![
-            Check::new("attn_fwd_v2_bf16 (out)", shape.clone(), "bf16->f32", compare(&c.down(&go)?, &fr.out), TOL_BF16),
-            lse_check("attn_fwd_v2_bf16 (lse)", shape.clone(), "bf16->f32", &c.down(&gl)?, &fr.lse, TOL_BF16),
-        ];
+        let mut rows = Vec::new();
+        // Every forward version; the backward then reads v2's output (the last one run).
+        for version in FwdBf16::ALL.into_iter().filter(|v| v.in_selftest()).rev() {
+            let name = version.stem();
+            let (mut o, mut l) = (c.poisoned(nq)?, c.poisoned(heads * tq)?);
+            gpu.attention_fwd_bf16(version, &gq, &gk, &gv, &mut o, &mut l, s, key_pad.as_ref())?;
+            gpu.sync(name)?;
+            rows.push(Check::new(&format!("{name} (out)"), shape.clone(), "bf16->f32", compare(&c.down(&o)?, &fr.out), TOL_BF16));
+            rows.push(lse_check(&format!("{name} (lse)"), shape.clone(), "bf16->f32", &c.down(&l)?, &fr.lse, TOL_BF16));
+            (go, gl) = (o, l);
+        }
         for version in BwdBf16::ALL.into_iter().filter(|v| v.at(d) == *v && v.in_selftest()) {
             let name = &format!("attn_bwd_{}_bf16", version.name());
             let (mut dq, mut dk, mut dv, mut delta) = (c.poisoned(nq)?, c.poisoned(nk)?, c.poisoned(nk)?, c.poisoned(heads * tq)?);
@@ -862,7 +915,10 @@ mod gpu {
         };
         let fb = Some(3.5 * fwd_flops);
         row("v1 f32 fwd", Some(fwd_flops), None, time_ms(gpu, || gpu.attention_fwd_f32(&gq, &gk, &gv, &mut o, &mut lse, s, None)));
-        row("v2 bf16 fwd", Some(fwd_flops), None, time_ms(gpu, || gpu.attention_fwd_bf16(&gq16, &gk16, &gv16, &mut o, &mut lse, s, None)));
+        row("v2 bf16 fwd", Some(fwd_flops), None, time_ms(gpu, || gpu.attention_fwd_bf16(FwdBf16::V2, &gq16, &gk16, &gv16, &mut o, &mut lse, s, None)));
+        if FwdBf16::V3.in_selftest() {
+            row("v3 bf16 fwd (128 queries a block)", Some(fwd_flops), None, time_ms(gpu, || gpu.attention_fwd_bf16(FwdBf16::V3, &gq16, &gk16, &gv16, &mut o, &mut lse, s, None)));
+        }
         row("v1 f32 fwd+bwd", fb, None, time_ms(gpu, || {
             gpu.attention_fwd_f32(&gq, &gk, &gv, &mut o, &mut lse, s, None)?;
             gpu.attention_bwd_f32(&gq, &gk, &gv, &o, &lse, &gg, &mut dq, &mut dk, &mut dv, &mut delta, s, None)
@@ -874,7 +930,7 @@ mod gpu {
         ];
         for (version, name) in bwd_rows.into_iter().filter(|(v, _)| v.at(d) == *v && v.in_selftest()) {
             row(name, fb, None, time_ms(gpu, || {
-                gpu.attention_fwd_bf16(&gq16, &gk16, &gv16, &mut o, &mut lse, s, None)?;
+                gpu.attention_fwd_bf16(FwdBf16::V2, &gq16, &gk16, &gv16, &mut o, &mut lse, s, None)?;
                 gpu.attention_bwd_bf16(version, &gq16, &gk16, &gv16, &o, &lse, &gg16, &mut dq, &mut dk, &mut dv, &mut delta, s, None)
             }));
         }

@@ -38,7 +38,7 @@ pub use registry::{module, Module, MODULES};
 pub const CUDA_ENABLED: bool = cfg!(feature = "cuda");
 
 /// `IGPT_SKIP_UNPROVEN=1`: the self-test and its timings leave out the kernels no GPU has run
-/// yet (matmul v6, the 128 x 192 Hopper tiles, attention backward v3 and v4), so that a fault in one
+/// yet (matmul v6, the 128 x 192 Hopper tiles, attention forward v3, backward v3 and v4), so that a fault in one
 /// of them (which poisons the CUDA context for every later launch) cannot cost the rest of a
 /// run; `scripts/gpu-check.sh` runs them in processes of their own. Once a GPU report shows
 /// one correct, it leaves this list.

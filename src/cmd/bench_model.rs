@@ -51,8 +51,8 @@ pub fn train_step(args: &BenchArgs, threads: usize, device: Device) -> Result<()
     let inputs = ids.narrow(1, 0, t)?.contiguous()?;
     let targets = lm_targets(&ids)?.narrow(1, 0, t)?.contiguous()?;
     super::model_arg::check_bf16(args.bf16, device)?;
-    // The kernel versions chosen by environment (IGPT_MATMUL, IGPT_ATTN_BWD, IGPT_SPLIT_K, IGPT_TILE_N) are named in the line.
-    let chosen: Vec<String> = ["IGPT_MATMUL", "IGPT_ATTN_BWD", "IGPT_SPLIT_K", "IGPT_TILE_N"].iter().filter_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()).map(|v| format!("{k}={v}"))).collect();
+    // The kernel versions chosen by environment (IGPT_MATMUL, IGPT_ATTN_FWD, IGPT_ATTN_BWD, IGPT_SPLIT_K, IGPT_TILE_N) are named in the line.
+    let chosen: Vec<String> = ["IGPT_MATMUL", "IGPT_ATTN_FWD", "IGPT_ATTN_BWD", "IGPT_SPLIT_K", "IGPT_TILE_N"].iter().filter_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()).map(|v| format!("{k}={v}"))).collect();
     let precision = match (args.bf16, chosen.is_empty()) {
         (false, _) => "f32".to_string(),
         (true, true) => "bf16 autocast".to_string(),

@@ -187,9 +187,10 @@ mod imp {
             // IGPT_TILE_N, IGPT_ATTN_BWD), named in the rows.
             let v = gpu.engine_matmul().map(|v| format!("{v:?}")).unwrap_or_else(|e| e.to_string());
             let a = kernels::attention::BwdBf16::for_engine().map(|a| format!("{a:?}")).unwrap_or_else(|e| e.to_string());
+            let f = kernels::attention::FwdBf16::for_engine().map(|f| format!("{f:?}")).unwrap_or_else(|e| e.to_string());
             let tiles = std::env::var("IGPT_TILE_N").unwrap_or_else(|_| "256".into());
             checks.extend(gpt2_step(true).into_iter().map(|mut c| {
-                c.shape = format!("{}; matmuls {v} (tiles {tiles}), attention backward {a}", c.shape);
+                c.shape = format!("{}; matmuls {v} (tiles {tiles}), attention forward {f}, backward {a}", c.shape);
                 c
             }));
         } else {

@@ -815,7 +815,9 @@ pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, tq: us
     if attention_in_bf16(d, tq) {
         // Autocast: bf16 q, k, v on tensor cores (v2), f32 accumulation, out and lse.
         let (q16, k16, v16) = (bf16_of(q, op)?, bf16_of(k, op)?, bf16_of(v, op)?);
-        g.attention_fwd_bf16(&q16, &k16, &v16, &mut out, &mut lse, s, pad.as_ref()).map_err(err(op))?;
+        // v2; IGPT_ATTN_FWD=v3 takes 128 queries per block.
+        let version = kernels::attention::FwdBf16::for_engine().map_err(err(op))?;
+        g.attention_fwd_bf16(version, &q16, &k16, &v16, &mut out, &mut lse, s, pad.as_ref()).map_err(err(op))?;
     } else {
         if tq == 1 {
             // One new query per head (sampling with the KV cache): the decode kernel, which

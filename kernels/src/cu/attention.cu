@@ -20,6 +20,8 @@
 //                       memory, V(t) loaded by cp.async during S = QK^T, K(t+1) during O += PV;
 //                       P never leaves registers (accumulator layout reused as the A operand);
 //                       V's B fragments by ldmatrix.trans; online softmax in base 2 (exp2f).
+//   attn_fwd_v3_bf16    v2 with 128 queries per block (8 warps): K/V tiles read from L2 once per
+//                       128 queries; warps skip the key tiles their rows cannot see.
 //   attn_bwd_preprocess delta_i = rowsum(dO * O) (dO f32 or bf16, O f32), one warp per row.
 //   attn_bwd_v1_f32     block = (head, 32 keys), 256 threads = 32 keys x 8 lanes; K/V row slices
 //                       and dK/dV accumulators in registers; loops over the 16-query tiles that
@@ -488,7 +490,11 @@ __device__ __forceinline__ void load_tile_async(bf16_t* s, const bf16_t* __restr
     }
 }
 
-template <int D>
+// WARPS = 8 (v3): 128 queries per block, so each K/V tile is read from L2 once per 128 queries
+// instead of 64 (half the forward's L2 traffic); Q is staged through sK in halves of 64 rows,
+// and a warp whose rows all end before a key tile skips it (exactly: a tile it cannot see
+// changes none of its state). WARPS = 4 is v2 as measured.
+template <int D, int WARPS>
 __device__ __forceinline__ void attn_fwd_v2(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k,
                                             const bf16_t* __restrict__ v, float* __restrict__ o,
                                             float* __restrict__ lse, int tq, int tk, float scale,
@@ -497,11 +503,14 @@ __device__ __forceinline__ void attn_fwd_v2(const bf16_t* __restrict__ q, const 
     constexpr int KS = D / 16;  // k-steps over the head dim
     constexpr int NT = V2_BK / 8;  // n-tiles of S per warp (keys)
     constexpr int DN = D / 8;   // n-tiles of O per warp (head dim)
+    constexpr int BQ = 16 * WARPS;       // queries per block
+    constexpr int THREADS = 32 * WARPS;
+    static_assert(V2_BQ == V2_BK && BQ % V2_BQ == 0, "Q is staged through sK, V2_BK rows at a time");
     __shared__ __align__(128) bf16_t sK[V2_BK * LDS];  // also stages Q at the start
     __shared__ __align__(128) bf16_t sV[V2_BK * LDS];
 
     const int head = blockIdx.x;
-    const int q0 = (gridDim.y - 1 - blockIdx.y) * V2_BQ;  // heaviest (last) query tiles first
+    const int q0 = (gridDim.y - 1 - blockIdx.y) * BQ;  // heaviest (last) query tiles first
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int off = tk - tq;
     const bf16_t* qh = q + (long long)head * tq * D;
@@ -510,20 +519,25 @@ __device__ __forceinline__ void attn_fwd_v2(const bf16_t* __restrict__ q, const 
     const float scale_log2 = scale * LOG2E;
     const int pad = pad_of(key_pad, heads_per_row, head);  // first visible key
 
-    // Q tile -> shared (through sK) -> A fragments in registers.
-    load_tile_async<D, V2_BQ, V2_THREADS>(sK, qh, q0, tq);
-    cp_async_commit();
-    cp_async_wait_all();
-    __syncthreads();
+    // Q tile -> shared (through sK, 64 rows at a time) -> A fragments in registers.
     unsigned qa[KS][4];
 #pragma unroll
-    for (int ks = 0; ks < KS; ++ks) load_a_frag(qa[ks], sK, LDS, warp * 16, ks * 16, g, t);
-    __syncthreads();  // sK is overwritten by K(0) next
+    for (int half = 0; half < BQ / V2_BQ; ++half) {
+        load_tile_async<D, V2_BQ, THREADS>(sK, qh, q0 + half * V2_BQ, tq);
+        cp_async_commit();
+        cp_async_wait_all();
+        __syncthreads();
+        if (WARPS == 4 || warp / 4 == half) {
+#pragma unroll
+            for (int ks = 0; ks < KS; ++ks) load_a_frag(qa[ks], sK, LDS, (WARPS == 4 ? warp : warp & 3) * 16, ks * 16, g, t);
+        }
+        __syncthreads();  // sK is overwritten by the next half, or K(0)
+    }
 
     const int row0 = q0 + warp * 16 + g, row1 = row0 + 8;
     // Last visible key of each of this thread's two rows (rows >= tq are clamped; never stored).
     const int lim0 = min(row0, tq - 1) + off, lim1 = min(row1, tq - 1) + off;
-    const int last_row = min(q0 + V2_BQ, tq) - 1;
+    const int last_row = min(q0 + BQ, tq) - 1;
     const int kv_end = min(tk, last_row + off + 1);
     const int n_kt = (kv_end + V2_BK - 1) / V2_BK;
 
@@ -533,16 +547,19 @@ __device__ __forceinline__ void attn_fwd_v2(const bf16_t* __restrict__ q, const 
     float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.0f, l1 = 0.0f;
 
     const int it0 = pad / V2_BK;  // tiles wholly padding are skipped
-    if (it0 < n_kt) load_tile_async<D, V2_BK, V2_THREADS>(sK, kh, it0 * V2_BK, tk, pad);
+    if (it0 < n_kt) load_tile_async<D, V2_BK, THREADS>(sK, kh, it0 * V2_BK, tk, pad);
     cp_async_commit();
     for (int it = it0; it < n_kt; ++it) {
         const int j0 = it * V2_BK;
-        load_tile_async<D, V2_BK, V2_THREADS>(sV, vh, j0, tk, pad);  // sV is free: last PV ended with a barrier
+        load_tile_async<D, V2_BK, THREADS>(sV, vh, j0, tk, pad);  // sV is free: last PV ended with a barrier
         cp_async_commit();
         cp_async_wait_1();  // K(it) has landed (groups complete in order)
         __syncthreads();
+        // v3: this warp's last row sees no key of this tile: nothing to do until the next one.
+        const bool active = WARPS == 4 || j0 <= min(q0 + warp * 16 + 15, tq - 1) + off;
 
         float sacc[NT][4];
+        if (active) {
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) sacc[nt][0] = sacc[nt][1] = sacc[nt][2] = sacc[nt][3] = 0.0f;
 #pragma unroll
@@ -598,15 +615,17 @@ __device__ __forceinline__ void attn_fwd_v2(const bf16_t* __restrict__ q, const 
             oacc[dn][0] *= alpha0; oacc[dn][1] *= alpha0;
             oacc[dn][2] *= alpha1; oacc[dn][3] *= alpha1;
         }
+        }  // active
 
         cp_async_wait_all();  // V(it) has landed
         __syncthreads();      // ... for every thread; and every warp is done reading sK
         if (it + 1 < n_kt) {
-            load_tile_async<D, V2_BK, V2_THREADS>(sK, kh, j0 + V2_BK, tk, pad);
+            load_tile_async<D, V2_BK, THREADS>(sK, kh, j0 + V2_BK, tk, pad);
             cp_async_commit();
         }
 
         // O += P V: P's accumulator layout is the A layout of two adjacent key n-tiles.
+        if (active) {
 #pragma unroll
         for (int kk = 0; kk < V2_BK / 16; ++kk) {
             unsigned pa[4];
@@ -623,6 +642,7 @@ __device__ __forceinline__ void attn_fwd_v2(const bf16_t* __restrict__ q, const 
                 mma_bf16(oacc[2 * dp + 1], pa, b[2], b[3]);
             }
         }
+        }  // active
         __syncthreads();  // every warp is done reading sV before the next V load
     }
 
@@ -652,19 +672,38 @@ extern "C" __global__ void __launch_bounds__(V2_THREADS, 1)
 attn_fwd_v2_bf16_d32(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
                      float* __restrict__ o, float* __restrict__ lse, int tq, int tk, float scale,
                      const int* __restrict__ key_pad, int heads_per_row) {
-    attn_fwd_v2<32>(q, k, v, o, lse, tq, tk, scale, key_pad, heads_per_row);
+    attn_fwd_v2<32, 4>(q, k, v, o, lse, tq, tk, scale, key_pad, heads_per_row);
 }
 extern "C" __global__ void __launch_bounds__(V2_THREADS, 1)
 attn_fwd_v2_bf16_d64(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
                      float* __restrict__ o, float* __restrict__ lse, int tq, int tk, float scale,
                      const int* __restrict__ key_pad, int heads_per_row) {
-    attn_fwd_v2<64>(q, k, v, o, lse, tq, tk, scale, key_pad, heads_per_row);
+    attn_fwd_v2<64, 4>(q, k, v, o, lse, tq, tk, scale, key_pad, heads_per_row);
 }
 extern "C" __global__ void __launch_bounds__(V2_THREADS, 1)
 attn_fwd_v2_bf16_d128(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
                      float* __restrict__ o, float* __restrict__ lse, int tq, int tk, float scale,
                      const int* __restrict__ key_pad, int heads_per_row) {
-    attn_fwd_v2<128>(q, k, v, o, lse, tq, tk, scale, key_pad, heads_per_row);
+    attn_fwd_v2<128, 4>(q, k, v, o, lse, tq, tk, scale, key_pad, heads_per_row);
+}
+// v3: 128 queries per block (8 warps).
+extern "C" __global__ void __launch_bounds__(2 * V2_THREADS, 1)
+attn_fwd_v3_bf16_d32(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
+                     float* __restrict__ o, float* __restrict__ lse, int tq, int tk, float scale,
+                     const int* __restrict__ key_pad, int heads_per_row) {
+    attn_fwd_v2<32, 8>(q, k, v, o, lse, tq, tk, scale, key_pad, heads_per_row);
+}
+extern "C" __global__ void __launch_bounds__(2 * V2_THREADS, 1)
+attn_fwd_v3_bf16_d64(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
+                     float* __restrict__ o, float* __restrict__ lse, int tq, int tk, float scale,
+                     const int* __restrict__ key_pad, int heads_per_row) {
+    attn_fwd_v2<64, 8>(q, k, v, o, lse, tq, tk, scale, key_pad, heads_per_row);
+}
+extern "C" __global__ void __launch_bounds__(2 * V2_THREADS, 1)
+attn_fwd_v3_bf16_d128(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
+                     float* __restrict__ o, float* __restrict__ lse, int tq, int tk, float scale,
+                     const int* __restrict__ key_pad, int heads_per_row) {
+    attn_fwd_v2<128, 8>(q, k, v, o, lse, tq, tk, scale, key_pad, heads_per_row);
 }
 
 // v2, v3 and v4 backward: WARPS warps of 16 keys each (a block of BK = 16 * WARPS keys: 64
