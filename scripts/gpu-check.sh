@@ -98,7 +98,8 @@ step "kernel bandwidth (bench --device cuda)" 120 "$LOGS/bench.log" bash -c benc
 step "engine GPT-2 124M train step, bf16 autocast" 60 "$LOGS/train_step.log" "$BIN" bench train-step --device cuda --bf16 --model gpt2 --batch 8 --seq-len 1024 --reps 3 --profile
 step "engine GPT-2 124M train step, bf16 autocast, matmul v6" 60 "$LOGS/train_step.log" env IGPT_MATMUL=v6 "$BIN" bench train-step --device cuda --bf16 --model gpt2 --batch 8 --seq-len 1024 --reps 3
 step "engine GPT-2 124M train step, bf16 autocast, tile widths by tile_plan" 60 "$LOGS/train_step.log" env IGPT_TILE_N=auto "$BIN" bench train-step --device cuda --bf16 --model gpt2 --batch 8 --seq-len 1024 --reps 3
-step "engine GPT-2 124M train step, bf16 autocast, attention fwd v3 + bwd v4" 60 "$LOGS/train_step.log" env IGPT_ATTN_FWD=v3 IGPT_ATTN_BWD=v4 "$BIN" bench train-step --device cuda --bf16 --model gpt2 --batch 8 --seq-len 1024 --reps 3
+step "engine GPT-2 124M train step, bf16 autocast, attention bwd v4" 60 "$LOGS/train_step.log" env IGPT_ATTN_BWD=v4 "$BIN" bench train-step --device cuda --bf16 --model gpt2 --batch 8 --seq-len 1024 --reps 3
+step "engine GPT-2 124M train step, bf16 autocast, attention fwd v3" 60 "$LOGS/train_step.log" env IGPT_ATTN_FWD=v3 "$BIN" bench train-step --device cuda --bf16 --model gpt2 --batch 8 --seq-len 1024 --reps 3
 step "engine GPT-2 124M train step, f32" 60 "$LOGS/train_step.log" "$BIN" bench train-step --device cuda --model gpt2 --batch 8 --seq-len 1024 --reps 3
 { echo; echo '## bench train-step --device cuda [--bf16] (our engine; the first with its op-level profile)'; echo; cat "$LOGS/train_step.log"; } >>"$REPORT"
 # Rollout-shaped generation: 64 prompts of 64 tokens, 64 new ones, the KV cache f32 and bf16.
