@@ -115,6 +115,11 @@ fn split_k_timed((m, n, k): (usize, usize, usize), (bm, bn, bk): (usize, usize, 
 /// of 256) and pay their prologue and epilogue over fewer FLOPs.
 pub const N192_RATE: f64 = 0.92;
 
+/// The modelled rate of a `bn`-wide Hopper tile relative to the 256-wide one.
+fn tile_rate(bn: usize) -> f64 {
+    if bn == V5_BN { 1.0 } else { N192_RATE }
+}
+
 /// The tile width and slices of K for a Hopper GEMM (v5, v6) of (m, n, k) on `sms` SMs: the pair
 /// with the least modelled time ([`split_k`]'s model, the narrow tile at [`N192_RATE`]). GPT-2
 /// 124M at 8192 tokens: every GEMM with N = 768 (output projections, input gradients) and the
@@ -124,8 +129,7 @@ pub fn tile_plan(mnk: (usize, usize, usize), sms: usize) -> (usize, usize) {
     WGMMA_TILE_WIDTHS
         .iter()
         .map(|&bn| {
-            let rate = if bn == V5_BN { 1.0 } else { N192_RATE };
-            let (s, t) = split_k_timed(mnk, (V5_BM, bn, 64), sms, rate);
+            let (s, t) = split_k_timed(mnk, (V5_BM, bn, 64), sms, tile_rate(bn));
             (bn, s, t)
         })
         .min_by(|a, b| a.2.total_cmp(&b.2))
@@ -410,10 +414,7 @@ mod gpu {
             let ktiles = k.div_ceil(bk).max(1);
             let s = match cut.splits {
                 Some(s) => s,
-                None => split_from_env()?.unwrap_or_else(|| {
-                    let rate = if bn == 192 { N192_RATE } else { 1.0 };
-                    split_k_timed((m, n, k), (bm, bn, bk), sms, rate).0
-                }),
+                None => split_from_env()?.unwrap_or_else(|| split_k_timed((m, n, k), (bm, bn, bk), sms, tile_rate(bn)).0),
             }
             .clamp(1, ktiles);
             Ok((bn, ktiles.div_ceil(ktiles.div_ceil(s))))
