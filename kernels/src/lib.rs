@@ -27,6 +27,8 @@ pub mod toolkit;
 #[cfg(feature = "cuda")]
 pub mod alloc_bench;
 #[cfg(feature = "cuda")]
+pub mod bandwidth;
+#[cfg(feature = "cuda")]
 pub mod bench;
 #[cfg(feature = "cuda")]
 pub mod device;

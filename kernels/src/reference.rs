@@ -1,5 +1,6 @@
-//! CPU references for the self-test, in f64. TEMPORARY: straightforward scalar
-//! loops, to be replaced by the engine's CPU backend once it is wired in.
+//! CPU references for the self-test, in f64: straightforward scalar loops, independent of the
+//! engine's CPU backend (the engine builds on this crate; its own conformance cases compare the
+//! engine's CUDA ops with its CPU ops).
 //!
 //! Each reference returns, per output, the value and a *scale*: the same expression
 //! with every term (and every sum's terms) taken in absolute value. Error is judged as
@@ -202,6 +203,17 @@ pub fn rand_nonzero(rng: &mut impl rand::Rng, n: usize, lo: f32, hi: f32) -> Vec
             }
         })
         .collect()
+}
+
+/// `v` rounded to bf16 (nearest, ties to even) as bit patterns: a bf16 kernel's input, whose
+/// reference then reads the same rounded values back through [`from_bf16_bits`].
+pub fn to_bf16_bits(v: &[f32]) -> Vec<u16> {
+    v.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect()
+}
+
+/// bf16 bit patterns widened to f32 (exact).
+pub fn from_bf16_bits(v: &[u16]) -> Vec<f32> {
+    v.iter().map(|&x| half::bf16::from_bits(x).to_f32()).collect()
 }
 
 pub fn compare(got: &[f32], r: &Ref) -> ErrStats {

@@ -46,7 +46,7 @@ mod imp {
     use super::*;
     use crate::device::{Gpu, MatmulF32, Stored};
     use crate::rows::RowKernel;
-    use crate::reference::{self as r, compare, AdamWParams};
+    use crate::reference::{self as r, compare, from_bf16_bits, to_bf16_bits, AdamWParams};
     use crate::{Error, Result};
     use cudarc::driver::CudaSlice;
     use half::bf16;
@@ -77,15 +77,8 @@ mod imp {
         }
         pub(crate) fn down_bf16(&self, s: &CudaSlice<u16>) -> Result<Vec<f32>> {
             let bits = self.gpu.stream.clone_dtoh(s).map_err(|e| Error::cuda("download", e))?;
-            Ok(bits.into_iter().map(|b| bf16::from_bits(b).to_f32()).collect())
+            Ok(from_bf16_bits(&bits))
         }
-    }
-
-    fn to_bf16(v: &[f32]) -> Vec<u16> {
-        v.iter().map(|&x| bf16::from_f32(x).to_bits()).collect()
-    }
-    fn from_bf16(v: &[u16]) -> Vec<f32> {
-        v.iter().map(|&x| bf16::from_bits(x).to_f32()).collect()
     }
 
     /// A row kernel's activation type on the host: f32, or bf16 bits (u16).
@@ -107,10 +100,10 @@ mod imp {
     impl Act for u16 {
         const POISON: u16 = 0x7fc0; // bf16 NaN
         fn store(v: &[f32]) -> Vec<u16> {
-            to_bf16(v)
+            to_bf16_bits(v)
         }
         fn load(v: &[u16]) -> Vec<f32> {
-            from_bf16(v)
+            from_bf16_bits(v)
         }
     }
 
@@ -182,8 +175,8 @@ mod imp {
             });
             // bf16 storage: the reference sees the same rounded inputs.
             case(&mut out, "gelu_bf16", format!("n={n}"), "bf16", || {
-                let (x16, dy16) = (to_bf16(&c.rand(n, -6.0, 6.0)), to_bf16(&c.rand(n, -1.0, 1.0)));
-                let (x, dy) = (from_bf16(&x16), from_bf16(&dy16));
+                let (x16, dy16) = (to_bf16_bits(&c.rand(n, -6.0, 6.0)), to_bf16_bits(&c.rand(n, -1.0, 1.0)));
+                let (x, dy) = (from_bf16_bits(&x16), from_bf16_bits(&dy16));
                 let (gx, gdy, mut gy, mut gdx) = (c.up(&x16)?, c.up(&dy16)?, c.poisoned_bf16(n)?, c.poisoned_bf16(n)?);
                 gpu.gelu_fwd(&gx, &mut gy)?;
                 gpu.gelu_bwd(&gx, &gdy, &mut gdx)?;
@@ -219,11 +212,11 @@ mod imp {
             let Some(w) = RowKernel::v2_entry("", cols) else { continue };
             let name = format!("softmax_fwd_v2_bf16{w}");
             case(&mut out, &name, shape.clone(), "bf16", || {
-                let x16 = to_bf16(&c.rand(rows * cols, -8.0, 8.0));
+                let x16 = to_bf16_bits(&c.rand(rows * cols, -8.0, 8.0));
                 let (gx, mut gy) = (c.up(&x16)?, c.poisoned_bf16(rows * cols)?);
                 gpu.softmax_fwd_with(RowKernel::V2, &gx, &mut gy, rows, cols)?;
                 gpu.sync(&name)?;
-                Ok(vec![Check::new(&name, shape.clone(), "bf16", compare(&c.down_bf16(&gy)?, &r::softmax(&from_bf16(&x16), rows, cols)), TOL_BF16)])
+                Ok(vec![Check::new(&name, shape.clone(), "bf16", compare(&c.down_bf16(&gy)?, &r::softmax(&from_bf16_bits(&x16), rows, cols)), TOL_BF16)])
             });
         }
 
@@ -352,10 +345,8 @@ mod imp {
                 rows_out.push(Check::new("matmul_v2_f32_gelu (gelu)", shape.clone(), "f32", compare(&c.down(&post)?, &r::gelu_fwd(&stored_pre)), TOL_F32));
                 // bf16: the reference uses the same bf16-rounded inputs, so only accumulation
                 // (and for bf16 out, the final rounding) differs.
-                let to_bf = |v: &[f32]| -> Vec<u16> { v.iter().map(|&x| bf16::from_f32(x).to_bits()).collect() };
-                let from_bf = |v: &[u16]| -> Vec<f32> { v.iter().map(|&x| bf16::from_bits(x).to_f32()).collect() };
-                let (a16, b16) = (to_bf(&a), to_bf(&b));
-                let want16 = r::matmul(&from_bf(&a16), &from_bf(&b16), bias.as_deref(), m, n, k);
+                let (a16, b16) = (to_bf16_bits(&a), to_bf16_bits(&b));
+                let want16 = r::matmul(&from_bf16_bits(&a16), &from_bf16_bits(&b16), bias.as_deref(), m, n, k);
                 let (ga16, gb16) = (c.up(&a16)?, c.up(&b16)?);
                 let mut gc = c.poisoned(m * n)?;
                 gpu.matmul_bf16_f32out(&ga16, &gb16, gbias.as_ref(), &mut gc, m, n, k)?;

@@ -420,11 +420,11 @@ fn run_cuda(args: &BenchArgs, s: &[usize]) -> Result<()> {
         Op::Matmul | Op::Alloc | Op::Attention | Op::TrainStep | Op::Generate => bail!("--device cuda: {:?} is benchmarked by `instructgpt selftest --device cuda`", args.op),
     };
     // The ceiling, measured in this process: a device-to-device copy, bytes read + written.
-    let copy = kernels::memops::copy_bandwidth(&gpu)?;
+    let copy = kernels::bandwidth::copy_bandwidth(&gpu)?;
     if let Some(e) = &copy.error {
         bail!("device-to-device copy benchmark failed: {e}");
     }
-    let timings = kernels::memops::bench_op(&gpu, name, s, args.backward, Some(copy.gbps))?;
+    let timings = kernels::bandwidth::bench_op(&gpu, name, s, args.backward, Some(copy.gbps))?;
     if args.json {
         println!(
             "{}",
