@@ -1,7 +1,8 @@
 //! Kernels' own CUDA source, run on the CPU emulation in `kernels/emu` (C++20, one thread per
 //! CUDA thread) and compared with f64 references at the GPU self-test's tolerances (or bit for
-//! bit): their indexing, bounds (under AddressSanitizer), reductions and barriers are checked on
-//! machines without a GPU.
+//! bit): their indexing, bounds (under AddressSanitizer), reductions and barriers, and with
+//! `IGPT_EMU_SANITIZER=thread` their races between a block's threads (under ThreadSanitizer), are
+//! checked on machines without a GPU.
 //! Covered: the row kernels (softmax, layernorm, both versions, f32 and bf16, layernorm f32 to bf16), every kernel of
 //! cu/pointwise.cu (the engine's remaining ops), the f32 attention kernels (v1 forward and backward, decode; head dims
 //! 32/64/128, left padding), the f32 matmuls (v1; v2 batched, operands stored as read or
@@ -10,21 +11,42 @@
 //! and, on stand-ins for their tensor-core instructions (emu/tensor_core.h), attention v2 and matmul
 //! v4 with its epilogues, (emu/hopper.h: wgmma, TMA, mbarriers) the Hopper matmuls v5 and v6, v4-v6
 //! with split-K and its reduction, and (emu/mma.h: WMMA) matmul v3: every kernel. Skipped, with a
-//! message, where no C++20 compiler with AddressSanitizer is found ($CXX, c++, g++).
+//! message, where no C++20 compiler with the sanitizer is found ($CXX, c++, g++).
 
 use kernels::copy::TransposedBatch;
-use kernels::reference::{self as r, compare};
+use kernels::reference::{self as r, compare, from_bf16_bits, to_bf16_bits};
 use kernels::selftest::{Check, TOL_BF16, TOL_F32};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// The compiler and flags every driver is built with: C++20 (std::barrier), AddressSanitizer
-/// and UBSan with every finding fatal.
-const FLAGS: &[&str] = &["-std=c++20", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-pthread"];
+/// The flags every driver is built with: C++20 (std::barrier) and a sanitizer, every finding
+/// fatal. By default AddressSanitizer and UBSan: an access outside a buffer or shared array, a
+/// misaligned vector. With `IGPT_EMU_SANITIZER=thread`, ThreadSanitizer: the emulation's
+/// threads are the block's CUDA threads and its barriers, shuffles and mbarriers are C++
+/// synchronization, so an access to shared or global memory that another thread of the block
+/// writes with no barrier between them (a missing `__syncthreads`, a stage read before its
+/// mbarrier wait, a buffer refilled while another warp still reads it) is a data race, and fails
+/// the run however the threads happen to be scheduled.
+fn flags() -> &'static [&'static str] {
+    const COMMON: [&str; 5] = ["-std=c++20", "-O1", "-g", "-fno-omit-frame-pointer", "-pthread"];
+    static FLAGS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    FLAGS.get_or_init(|| {
+        let sanitizer: &[&str] = match std::env::var("IGPT_EMU_SANITIZER").as_deref() {
+            Ok("thread") => &["-fsanitize=thread"],
+            Ok("address") | Ok("") | Err(_) => &["-fsanitize=address,undefined", "-fno-sanitize-recover=all"],
+            Ok(other) => panic!("IGPT_EMU_SANITIZER={other:?}: expected address (the default) or thread"),
+        };
+        COMMON.iter().chain(sanitizer).copied().collect()
+    })
+}
 
-/// A C++ compiler that builds and runs a std::barrier program with [`FLAGS`]; None (the test
+/// Under ThreadSanitizer, the first race ends the run with a failing status (the report on
+/// stderr names both accesses).
+const TSAN_OPTIONS: &str = "halt_on_error=1 exitcode=66";
+
+/// A C++ compiler that builds and runs a std::barrier program with [`flags`]; None (the test
 /// says it skipped) for a missing or too old toolchain, unless IGPT_REQUIRE_EMULATION is set
 /// (CI sets it): then that is a failure. The drivers' own build errors always fail. Probed once
 /// per process: tests run in parallel, and each probing in one shared directory made a test
@@ -33,7 +55,7 @@ fn compiler() -> Option<String> {
     static FOUND: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     let found = FOUND.get_or_init(probe_compiler).clone();
     if found.is_none() {
-        let why = "no C++20 compiler with AddressSanitizer ($CXX, c++, g++) to build the CPU emulation of the kernels";
+        let why = format!("no C++20 compiler with {:?} ($CXX, c++, g++) to build the CPU emulation of the kernels", flags());
         assert!(std::env::var_os("IGPT_REQUIRE_EMULATION").is_none(), "IGPT_REQUIRE_EMULATION is set, but there is {why}");
         eprintln!("skipped: {why}");
     }
@@ -47,7 +69,7 @@ fn probe_compiler() -> Option<String> {
     std::fs::write(&src, "#include <barrier>\nint main() { std::barrier<> b(1); b.arrive_and_wait(); return 0; }\n").ok()?;
     let candidates = std::env::var("CXX").into_iter().chain(["c++".to_string(), "g++".to_string()]);
     let found = candidates.into_iter().find(|c| {
-        Command::new(c).args(FLAGS).arg(&src).arg("-o").arg(&exe).output().is_ok_and(|o| o.status.success())
+        Command::new(c).args(flags()).arg(&src).arg("-o").arg(&exe).output().is_ok_and(|o| o.status.success())
             && Command::new(&exe).output().is_ok_and(|o| o.status.success())
     });
     std::fs::remove_dir_all(&probe_dir).ok();
@@ -55,8 +77,8 @@ fn probe_compiler() -> Option<String> {
 }
 
 /// Builds the driver `emu/{driver}.cpp` over the kernel sources (the dynamic shared array
-/// rewritten to a pointer the driver sizes), with AddressSanitizer and UBSan: a
-/// kernel that reads or writes outside its buffers (or its shared arrays) fails the run. PTX
+/// rewritten to a pointer the driver sizes), with the sanitizer of [`flags`]: a kernel that
+/// reads or writes outside its buffers (or its shared arrays), or races, fails the run. PTX
 /// helper sections are swapped for the CPU stand-ins of emu/tensor_core.h.
 fn build(cxx: &str, dir: &Path, driver: &str, sources: &[&str]) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -75,7 +97,7 @@ fn build(cxx: &str, dir: &Path, driver: &str, sources: &[&str]) -> PathBuf {
     }
     let exe = dir.join(driver);
     let out = Command::new(cxx)
-        .args(FLAGS)
+        .args(flags())
         .arg("-I")
         .arg(dir)
         .arg("-I")
@@ -140,7 +162,7 @@ impl Emu {
     fn run_args(&self, args: &[String]) {
         let kernel = args.join(" ");
         let (rows, cols) = ("", "");
-        let mut child = Command::new(&self.exe).args(args).spawn().unwrap();
+        let mut child = Command::new(&self.exe).args(args).env("TSAN_OPTIONS", TSAN_OPTIONS).spawn().unwrap();
         let start = Instant::now();
         loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -223,14 +245,14 @@ fn row_kernels_match_the_references_on_the_cpu_emulation() {
     for (rows, c) in [(7usize, 33usize), (9, 1000), (5, 1600)] {
         let shape = format!("{rows}x{c}");
         let w = if c <= 1024 { "w1024" } else { "w2048" };
-        let x16 = bf16_bits(&rand(&mut rng, rows * c, -6.0, 6.0));
+        let x16 = to_bf16_bits(&rand(&mut rng, rows * c, -6.0, 6.0));
         emu.put_u16("x", &x16);
         let k = format!("softmax_fwd_v2_bf16_{w}");
         emu.run(&k, rows, c, 1);
         checks.push(Check::new(&k, shape.clone(), "bf16", compare(&from_bf16_bits(&emu.get_u16("y.u16")), &r::softmax(&from_bf16_bits(&x16), rows, c)), TOL_BF16));
 
-        let x16 = bf16_bits(&rand(&mut rng, rows * c, -2.0, 2.0).into_iter().map(|v| v + 3.0).collect::<Vec<f32>>());
-        let dy16 = bf16_bits(&rand(&mut rng, rows * c, -1.0, 1.0));
+        let x16 = to_bf16_bits(&rand(&mut rng, rows * c, -2.0, 2.0).into_iter().map(|v| v + 3.0).collect::<Vec<f32>>());
+        let dy16 = to_bf16_bits(&rand(&mut rng, rows * c, -1.0, 1.0));
         let (gamma, beta) = (rand(&mut rng, c, 0.5, 1.5), rand(&mut rng, c, -0.5, 0.5));
         let (x, dy) = (from_bf16_bits(&x16), from_bf16_bits(&dy16));
         emu.put_u16("x", &x16);
@@ -292,14 +314,6 @@ fn start(driver: &str, sources: &[&str]) -> Option<(Emu, PathBuf, u64, StdRng)> 
     let (emu, dir) = setup(&cxx, driver, sources);
     let seed = seed();
     Some((emu, dir, seed, StdRng::seed_from_u64(seed)))
-}
-
-/// f32 values rounded to bf16 (bit patterns), and back.
-fn bf16_bits(v: &[f32]) -> Vec<u16> {
-    v.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect()
-}
-fn from_bf16_bits(v: &[u16]) -> Vec<f32> {
-    v.iter().map(|&x| half::bf16::from_bits(x).to_f32()).collect()
 }
 
 fn seed() -> u64 {
@@ -694,12 +708,12 @@ fn f32_attention_kernels_match_the_reference_on_the_cpu_emulation() {
         for (kernel, stride) in [("decode", tk * d), ("decode", cap * d), ("decode_bf16kv", cap * d)] {
             let bf = kernel == "decode_bf16kv";
             // bf16 K/V: the reference reads the same rounded values (NaN stays NaN).
-            let round = |x: &[f32]| -> Vec<f32> { if bf { from_bf16_bits(&bf16_bits(x)) } else { x.to_vec() } };
+            let round = |x: &[f32]| -> Vec<f32> { if bf { from_bf16_bits(&to_bf16_bits(x)) } else { x.to_vec() } };
             let (kr, vr) = (round(&k), round(&v));
             let (kb, vb) = if stride == tk * d { (kr.clone(), vr.clone()) } else { (cached(&kr), cached(&vr)) };
             if bf {
-                emu.put_u16("k", &bf16_bits(&kb));
-                emu.put_u16("v", &bf16_bits(&vb));
+                emu.put_u16("k", &to_bf16_bits(&kb));
+                emu.put_u16("v", &to_bf16_bits(&vb));
             } else {
                 emu.put("k", &kb);
                 emu.put("v", &vb);
@@ -745,7 +759,7 @@ fn bf16_attention_kernels_match_the_reference_on_the_cpu_emulation() {
         let (nq, nk) = (heads * tq * d, heads * tk * d);
         let (q, mut k, mut v, g) = (rand(&mut rng, nq, -2.0, 2.0), rand(&mut rng, nk, -2.0, 2.0), rand(&mut rng, nk, -1.0, 1.0), rand(&mut rng, nq, -1.0, 1.0));
         nan_padding(&mut k, &mut v, pads, hpr, tk, d);
-        let (q16, k16, v16, g16) = (bf16_bits(&q), bf16_bits(&k), bf16_bits(&v), bf16_bits(&g));
+        let (q16, k16, v16, g16) = (to_bf16_bits(&q), to_bf16_bits(&k), to_bf16_bits(&v), to_bf16_bits(&g));
         for (name, x) in [("q", &q16), ("k", &k16), ("v", &v16), ("dout", &g16)] {
             emu.put_u16(name, x);
         }
@@ -807,7 +821,7 @@ fn tensor_core_matmuls_v3_and_v4_match_the_reference_on_the_cpu_emulation() {
 /// Fresh bf16 A [m, k] and B [k, n] and an f32 bias, put where the matmul drivers read them
 /// (a.u16, b.u16, bias.f32): the shape's label and the f64 reference on the same bf16 values.
 fn bf16_matmul_inputs(emu: &Emu, rng: &mut StdRng, m: usize, n: usize, k: usize, with_bias: bool) -> (String, r::Ref) {
-    let (a16, b16) = (bf16_bits(&rand(rng, m * k, -1.0, 1.0)), bf16_bits(&rand(rng, k * n, -1.0, 1.0)));
+    let (a16, b16) = (to_bf16_bits(&rand(rng, m * k, -1.0, 1.0)), to_bf16_bits(&rand(rng, k * n, -1.0, 1.0)));
     let bias = rand(rng, n, -1.0, 1.0);
     emu.put_u16("a", &a16);
     emu.put_u16("b", &b16);
@@ -945,9 +959,9 @@ fn memory_bound_kernels_match_the_references_on_the_cpu_emulation() {
         let gs = rand(&mut rng, n, -2.0, 2.0);
         emu.put("gscale", &gs);
         for dtype in ["f32", "bf16"] {
-            let x = if dtype == "bf16" { from_bf16_bits(&bf16_bits(&x32)) } else { x32.clone() };
+            let x = if dtype == "bf16" { from_bf16_bits(&to_bf16_bits(&x32)) } else { x32.clone() };
             if dtype == "bf16" {
-                emu.put_u16("x", &bf16_bits(&x32));
+                emu.put_u16("x", &to_bf16_bits(&x32));
             } else {
                 emu.put("x", &x);
             }
@@ -1063,7 +1077,7 @@ fn memory_bound_kernels_match_the_references_on_the_cpu_emulation() {
         checks.push(Check::new("gelu_fwd_f32", format!("n={n}"), "f32", compare(&emu.get("out"), &r::gelu_fwd(&x)), TOL_F32));
         run(&s(&[&"gelu_bwd_f32", &n]));
         checks.push(Check::new("gelu_bwd_f32", format!("n={n}"), "f32", compare(&emu.get("out"), &r::gelu_bwd(&x, &dy)), TOL_F32));
-        let (x16, dy16) = (bf16_bits(&x), bf16_bits(&dy));
+        let (x16, dy16) = (to_bf16_bits(&x), to_bf16_bits(&dy));
         emu.put_u16("x", &x16);
         emu.put_u16("dy", &dy16);
         run(&s(&[&"gelu_fwd_bf16", &n]));
@@ -1128,7 +1142,7 @@ fn memory_bound_kernels_match_the_references_on_the_cpu_emulation() {
     for n in [4096usize, 1001] {
         let p = kernels::memops::plan_broadcast(&[n], &[1], &[1]).unwrap();
         let a = rand(&mut rng, n, -2.0, 2.0);
-        let b16 = bf16_bits(&rand(&mut rng, n, -2.0, 2.0).iter().map(|v| v + 3.0f32.copysign(*v)).collect::<Vec<f32>>());
+        let b16 = to_bf16_bits(&rand(&mut rng, n, -2.0, 2.0).iter().map(|v| v + 3.0f32.copysign(*v)).collect::<Vec<f32>>());
         let b = from_bf16_bits(&b16);
         emu.put("a", &a);
         emu.put_u16("b", &b16);
