@@ -1,5 +1,5 @@
 // Runs the attention kernels of cu/attention.cu on the CPU emulation, for
-// kernels/tests/emulated.rs (which swaps the source's PTX helpers for emu/tensor_core.h):
+// kernels/tests/emulated/ (which swaps the source's PTX helpers for emu/tensor_core.h):
 //   attention_emu <fwd|bwd|decode|decode_bf16kv|fwd2|fwd3|bwd2|bwd3|bwd4> <heads> <tq> <tk> <d> <heads_per_row, 0: no padding> <dir> [kv_stride]
 // fwd, bwd, decode: the f32 kernels (v1, decode), reading q, k, v (and dout, out, lse for bwd)
 // as raw f32; decode and decode_bf16kv (k.u16, v.u16) read heads kv_stride elements apart

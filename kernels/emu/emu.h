@@ -2,7 +2,7 @@
 // tensor_core.h, attention's mma.sync / ldmatrix / cp.async helpers) on a machine without a GPU: one std::thread per CUDA thread of a
 // block, the grid's blocks run one after another by the same threads, warp shuffles and
 // __syncthreads on std::barrier. Slow, but it runs the kernel's own source (after one textual
-// edit, see tests/emulated.rs), so indexing, bounds, reductions and barriers are checked.
+// edit, see tests/emulated/harness.rs), so indexing, bounds, reductions and barriers are checked.
 // A warp-divergent shuffle or barrier deadlocks here, as it is undefined on the GPU.
 #pragma once
 #include <algorithm>
@@ -36,7 +36,7 @@ inline thread_local int emu_lane;
 // The thread's warpgroup (4 warps, 128 threads: wgmma's unit) when the block has whole ones.
 inline thread_local std::barrier<>* emu_warpgroup;
 inline std::barrier<>* emu_block_barrier;
-// Dynamic shared memory: tests/emulated.rs rewrites `extern __shared__ float NAME[];` into a
+// Dynamic shared memory: tests/emulated/harness.rs rewrites `extern __shared__ float NAME[];` into a
 // pointer to this, which a driver points at a buffer of exactly the launch's size (ASan checks).
 inline void* emu_dynamic_smem;
 

@@ -1,5 +1,5 @@
 // Runs the f32 matmul kernels of cu/matmul_f32.cu (v1, v2 with the GELU epilogue, and v2 batched
-// with its operand layouts) on the CPU emulation, for kernels/tests/emulated.rs:
+// with its operand layouts) on the CPU emulation, for kernels/tests/emulated/:
 //   matmul_emu <v1|gelu|nn|nt|tn> <batches> <m> <n> <k> <shared_b 0|1> <bias 0|1> <dir>
 // Reads a, b (stored as the entry expects) and bias as raw f32; writes c (and pre for gelu),
 // poisoned with NaN first.

@@ -1,4 +1,4 @@
-// Runs the tensor-core matmuls on the CPU emulation, for kernels/tests/emulated.rs: v4 of
+// Runs the tensor-core matmuls on the CPU emulation, for kernels/tests/emulated/: v4 of
 // cu/matmul_mma.cu (mma.sync, ldmatrix and cp.async on the stand-ins of tensor_core.h) and v3 of
 // cu/matmul_bf16.cu (WMMA on the stand-in of mma.h):
 //   matmul_tc_emu <f32|bf16|gelu|v3_f32|v3_bf16> <m> <n> <k> <bias 0|1> <dir> [splits]

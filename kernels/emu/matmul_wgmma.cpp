@@ -1,6 +1,6 @@
 // Runs the Hopper matmuls of cu/matmul_wgmma.cu (v5: wgmma fed by cp.async; v6: wgmma fed by
 // TMA, warp-specialized on mbarriers, persistent) on the CPU emulation with the stand-ins of
-// hopper.h, for kernels/tests/emulated.rs:
+// hopper.h, for kernels/tests/emulated/:
 //   matmul_wgmma_emu <v5|v6> <f32|bf16|gelu> <m> <n> <k> <bias 0|1> <blocks> <dir> [splits] [tile width 256|192]
 // Reads a and b as bf16 bits (.u16), bias as raw f32 and, for v6, maps.u64: the tensor maps'
 // {cols, rows, row stride in bytes, box cols, box rows} for A then B (kernels::matmul_tc's

@@ -1,5 +1,5 @@
 // Runs the memory-bound kernels of cu/cross_entropy.cu, cu/embedding.cu, cu/adamw.cu and
-// cu/elementwise.cu on the CPU emulation, for kernels/tests/emulated.rs:
+// cu/elementwise.cu on the CPU emulation, for kernels/tests/emulated/:
 //   memops_emu <kernel> <dir> <args...>
 //   ce_fwd_{warp,block}_{f32,bf16} N V A ENT    x.{f32,u16} t.i64 -> loss.f32 lse.f32 (ENT=1: ent.f32)
 //   ce_bwd_{warp,block}_{f32,bf16} N V A scale G  x t lse.f32 (G=1: gscale.f32) -> dx.{f32,u16}

@@ -1,4 +1,4 @@
-// Runs one kernel of cu/pointwise.cu on the CPU emulation, for kernels/tests/emulated.rs:
+// Runs one kernel of cu/pointwise.cu on the CPU emulation, for kernels/tests/emulated/:
 //   pointwise_emu <kernel> <rows> <cols> <dir>
 // Row kernels (max_rows_f32, sample_rows_f32 <a>, log_softmax_fwd_f32, softmax_bwd_f32 / _log)
 // read <dir>/x.f32 (and g.f32, or sample's u.f32); the view kernels (strided_assign_f32 and _u16, cast_bf16_strided; copy_ and

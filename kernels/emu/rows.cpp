@@ -1,5 +1,5 @@
 // Runs one row kernel (cu/softmax.cu, cu/layernorm.cu) on the CPU emulation, for
-// kernels/tests/emulated.rs:   rows_emu <kernel> <rows> <cols> <dir> [blocks]
+// kernels/tests/emulated/:   rows_emu <kernel> <rows> <cols> <dir> [blocks]
 // Inputs are read from <dir>/<name>.f32 (raw little-endian f32; bf16 activations of the _bf16_
 // kernels from <name>.u16, their bits), outputs written beside them; outputs start as NaN, as
 // the GPU self-test poisons them.
