@@ -10,37 +10,12 @@ use kernels::memops::BinaryOp;
 use kernels::pointwise::Unary;
 use rand::Rng;
 
-#[derive(Clone, Copy)]
-enum Binary {
-    Add,
-    Sub,
-    Mul,
-    Div,
-    Min,
-    Max,
-}
-
-impl Binary {
-    fn name(self) -> &'static str {
-        match self {
-            Binary::Add => "add",
-            Binary::Sub => "sub",
-            Binary::Mul => "mul",
-            Binary::Div => "div",
-            Binary::Min => "minimum",
-            Binary::Max => "maximum",
-        }
-    }
-
-    fn kernel(self) -> BinaryOp {
-        match self {
-            Binary::Add => BinaryOp::Add,
-            Binary::Sub => BinaryOp::Sub,
-            Binary::Mul => BinaryOp::Mul,
-            Binary::Div => BinaryOp::Div,
-            Binary::Min => BinaryOp::Min,
-            Binary::Max => BinaryOp::Max,
-        }
+/// A binary op's name in the engine (its profile row and its errors): torch's.
+fn binary_name(op: BinaryOp) -> &'static str {
+    match op {
+        BinaryOp::Min => "minimum",
+        BinaryOp::Max => "maximum",
+        op => op.name(),
     }
 }
 
@@ -53,32 +28,32 @@ fn broadcast_pair(op: &'static str, a: &Tensor, b: &Tensor) -> Result<(Tensor, T
     Ok((a.broadcast_as(&shape)?, b.broadcast_as(&shape)?))
 }
 
-fn binary(a: &Tensor, b: &Tensor, kind: Binary) -> Result<Tensor> {
-    let _p = crate::profile::scope(kind.name(), a.device());
-    let op = kind.name();
+fn binary(a: &Tensor, b: &Tensor, kind: BinaryOp) -> Result<Tensor> {
+    let op = binary_name(kind);
+    let _p = crate::profile::scope(op, a.device());
     let (a, b) = broadcast_pair(op, a, b)?;
     let (ca, cb) = (a.clone(), b.clone());
     let record = move || match kind {
-        Binary::Add => Op::Add(ca, cb),
-        Binary::Sub => Op::Sub(ca, cb),
-        Binary::Mul => Op::Mul(ca, cb),
-        Binary::Div => Op::Div(ca, cb),
-        Binary::Min => Op::Minimum(ca, cb),
-        Binary::Max => Op::Maximum(ca, cb),
+        BinaryOp::Add => Op::Add(ca, cb),
+        BinaryOp::Sub => Op::Sub(ca, cb),
+        BinaryOp::Mul => Op::Mul(ca, cb),
+        BinaryOp::Div => Op::Div(ca, cb),
+        BinaryOp::Min => Op::Minimum(ca, cb),
+        BinaryOp::Max => Op::Maximum(ca, cb),
     };
     if a.device().is_cuda() {
-        return Ok(crate::cuda::ops::binary(kind.kernel(), &a, &b)?.with_op(&[&a, &b], record));
+        return Ok(crate::cuda::ops::binary(kind, &a, &b)?.with_op(&[&a, &b], record));
     }
     let data = {
         let (sa, sb) = (a.cpu_f32_storage(op)?, b.cpu_f32_storage(op)?);
         let (la, lb) = (a.layout(), b.layout());
         match kind {
-            Binary::Add => binary_map(&sa, la, &sb, lb, |x, y| x + y),
-            Binary::Sub => binary_map(&sa, la, &sb, lb, |x, y| x - y),
-            Binary::Mul => binary_map(&sa, la, &sb, lb, |x, y| x * y),
-            Binary::Div => binary_map(&sa, la, &sb, lb, |x, y| x / y),
-            Binary::Min => binary_map(&sa, la, &sb, lb, f32::min),
-            Binary::Max => binary_map(&sa, la, &sb, lb, f32::max),
+            BinaryOp::Add => binary_map(&sa, la, &sb, lb, |x, y| x + y),
+            BinaryOp::Sub => binary_map(&sa, la, &sb, lb, |x, y| x - y),
+            BinaryOp::Mul => binary_map(&sa, la, &sb, lb, |x, y| x * y),
+            BinaryOp::Div => binary_map(&sa, la, &sb, lb, |x, y| x / y),
+            BinaryOp::Min => binary_map(&sa, la, &sb, lb, f32::min),
+            BinaryOp::Max => binary_map(&sa, la, &sb, lb, f32::max),
         }
     };
     Ok(Tensor::from_op(CpuStorage::F32(data), a.shape(), &[&a, &b], record))
@@ -194,23 +169,23 @@ pub(crate) fn clamp_backward(x: &Tensor, lo: f32, hi: f32, g: &Tensor) -> Result
 
 impl Tensor {
     pub fn add(&self, rhs: &Tensor) -> Result<Tensor> {
-        binary(self, rhs, Binary::Add)
+        binary(self, rhs, BinaryOp::Add)
     }
     pub fn sub(&self, rhs: &Tensor) -> Result<Tensor> {
-        binary(self, rhs, Binary::Sub)
+        binary(self, rhs, BinaryOp::Sub)
     }
     pub fn mul(&self, rhs: &Tensor) -> Result<Tensor> {
-        binary(self, rhs, Binary::Mul)
+        binary(self, rhs, BinaryOp::Mul)
     }
     pub fn div(&self, rhs: &Tensor) -> Result<Tensor> {
-        binary(self, rhs, Binary::Div)
+        binary(self, rhs, BinaryOp::Div)
     }
     /// Elementwise minimum (PPO's clipped objective).
     pub fn minimum(&self, rhs: &Tensor) -> Result<Tensor> {
-        binary(self, rhs, Binary::Min)
+        binary(self, rhs, BinaryOp::Min)
     }
     pub fn maximum(&self, rhs: &Tensor) -> Result<Tensor> {
-        binary(self, rhs, Binary::Max)
+        binary(self, rhs, BinaryOp::Max)
     }
 
     /// `x·mul + add`.
