@@ -115,8 +115,16 @@ fn cases() -> Vec<(&'static str, Vec<Vec<usize>>, Build, bool)> {
             let h = x[0].layer_norm(&x[1], &x[2], 1e-5)?.matmul_bias(&x[3], &x[4])?.gelu()?.matmul(&x[5])?;
             x[0].add(&h)
         }, true),
+        ("matmul of empty operands (K = 0: zeros; no rows: nothing)", vec![vec![3, 0], vec![0, 4], vec![3, 4], vec![2, 0, 5], vec![2, 5, 3]], empty_matmuls, true),
     ];
     cases
+}
+
+/// Uploads of 0 elements; [3, 0]·[0, 4] (all zeros: every element must still be written) + x2,
+/// plus the sum of [2, 0, 5]·[2, 5, 3] (nothing to compute; its backward multiplies over K = 0).
+fn empty_matmuls(x: &[Tensor]) -> Result<Tensor> {
+    let none = x[3].matmul(&x[4])?.sum_all()?;
+    x[0].matmul(&x[1])?.add(&x[2])?.add(&none)
 }
 
 /// Matmuls under `autocast_bf16`, forward and backward, on the device (the CPU runs f32).
@@ -126,6 +134,7 @@ fn bf16_cases() -> Vec<(&'static str, Vec<Vec<usize>>, Build, bool)> {
         ("matmul, K and N not multiples of 8 (padded), bf16 autocast", vec![vec![33, 45], vec![45, 19]], |x| x[0].matmul(&x[1]), true),
         ("matmul, batched, transposed view, bf16 autocast", vec![vec![3, 17, 24], vec![3, 11, 24]], |x| x[0].matmul(&x[1].t()?), true),
         ("matmul by a transposed weight (the tied head), bf16 autocast", vec![vec![2, 9, 40], vec![70, 40]], |x| x[0].matmul(&x[1].t()?), true),
+        ("matmul of empty operands (K = 0: zeros; no rows: nothing), bf16 autocast", vec![vec![3, 0], vec![0, 4], vec![3, 4], vec![2, 0, 5], vec![2, 5, 3]], empty_matmuls, true),
         ("attention, flash kernels (head dim 64), bf16 autocast", vec![vec![2, 3, 40, 64]; 3], |x| crate::causal_attention(&x[0], &x[1], &x[2]), true),
         ("attention, head dim 32, bf16 autocast", vec![vec![2, 2, 40, 32]; 3], |x| crate::causal_attention(&x[0], &x[1], &x[2]), true),
         ("attention, padded keys, bf16 autocast", vec![vec![2, 3, 24, 64]; 3], |x| crate::causal_attention_padded(&x[0], &x[1], &x[2], &[0, 5]), true),
@@ -208,7 +217,7 @@ fn run_on(device: Device, inputs: &[Tensor], weights: &Tensor, f: Build, grads: 
     if grads {
         let loss = y.mul(&weights.to_device(device)?)?.sum_all()?;
         let g = loss.backward()?;
-        for (i, x) in xs.iter().enumerate() {
+        for (i, x) in xs.iter().enumerate().filter(|(_, x)| x.numel() > 0) {
             let gi = g.get(x).map(|t| t.to_vec_f32()).transpose()?.unwrap_or_else(|| vec![0.0; x.numel()]);
             out.push((format!("d{i}"), gi));
         }
@@ -257,10 +266,10 @@ fn compare_all(device: Device, seed: u64) -> Vec<DeviceCase> {
         .collect()
 }
 
-/// The global gradient norm over tensors of several sizes, and the gradients after clipping to
-/// half of it.
+/// The global gradient norm over tensors of several sizes (one empty), and the gradients after
+/// clipping to half of it.
 fn norm_case(device: Device, rng: &mut StdRng) -> DeviceCase {
-    let shapes = [vec![37, 11], vec![300], vec![5, 4, 3]];
+    let shapes = [vec![37, 11], vec![300], vec![0, 9], vec![5, 4, 3]];
     let values: Vec<Vec<f32>> = shapes.iter().map(|s| (0..s.iter().product()).map(|_| rng.gen_range(-2.0f32..2.0)).collect()).collect();
     let run = |device: Device| -> Result<Vec<(String, Vec<f32>)>> {
         let params: Vec<Tensor> = shapes.iter().map(|s| Tensor::zeros(s).var()).collect();
@@ -271,13 +280,13 @@ fn norm_case(device: Device, rng: &mut StdRng) -> DeviceCase {
         let norm = store.global_norm()?;
         store.clip_global_norm(norm / 2.0)?;
         let mut out = vec![("norm".to_string(), vec![norm])];
-        for (i, p) in params.iter().enumerate() {
+        for (i, p) in params.iter().enumerate().filter(|(_, p)| p.numel() > 0) {
             out.push((format!("clipped {i}"), store.get(p).expect("inserted").to_vec_f32()?));
         }
         Ok(out)
     };
     let results = (|| Ok(run(device)?.into_iter().zip(run(Device::Cpu)?).map(|((name, g), (_, w))| (name, g, w)).collect()))();
-    DeviceCase { op: "global gradient norm, clipping", shape: "[37, 11] [300] [5, 4, 3]".into(), precision: "f32", results }
+    DeviceCase { op: "global gradient norm, clipping", shape: "[37, 11] [300] [0, 9] [5, 4, 3]".into(), precision: "f32", results }
 }
 
 /// Three AdamW steps (weight decay, a second group at another learning rate) on a parameter on

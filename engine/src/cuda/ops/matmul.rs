@@ -204,6 +204,9 @@ fn batched<T: GemmOut>(a: &Tensor, b: &Tensor, out_shape: &[usize], op: &'static
     let (m, k, n) = (a.shape()[ra - 2], a.shape()[ra - 1], b.shape()[rb - 1]);
     let batches: usize = a.shape()[..ra - 2].iter().product();
     let mut out = T::alloc(&g, batches * m * n, op)?;
+    if batches * m * n == 0 {
+        return Ok(T::wrap(out, out_shape, dev)); // nothing to compute (and `c` below would outsize `dst`)
+    }
     if rb == 2 || batches == 1 {
         gemm(a, b, batches * m, &mut out)?;
         return Ok(T::wrap(out, out_shape, dev));

@@ -3,7 +3,7 @@
 use super::buffers::*;
 use crate::cuda::device::gpu;
 use crate::{Error, Result, Tensor};
-use cudarc::driver::CudaSlice;
+use cudarc::driver::CudaView;
 
 /// Sum over `dims` (kept as size 1): the reduced dims are moved to the front and gathered, so
 /// that the sum is one column reduction over [reduced, kept].
@@ -31,7 +31,9 @@ pub(crate) fn global_norm(ts: &[&Tensor]) -> Result<f32> {
     let (dev, op) = (ordinal(first), "global_norm");
     let g = gpu(dev)?;
     let views = ts.iter().map(|t| f32_of(t, op)).collect::<Result<Vec<_>>>()?;
-    let bufs: Vec<&CudaSlice<f32>> = views.iter().map(|v| &**v).collect();
+    // Each buffer cut to its tensor's elements: an empty tensor's buffer holds one unused element.
+    let cut: Vec<CudaView<f32>> = views.iter().zip(ts).map(|(v, t)| v.slice(0..t.numel())).collect();
+    let bufs: Vec<&CudaView<f32>> = cut.iter().collect();
     let mut plan = g.l2norm_plan(&bufs).map_err(err(op))?;
     g.l2norm(&mut plan, &bufs).map_err(err(op))?;
     let out = g.stream.clone_dtoh(&plan.out).map_err(|e| Error::Cuda(format!("{op}: reading the norm: {e:?}")))?;
