@@ -63,7 +63,11 @@ mod imp {
         pub(crate) fn rand(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
             r::rand_nonzero(&mut self.rng, n, lo, hi)
         }
-        pub(crate) fn up<T: cudarc::driver::DeviceRepr>(&self, v: &[T]) -> Result<CudaSlice<T>> {
+        /// `v` on the device; an empty `v` as one unused element (the driver documents that it
+        /// refuses 0-byte allocations; the attention checks' "no padding" counts are empty).
+        pub(crate) fn up<T: cudarc::driver::DeviceRepr + Default>(&self, v: &[T]) -> Result<CudaSlice<T>> {
+            let one = [T::default()];
+            let v = if v.is_empty() { &one[..] } else { v };
             self.gpu.stream.clone_htod(v).map_err(|e| Error::cuda("upload", e))
         }
         pub(crate) fn poisoned(&self, n: usize) -> Result<CudaSlice<f32>> {
