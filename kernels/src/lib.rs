@@ -11,6 +11,7 @@ pub mod attention;
 pub mod cache;
 pub mod compile;
 pub mod copy;
+pub mod emu;
 pub mod error;
 pub mod matmul_tc;
 pub mod memops;

@@ -1,6 +1,6 @@
-//! `instructgpt kernels compile|list`: compile every registered CUDA kernel with NVRTC
+//! `instructgpt kernels compile|list|emulate`: compile every registered CUDA kernel with NVRTC
 //! (no GPU needed) and, where ptxas is found, report registers / shared memory /
-//! stack / spills per kernel.
+//! stack / spills per kernel; build the emulated GPU (kernels::emu).
 
 use anyhow::{bail, Result};
 use kernels::{compile, ptxas, toolkit, MODULES};
@@ -24,6 +24,19 @@ pub enum KernelsCmd {
     },
     /// List the registered modules and their entry points.
     List,
+    /// Build the emulated GPU: every kernel compiled as C++ for the CPU emulation, behind a
+    /// fake CUDA driver and NVRTC (libcuda.so, libnvrtc.so in --out). Run the binary with that
+    /// directory first on LD_LIBRARY_PATH (scripts/emulated-gpu.sh does): slow, no GPU needed.
+    Emulate {
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// The C++20 compiler.
+        #[arg(long, default_value = "c++")]
+        cxx: String,
+        /// Build under AddressSanitizer and UBSan (run with the compiler's libasan preloaded).
+        #[arg(long)]
+        sanitize: bool,
+    },
 }
 
 pub fn run(args: KernelsArgs) -> Result<()> {
@@ -35,6 +48,12 @@ pub fn run(args: KernelsArgs) -> Result<()> {
             Ok(())
         }
         KernelsCmd::Compile { arch, json } => compile_cmd(&arch, json),
+        KernelsCmd::Emulate { out, cxx, sanitize } => {
+            let t = std::time::Instant::now();
+            let lib = kernels::emu::build_gpu(&out, &cxx, sanitize)?;
+            println!("emulated GPU built in {:.0} s: {} (and libnvrtc.so beside it; headers for IGPT_CUDA_INCLUDE in {})", t.elapsed().as_secs_f64(), lib.display(), out.join("include").display());
+            Ok(())
+        }
     }
 }
 

@@ -25,6 +25,10 @@ pub struct SelftestArgs {
     /// versions no GPU has run yet (v3, v4).
     #[arg(long)]
     pub attention_only: bool,
+    /// Only the engine's checks (its ops against the CPU, the GPT-2 train step and decode), no
+    /// kernel checks or timings: what the emulated GPU (`kernels emulate`) runs in CI.
+    #[arg(long, conflicts_with_all = ["attention_only", "matmul_only"])]
+    pub engine_only: bool,
     /// Also write the JSON object to this file (the tables still print).
     #[arg(long)]
     pub json_out: Option<std::path::PathBuf>,
@@ -200,7 +204,9 @@ mod imp {
                 c
             }));
         } else {
-            checks.extend(selftest::run_checks(&gpu)?);
+            if !args.engine_only {
+                checks.extend(selftest::run_checks(&gpu)?);
+            }
             checks.push(engine_round_trip());
             checks.extend(engine_ops());
             for bf16 in [false, true] {
@@ -209,7 +215,7 @@ mod imp {
                 checks.extend(gpt2_decode(bf16, 32));
             }
         }
-        let timings = if args.no_bench || args.attention_only {
+        let timings = if args.no_bench || args.attention_only || args.engine_only {
             Vec::new()
         } else {
             // 4096^3, GPT-2 small's MLP up- and down-projections at 8 x 1024 tokens (N = 768: the
@@ -217,7 +223,7 @@ mod imp {
             // tokens: split-K's case).
             bench::matmul_bench(&gpu, &[(4096, 4096, 4096), (8192, 3072, 768), (8192, 768, 3072), (768, 768, 8192), (768, 3072, 8192)])?
         };
-        if !(args.no_bench || args.matmul_only || args.attention_only) {
+        if !(args.no_bench || args.matmul_only || args.attention_only || args.engine_only) {
             attention_timings = kernels::attention::bench(&gpu);
         }
         let failed = checks.iter().filter(|c| !c.pass).count();

@@ -71,15 +71,7 @@ fn build(cxx: &str, dir: &Path, driver: &str, sources: &[&str]) -> PathBuf {
     for file in sources {
         // The text NVRTC compiles (preludes included), not the bare file.
         let module = kernels::MODULES.iter().find(|m| m.file == format!("cu/{file}")).unwrap_or_else(|| panic!("no module for {file}"));
-        let text = module.source;
-        let text = without_ptx(text)
-            .replace("extern __shared__ float block_sums[];", "float* block_sums = static_cast<float*>(emu_dynamic_smem);")
-            .replace("extern __shared__ __align__(128) unsigned char smem[];", "unsigned char* smem = static_cast<unsigned char*>(emu_dynamic_smem);")
-            .replace("extern __shared__ __align__(128) unsigned char v4_smem[];", "unsigned char* v4_smem = static_cast<unsigned char*>(emu_dynamic_smem);")
-            .replace("extern __shared__ __align__(1024) unsigned char v5_smem[];", "unsigned char* v5_smem = static_cast<unsigned char*>(emu_dynamic_smem);")
-            .replace("extern __shared__ __align__(1024) unsigned char v6_smem[];", "unsigned char* v6_smem = static_cast<unsigned char*>(emu_dynamic_smem);");
-        assert!(!text.contains("extern __shared__"), "{file}: a dynamic shared array the emulation does not know");
-        std::fs::write(dir.join(file), text).unwrap();
+        std::fs::write(dir.join(file), kernels::emu::emulation_source(module)).unwrap();
     }
     let exe = dir.join(driver);
     let out = Command::new(cxx)
@@ -95,22 +87,6 @@ fn build(cxx: &str, dir: &Path, driver: &str, sources: &[&str]) -> PathBuf {
         .unwrap();
     assert!(out.status.success(), "compiling kernels/emu/{driver}.cpp with {cxx}:\n{}", String::from_utf8_lossy(&out.stderr));
     exe
-}
-
-/// A kernel source with each section between "PTX helpers" banners (inline assembly) swapped
-/// for the CPU stand-ins of emu/tensor_core.h.
-fn without_ptx(text: &str) -> String {
-    let (begin, end) = ("// --- PTX helpers (begin)", "// --- PTX helpers (end)");
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(i) = rest.find(begin) {
-        let j = rest[i..].find(end).map(|j| i + j).expect("a PTX helpers section without its end banner");
-        out.push_str(&rest[..i]);
-        out.push_str("#include \"tensor_core.h\"\n");
-        rest = &rest[j + end.len()..];
-    }
-    out.push_str(rest);
-    out
 }
 
 pub(crate) struct Emu {
