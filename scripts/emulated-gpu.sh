@@ -6,7 +6,8 @@
 # GPT-2 train step and decode against the CPU; about 2 minutes on 2 cores); otherwise the
 # arguments are the instructgpt command to run, e.g.
 #   scripts/emulated-gpu.sh bench train-step --device cuda --model tiny --batch 2 --seq-len 32 --reps 1
-# It checks what the emulated kernel tests cannot: the launchers' argument lists and launch
+# IGPT_EMU_CC=90 makes the device an sm_90, so the engine's matmuls take the Hopper kernels (v5;
+# IGPT_MATMUL=v6 for the TMA-fed one). It checks what the emulated kernel tests cannot: the launchers' argument lists and launch
 # shapes, the engine's buffers, copies and views, and every read of memory nothing wrote
 # (fresh allocations are NaN). Not speed: the emulated device runs one CPU thread per CUDA thread.
 set -euo pipefail

@@ -10,7 +10,9 @@
 // in-order queue and every call completes before it returns. NVRTC "compiles" by returning a
 // placeholder; a module's functions are the emulated entry points registered by the kernel
 // translation units built beside this file (emu_register), looked up by name. The device is an
-// sm_80 with few SMs, so that grids sized by SM count stay small.
+// sm_80 with few SMs, so that grids sized by SM count stay small; IGPT_EMU_CC=90 makes it an
+// sm_90 (Hopper: the wgmma matmuls v5 and v6, their TMA maps encoded by cuTensorMapEncodeTiled
+// into the form emu/hopper.h reads).
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -21,6 +23,7 @@
 #include <string>
 
 #include "emu_entries.h"
+#include "tensor_core.h"  // hopper.h's EmuTensorMap
 
 typedef int CUresult;
 typedef int nvrtcResult;
@@ -40,8 +43,21 @@ namespace {
 
 constexpr int kSms = 4;
 constexpr size_t kMemory = size_t(16) << 30;  // what cuMemGetInfo reports
-constexpr int kMaxSmemOptin = 163 * 1024;     // an A100's
 constexpr int kDefaultSmem = 48 * 1024;       // a launch above this needs the opt-in attribute
+
+// Compute capability major (8 or 9, IGPT_EMU_CC=80|90); minor 0.
+int cc_major() {
+    static const int major = [] {
+        const char* v = getenv("IGPT_EMU_CC");
+        if (!v || !*v || !strcmp(v, "80")) return 8;
+        if (!strcmp(v, "90")) return 9;
+        fprintf(stderr, "emulated GPU: IGPT_EMU_CC=%s: expected 80 or 90\n", v);
+        exit(2);
+    }();
+    return major;
+}
+// Shared memory per block with the opt-in: an A100's or an H100's.
+int max_smem_optin() { return cc_major() == 9 ? 227 * 1024 : 163 * 1024; }
 
 std::mutex mu;
 std::map<uintptr_t, size_t> live;  // allocations: address -> bytes
@@ -129,11 +145,11 @@ CUresult cuDeviceGetAttribute(int* v, int attr, int) {
         case 37: *v = 5120; break;            // bus width
         case 38: *v = 40 << 20; break;        // L2 bytes
         case 39: *v = 2048; break;            // threads per SM
-        case 75: *v = 8; break;               // compute capability
+        case 75: *v = cc_major(); break;      // compute capability
         case 76: *v = 0; break;
         case 81: *v = 164 * 1024; break;      // shared memory per SM
         case 82: *v = 65536; break;           // registers per SM
-        case 97: *v = kMaxSmemOptin; break;   // shared memory per block, opt-in
+        case 97: *v = max_smem_optin(); break;  // shared memory per block, opt-in
         case 106: *v = 32; break;             // blocks per SM
         case 115: *v = 1; break;              // memory pools supported
         default: *v = 0;
@@ -244,7 +260,7 @@ CUresult cuModuleGetFunction(void** f, void*, const char* name) {
 }
 CUresult cuFuncSetAttribute(void* f, int attr, int value) {
     if (attr == 8) {  // max dynamic shared memory
-        if (value > kMaxSmemOptin) return CUDA_ERROR_INVALID_VALUE;
+        if (value > max_smem_optin()) return CUDA_ERROR_INVALID_VALUE;
         static_cast<Function*>(f)->max_dynamic_smem = value;
     }
     return CUDA_SUCCESS;
@@ -254,7 +270,7 @@ CUresult cuFuncGetAttribute(int* v, int attr, void* f) {
     return CUDA_SUCCESS;
 }
 CUresult cuOccupancyMaxActiveBlocksPerMultiprocessor(int* n, void*, int threads, size_t smem) {
-    *n = std::max(1, std::min<int>(2048 / std::max(threads, 1), smem ? int(kMaxSmemOptin / smem) : 32));
+    *n = std::max(1, std::min<int>(2048 / std::max(threads, 1), smem ? int(max_smem_optin() / smem) : 32));
     return CUDA_SUCCESS;
 }
 CUresult cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int* n, void* f, int threads, size_t smem, unsigned) {
@@ -263,7 +279,7 @@ CUresult cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int* n, void* f, i
 CUresult cuLaunchKernel(void* fp, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz, unsigned smem, void*, void** params, void** extra) {
     const Function* f = static_cast<Function*>(fp);
     const char* bad = nullptr;
-    if (!f->entry) bad = "not emulated (an sm_90a kernel on this sm_80 device?)";
+    if (!f->entry) bad = "not emulated";
     else if (extra) bad = "launched with `extra` arguments";
     else if ((size_t)gx * gy * gz == 0 || (size_t)bx * by * bz == 0) bad = "an empty grid or block";
     else if (gy > 65535 || gz > 65535 || bx > 1024 || by > 1024 || bz > 64 || bx * by * bz > 1024) bad = "a grid or block past the limits";
@@ -278,8 +294,25 @@ CUresult cuLaunchKernel(void* fp, unsigned gx, unsigned gy, unsigned gz, unsigne
     f->entry(gx, gy, gz, bx, by, bz, smem, params);
     return CUDA_SUCCESS;
 }
-CUresult cuTensorMapEncodeTiled(void*, int, unsigned, void*, const unsigned long long*, const unsigned long long*, const unsigned*, const unsigned*, int, int, int, int) {
-    return CUDA_ERROR_NOT_SUPPORTED;
+// The maps matmul v6 asks for (kernels/src/tma.rs): 2-D bf16, 128-byte swizzle, written in the
+// form the TMA stand-in of emu/hopper.h reads (EmuTensorMap, in the map's first bytes).
+CUresult cuTensorMapEncodeTiled(void* map, int dtype, unsigned rank, void* address, const unsigned long long* dims, const unsigned long long* strides,
+                                const unsigned* box, const unsigned* element_strides, int interleave, int swizzle, int, int) {
+    const char* bad = nullptr;
+    if (cc_major() != 9) bad = "TMA needs an sm_90 (IGPT_EMU_CC=90)";
+    else if (dtype != 9 || rank != 2 || interleave != 0 || swizzle != 3) bad = "only 2-D bf16 maps, 128-byte swizzle, no interleave are emulated";
+    else if (element_strides[0] != 1 || element_strides[1] != 1) bad = "element strides other than 1";
+    else if (dims[0] == 0 || dims[1] == 0) bad = "an empty tensor";
+    else if ((uintptr_t)address % 16 || strides[0] % 16) bad = "the address and row stride must be multiples of 16 bytes";
+    else if (in_bounds("tensor map", (CUdeviceptr)(uintptr_t)address, (dims[1] - 1) * strides[0] + 2 * dims[0])) bad = "the tensor is not inside one allocation";
+    if (bad) {
+        fprintf(stderr, "emulated GPU: cuTensorMapEncodeTiled: %s\n", bad);
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    const EmuTensorMap m{static_cast<const unsigned short*>(address), dims[0], dims[1], strides[0], box[0], box[1]};
+    memset(map, 0, 128);
+    memcpy(map, &m, sizeof m);
+    return CUDA_SUCCESS;
 }
 
 // --- NVRTC: every program compiles, to a placeholder the module loader ignores ---

@@ -4,6 +4,7 @@
 // parameter types (deduced from the entry's signature, so no list is repeated) and runs the grid.
 #pragma once
 #include <cstdlib>
+#include <cstring>
 #include <type_traits>
 #include <utility>
 
@@ -15,9 +16,17 @@ typedef void (*EmuEntry)(unsigned gx, unsigned gy, unsigned gz, unsigned bx, uns
 EmuEntry emu_find_entry(const char* name);
 void emu_register(const char* name, EmuEntry entry);
 
+// One argument, copied out of cuLaunchKernel's array: the caller's copy may be less aligned
+// than the kernel's type (a tensor map: 64 in cudarc, 128 in the kernel).
+template <typename T>
+inline T emu_arg(const void* p) {
+    T v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
 template <typename... A, size_t... I>
 inline void emu_call(void (*kernel)(A...), void** params, std::index_sequence<I...>) {
-    kernel(*static_cast<std::remove_cv_t<A>*>(params[I])...);
+    kernel(emu_arg<std::remove_cv_t<A>>(params[I])...);
 }
 
 // One launch: the dynamic shared memory exactly as large as asked (on a 1024-byte boundary, as
