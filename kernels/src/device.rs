@@ -186,6 +186,15 @@ impl Gpu {
         Ok(n)
     }
 
+    /// `v` on the device. An empty `v` gets one unused element: the driver documents that it
+    /// refuses 0-byte allocations, and a caller's length lives in its own shape or count.
+    pub fn upload<T: cudarc::driver::DeviceRepr + Default>(&self, v: &[T]) -> std::result::Result<CudaSlice<T>, cudarc::driver::DriverError> {
+        if v.is_empty() {
+            return self.stream.clone_htod(&[T::default()]);
+        }
+        self.stream.clone_htod(v)
+    }
+
     pub(crate) fn f(&self, name: &str) -> Result<&CudaFunction> {
         self.funcs.get(name).ok_or_else(|| Error::Other(format!("kernel {name} is not loaded")))
     }

@@ -63,12 +63,10 @@ mod imp {
         pub(crate) fn rand(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
             r::rand_nonzero(&mut self.rng, n, lo, hi)
         }
-        /// `v` on the device; an empty `v` as one unused element (the driver documents that it
-        /// refuses 0-byte allocations; the attention checks' "no padding" counts are empty).
+        /// `v` on the device (an empty `v`, such as the attention checks' "no padding" counts,
+        /// as one unused element: `Gpu::upload`).
         pub(crate) fn up<T: cudarc::driver::DeviceRepr + Default>(&self, v: &[T]) -> Result<CudaSlice<T>> {
-            let one = [T::default()];
-            let v = if v.is_empty() { &one[..] } else { v };
-            self.gpu.stream.clone_htod(v).map_err(|e| Error::cuda("upload", e))
+            self.gpu.upload(v).map_err(|e| Error::cuda("upload", e))
         }
         pub(crate) fn poisoned(&self, n: usize) -> Result<CudaSlice<f32>> {
             self.up(&vec![f32::NAN; n])
@@ -297,8 +295,8 @@ mod imp {
             }
             let mut dev = Vec::new();
             for (p, g, m, v, _) in &host {
-                // cudarc cannot allocate 0 elements: an empty tensor keeps one unused slot.
-                let up = |x: &[f32]| c.up(if x.is_empty() { &[0.0] } else { x });
+                // An empty tensor keeps one unused slot (`Gpu::upload`).
+                let up = |x: &[f32]| c.up(x);
                 dev.push((up(p)?, up(g)?, up(m)?, up(v)?));
             }
             let mut list: Vec<_> = dev

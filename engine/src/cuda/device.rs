@@ -80,20 +80,11 @@ pub fn upload(src: &CpuStorage, ordinal: usize) -> Result<CudaStorage> {
     let bytes = src.len() * src.dtype().size_in_bytes();
     let err = |e| super::ops::alloc_failed(&g, "upload to the GPU", bytes, e);
     Ok(match src {
-        CpuStorage::F32(v) => CudaStorage::F32(htod(&g, v).map_err(err)?, ordinal),
-        CpuStorage::BF16(v) => CudaStorage::U16(htod(&g, bytemuck::cast_slice::<_, u16>(v)).map_err(err)?, DType::BF16, ordinal),
-        CpuStorage::F16(v) => CudaStorage::U16(htod(&g, bytemuck::cast_slice::<_, u16>(v)).map_err(err)?, DType::F16, ordinal),
-        CpuStorage::I64(v) => CudaStorage::I64(htod(&g, v).map_err(err)?, ordinal),
+        CpuStorage::F32(v) => CudaStorage::F32(g.upload(v).map_err(err)?, ordinal),
+        CpuStorage::BF16(v) => CudaStorage::U16(g.upload(bytemuck::cast_slice::<_, u16>(v)).map_err(err)?, DType::BF16, ordinal),
+        CpuStorage::F16(v) => CudaStorage::U16(g.upload(bytemuck::cast_slice::<_, u16>(v)).map_err(err)?, DType::F16, ordinal),
+        CpuStorage::I64(v) => CudaStorage::I64(g.upload(v).map_err(err)?, ordinal),
     })
-}
-
-/// A device copy of `v`. An empty `v` gets one unused element, as every device buffer here
-/// does: the driver refuses 0-byte allocations (the layout still says 0 elements).
-fn htod<T: cudarc::driver::DeviceRepr + Default>(g: &Gpu, v: &[T]) -> std::result::Result<CudaSlice<T>, cudarc::driver::DriverError> {
-    if v.is_empty() {
-        return g.stream.clone_htod(&[T::default()]);
-    }
-    g.stream.clone_htod(v)
 }
 
 pub fn download(src: &CudaStorage) -> Result<CpuStorage> {

@@ -237,9 +237,8 @@ pub(super) fn bf16_of<'a>(t: &'a Tensor, op: &'static str) -> Result<DevBf16<'a>
 
 /// i64 ids on `device`, from wherever they are (host ids are what callers usually build).
 pub(super) fn ids_on(g: &Gpu, ids: &[i64], op: &str) -> Result<CudaSlice<i64>> {
-    // Never an empty allocation: the kernels read none of it when there are no ids.
-    let ids = if ids.is_empty() { &[0i64][..] } else { ids };
-    g.stream.clone_htod(ids).map_err(|e| alloc_failed(g, op, 8 * ids.len(), e))
+    // No ids: one unused slot (`Gpu::upload`), which the kernels never read.
+    g.upload(ids).map_err(|e| alloc_failed(g, op, 8 * ids.len(), e))
 }
 
 /// i64 ids on the device, row-major: the tensor's own buffer when it is one, else uploaded
